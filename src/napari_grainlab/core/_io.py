@@ -1,0 +1,66 @@
+"""Small file helpers: every write goes to a temporary file in the same folder, then is renamed."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_tiff", "atomic_write_png", "atomic_writer"]
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path):
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_writer(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None,
+                      description: str | None = None, compression: str | None = None) -> None:
+    """Write a 2-D array as TIFF; a known pixel size goes into the resolution tags (µm)."""
+    import tifffile
+
+    kwargs = {}
+    if pixel_size_um:
+        # resolution in pixels per centimetre
+        ppcm = 1e4 / float(pixel_size_um)
+        kwargs["resolution"] = (ppcm, ppcm)
+        kwargs["resolutionunit"] = "CENTIMETER"
+    if description is not None:
+        kwargs["description"] = description
+    with atomic_writer(path) as tmp:
+        tifffile.imwrite(tmp, array, photometric="minisblack", compression=compression,
+                         metadata=None, **kwargs)
+
+
+def atomic_write_png(path: Path, array: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    with atomic_writer(path) as tmp:
+        iio.imwrite(tmp, array, extension=".png")

@@ -1,0 +1,25 @@
+"""Synthetic grain micrographs: tessellation, SEM / optical rendering, datasets.
+
+>>> from napari_grainlab.core.synthetic import SynthParams, generate
+>>> sample = generate(SynthParams(height=256, width=256), seed=0)
+>>> sample.image.shape, sample.labels.dtype
+((256, 256), dtype('uint32'))
+"""
+
+from .params import OpticalParams, ParameterError, SEMParams, SynthParams, TessellationParams, param_fields
+from .generate import SyntheticSample, generate
+from .dataset import DatasetProgress, synthetic_stream, write_dataset
+
+__all__ = [
+    "DatasetProgress",
+    "OpticalParams",
+    "ParameterError",
+    "SEMParams",
+    "SynthParams",
+    "SyntheticSample",
+    "TessellationParams",
+    "generate",
+    "param_fields",
+    "synthetic_stream",
+    "write_dataset",
+]
