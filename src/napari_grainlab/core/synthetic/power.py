@@ -22,10 +22,12 @@ broken towards the lower seed index in both).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 __all__ = ["power_labels", "metric_matrices"]
 
-_FINE = 4  # side of the smallest block, evaluated pixel by pixel
+_FINE = 4  # side of the sub-blocks the compiled kernel narrows before evaluating pixels
+_LEAF = 16  # side of the blocks handed to the compiled kernel
 _BIG = np.float64(1e30)
 
 
@@ -102,8 +104,8 @@ def power_labels(
     dummy = n
     oy, ox = float(origin[0]), float(origin[1])
 
-    # coarsest block: a power of 4 times the fine block, a handful of blocks per side
-    b0 = _FINE
+    # coarsest block: a power of 4 times the leaf block, covering the grid in a few blocks
+    b0 = _LEAF
     while b0 * 4 <= max(h, w):
         b0 *= 4
     nby, nbx = int(np.ceil(h / b0)), int(np.ceil(w / b0))
@@ -154,9 +156,9 @@ def power_labels(
         pos += len(p)
     cand = cand.reshape(nby, nbx, kmax)
 
-    # refine: each block splits into 4 x 4 children until the fine block size; children of
-    # a block with a single candidate inherit it and need no work
-    while b > _FINE:
+    # refine: each block splits into 4 x 4 children down to the leaf block size; children
+    # of a block with a single candidate inherit it and need no work
+    while b > _LEAF:
         b //= 4
         cand = np.repeat(np.repeat(cand, 4, axis=0), 4, axis=1)
         nby, nbx, k = cand.shape
@@ -180,43 +182,95 @@ def power_labels(
             new[rows, : sub.shape[1]] = sub
         cand = new.reshape(nby, nbx, -1)
 
-    # fine blocks: fill single-candidate blocks, evaluate the others pixel by pixel
-    nby, nbx, k = cand.shape
-    flat = cand.reshape(nby * nbx, k)
-    counts = (flat != dummy).sum(axis=1)
-    out = np.empty((nby * nbx, _FINE, _FINE), dtype=np.int32)
-    out[:] = flat[:, 0, None, None]
-    multi = np.nonzero(counts > 1)[0]
-    if len(multi):
-        offs = step * np.arange(_FINE, dtype=np.float64)
-        for kk in np.nonzero(np.bincount(counts[multi]))[0]:
-            idx = multi[counts[multi] == kk]
-            c = flat[idx, :kk]  # (m, kk)
-            by_i = idx // nbx
-            bx_i = idx % nbx
-            py = (oy + step * by_i * _FINE)[:, None, None] + offs[None, :, None]  # (m, F, 1)
-            px = (ox + step * bx_i * _FINE)[:, None, None] + offs[None, None, :]  # (m, 1, F)
-            best = None
-            best_d = None
-            for t in range(kk):
-                j = c[:, t]
-                dy = py - sy[j][:, None, None]
-                dx = px - sx[j][:, None, None]
-                e0 = m00[j][:, None, None] * dy + m01[j][:, None, None] * dx
-                e1 = m10[j][:, None, None] * dy + m11[j][:, None, None] * dx
-                d = e0 * e0 + e1 * e1 - ww[j][:, None, None]
-                if best is None:
-                    best_d = d
-                    best = np.broadcast_to(j[:, None, None], d.shape).copy()
-                else:
-                    # strict '<' keeps the first of equal distances; candidates are in
-                    # increasing seed order, matching np.argmin on the full distance table
-                    better = (d < best_d) | ((d == best_d) & (j[:, None, None] < best))
-                    best_d = np.where(better, d, best_d)
-                    best = np.where(better, j[:, None, None], best)
-            out[idx] = best
-    labels = out.reshape(nby, nbx, _FINE, _FINE).transpose(0, 2, 1, 3).reshape(nby * _FINE, nbx * _FINE)
-    return np.ascontiguousarray(labels[:h, :w])
+    # leaf blocks: compiled kernel narrows each 4 x 4 sub-block and evaluates its pixels
+    out = np.empty((h, w), dtype=np.int32)
+    _fill_leaves(out, np.ascontiguousarray(cand), _LEAF, oy, ox, float(step), sy, sx, ww, m00, m01, m10, m11, sig,
+                 dummy)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11, sig, dummy):  # pragma: no cover
+    h, w = out.shape
+    nby, nbx, kmax = cand.shape
+    f = _FINE
+    half = step * (f - 1) / 2.0
+    rad = half * np.sqrt(2.0)
+    keep = np.empty(kmax, dtype=np.int32)
+    for by in range(nby):
+        for bx in range(nbx):
+            k = 0
+            while k < kmax and cand[by, bx, k] != dummy:
+                k += 1
+            y0 = by * bsize
+            x0 = bx * bsize
+            y1 = min(y0 + bsize, h)
+            x1 = min(x0 + bsize, w)
+            if k == 1:
+                j = cand[by, bx, 0]
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
+                        out[y, x] = j
+                continue
+            for sy0 in range(y0, y1, f):
+                for sx0 in range(x0, x1, f):
+                    cy = oy + step * (sy0 + (f - 1) / 2.0)
+                    cx = ox + step * (sx0 + (f - 1) / 2.0)
+                    best_u = np.inf
+                    for t in range(k):
+                        j = cand[by, bx, t]
+                        for cyo in (-half, half):
+                            for cxo in (-half, half):
+                                dy = cy + cyo - sy[j]
+                                dx = cx + cxo - sx[j]
+                                e0 = m00[j] * dy + m01[j] * dx
+                                e1 = m10[j] * dy + m11[j] * dx
+                                d = e0 * e0 + e1 * e1 - ww[j]
+                                if cyo == -half and cxo == -half:
+                                    umax = d
+                                elif d > umax:
+                                    umax = d
+                        if umax < best_u:
+                            best_u = umax
+                    tol = best_u + 1e-9 * (abs(best_u) + 1.0)
+                    nk = 0
+                    for t in range(k):
+                        j = cand[by, bx, t]
+                        dy = cy - sy[j]
+                        dx = cx - sx[j]
+                        e0 = m00[j] * dy + m01[j] * dx
+                        e1 = m10[j] * dy + m11[j] * dx
+                        dc = np.sqrt(e0 * e0 + e1 * e1) - sig[j] * rad
+                        if dc < 0.0:
+                            dc = 0.0
+                        if dc * dc - ww[j] <= tol:
+                            keep[nk] = j
+                            nk += 1
+                    ye = min(sy0 + f, h)
+                    xe = min(sx0 + f, w)
+                    if nk == 1:
+                        j = keep[0]
+                        for y in range(sy0, ye):
+                            for x in range(sx0, xe):
+                                out[y, x] = j
+                        continue
+                    for y in range(sy0, ye):
+                        py = oy + step * y
+                        for x in range(sx0, xe):
+                            px = ox + step * x
+                            best = np.inf
+                            bj = keep[0]
+                            for t in range(nk):
+                                j = keep[t]
+                                dy = py - sy[j]
+                                dx = px - sx[j]
+                                e0 = m00[j] * dy + m01[j] * dx
+                                e1 = m10[j] * dy + m11[j] * dx
+                                d = e0 * e0 + e1 * e1 - ww[j]
+                                if d < best:
+                                    best = d
+                                    bj = j
+                            out[y, x] = bj
 
 
 def brute_force_labels(shape, seeds, weights=None, metrics=None, origin=(0.0, 0.0), step=1.0) -> np.ndarray:

@@ -1,0 +1,236 @@
+"""Compiled per-pixel kernels of the renderer (numba, cached on disk after the first call).
+
+Each kernel is one pass over the image doing what would otherwise be several numpy passes
+with full-size temporaries.  They write straight into the padded buffers of the Fourier
+pass (mirror-reflected borders), so no separate padding or cropping copies are needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["specimen_and_lines", "finish", "pair_uniform"]
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
+_M3 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mix(z):  # pragma: no cover - compiled
+    z = (z ^ (z >> np.uint64(30))) * _M2
+    z = (z ^ (z >> np.uint64(27))) * _M3
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, nogil=True)
+def pair_uniform(a, b, salt):  # pragma: no cover - compiled
+    """Uniform [0, 1) value for the unordered label pair (a, b)."""
+    lo = min(a, b)
+    hi = max(a, b)
+    z = (np.uint64(lo) << np.uint64(32)) | np.uint64(hi)
+    z = _mix(z + salt + _M1)
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, nogil=True)
+def _boundary_weight(a, b, mode, p1, p2, salt):  # pragma: no cover - compiled
+    """Line density weight of the boundary between labels a and b.
+
+    mode 0: constant 1; mode 1: 1 + p1 * U(-1, 1) (edge variation);
+    mode 2: etched optical lines: missing with probability p1, faint with p2, else strong.
+    """
+    if mode == 0:
+        return 1.0
+    u = pair_uniform(a, b, salt)
+    if mode == 1:
+        v = 1.0 + p1 * (2.0 * u - 1.0)
+        return v if v > 0.0 else 0.0
+    u2 = pair_uniform(a, b, salt ^ np.uint64(0x5DEECE66D))
+    if u < p1:
+        return 0.0
+    if u < p1 + p2:
+        return 0.15 + 0.3 * u2
+    return 0.75 + 0.5 * u2
+
+
+@njit(cache=True, nogil=True)
+def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, twins, use_twins, use_ramp, line_mode, p1, p2,
+                       salt, periodic, sp, ln, oy, ox, ymap, xmap):  # pragma: no cover - compiled
+    """Fill ``sp`` (specimen intensity) and ``ln`` (boundary line density) of shape (Hp, Wp).
+
+    Pixel (y, x) of the image sits at (y + oy, x + ox) in the padded buffers; padded row
+    ``yp`` shows image row ``ymap[yp]`` (mirror reflection, or wrap-around when periodic).  ``ln`` gets half of a
+    boundary's weight on each side of every label change.  ``line_mode < 0`` skips lines.
+    """
+    h, w = labels.shape
+    hp, wp = sp.shape
+    do_lines = line_mode >= 0
+    # interior image: specimen
+    for yp in range(hp):
+        y = ymap[yp]
+        for xp in range(wp):
+            x = xmap[xp]
+            g = labels[y, x]
+            v = lut[g]
+            if use_twins and twins[y, x] > 0:
+                v = lut_twin[g]
+            if use_ramp:
+                v += ramp_a[g] * y + ramp_b[g] * x
+            sp[yp, xp] = v
+    if not do_lines:
+        return
+    ln[:, :] = 0.0
+    # label changes inside the image, spread half to each side
+    for y in range(h):
+        for x in range(w):
+            a = labels[y, x]
+            if x + 1 < w or periodic:
+                x2 = x + 1 if x + 1 < w else 0
+                b = labels[y, x2]
+                if a != b:
+                    wgt = 0.5 * _boundary_weight(a, b, line_mode, p1, p2, salt)
+                    ln[y + oy, x + ox] += wgt
+                    ln[y + oy, x2 + ox] += wgt
+            if y + 1 < h or periodic:
+                y2 = y + 1 if y + 1 < h else 0
+                b = labels[y2, x]
+                if a != b:
+                    wgt = 0.5 * _boundary_weight(a, b, line_mode, p1, p2, salt)
+                    ln[y + oy, x + ox] += wgt
+                    ln[y2 + oy, x + ox] += wgt
+    if periodic:
+        return
+    # mirror the line map into the padding
+    for yp in range(hp):
+        y = ymap[yp] + oy
+        inside_row = oy <= yp < oy + h
+        for xp in range(wp):
+            if inside_row and ox <= xp < ox + w:
+                continue
+            ln[yp, xp] = ln[y, xmap[xp] + ox]
+
+
+@njit(cache=True, nogil=True)
+def finish(full, oy, ox, shifts, use_shift, gy, gx, use_shading, line_off, dose, read, z, seed, out):  # pragma: no cover
+    """Crop the blurred padded image into ``out`` applying, per pixel: the scan line's
+    sub-pixel shift (linear interpolation), multiplicative shading ``1 + gy + gx``, the line
+    brightness offset, and shot + read noise (exact Poisson below 12 counts, its Gaussian
+    limit above; ``z`` holds standard normal draws)."""
+    np.random.seed(seed)
+    h, w = out.shape
+    hp, wp = full.shape
+    for y in range(h):
+        s = shifts[y] if use_shift else 0.0
+        fl = np.floor(s)
+        fr = s - fl
+        ish = int(fl)
+        yy = y + oy
+        for x in range(w):
+            xs = x + ox - ish
+            if use_shift:
+                # out(x) = in(x - s): interpolate between x - floor(s) - 1 and x - floor(s)
+                x0 = xs - 1
+                x1 = xs
+                if x0 < 0:
+                    x0 = 0
+                if x1 >= wp:
+                    x1 = wp - 1
+                if x1 < 0:
+                    x1 = 0
+                if x0 >= wp:
+                    x0 = wp - 1
+                v = fr * full[yy, x0] + (1.0 - fr) * full[yy, x1]
+            else:
+                v = full[yy, x + ox]
+            if use_shading:
+                v *= 1.0 + gy[y] + gx[x]
+            v += line_off[y]
+            if dose > 0.0:
+                lam = v * dose if v > 0.0 else 0.0
+                if lam < 12.0:
+                    v = np.random.poisson(lam) / dose + read * z[y, x]
+                else:
+                    v += np.sqrt(lam / (dose * dose) + read * read) * z[y, x]
+            elif read > 0.0:
+                v += read * z[y, x]
+            out[y, x] = v
+
+
+@njit(cache=True, nogil=True)
+def _find(parent, i):  # pragma: no cover - compiled
+    root = i
+    while parent[root] != root:
+        root = parent[root]
+    while parent[i] != root:  # path compression
+        nxt = parent[i]
+        parent[i] = root
+        i = nxt
+    return root
+
+
+@njit(cache=True, nogil=True)
+def _union(parent, a, b):  # pragma: no cover - compiled
+    ra = _find(parent, a)
+    rb = _find(parent, b)
+    if ra != rb:
+        if ra < rb:
+            parent[rb] = ra
+        else:
+            parent[ra] = rb
+
+
+@njit(cache=True, nogil=True)
+def stray_pixels(labels, n_labels, periodic):  # pragma: no cover - compiled
+    """Pixels of every label > 0 outside that label's largest 4-connected piece.
+
+    Pieces are found with union-find over equal 4-neighbours (wrapping around the edges
+    when ``periodic``); ties between equally large pieces go to the one met first in
+    raster order.  Returns (rows, cols) of the stray pixels.
+    """
+    h, w = labels.shape
+    n = h * w
+    parent = np.arange(n, dtype=np.int64)
+    for y in range(h):
+        for x in range(w):
+            v = labels[y, x]
+            if v == 0:
+                continue
+            i = y * w + x
+            if x + 1 < w:
+                if labels[y, x + 1] == v:
+                    _union(parent, i, i + 1)
+            elif periodic and labels[y, 0] == v:
+                _union(parent, i, y * w)
+            if y + 1 < h:
+                if labels[y + 1, x] == v:
+                    _union(parent, i, i + w)
+            elif periodic and labels[0, x] == v:
+                _union(parent, i, x)
+    size = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        if labels.flat[i] != 0:
+            size[_find(parent, i)] += 1
+    best_root = np.full(n_labels + 1, -1, dtype=np.int64)
+    best_size = np.zeros(n_labels + 1, dtype=np.int64)
+    for i in range(n):
+        v = labels.flat[i]
+        if v != 0 and parent[i] == i and size[i] > best_size[v]:
+            best_size[v] = size[i]
+            best_root[v] = i
+    count = 0
+    for i in range(n):
+        v = labels.flat[i]
+        if v != 0 and parent[i] != best_root[v]:
+            count += 1
+    rows = np.empty(count, dtype=np.int64)
+    cols = np.empty(count, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        v = labels.flat[i]
+        if v != 0 and parent[i] != best_root[v]:
+            rows[k] = i // w
+            cols[k] = i % w
+            k += 1
+    return rows, cols
