@@ -56,8 +56,8 @@ def _boundary_weight(a, b, mode, p1, p2, salt):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, twins, use_twins, use_ramp, line_mode, p1, p2,
-                       salt, periodic, sp, ln, oy, ox, ymap, xmap):  # pragma: no cover - compiled
+def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, centre, twins, use_twins, use_ramp, line_mode, p1,
+                       p2, salt, periodic, sp, ln, oy, ox, ymap, xmap):  # pragma: no cover - compiled
     """Fill ``sp`` (specimen intensity) and ``ln`` (boundary line density) of shape (Hp, Wp).
 
     Pixel (y, x) of the image sits at (y + oy, x + ox) in the padded buffers; padded row
@@ -77,7 +77,12 @@ def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, twins, use_twins, 
             if use_twins and twins[y, x] > 0:
                 v = lut_twin[g]
             if use_ramp:
-                v += ramp_a[g] * y + ramp_b[g] * x
+                dy = y - centre[g, 0]
+                dx = x - centre[g, 1]
+                if periodic:  # measure from the grain's centre the short way round
+                    dy -= h * np.round(dy / h)
+                    dx -= w * np.round(dx / w)
+                v += ramp_a[g] * dy + ramp_b[g] * dx
             sp[yp, xp] = v
     if not do_lines:
         return
@@ -234,3 +239,89 @@ def stray_pixels(labels, n_labels, periodic):  # pragma: no cover - compiled
             cols[k] = i % w
             k += 1
     return rows, cols
+
+
+@njit(cache=True, nogil=True)
+def rsa(radii, y0, x0, y1, x1, metric, periodic, tries, seed):  # pragma: no cover - compiled
+    """Random sequential addition of disks (radii in metric space, placed in the given order).
+
+    A candidate centre is accepted when ``|metric @ (c - p)| >= r_c + r_p`` for every placed
+    disk ``p`` (distances wrap around the box when ``periodic``).  A disk that finds no room
+    after ``tries`` candidates shrinks by 10 % and tries again; after ``4 * tries`` it is
+    placed anyway, so every disk gets a centre.  Neighbours are found through a grid hash.
+    """
+    np.random.seed(seed)
+    n = len(radii)
+    pts = np.empty((n, 2))
+    rad = radii.copy()
+    hgt = y1 - y0
+    wid = x1 - x0
+    # pixel-space reach of metric distances: the largest singular value of metric^-1
+    a, b, c, d = metric[0, 0], metric[0, 1], metric[1, 0], metric[1, 1]
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    s1 = ia * ia + ib * ib + ic * ic + id_ * id_
+    s2 = ia * id_ - ib * ic
+    reach = np.sqrt((s1 + np.sqrt(max(s1 * s1 - 4 * s2 * s2, 0.0))) / 2.0)
+    rmax = 0.0
+    for i in range(n):
+        rmax = max(rmax, rad[i])
+    cell = max(2.0 * rmax * reach, 1e-9)
+    ny = max(1, int(hgt // cell))
+    nx = max(1, int(wid // cell))
+    csy = hgt / ny
+    csx = wid / nx
+    head = np.full(ny * nx, -1, dtype=np.int64)
+    nxt = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        r_i = rad[i]
+        cy = 0.0
+        cx = 0.0
+        for attempt in range(4 * tries):
+            cy = y0 + hgt * np.random.random()
+            cx = x0 + wid * np.random.random()
+            gy = min(int((cy - y0) / csy), ny - 1)
+            gx = min(int((cx - x0) / csx), nx - 1)
+            ok = True
+            for dyc in range(-1, 2):
+                ky = gy + dyc
+                if periodic:
+                    ky %= ny
+                elif ky < 0 or ky >= ny:
+                    continue
+                for dxc in range(-1, 2):
+                    kx = gx + dxc
+                    if periodic:
+                        kx %= nx
+                    elif kx < 0 or kx >= nx:
+                        continue
+                    j = head[ky * nx + kx]
+                    while j >= 0:
+                        ddy = cy - pts[j, 0]
+                        ddx = cx - pts[j, 1]
+                        if periodic:
+                            ddy -= hgt * np.round(ddy / hgt)
+                            ddx -= wid * np.round(ddx / wid)
+                        e0 = a * ddy + b * ddx
+                        e1 = c * ddy + d * ddx
+                        if e0 * e0 + e1 * e1 < (r_i + rad[j]) ** 2:
+                            ok = False
+                            break
+                        j = nxt[j]
+                    if not ok:
+                        break
+                if not ok:
+                    break
+            if ok:
+                break
+            if (attempt + 1) % tries == 0:
+                r_i *= 0.9
+        rad[i] = r_i
+        pts[i, 0] = cy
+        pts[i, 1] = cx
+        gy = min(int((cy - y0) / csy), ny - 1)
+        gx = min(int((cx - x0) / csx), nx - 1)
+        k = gy * nx + gx
+        nxt[i] = head[k]
+        head[k] = i
+    return pts

@@ -241,8 +241,9 @@ class SynthParams(_Params):
         for sub in (self.tessellation, self.sem, self.optical):
             if not isinstance(sub, _Params):
                 raise ParameterError(f"expected parameter sections, got {type(sub).__name__}")
-        if self.height <= 0 or self.width <= 0:
-            raise ParameterError(f"image size must be positive, got {self.height}x{self.width}")
+        for name in ("height", "width"):
+            if getattr(self, name) <= 0:
+                raise ParameterError(f"{name}: image size must be positive, got {getattr(self, name)}")
         self._check_ranges()
         for sub in (self.tessellation, self.sem, self.optical):
             sub.validate()

@@ -192,18 +192,11 @@ def _compose(micro: Microstructure, lut: np.ndarray, lut_twin: np.ndarray | None
     use_twins = lut_twin is not None and micro.twins is not None
     twins = micro.twins if use_twins else np.zeros((1, 1), dtype=np.uint8)
     lt = (lut_twin if use_twins else lut).astype(np.float64)
-    if ramp is not None:
-        ra, rb = ramp
-        base = lut - ra * micro.center[:, 0] - rb * micro.center[:, 1]
-    else:
-        ra = rb = np.zeros(n1)
-        base = lut
-    if use_twins and ramp is not None:
-        lt = lt - ra * micro.center[:, 0] - rb * micro.center[:, 1]
+    ra, rb = ramp if ramp is not None else (np.zeros(n1), np.zeros(n1))
     mode, p1, p2, salt = lines if lines is not None else (-1, 0.0, 0.0, 0)
-    specimen_and_lines(labels, base.astype(np.float64), lt, ra.astype(np.float64), rb.astype(np.float64), twins,
-                       use_twins, ramp is not None, int(mode), float(p1), float(p2), np.uint64(salt), periodic, sp, ln,
-                       oy, ox, ymap, xmap)
+    specimen_and_lines(labels, lut.astype(np.float64), lt, ra.astype(np.float64), rb.astype(np.float64),
+                       np.ascontiguousarray(micro.center, dtype=np.float64), twins, use_twins, ramp is not None,
+                       int(mode), float(p1), float(p2), np.uint64(salt), periodic, sp, ln, oy, ox, ymap, xmap)
     if draw is not None:
         draw(sp[oy : oy + h, ox : ox + w])
     t_psf, t_lines = _transfer_functions(hp, wp, psf, edge)

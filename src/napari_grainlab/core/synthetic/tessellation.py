@@ -120,70 +120,15 @@ def _wrap_delta(d: np.ndarray, period: float) -> np.ndarray:
 
 # --------------------------------------------------------------------- seed placement
 def _rsa(rng: np.random.Generator, radii: np.ndarray, box: tuple[float, float, float, float],
-         metric: np.ndarray, periodic_shape: tuple[float, float] | None, tries: int = 40) -> np.ndarray:
-    """Random sequential addition of disks (radii in metric space, largest first).
+         metric: np.ndarray, periodic_shape: tuple[float, float] | None, tries: int = 60) -> np.ndarray:
+    """Random sequential addition of disks (radii in metric space, in the given order) in
+    ``box`` = (y0, x0, y1, x1); see :func:`._kernels.rsa`."""
+    from ._kernels import rsa
 
-    ``box`` = (y0, x0, y1, x1) in pixels; ``metric`` the global 2x2 metric applied to seed
-    differences.  Disks that find no room after ``tries`` batches shrink by 10 % and retry,
-    so the requested number of seeds is always placed.
-    """
     y0, x0, y1, x1 = box
-    n = len(radii)
-    pts = np.empty((n, 2))
-    rad = np.asarray(radii, dtype=np.float64).copy()
-    minv = np.linalg.inv(metric)
-    # the largest pixel-space reach of a metric-space radius
-    reach = np.linalg.norm(minv, 2)
-    cell = max(2.0 * rad.max() * reach, 1e-9)
-    ny = max(1, int((y1 - y0) // cell))
-    nx = max(1, int((x1 - x0) // cell))
-    cy_size = (y1 - y0) / ny
-    cx_size = (x1 - x0) / nx
-    grid: dict[tuple[int, int], list[int]] = {}
-    batch = 24
-    for i in range(n):
-        placed = False
-        r_i = rad[i]
-        for _attempt in range(tries * 4):
-            cand = np.column_stack([rng.uniform(y0, y1, batch), rng.uniform(x0, x1, batch)])
-            gy = ((cand[:, 0] - y0) // cy_size).astype(int)
-            gx = ((cand[:, 1] - x0) // cx_size).astype(int)
-            ok = np.ones(batch, dtype=bool)
-            # gather neighbours of all candidates' cells (3x3 blocks)
-            neigh: set[int] = set()
-            for cyi, cxi in set(zip(gy.tolist(), gx.tolist())):
-                for dyc in (-1, 0, 1):
-                    for dxc in (-1, 0, 1):
-                        ky, kx = cyi + dyc, cxi + dxc
-                        if periodic_shape is not None:
-                            ky %= ny
-                            kx %= nx
-                        lst = grid.get((ky, kx))
-                        if lst:
-                            neigh.update(lst)
-            if neigh:
-                idx = np.fromiter(neigh, dtype=np.int64)
-                d = cand[:, None, :] - pts[idx][None, :, :]
-                if periodic_shape is not None:
-                    d[..., 0] = _wrap_delta(d[..., 0], periodic_shape[0])
-                    d[..., 1] = _wrap_delta(d[..., 1], periodic_shape[1])
-                e = d @ metric.T
-                dist = np.sqrt((e * e).sum(-1))
-                ok = (dist >= (rad[idx][None, :] + r_i)).all(axis=1)
-            good = np.nonzero(ok)[0]
-            if len(good):
-                j = good[0]
-                pts[i] = cand[j]
-                grid.setdefault((int(gy[j]) % ny, int(gx[j]) % nx), []).append(i)
-                placed = True
-                break
-            if (_attempt + 1) % tries == 0:
-                r_i *= 0.9
-                rad[i] = r_i
-        if not placed:
-            pts[i] = (rng.uniform(y0, y1), rng.uniform(x0, x1))
-            grid.setdefault((int((pts[i, 0] - y0) // cy_size) % ny, int((pts[i, 1] - x0) // cx_size) % nx), []).append(i)
-    return pts
+    return rsa(np.asarray(radii, dtype=np.float64), float(y0), float(x0), float(y1), float(x1),
+               np.ascontiguousarray(metric, dtype=np.float64), periodic_shape is not None, int(tries),
+               int(rng.integers(0, 2**31 - 1)))
 
 
 def _ghosts(seeds: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,357 @@
+"""Synthetic generator: geometry, rendering, parameters, determinism."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from skimage.measure import label as cc_label
+from skimage.measure import regionprops
+
+from napari_grainlab.core.synthetic import ParameterError, SynthParams, generate
+from napari_grainlab.core.synthetic.power import brute_force_labels, metric_matrices, power_labels
+from napari_grainlab.core.synthetic.tessellation import boundary_mask
+
+
+def params(h=256, w=256, **tess) -> SynthParams:
+    p = SynthParams(height=h, width=w)
+    for k, v in tess.items():
+        setattr(p.tessellation, k, v)
+    return p
+
+
+def disconnected_grains(labels: np.ndarray) -> list[int]:
+    bad = []
+    for r in regionprops(labels.astype(np.int64)):
+        if cc_label(r.image, connectivity=1).max() != 1:
+            bad.append(r.label)
+    return bad
+
+
+# ------------------------------------------------------------------ power diagram
+@pytest.mark.parametrize("case", range(8))
+def test_power_labels_match_brute_force(case):
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(2, 80))
+    seeds = rng.uniform(-20, 140, (n, 2))
+    weights = rng.uniform(0, 400, n) if case % 2 else None
+    metrics = metric_matrices(rng.uniform(0, np.pi, n), rng.uniform(1, 5, n)) if case >= 4 else None
+    shape = (int(rng.integers(1, 130)), int(rng.integers(1, 150)))
+    origin = (float(rng.uniform(-5, 5)), float(rng.uniform(-5, 5)))
+    step = float(rng.choice([1.0, 0.7, 2.5]))
+    fast = power_labels(shape, seeds, weights, metrics, origin, step)
+    ref = brute_force_labels(shape, seeds, weights, metrics, origin, step)
+    np.testing.assert_array_equal(fast, ref)
+
+
+# ------------------------------------------------------------------------ geometry
+@pytest.mark.parametrize("method", ["voronoi", "laguerre"])
+def test_grain_count_near_requested(method):
+    p = params(384, 384, method=method, grains=150)
+    s = generate(p, seed=1)
+    n = len(np.unique(s.labels[s.labels > 0]))
+    assert abs(n - 150) <= 0.15 * 150, n
+    assert s.labels.dtype == np.uint32
+    assert s.labels.min() >= 1  # no pores requested: fully tiled
+    # labels are contiguous 1..n
+    assert s.labels.max() == n
+
+
+@pytest.mark.parametrize(
+    "tess",
+    [
+        dict(method="voronoi"),
+        dict(method="laguerre", size_sigma=0.6),
+        dict(method="voronoi", aspect_ratio=4.0, orientation=35.0, orientation_spread=30.0),
+        dict(method="laguerre", particle_fraction=0.06, porosity=0.03, twin_fraction=0.5),
+    ],
+)
+def test_every_grain_is_one_connected_piece(tess):
+    s = generate(params(256, 256, grains=120, **tess), seed=7)
+    assert disconnected_grains(s.labels) == []
+
+
+def test_periodic_grains_connected_on_torus_and_tile_seamlessly():
+    p = params(192, 160, grains=60, periodic=True, method="laguerre")
+    p.sem.dose = 0.0
+    p.sem.read_noise = 0.0
+    p.sem.scan_jitter = 0.0
+    p.sem.drift = 0.0
+    p.sem.gradient = 0.0
+    p.sem.line_noise = 0.0
+    p.sem.charging = 0.0
+    p.sem.scratches = 0.0
+    p.sem.dust = 0.0
+    s = generate(p, seed=3)
+    tiled = np.tile(s.labels, (2, 2))
+    # on the torus each grain is one piece: in the 2x2 tiling the copy around the centre is connected
+    centre = tiled[s.labels.shape[0] // 2 : s.labels.shape[0] // 2 + s.labels.shape[0],
+                   s.labels.shape[1] // 2 : s.labels.shape[1] // 2 + s.labels.shape[1]]
+    grains = np.unique(s.labels)
+    assert len(grains) >= 40
+    # a grain touching the left edge continues at the right edge
+    left, right = s.labels[:, 0], s.labels[:, -1]
+    assert np.mean(left == right) > 0.5
+    # no seam: intensity steps across the wrap edge are like steps inside the image
+    img = s.image_float()
+    wrap_step = np.abs(img[:, 0] - img[:, -1]).mean()
+    inner_step = np.abs(np.diff(img, axis=1)).mean()
+    assert wrap_step < 2.5 * inner_step
+    del centre
+
+
+def test_lognormal_sigma_recovered():
+    for sigma in (0.25, 0.45):
+        p = params(640, 640, method="laguerre", grains=300, size_sigma=sigma)
+        tab = generate(p, seed=11).table
+        inner = ~tab["touches_border"]
+        d = tab["equivalent_diameter"][inner]
+        est = float(np.std(np.log(d)))
+        assert abs(est - sigma) < 0.25 * sigma + 0.03, (sigma, est)
+        # and the mean size matches the request
+        assert abs(d.mean() - p.mean_diameter()) < 0.2 * p.mean_diameter()
+
+
+def test_mean_diameter_sets_grain_size():
+    p = params(512, 512, method="laguerre", grains=None, mean_diameter=40.0)
+    tab = generate(p, seed=2).table
+    d = tab["equivalent_diameter"][~tab["touches_border"]]
+    assert 32 < d.mean() < 48
+
+
+def test_aspect_ratio_elongates_grains_along_orientation():
+    base = generate(params(384, 384, method="voronoi", grains=120), seed=5)
+    elong = generate(params(384, 384, method="voronoi", grains=120, aspect_ratio=3.5, orientation=30.0), seed=5)
+
+    def median_ar(labels):
+        rp = [r for r in regionprops(labels.astype(np.int64)) if r.area > 50]
+        return np.median([r.axis_major_length / max(r.axis_minor_length, 1e-9) for r in rp]), rp
+
+    ar0, _ = median_ar(base.labels)
+    ar1, rp = median_ar(elong.labels)
+    assert ar1 > ar0 + 1.0, (ar0, ar1)
+    # skimage orientation: angle between the row axis and the major axis; convert to degrees from +x, y up
+    ang = np.array([np.degrees(r.orientation) + 90.0 for r in rp])
+    ang = (ang + 90.0) % 180.0 - 90.0
+    assert abs(np.median(ang) - 30.0) < 10.0
+
+
+def test_boundary_mask_width_and_coverage():
+    s = generate(params(256, 256, grains=80), seed=4)
+    b1 = boundary_mask(s.labels, 1)
+    b2 = boundary_mask(s.labels, 2)
+    b5 = boundary_mask(s.labels, 5)
+    assert b1.sum() < b2.sum() < b5.sum()
+    assert (b1 <= b2).all() and (b2 <= b5).all()
+    # every label change is covered by the mask
+    dy = s.labels[1:] != s.labels[:-1]
+    assert (b1[:-1][dy]).all()
+    # width 2 marks both sides
+    assert (b2[1:][dy]).all()
+    assert s.boundaries.dtype == bool and s.boundaries.shape == s.labels.shape
+
+
+# ------------------------------------------------------------------------ rendering
+def _boundary_contrast(sample) -> float:
+    img = sample.image_float()
+    near = boundary_mask(sample.labels, 2)
+    far = ~boundary_mask(sample.labels, 9)
+    return float(img[near].mean() - img[far].mean())
+
+
+@pytest.mark.parametrize("mode,sign", [("groove", -1), ("bright", 1)])
+def test_boundaries_visible_in_sem(mode, sign):
+    p = params(256, 256, grains=60)
+    p.sem.edge_mode = mode
+    p.sem.edge_strength = 0.5
+    s = generate(p, seed=8)
+    contrast = _boundary_contrast(s)
+    assert sign * contrast > 0.03, contrast
+    p.sem.edge_strength = 0.0
+    off = _boundary_contrast(generate(p, seed=8))
+    assert abs(off) < abs(contrast) / 3
+
+
+def test_boundaries_visible_in_optical_and_missing_ones_are_invisible():
+    p = params(256, 256, grains=60)
+    p.style = "optical"
+    p.optical.missing_fraction = 0.0
+    p.optical.faint_fraction = 0.0
+    assert _boundary_contrast(generate(p, seed=9)) < -0.08
+    p.optical.missing_fraction = 1.0
+    assert abs(_boundary_contrast(generate(p, seed=9))) < 0.02
+
+
+def test_channelling_contrast_differs_between_grains():
+    p = params(256, 256, grains=50)
+    s = generate(p, seed=10)
+    img = s.image_float()
+    means = np.array([img[s.labels == g].mean() for g in range(1, 30)])
+    assert means.std() > 0.05
+    p.sem.channelling = 0.0
+    p.sem.intragrain = 0.0
+    s0 = generate(p, seed=10)
+    img0 = s0.image_float()
+    means0 = np.array([img0[s0.labels == g].mean() for g in range(1, 30)])
+    assert means0.std() < means.std() / 3
+
+
+def test_all_effects_off_gives_clean_piecewise_constant_image():
+    p = params(128, 128, grains=20)
+    for f in ("intragrain", "edge_strength", "gradient", "blur", "dose", "read_noise", "scan_jitter", "drift",
+              "line_noise", "charging", "scratches", "dust", "astigmatism"):
+        setattr(p.sem, f, 0.0)
+    s = generate(p, seed=1)
+    img = s.image_float()
+    for g in range(1, 10):
+        vals = img[s.labels == g]
+        assert vals.max() - vals.min() <= 1.0 / 255 + 1e-6
+
+
+def test_noise_scales_with_dose():
+    def grain_std(dose):
+        p = params(192, 192, grains=10)
+        for f in ("intragrain", "edge_strength", "gradient", "read_noise", "scan_jitter", "drift", "line_noise",
+                  "charging", "scratches", "dust"):
+            setattr(p.sem, f, 0.0)
+        p.sem.blur = 0.0
+        p.sem.dose = dose
+        s = generate(p, seed=2)
+        img = s.image_float()
+        inner = ~boundary_mask(s.labels, 5)
+        return np.mean([img[(s.labels == g) & inner].std() for g in range(1, 6)])
+
+    lo, hi = grain_std(400.0), grain_std(25.0)
+    # shot noise ~ 1/sqrt(dose): 16x dose → ~4x less noise
+    assert 2.5 < hi / lo < 6.0
+
+
+def test_16_bit_output():
+    p = params(128, 128, grains=20)
+    p.bit_depth = 16
+    s = generate(p, seed=0)
+    assert s.image.dtype == np.uint16
+    assert s.image.max() > 255
+    assert 0.0 <= s.image_float().min() and s.image_float().max() <= 1.0
+
+
+def test_twins_particles_and_pores():
+    p = params(320, 320, grains=80, twin_fraction=0.6, particle_fraction=0.05, porosity=0.04)
+    s = generate(p, seed=12)
+    tab = s.table
+    assert tab["twinned"].sum() >= 10
+    assert s.twins is not None and (s.twins > 0).any()
+    # twin bands lie inside twinned grains
+    twinned_labels = set(tab["label"][tab["twinned"]].tolist())
+    assert set(np.unique(s.labels[s.twins > 0]).tolist()) <= twinned_labels
+    assert (tab["phase"] == "particle").sum() >= 5
+    pore_frac = float((s.labels == 0).mean())
+    assert 0.02 < pore_frac < 0.07
+    # pores are dark in SEM
+    img = s.image_float()
+    assert img[s.labels == 0].mean() < img[s.labels > 0].mean() - 0.15
+
+
+def test_table_matches_regionprops():
+    p = params(200, 240, grains=40)
+    p.pixel_size = 0.5
+    s = generate(p, seed=6)
+    tab = s.table
+    rp = {r.label: r for r in regionprops(s.labels.astype(np.int64))}
+    assert set(tab["label"].tolist()) == set(rp)
+    for i, lab in enumerate(tab["label"][:15]):
+        r = rp[int(lab)]
+        assert tab["area"][i] == pytest.approx(r.area * 0.25)
+        assert tab["equivalent_diameter"][i] == pytest.approx(r.equivalent_diameter_area * 0.5)
+        assert tab["centroid_y"][i] == pytest.approx(r.centroid[0] * 0.5)
+        assert tab["major_axis_length"][i] == pytest.approx(r.axis_major_length * 0.5, rel=0.02, abs=0.5)
+
+
+# ------------------------------------------------------------------ determinism
+def test_same_seed_byte_identical_and_different_seed_differs():
+    p = params(200, 200, grains=50, twin_fraction=0.3, particle_fraction=0.02)
+    a = generate(p, seed=42)
+    b = generate(SynthParams.from_json(p.to_json()), seed=42)
+    assert a.image.tobytes() == b.image.tobytes()
+    assert a.labels.tobytes() == b.labels.tobytes()
+    c = generate(p, seed=43)
+    assert a.image.tobytes() != c.image.tobytes()
+
+
+def test_switching_one_effect_off_keeps_the_geometry():
+    p = params(160, 160, grains=30)
+    a = generate(p, seed=5)
+    p.sem.scratches = 0.0
+    p.sem.dust = 0.0
+    b = generate(p, seed=5)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+# ------------------------------------------------------------------- parameters
+def test_json_round_trip(tmp_path):
+    p = params(300, 200, grains=77, method="voronoi", aspect_ratio=2.0, periodic=True)
+    p.style = "optical"
+    p.optical.line_width = 2.5
+    p.pixel_size = 0.25
+    q = SynthParams.from_json(p.to_json())
+    assert q == p
+    path = tmp_path / "p.json"
+    p.save(path)
+    assert SynthParams.load(path) == p
+    assert json.loads(path.read_text())["tessellation"]["grains"] == 77
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda p: setattr(p, "height", 0), "height"),
+        (lambda p: setattr(p, "width", -5), "width"),
+        (lambda p: setattr(p.tessellation, "grains", 0), "grains"),
+        (lambda p: setattr(p.tessellation, "grains", 10_000), "do not fit"),
+        (lambda p: setattr(p, "style", "tem"), "unknown value 'tem'"),
+        (lambda p: setattr(p.tessellation, "method", "delaunay"), "method"),
+        (lambda p: setattr(p.tessellation, "size_sigma", -0.1), "size_sigma"),
+        (lambda p: setattr(p.tessellation, "mean_diameter", 0.0) or setattr(p.tessellation, "grains", None),
+         "mean_diameter"),
+        (lambda p: setattr(p.tessellation, "grains", None), "grains or mean_diameter"),
+        (lambda p: setattr(p.sem, "blur", float("nan")), "finite"),
+        (lambda p: setattr(p, "bit_depth", 12), "bit_depth"),
+        (lambda p: setattr(p.sem, "edge_mode", "glow"), "edge_mode"),
+    ],
+)
+def test_parameter_errors_are_clear(mutate, match):
+    p = params(128, 128, grains=20)
+    mutate(p)
+    with pytest.raises(ParameterError, match=match):
+        generate(p, seed=0)
+
+
+def test_unknown_json_keys_and_bad_json_rejected(tmp_path):
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        SynthParams.from_dict({"height": 64, "colour": "red"})
+    with pytest.raises(ParameterError, match="unknown parameter"):
+        SynthParams.from_dict({"sem": {"sparkle": 1}})
+    with pytest.raises(ParameterError, match="not valid JSON"):
+        SynthParams.from_json("{height: 1")
+    with pytest.raises(ParameterError, match="cannot read"):
+        SynthParams.load(tmp_path / "missing.json")
+
+
+def test_presets_generate():
+    for name in ("sem", "sem-elongated", "sem-twins", "optical", "porous"):
+        p = SynthParams.preset(name, height=96, width=96)
+        p.tessellation.grains = 20
+        s = generate(p, seed=0)
+        assert s.image.shape == (96, 96)
+    with pytest.raises(ParameterError, match="unknown preset"):
+        SynthParams.preset("lunar")
+
+
+def test_tiny_and_nonsquare_images():
+    for h, w, g in ((8, 8, 1), (17, 300, 5), (300, 9, 3)):
+        s = generate(params(h, w, grains=g), seed=1)
+        assert s.image.shape == (h, w) and s.labels.shape == (h, w)
+        assert s.labels.min() >= 1
+        assert not math.isnan(float(s.image_float().mean()))
