@@ -355,3 +355,26 @@ def test_tiny_and_nonsquare_images():
         assert s.image.shape == (h, w) and s.labels.shape == (h, w)
         assert s.labels.min() >= 1
         assert not math.isnan(float(s.image_float().mean()))
+
+
+def test_stray_pixels_kernel_finds_pieces_outside_the_largest():
+    from napari_grainlab.core.synthetic._kernels import stray_pixels
+
+    lab = np.array(
+        [
+            [1, 1, 2, 2, 1],
+            [1, 1, 2, 0, 0],
+            [3, 2, 2, 0, 1],
+            [3, 3, 1, 0, 1],
+        ],
+        dtype=np.uint32,
+    )
+    rows, cols = stray_pixels(lab, 3, False)
+    got = set(zip(rows.tolist(), cols.tolist()))
+    # label 1: main piece is the 2x2 block; (0,4), (2,4), (3,4) and (3,2) are strays
+    # label 2: (0,2),(0,3),(1,2),(2,1),(2,2) is one piece; label 3 is one piece
+    assert got == {(0, 4), (2, 4), (3, 4), (3, 2)}
+    # on a torus, (0,4) touches (0,0) and (2,4)-(3,4) touch nothing of label 1 except each other
+    rows, cols = stray_pixels(lab, 3, True)
+    got = set(zip(rows.tolist(), cols.tolist()))
+    assert (0, 4) not in got and (3, 2) in got

@@ -190,54 +190,79 @@ def _union(parent, a, b):  # pragma: no cover - compiled
 def stray_pixels(labels, n_labels, periodic):  # pragma: no cover - compiled
     """Pixels of every label > 0 outside that label's largest 4-connected piece.
 
-    Pieces are found with union-find over equal 4-neighbours (wrapping around the edges
-    when ``periodic``); ties between equally large pieces go to the one met first in
-    raster order.  Returns (rows, cols) of the stray pixels.
+    Works on runs of equal labels along rows: runs of one label overlapping in adjacent
+    rows are joined with union-find (wrapping around the edges when ``periodic``).  Ties
+    between equally large pieces go to the one met first in raster order.  Returns the
+    (rows, cols) of the stray pixels.
     """
     h, w = labels.shape
-    n = h * w
+    cap = h * w
+    ry = np.empty(cap, dtype=np.int32)
+    r0 = np.empty(cap, dtype=np.int32)
+    r1 = np.empty(cap, dtype=np.int32)
+    rl = np.empty(cap, dtype=np.int64)
+    row_start = np.empty(h + 1, dtype=np.int64)
+    n = 0
+    for y in range(h):
+        row_start[y] = n
+        x = 0
+        while x < w:
+            v = labels[y, x]
+            xe = x + 1
+            while xe < w and labels[y, xe] == v:
+                xe += 1
+            if v != 0:
+                ry[n] = y
+                r0[n] = x
+                r1[n] = xe
+                rl[n] = v
+                n += 1
+            x = xe
+    row_start[h] = n
     parent = np.arange(n, dtype=np.int64)
     for y in range(h):
-        for x in range(w):
-            v = labels[y, x]
-            if v == 0:
-                continue
-            i = y * w + x
-            if x + 1 < w:
-                if labels[y, x + 1] == v:
-                    _union(parent, i, i + 1)
-            elif periodic and labels[y, 0] == v:
-                _union(parent, i, y * w)
-            if y + 1 < h:
-                if labels[y + 1, x] == v:
-                    _union(parent, i, i + w)
-            elif periodic and labels[0, x] == v:
-                _union(parent, i, x)
+        a, a_end = row_start[y], row_start[y + 1]
+        if periodic and a_end - a >= 2:
+            if r0[a] == 0 and r1[a_end - 1] == w and rl[a] == rl[a_end - 1]:
+                _union(parent, a, a_end - 1)
+        if y == 0 and not periodic:
+            continue
+        yp = y - 1 if y > 0 else h - 1
+        if yp == y:
+            continue
+        b, b_end = row_start[yp], row_start[yp + 1]
+        i, j = a, b
+        while i < a_end and j < b_end:
+            if r0[i] < r1[j] and r0[j] < r1[i] and rl[i] == rl[j]:
+                _union(parent, i, j)
+            if r1[i] < r1[j]:
+                i += 1
+            else:
+                j += 1
     size = np.zeros(n, dtype=np.int64)
     for i in range(n):
-        if labels.flat[i] != 0:
-            size[_find(parent, i)] += 1
+        size[_find(parent, i)] += r1[i] - r0[i]
     best_root = np.full(n_labels + 1, -1, dtype=np.int64)
     best_size = np.zeros(n_labels + 1, dtype=np.int64)
     for i in range(n):
-        v = labels.flat[i]
-        if v != 0 and parent[i] == i and size[i] > best_size[v]:
-            best_size[v] = size[i]
-            best_root[v] = i
+        r = parent[i]
+        v = rl[i]
+        if size[r] > best_size[v]:
+            best_size[v] = size[r]
+            best_root[v] = r
     count = 0
     for i in range(n):
-        v = labels.flat[i]
-        if v != 0 and parent[i] != best_root[v]:
-            count += 1
+        if parent[i] != best_root[rl[i]]:
+            count += r1[i] - r0[i]
     rows = np.empty(count, dtype=np.int64)
     cols = np.empty(count, dtype=np.int64)
     k = 0
     for i in range(n):
-        v = labels.flat[i]
-        if v != 0 and parent[i] != best_root[v]:
-            rows[k] = i // w
-            cols[k] = i % w
-            k += 1
+        if parent[i] != best_root[rl[i]]:
+            for x in range(r0[i], r1[i]):
+                rows[k] = ry[i]
+                cols[k] = x
+                k += 1
     return rows, cols
 
 

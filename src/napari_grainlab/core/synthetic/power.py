@@ -27,7 +27,7 @@ from numba import njit
 __all__ = ["power_labels", "metric_matrices"]
 
 _FINE = 4  # side of the sub-blocks the compiled kernel narrows before evaluating pixels
-_LEAF = 16  # side of the blocks handed to the compiled kernel
+_LEAF = 64  # side of the blocks handed to the compiled kernel (narrowed there to 16, then 4)
 _BIG = np.float64(1e30)
 
 
@@ -189,14 +189,54 @@ def power_labels(
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _narrow(cand, k, cy, cx, half, rad, sy, sx, ww, m00, m01, m10, m11, sig, keep):  # pragma: no cover
+    """Candidates among ``cand[:k]`` that can win a pixel of the square block centred at
+    (cy, cx) with half side ``half`` (and half diagonal ``rad``); written to ``keep``."""
+    best_u = np.inf
+    for t in range(k):
+        j = cand[t]
+        umax = -np.inf
+        for cyo in (-half, half):
+            for cxo in (-half, half):
+                dy = cy + cyo - sy[j]
+                dx = cx + cxo - sx[j]
+                e0 = m00[j] * dy + m01[j] * dx
+                e1 = m10[j] * dy + m11[j] * dx
+                d = e0 * e0 + e1 * e1 - ww[j]
+                if d > umax:
+                    umax = d
+        if umax < best_u:
+            best_u = umax
+    tol = best_u + 1e-9 * (abs(best_u) + 1.0)
+    nk = 0
+    for t in range(k):
+        j = cand[t]
+        dy = cy - sy[j]
+        dx = cx - sx[j]
+        e0 = m00[j] * dy + m01[j] * dx
+        e1 = m10[j] * dy + m11[j] * dx
+        dc = np.sqrt(e0 * e0 + e1 * e1) - sig[j] * rad
+        if dc < 0.0:
+            dc = 0.0
+        if dc * dc - ww[j] <= tol:
+            keep[nk] = j
+            nk += 1
+    return nk
+
+
 @njit(cache=True, nogil=True)
 def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11, sig, dummy):  # pragma: no cover
+    """Leaf blocks (``bsize`` = 4 x mid = 16 x fine) are narrowed to 16-px, then 4-px
+    sub-blocks; single-candidate sub-blocks are filled, the others evaluated per pixel."""
     h, w = out.shape
     nby, nbx, kmax = cand.shape
+    mid = bsize // 4
     f = _FINE
-    half = step * (f - 1) / 2.0
-    rad = half * np.sqrt(2.0)
-    keep = np.empty(kmax, dtype=np.int32)
+    half_m = step * (mid - 1) / 2.0
+    half_f = step * (f - 1) / 2.0
+    keep_m = np.empty(kmax, dtype=np.int32)
+    keep_f = np.empty(kmax, dtype=np.int32)
     for by in range(nby):
         for bx in range(nbx):
             k = 0
@@ -212,65 +252,49 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
                     for x in range(x0, x1):
                         out[y, x] = j
                 continue
-            for sy0 in range(y0, y1, f):
-                for sx0 in range(x0, x1, f):
-                    cy = oy + step * (sy0 + (f - 1) / 2.0)
-                    cx = ox + step * (sx0 + (f - 1) / 2.0)
-                    best_u = np.inf
-                    for t in range(k):
-                        j = cand[by, bx, t]
-                        for cyo in (-half, half):
-                            for cxo in (-half, half):
-                                dy = cy + cyo - sy[j]
-                                dx = cx + cxo - sx[j]
-                                e0 = m00[j] * dy + m01[j] * dx
-                                e1 = m10[j] * dy + m11[j] * dx
-                                d = e0 * e0 + e1 * e1 - ww[j]
-                                if cyo == -half and cxo == -half:
-                                    umax = d
-                                elif d > umax:
-                                    umax = d
-                        if umax < best_u:
-                            best_u = umax
-                    tol = best_u + 1e-9 * (abs(best_u) + 1.0)
-                    nk = 0
-                    for t in range(k):
-                        j = cand[by, bx, t]
-                        dy = cy - sy[j]
-                        dx = cx - sx[j]
-                        e0 = m00[j] * dy + m01[j] * dx
-                        e1 = m10[j] * dy + m11[j] * dx
-                        dc = np.sqrt(e0 * e0 + e1 * e1) - sig[j] * rad
-                        if dc < 0.0:
-                            dc = 0.0
-                        if dc * dc - ww[j] <= tol:
-                            keep[nk] = j
-                            nk += 1
-                    ye = min(sy0 + f, h)
-                    xe = min(sx0 + f, w)
-                    if nk == 1:
-                        j = keep[0]
-                        for y in range(sy0, ye):
-                            for x in range(sx0, xe):
+            for my0 in range(y0, y1, mid):
+                for mx0 in range(x0, x1, mid):
+                    my1 = min(my0 + mid, h)
+                    mx1 = min(mx0 + mid, w)
+                    km = _narrow(cand[by, bx], k, oy + step * (my0 + (mid - 1) / 2.0),
+                                 ox + step * (mx0 + (mid - 1) / 2.0), half_m, half_m * np.sqrt(2.0),
+                                 sy, sx, ww, m00, m01, m10, m11, sig, keep_m)
+                    if km == 1:
+                        j = keep_m[0]
+                        for y in range(my0, my1):
+                            for x in range(mx0, mx1):
                                 out[y, x] = j
                         continue
-                    for y in range(sy0, ye):
-                        py = oy + step * y
-                        for x in range(sx0, xe):
-                            px = ox + step * x
-                            best = np.inf
-                            bj = keep[0]
-                            for t in range(nk):
-                                j = keep[t]
-                                dy = py - sy[j]
-                                dx = px - sx[j]
-                                e0 = m00[j] * dy + m01[j] * dx
-                                e1 = m10[j] * dy + m11[j] * dx
-                                d = e0 * e0 + e1 * e1 - ww[j]
-                                if d < best:
-                                    best = d
-                                    bj = j
-                            out[y, x] = bj
+                    for sy0 in range(my0, my1, f):
+                        for sx0 in range(mx0, mx1, f):
+                            ye = min(sy0 + f, h)
+                            xe = min(sx0 + f, w)
+                            nk = _narrow(keep_m, km, oy + step * (sy0 + (f - 1) / 2.0),
+                                         ox + step * (sx0 + (f - 1) / 2.0), half_f, half_f * np.sqrt(2.0),
+                                         sy, sx, ww, m00, m01, m10, m11, sig, keep_f)
+                            if nk == 1:
+                                j = keep_f[0]
+                                for y in range(sy0, ye):
+                                    for x in range(sx0, xe):
+                                        out[y, x] = j
+                                continue
+                            for y in range(sy0, ye):
+                                py = oy + step * y
+                                for x in range(sx0, xe):
+                                    px = ox + step * x
+                                    best = np.inf
+                                    bj = keep_f[0]
+                                    for t in range(nk):
+                                        j = keep_f[t]
+                                        dy = py - sy[j]
+                                        dx = px - sx[j]
+                                        e0 = m00[j] * dy + m01[j] * dx
+                                        e1 = m10[j] * dy + m11[j] * dx
+                                        d = e0 * e0 + e1 * e1 - ww[j]
+                                        if d < best:
+                                            best = d
+                                            bj = j
+                                    out[y, x] = bj
 
 
 def brute_force_labels(shape, seeds, weights=None, metrics=None, origin=(0.0, 0.0), step=1.0) -> np.ndarray:
