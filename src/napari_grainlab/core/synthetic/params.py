@@ -126,6 +126,8 @@ class TessellationParams(_Params):
     aspect_ratio: float = _p(1.0, 1.0, 20.0, step=0.1, help="grain elongation (long / short axis)")
     orientation: float = _p(0.0, -180.0, 180.0, step=5.0, help="mean elongation direction in degrees (0 = along x, counter-clockwise)")
     orientation_spread: float = _p(0.0, 0.0, 90.0, step=1.0, help="standard deviation of the per-grain elongation direction in degrees")
+    curvature: float = _p(0.35, 0.0, 1.0, step=0.05,
+                          help="bends the straight cell edges into curved grain boundaries (0 = polygonal cells)")
     periodic: bool = _p(False, help="tile seamlessly (grains wrap around the image edges)")
     twin_fraction: float = _p(0.0, 0.0, 1.0, step=0.05, help="fraction of grains that contain annealing twin bands")
     twin_width: float = _p(0.14, 0.01, 0.5, step=0.01, help="twin band width as a fraction of the grain diameter")

@@ -76,10 +76,14 @@ def power_labels(
     origin: tuple[float, float] = (0.0, 0.0),
     step: float = 1.0,
     max_pairs: int = 4_000_000,
+    warp: tuple[np.ndarray, np.ndarray, float, float] | None = None,
 ) -> np.ndarray:
     """Index of the winning seed for every pixel of a ``shape`` grid.
 
-    Pixel ``(i, j)`` sits at ``origin + step * (i, j)`` in seed coordinates ``(y, x)``.
+    Pixel ``(i, j)`` sits at ``origin + step * (i, j)`` in seed coordinates ``(y, x)``,
+    moved by a smooth displacement when ``warp`` = ``(dy, dx, gy, gx)`` is given: grids of
+    displacements (seed units) sampled every ``gy`` rows / ``gx`` columns and interpolated
+    bilinearly.  A warp curves the otherwise straight cell edges.
     Returns an ``int32`` array of seed indices.
     """
     h, w = int(shape[0]), int(shape[1])
@@ -103,6 +107,25 @@ def power_labels(
     sig = np.append(_sigma_max(mets), 1.0)
     dummy = n
     oy, ox = float(origin[0]), float(origin[1])
+    if warp is not None:
+        wdy = np.ascontiguousarray(warp[0], dtype=np.float64)
+        wdx = np.ascontiguousarray(warp[1], dtype=np.float64)
+        wgy, wgx = float(warp[2]), float(warp[3])
+        if wdy.shape != wdx.shape or wdy.shape[0] < int(np.ceil((h - 1) / wgy)) + 1 or \
+                wdy.shape[1] < int(np.ceil((w - 1) / wgx)) + 1:
+            raise ValueError("warp grids do not cover the image")
+        dmax = float(np.sqrt(wdy**2 + wdx**2).max())
+        # Lipschitz bound (per pixel index, max-norm) of each displacement component
+        lip = 0.0
+        for g in (wdy, wdx):
+            ly = np.abs(np.diff(g, axis=0)).max(initial=0.0) / wgy
+            lx = np.abs(np.diff(g, axis=1)).max(initial=0.0) / wgx
+            lip = max(lip, ly + lx)
+    else:
+        lip = 0.0
+        wdy = wdx = np.zeros((1, 1))
+        wgy = wgx = 1.0
+        dmax = 0.0
 
     # coarsest block: a power of 4 times the leaf block, covering the grid in a few blocks
     b0 = _LEAF
@@ -111,6 +134,9 @@ def power_labels(
     nby, nbx = int(np.ceil(h / b0)), int(np.ceil(w / b0))
 
     def bounds_filter(cand: np.ndarray, cy: np.ndarray, cx: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
+        # a warp moves every point of the block by at most dmax: grow the block by it
+        hs = r / np.sqrt(2.0) + dmax
+        r = hs * np.sqrt(2.0)
         # cand: (nb, K); cy, cx: block centres (nb,); r: half diagonal.
         # Lower bound of seed j over the block: (|M(c - s)| - sigma_max(M) r)^2 - w.
         # Upper bound: the power distance is convex, so its maximum over the block is at a
@@ -123,10 +149,9 @@ def power_labels(
         wc = ww[cand]
         dc = np.sqrt(e0 * e0 + e1 * e1)
         lower = np.maximum(dc - sig[cand] * r, 0.0) ** 2 - wc
-        h = r / np.sqrt(2.0)  # half side
-        # M @ (+-h, +-h): corner offsets in metric space
-        p0, p1 = (a00 + a01) * h, (a10 + a11) * h
-        q0, q1 = (a00 - a01) * h, (a10 - a11) * h
+        # M @ (+-hs, +-hs): corner offsets in metric space
+        p0, p1 = (a00 + a01) * hs, (a10 + a11) * hs
+        q0, q1 = (a00 - a01) * hs, (a10 - a11) * hs
         c1 = np.maximum((e0 + p0) ** 2 + (e1 + p1) ** 2, (e0 - p0) ** 2 + (e1 - p1) ** 2)
         c2 = np.maximum((e0 + q0) ** 2 + (e1 + q1) ** 2, (e0 - q0) ** 2 + (e1 - q1) ** 2)
         upper = np.maximum(c1, c2) - wc
@@ -185,8 +210,25 @@ def power_labels(
     # leaf blocks: compiled kernel narrows each 4 x 4 sub-block and evaluates its pixels
     out = np.empty((h, w), dtype=np.int32)
     _fill_leaves(out, np.ascontiguousarray(cand), _LEAF, oy, ox, float(step), sy, sx, ww, m00, m01, m10, m11, sig,
-                 dummy)
+                 dummy, warp is not None, wdy, wdx, wgy, wgx, lip)
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bilinear2(a, b, fy, fx):  # pragma: no cover - compiled
+    iy = int(fy)
+    ix = int(fx)
+    ty = fy - iy
+    tx = fx - ix
+    iy1 = min(iy + 1, a.shape[0] - 1)
+    ix1 = min(ix + 1, a.shape[1] - 1)
+    w00 = (1.0 - ty) * (1.0 - tx)
+    w01 = (1.0 - ty) * tx
+    w10 = ty * (1.0 - tx)
+    w11 = ty * tx
+    va = w00 * a[iy, ix] + w01 * a[iy, ix1] + w10 * a[iy1, ix] + w11 * a[iy1, ix1]
+    vb = w00 * b[iy, ix] + w01 * b[iy, ix1] + w10 * b[iy1, ix] + w11 * b[iy1, ix1]
+    return va, vb
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -226,15 +268,18 @@ def _narrow(cand, k, cy, cx, half, rad, sy, sx, ww, m00, m01, m10, m11, sig, kee
 
 
 @njit(cache=True, nogil=True)
-def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11, sig, dummy):  # pragma: no cover
+def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11, sig, dummy, use_warp, wdy, wdx,
+                 wgy, wgx, lip):  # pragma: no cover
     """Leaf blocks (``bsize`` = 4 x mid = 16 x fine) are narrowed to 16-px, then 4-px
     sub-blocks; single-candidate sub-blocks are filled, the others evaluated per pixel."""
     h, w = out.shape
     nby, nbx, kmax = cand.shape
     mid = bsize // 4
     f = _FINE
-    half_m = step * (mid - 1) / 2.0
-    half_f = step * (f - 1) / 2.0
+    am = (mid - 1) / 2.0
+    af = (f - 1) / 2.0
+    half_m = step * am + lip * am
+    half_f = step * af + lip * af
     keep_m = np.empty(kmax, dtype=np.int32)
     keep_f = np.empty(kmax, dtype=np.int32)
     for by in range(nby):
@@ -252,12 +297,22 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
                     for x in range(x0, x1):
                         out[y, x] = j
                 continue
+            # With a warp, the displaced pixels of a square of half side a (pixel units)
+            # centred at c lie in the square of half side step * a + lip * a centred at
+            # c + D(c): ``lip`` bounds how fast the bilinear displacement changes.
             for my0 in range(y0, y1, mid):
                 for mx0 in range(x0, x1, mid):
                     my1 = min(my0 + mid, h)
                     mx1 = min(mx0 + mid, w)
-                    km = _narrow(cand[by, bx], k, oy + step * (my0 + (mid - 1) / 2.0),
-                                 ox + step * (mx0 + (mid - 1) / 2.0), half_m, half_m * np.sqrt(2.0),
+                    cyi = my0 + am
+                    cxi = mx0 + am
+                    ccy = oy + step * cyi
+                    ccx = ox + step * cxi
+                    if use_warp:
+                        ddy, ddx = _bilinear2(wdy, wdx, cyi / wgy, cxi / wgx)
+                        ccy += ddy
+                        ccx += ddx
+                    km = _narrow(cand[by, bx], k, ccy, ccx, half_m, half_m * np.sqrt(2.0),
                                  sy, sx, ww, m00, m01, m10, m11, sig, keep_m)
                     if km == 1:
                         j = keep_m[0]
@@ -269,8 +324,15 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
                         for sx0 in range(mx0, mx1, f):
                             ye = min(sy0 + f, h)
                             xe = min(sx0 + f, w)
-                            nk = _narrow(keep_m, km, oy + step * (sy0 + (f - 1) / 2.0),
-                                         ox + step * (sx0 + (f - 1) / 2.0), half_f, half_f * np.sqrt(2.0),
+                            cyi = sy0 + af
+                            cxi = sx0 + af
+                            ccy = oy + step * cyi
+                            ccx = ox + step * cxi
+                            if use_warp:
+                                ddy, ddx = _bilinear2(wdy, wdx, cyi / wgy, cxi / wgx)
+                                ccy += ddy
+                                ccx += ddx
+                            nk = _narrow(keep_m, km, ccy, ccx, half_f, half_f * np.sqrt(2.0),
                                          sy, sx, ww, m00, m01, m10, m11, sig, keep_f)
                             if nk == 1:
                                 j = keep_f[0]
@@ -279,9 +341,14 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
                                         out[y, x] = j
                                 continue
                             for y in range(sy0, ye):
-                                py = oy + step * y
+                                py0 = oy + step * y
                                 for x in range(sx0, xe):
+                                    py = py0
                                     px = ox + step * x
+                                    if use_warp:
+                                        ddy, ddx = _bilinear2(wdy, wdx, y / wgy, x / wgx)
+                                        py += ddy
+                                        px += ddx
                                     best = np.inf
                                     bj = keep_f[0]
                                     for t in range(nk):
@@ -297,7 +364,7 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
                                     out[y, x] = bj
 
 
-def brute_force_labels(shape, seeds, weights=None, metrics=None, origin=(0.0, 0.0), step=1.0) -> np.ndarray:
+def brute_force_labels(shape, seeds, weights=None, metrics=None, origin=(0.0, 0.0), step=1.0, warp=None) -> np.ndarray:
     """Reference implementation (every seed at every pixel); for tests on small grids."""
     h, w = shape
     seeds = np.asarray(seeds, dtype=np.float64).reshape(-1, 2)
@@ -305,6 +372,12 @@ def brute_force_labels(shape, seeds, weights=None, metrics=None, origin=(0.0, 0.
     wts = np.zeros(n) if weights is None else np.asarray(weights, dtype=np.float64)
     mets = np.broadcast_to(np.eye(2), (n, 2, 2)) if metrics is None else np.asarray(metrics, dtype=np.float64)
     yy, xx = np.meshgrid(origin[0] + step * np.arange(h), origin[1] + step * np.arange(w), indexing="ij")
+    if warp is not None:
+        from scipy.ndimage import map_coordinates
+
+        ii, jj = np.meshgrid(np.arange(h) / warp[2], np.arange(w) / warp[3], indexing="ij")
+        yy = yy + map_coordinates(warp[0], [ii, jj], order=1, mode="nearest")
+        xx = xx + map_coordinates(warp[1], [ii, jj], order=1, mode="nearest")
     dy = yy[None] - seeds[:, 0, None, None]
     dx = xx[None] - seeds[:, 1, None, None]
     e0 = mets[:, 0, 0, None, None] * dy + mets[:, 0, 1, None, None] * dx

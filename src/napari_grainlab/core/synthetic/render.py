@@ -240,7 +240,9 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
     if p.intragrain > 0:
         rr = rngs("intragrain")
         g = p.intragrain / d
-        ramp = (g * rr.standard_normal(n1), g * rr.standard_normal(n1))
+        ra, rb = g * rr.standard_normal(n1), g * rr.standard_normal(n1)
+        ra[0] = rb[0] = 0.0  # pores have no lattice to bend
+        ramp = (ra, rb)
 
     lines = None
     edge: tuple = ()

@@ -140,12 +140,31 @@ def _ghosts(seeds: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.n
     return allp, orig
 
 
-def _cells(shape, seeds, weights, metrics, origin, step, periodic_shape):
+def _cells(shape, seeds, weights, metrics, origin, step, periodic_shape, warp=None):
     if periodic_shape is not None:
         gp, orig = _ghosts(seeds, periodic_shape)
-        idx = power_labels(shape, gp, np.tile(weights, 9), np.tile(metrics, (9, 1, 1)), origin, step)
+        idx = power_labels(shape, gp, np.tile(weights, 9), np.tile(metrics, (9, 1, 1)), origin, step, warp=warp)
         return orig[idx].astype(np.int32)
-    return power_labels(shape, seeds, weights, metrics, origin, step)
+    return power_labels(shape, seeds, weights, metrics, origin, step, warp=warp)
+
+
+def _boundary_warp(rng: np.random.Generator, shape: tuple[int, int], d_mean: float, curvature: float,
+                   periodic: bool):
+    """Smooth random displacement field (correlation length ~ half a grain) that bends the
+    straight edges of the cells into curved boundaries; periodic when the image is."""
+    h, w = shape
+    target = max(4.0, d_mean / 2.5)
+    ny, nx = max(2, int(round(h / target))), max(2, int(round(w / target)))
+    gy, gx = h / ny, w / nx
+    amp = curvature * 0.12 * d_mean
+    fields = []
+    for _ in range(2):
+        f = ndi.gaussian_filter(rng.standard_normal((ny, nx)), 1.0, mode="wrap")
+        f /= max(f.std(), 1e-12)
+        f = amp * 1.5 * np.tanh(f / 1.5)  # soft-clipped: no rare huge displacements
+        # one extra row / column so the last pixels interpolate towards the wrapped first ones
+        fields.append(np.pad(f, ((0, 2), (0, 2)), mode="wrap"))
+    return fields[0], fields[1], gy, gx
 
 
 # ---------------------------------------------------------------------- main entry
@@ -248,8 +267,9 @@ def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
                     seeds[:, 0] %= pshape[0]
                     seeds[:, 1] %= pshape[1]
 
-    # full-resolution cells
-    idx = _cells((h, w), seeds, weights, metrics, (0.0, 0.0), 1.0, pshape)
+    # full-resolution cells, with curved boundaries
+    warp = _boundary_warp(rng, (h, w), d_mean, t.curvature, periodic) if t.curvature > 0 else None
+    idx = _cells((h, w), seeds, weights, metrics, (0.0, 0.0), 1.0, pshape, warp)
     present = np.bincount(idx.ravel(), minlength=n_seeds) > 0
     # random label order (seed order correlates with size after RSA)
     perm = rng.permutation(n_seeds)
@@ -274,7 +294,8 @@ def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
     if t.porosity > 0:
         _stamp_pores(rng, labels, t.porosity, t.pore_size * d_mean, periodic)
 
-    labels, phase, center, elong = _make_connected(labels, phase, center, elong, periodic)
+    labels, phase, center, elong = _make_connected(labels, phase, center, elong, periodic,
+                                                   min_area=max(4.0, 0.01 * math.pi / 4.0 * d_mean**2))
     n = len(phase) - 1
     crystal = rng.random(n + 1)
     twins, twinned = (None, np.zeros(n + 1, dtype=bool))
@@ -351,9 +372,10 @@ def _stamp_pores(rng, labels, fraction, size, periodic):
                                        0.6 * d, 0, aspect_sigma=0.4, periodic=periodic)
 
 
-def _make_connected(labels, phase, center, elong, periodic):
-    """Keep the largest 4-connected piece of every label; give the other pieces to the
-    neighbouring grains around them; drop labels left without pixels; relabel 1..n."""
+def _make_connected(labels, phase, center, elong, periodic, min_area=0.0):
+    """Keep the largest 4-connected piece of every label; give the other pieces, and grains
+    smaller than ``min_area`` px (rasterisation slivers), to the neighbouring grains around
+    them; drop labels left without pixels; relabel 1..n."""
     from ._kernels import stray_pixels
 
     n = len(phase) - 1
@@ -361,8 +383,15 @@ def _make_connected(labels, phase, center, elong, periodic):
     hy, hx = stray_pixels(labels, n, periodic)
     if len(hy):
         labels = _fill_from_neighbours(labels, hy, hx, periodic)
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    tiny = (area > 0) & (area < min_area)
+    tiny[0] = False
+    if tiny.any() and tiny.sum() < (area[1:] > 0).sum():
+        hy, hx = np.nonzero(tiny[labels])
+        labels = _fill_from_neighbours(labels, hy, hx, periodic)
+        area = np.bincount(labels.ravel(), minlength=n + 1)
     # drop empty labels and relabel contiguously
-    present = np.bincount(labels.ravel(), minlength=n + 1) > 0
+    present = area > 0
     present[0] = True
     if not present.all():
         new = (np.cumsum(present) - 1).astype(np.uint32)
