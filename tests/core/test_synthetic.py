@@ -364,6 +364,10 @@ def test_unknown_json_keys_and_bad_json_rejected(tmp_path):
         SynthParams.from_json("{height: 1")
     with pytest.raises(ParameterError, match="cannot read"):
         SynthParams.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ParameterError, match="not valid JSON"):
+        SynthParams.load(bad)
 
 
 def test_presets_generate():

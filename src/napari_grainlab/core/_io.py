@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_tiff", "atomic_write_png", "atomic_writer"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_tiff", "atomic_write_png", "atomic_writer",
+           "write_tiff"]
 
 
 @contextlib.contextmanager
@@ -41,22 +42,25 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None,
-                      description: str | None = None, compression: str | None = None) -> None:
+def write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None, description: str | None = None,
+               compression: str | None = None) -> None:
     """Write a 2-D array as TIFF; a known pixel size goes into the resolution tags (µm)."""
     import tifffile
 
     kwargs = {}
     if pixel_size_um:
-        # resolution in pixels per centimetre
-        ppcm = 1e4 / float(pixel_size_um)
+        ppcm = 1e4 / float(pixel_size_um)  # pixels per centimetre
         kwargs["resolution"] = (ppcm, ppcm)
         kwargs["resolutionunit"] = "CENTIMETER"
     if description is not None:
         kwargs["description"] = description
+    tifffile.imwrite(path, array, photometric="minisblack", compression=compression, metadata=None, **kwargs)
+
+
+def atomic_write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None,
+                      description: str | None = None, compression: str | None = None) -> None:
     with atomic_writer(path) as tmp:
-        tifffile.imwrite(tmp, array, photometric="minisblack", compression=compression,
-                         metadata=None, **kwargs)
+        write_tiff(tmp, array, pixel_size_um, description, compression)
 
 
 def atomic_write_png(path: Path, array: np.ndarray) -> None:

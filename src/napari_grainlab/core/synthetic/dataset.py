@@ -16,6 +16,7 @@ on disk.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_text, atomic_write_tiff
+from .._io import atomic_write_text, atomic_writer, write_tiff
 from .generate import SyntheticSample, generate, item_seed
 from .params import ParameterError, SynthParams
 
@@ -77,16 +78,27 @@ def _table_csv(table: dict[str, np.ndarray]) -> str:
 
 
 def write_sample(out: Path, name: str, sample: SyntheticSample) -> None:
-    """Write one sample into the dataset folder ``out`` (atomic per file)."""
+    """Write one sample into the dataset folder ``out``.
+
+    All files are first written under temporary names, then renamed with the image last:
+    whatever interrupts the write, an image on disk always has its labels, boundaries and
+    table next to it.
+    """
     out = Path(out)
     ps = sample.params.pixel_size
-    atomic_write_tiff(out / "images" / f"{name}.tif", sample.image, pixel_size_um=ps)
     lab = sample.labels
     lab = lab.astype(np.uint16) if lab.max(initial=0) < 65535 else lab.astype(np.uint32)
-    atomic_write_tiff(out / "labels" / f"{name}.tif", lab, pixel_size_um=ps, compression="zlib")
-    atomic_write_tiff(out / "boundaries" / f"{name}.tif", sample.boundaries.astype(np.uint8), pixel_size_um=ps,
-                      compression="zlib")
-    atomic_write_text(out / "tables" / f"{name}.csv", _table_csv(sample.table))
+    with contextlib.ExitStack() as stack:
+        tmp = {}  # entered first, renamed last: the image
+        for key, path in (("images", out / "images" / f"{name}.tif"),
+                          ("labels", out / "labels" / f"{name}.tif"),
+                          ("boundaries", out / "boundaries" / f"{name}.tif"),
+                          ("tables", out / "tables" / f"{name}.csv")):
+            tmp[key] = stack.enter_context(atomic_writer(path))
+        write_tiff(tmp["images"], sample.image, pixel_size_um=ps)
+        write_tiff(tmp["labels"], lab, pixel_size_um=ps, compression="zlib")
+        write_tiff(tmp["boundaries"], sample.boundaries.astype(np.uint8), pixel_size_um=ps, compression="zlib")
+        tmp["tables"].write_text(_table_csv(sample.table), encoding="utf-8")
 
 
 def _make_item(args: tuple[dict, int, str, str]) -> str:
@@ -94,6 +106,13 @@ def _make_item(args: tuple[dict, int, str, str]) -> str:
     params = SynthParams.from_dict(params_dict)
     write_sample(Path(out), name, generate(params, seed))
     return name
+
+
+def _ignore_sigint() -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops after complete items."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
@@ -191,7 +210,7 @@ def write_dataset(out: str | Path, params: SynthParams, count: int, seed: int = 
 
     pdict = params.to_dict()
     ctx = mp.get_context("spawn")  # safe next to threads (GUI, torch); children import only numpy/scipy
-    with ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_ignore_sigint) as pool:
         pending = {}
         nxt = 0
         try:

@@ -287,7 +287,10 @@ class SynthParams(_Params):
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ParameterError(f"cannot read parameter file {p}: {exc.strerror or exc}") from None
-        data = json.loads(text) if text.strip() else {}
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ParameterError(f"{p} is not valid JSON: {exc}") from None
         # a dataset.json holds the parameters under "params"
         if isinstance(data, dict) and "params" in data and isinstance(data["params"], dict):
             data = data["params"]

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up (once) and run the whole test suite:
+#   bash scripts/test.sh [pytest options, e.g. -x -k synth]
+# Installs the virtual-display system packages (Xvfb, Mesa, Qt's xcb libraries) when missing,
+# creates .venv if needed, installs PyTorch and napari-grainlab[testing] into it (skipped when
+# already done for the current pyproject.toml), then runs pytest on a virtual display, which
+# the napari (GUI) tests need.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_setup.sh"
+cd "$ROOT"
+
+ensure_display_packages || die "the GUI tests need a virtual display; see the message above"
+ensure_venv
+ensure_python_packages "[testing]"
+
+say "pytest${*:+ $*}"
+status=0
+xvfb-run -a -s "-screen 0 1280x1024x24" "$VPY" -m pytest "$@" || status=$?
+if [[ $status -eq 5 ]]; then
+    die "pytest collected no tests"
+fi
+exit "$status"
