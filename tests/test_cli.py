@@ -20,7 +20,7 @@ from napari_grainlab.cli import main
 from napari_grainlab.core.synthetic import SynthParams, param_fields
 
 SMALL = ["--size", "64x96", "--grains", "12"]
-HEAVY = ("torch", "torchvision", "napari", "qtpy", "PyQt5", "PySide2", "PySide6", "magicgui", "timm",
+HEAVY = ("torch", "torchvision", "napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "timm",
          "albumentations", "vispy")
 
 

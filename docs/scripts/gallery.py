@@ -15,7 +15,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 from skimage.color import label2rgb  # noqa: E402
 
 from napari_grainlab.core.synthetic import SynthParams, generate  # noqa: E402

@@ -94,14 +94,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "images")
     args = parser.parse_args(argv)
-    # napari's one-time PyQt5 deprecation toast would cover the canvas (what napari's own
-    # test fixture switches off too)
-    try:
-        from napari._qt import qt_main_window
-
-        qt_main_window.SHOW_QT_WARNING = False
-    except ImportError:
-        pass
     args.out.mkdir(parents=True, exist_ok=True)
     for shoot in (synthesize_dock, sample_data):
         print(shoot(args.out))

@@ -167,7 +167,7 @@ def power_labels(
     cx_all = ox + step * (bx.ravel() * b + (b - 1) / 2.0)
     nb = nby * nbx
     chunk = max(1, max_pairs // n)
-    parts, counts_parts = [], []
+    parts = []
     for start in range(0, nb, chunk):
         stop = min(nb, start + chunk)
         cand = np.broadcast_to(np.arange(n, dtype=np.int32), (stop - start, n))
