@@ -232,6 +232,25 @@ def _bilinear2(a, b, fy, fx):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _fill(out, y0, y1, x0, x1, j):  # pragma: no cover - compiled
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            out[y, x] = j
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _centre(yi, xi, oy, ox, step, use_warp, wdy, wdx, wgy, wgx):  # pragma: no cover - compiled
+    """Seed-space position of (fractional) pixel index (yi, xi), displaced by the warp."""
+    cy = oy + step * yi
+    cx = ox + step * xi
+    if use_warp:
+        ddy, ddx = _bilinear2(wdy, wdx, yi / wgy, xi / wgx)
+        cy += ddy
+        cx += ddx
+    return cy, cx
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _narrow(cand, k, cy, cx, half, rad, sy, sx, ww, m00, m01, m10, m11, sig, keep):  # pragma: no cover
     """Candidates among ``cand[:k]`` that can win a pixel of the square block centred at
     (cy, cx) with half side ``half`` (and half diagonal ``rad``); written to ``keep``."""
@@ -276,6 +295,9 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
     nby, nbx, kmax = cand.shape
     mid = bsize // 4
     f = _FINE
+    # With a warp, the displaced pixels of a square of half side a (pixel units) centred
+    # at c lie in the square of half side step * a + lip * a centred at c + D(c): ``lip``
+    # bounds how fast the bilinear displacement changes.
     am = (mid - 1) / 2.0
     af = (f - 1) / 2.0
     half_m = step * am + lip * am
@@ -292,63 +314,31 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
             y1 = min(y0 + bsize, h)
             x1 = min(x0 + bsize, w)
             if k == 1:
-                j = cand[by, bx, 0]
-                for y in range(y0, y1):
-                    for x in range(x0, x1):
-                        out[y, x] = j
+                _fill(out, y0, y1, x0, x1, cand[by, bx, 0])
                 continue
-            # With a warp, the displaced pixels of a square of half side a (pixel units)
-            # centred at c lie in the square of half side step * a + lip * a centred at
-            # c + D(c): ``lip`` bounds how fast the bilinear displacement changes.
             for my0 in range(y0, y1, mid):
                 for mx0 in range(x0, x1, mid):
                     my1 = min(my0 + mid, h)
                     mx1 = min(mx0 + mid, w)
-                    cyi = my0 + am
-                    cxi = mx0 + am
-                    ccy = oy + step * cyi
-                    ccx = ox + step * cxi
-                    if use_warp:
-                        ddy, ddx = _bilinear2(wdy, wdx, cyi / wgy, cxi / wgx)
-                        ccy += ddy
-                        ccx += ddx
+                    ccy, ccx = _centre(my0 + am, mx0 + am, oy, ox, step, use_warp, wdy, wdx, wgy, wgx)
                     km = _narrow(cand[by, bx], k, ccy, ccx, half_m, half_m * np.sqrt(2.0),
                                  sy, sx, ww, m00, m01, m10, m11, sig, keep_m)
                     if km == 1:
-                        j = keep_m[0]
-                        for y in range(my0, my1):
-                            for x in range(mx0, mx1):
-                                out[y, x] = j
+                        _fill(out, my0, my1, mx0, mx1, keep_m[0])
                         continue
                     for sy0 in range(my0, my1, f):
                         for sx0 in range(mx0, mx1, f):
                             ye = min(sy0 + f, h)
                             xe = min(sx0 + f, w)
-                            cyi = sy0 + af
-                            cxi = sx0 + af
-                            ccy = oy + step * cyi
-                            ccx = ox + step * cxi
-                            if use_warp:
-                                ddy, ddx = _bilinear2(wdy, wdx, cyi / wgy, cxi / wgx)
-                                ccy += ddy
-                                ccx += ddx
+                            ccy, ccx = _centre(sy0 + af, sx0 + af, oy, ox, step, use_warp, wdy, wdx, wgy, wgx)
                             nk = _narrow(keep_m, km, ccy, ccx, half_f, half_f * np.sqrt(2.0),
                                          sy, sx, ww, m00, m01, m10, m11, sig, keep_f)
                             if nk == 1:
-                                j = keep_f[0]
-                                for y in range(sy0, ye):
-                                    for x in range(sx0, xe):
-                                        out[y, x] = j
+                                _fill(out, sy0, ye, sx0, xe, keep_f[0])
                                 continue
                             for y in range(sy0, ye):
-                                py0 = oy + step * y
                                 for x in range(sx0, xe):
-                                    py = py0
-                                    px = ox + step * x
-                                    if use_warp:
-                                        ddy, ddx = _bilinear2(wdy, wdx, y / wgy, x / wgx)
-                                        py += ddy
-                                        px += ddx
+                                    py, px = _centre(y, x, oy, ox, step, use_warp, wdy, wdx, wgy, wgx)
                                     best = np.inf
                                     bj = keep_f[0]
                                     for t in range(nk):
