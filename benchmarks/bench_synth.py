@@ -11,7 +11,6 @@ same TIFF writes.  Prints seconds per image and the speed-up ratios (Voronoi and
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -50,37 +49,44 @@ def ours(params: SynthParams, seed: int, out: Path) -> None:
     tifffile.imwrite(out / "labels.tif", s.labels)
 
 
-def timeit(fn, repeats: int) -> float:
-    fn(0)  # warm-up (imports, FFT plans)
-    times = []
+def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, the functions taking turns (so that a slower
+    spell of the machine hits all of them alike)."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn(0)  # warm-up: imports, compiled kernels, FFT plans
     for i in range(repeats):
-        t = time.perf_counter()
-        fn(i + 1)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn(i + 1)
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--grains", type=int, default=300)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     a = ap.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)
-        t_naive = timeit(lambda s: naive(a.size, a.grains, s, out), a.repeats)
-        rows = [("naive reference (cKDTree + find_boundaries + blur + noise)", t_naive, None)]
+        fns = {"naive": lambda s: naive(a.size, a.grains, s, out)}
         for method in ("voronoi", "laguerre"):
             p = SynthParams(height=a.size, width=a.size, style="sem")
             p.tessellation.grains = a.grains
             p.tessellation.method = method
-            t = timeit(lambda s, p=p: ours(p, s, out), a.repeats)
-            rows.append((f"grainlab {method}, full SEM look", t, t_naive / t))
-    print(f"{a.size}x{a.size} px, {a.grains} grains, single process, median of {a.repeats}")
-    for name, t, ratio in rows:
-        r = "" if ratio is None else f"   speed-up x{ratio:.2f}"
-        print(f"  {name:<62s} {t:7.3f} s/image{r}")
+            fns[method] = lambda s, p=p: ours(p, s, out)
+        times = interleaved(fns, a.repeats)
+    t_naive = statistics.median(times["naive"])
+    print(f"{a.size}x{a.size} px, {a.grains} grains, full SEM look, single process, median of {a.repeats}")
+    print(f"  {'naive reference (cKDTree + find_boundaries + blur + noise)':<62s} {t_naive:7.3f} s/image")
+    for method in ("voronoi", "laguerre"):
+        t = statistics.median(times[method])
+        # ratio of each turn (naive and ours measured back to back), then the median
+        ratios = [tn / to for tn, to in zip(times["naive"], times[method])]
+        print(f"  {'grainlab ' + method:<62s} {t:7.3f} s/image   speed-up x{statistics.median(ratios):.2f}"
+              f" (turns: {min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":

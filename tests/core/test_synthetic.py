@@ -416,3 +416,21 @@ def test_stray_pixels_kernel_finds_pieces_outside_the_largest():
     rows, cols = stray_pixels(lab, 3, True)
     got = set(zip(rows.tolist(), cols.tolist()))
     assert (0, 4) not in got and (3, 2) in got
+
+
+def test_fast_normal_draws_are_standard_normal_and_reproducible():
+    from scipy import stats
+
+    from napari_grainlab.core.synthetic._kernels import standard_normal32
+
+    z = standard_normal32(np.random.default_rng(3), (600, 500))
+    assert z.dtype == np.float32 and z.shape == (600, 500)
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1.0) < 0.01
+    assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+    # the tail (drawn by the slow path) has the right mass and shape
+    tail = np.abs(z.ravel())
+    tail = tail[tail > 2.5]
+    assert abs(len(tail) / z.size - 2 * stats.norm.sf(2.5)) < 0.002
+    sf = stats.norm.sf(2.5)
+    assert stats.kstest(tail, lambda x: (sf - stats.norm.sf(x)) / sf).pvalue > 1e-3
+    np.testing.assert_array_equal(z, standard_normal32(np.random.default_rng(3), (600, 500)))

@@ -210,7 +210,7 @@ def power_labels(
     # leaf blocks: compiled kernel narrows each 4 x 4 sub-block and evaluates its pixels
     out = np.empty((h, w), dtype=np.int32)
     _fill_leaves(out, np.ascontiguousarray(cand), _LEAF, oy, ox, float(step), sy, sx, ww, m00, m01, m10, m11, sig,
-                 dummy, warp is not None, wdy, wdx, wgy, wgx, lip)
+                 dummy, warp is not None, wdy, wdx, wgy, wgx, lip, metrics is None or bool(np.all(mets == np.eye(2))))
     return out
 
 
@@ -251,22 +251,30 @@ def _centre(yi, xi, oy, ox, step, use_warp, wdy, wdx, wgy, wgx):  # pragma: no c
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _narrow(cand, k, cy, cx, half, rad, sy, sx, ww, m00, m01, m10, m11, sig, keep):  # pragma: no cover
+def _narrow(cand, k, cy, cx, half, rad, sy, sx, ww, m00, m01, m10, m11, sig, keep, iso):  # pragma: no cover
     """Candidates among ``cand[:k]`` that can win a pixel of the square block centred at
-    (cy, cx) with half side ``half`` (and half diagonal ``rad``); written to ``keep``."""
+    (cy, cx) with half side ``half`` (and half diagonal ``rad``); written to ``keep``.
+
+    ``iso`` (every metric is the identity) uses the exact nearest and farthest points of the
+    square; otherwise the farthest corner and a lower bound through sigma_max(M)."""
     best_u = np.inf
     for t in range(k):
         j = cand[t]
-        umax = -np.inf
-        for cyo in (-half, half):
-            for cxo in (-half, half):
-                dy = cy + cyo - sy[j]
-                dx = cx + cxo - sx[j]
-                e0 = m00[j] * dy + m01[j] * dx
-                e1 = m10[j] * dy + m11[j] * dx
-                d = e0 * e0 + e1 * e1 - ww[j]
-                if d > umax:
-                    umax = d
+        if iso:
+            ay = abs(cy - sy[j]) + half
+            ax = abs(cx - sx[j]) + half
+            umax = ay * ay + ax * ax - ww[j]
+        else:
+            umax = -np.inf
+            for cyo in (-half, half):
+                for cxo in (-half, half):
+                    dy = cy + cyo - sy[j]
+                    dx = cx + cxo - sx[j]
+                    e0 = m00[j] * dy + m01[j] * dx
+                    e1 = m10[j] * dy + m11[j] * dx
+                    d = e0 * e0 + e1 * e1 - ww[j]
+                    if d > umax:
+                        umax = d
         if umax < best_u:
             best_u = umax
     tol = best_u + 1e-9 * (abs(best_u) + 1.0)
@@ -275,12 +283,18 @@ def _narrow(cand, k, cy, cx, half, rad, sy, sx, ww, m00, m01, m10, m11, sig, kee
         j = cand[t]
         dy = cy - sy[j]
         dx = cx - sx[j]
-        e0 = m00[j] * dy + m01[j] * dx
-        e1 = m10[j] * dy + m11[j] * dx
-        dc = np.sqrt(e0 * e0 + e1 * e1) - sig[j] * rad
-        if dc < 0.0:
-            dc = 0.0
-        if dc * dc - ww[j] <= tol:
+        if iso:
+            ay = max(abs(dy) - half, 0.0)
+            ax = max(abs(dx) - half, 0.0)
+            lower = ay * ay + ax * ax - ww[j]
+        else:
+            e0 = m00[j] * dy + m01[j] * dx
+            e1 = m10[j] * dy + m11[j] * dx
+            dc = np.sqrt(e0 * e0 + e1 * e1) - sig[j] * rad
+            if dc < 0.0:
+                dc = 0.0
+            lower = dc * dc - ww[j]
+        if lower <= tol:
             keep[nk] = j
             nk += 1
     return nk
@@ -288,7 +302,7 @@ def _narrow(cand, k, cy, cx, half, rad, sy, sx, ww, m00, m01, m10, m11, sig, kee
 
 @njit(cache=True, nogil=True)
 def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11, sig, dummy, use_warp, wdy, wdx,
-                 wgy, wgx, lip):  # pragma: no cover
+                 wgy, wgx, lip, iso):  # pragma: no cover
     """Leaf blocks (``bsize`` = 4 x mid = 16 x fine) are narrowed to 16-px, then 4-px
     sub-blocks; single-candidate sub-blocks are filled, the others evaluated per pixel."""
     h, w = out.shape
@@ -322,7 +336,7 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
                     mx1 = min(mx0 + mid, w)
                     ccy, ccx = _centre(my0 + am, mx0 + am, oy, ox, step, use_warp, wdy, wdx, wgy, wgx)
                     km = _narrow(cand[by, bx], k, ccy, ccx, half_m, half_m * np.sqrt(2.0),
-                                 sy, sx, ww, m00, m01, m10, m11, sig, keep_m)
+                                 sy, sx, ww, m00, m01, m10, m11, sig, keep_m, iso)
                     if km == 1:
                         _fill(out, my0, my1, mx0, mx1, keep_m[0])
                         continue
@@ -332,22 +346,55 @@ def _fill_leaves(out, cand, bsize, oy, ox, step, sy, sx, ww, m00, m01, m10, m11,
                             xe = min(sx0 + f, w)
                             ccy, ccx = _centre(sy0 + af, sx0 + af, oy, ox, step, use_warp, wdy, wdx, wgy, wgx)
                             nk = _narrow(keep_m, km, ccy, ccx, half_f, half_f * np.sqrt(2.0),
-                                         sy, sx, ww, m00, m01, m10, m11, sig, keep_f)
+                                         sy, sx, ww, m00, m01, m10, m11, sig, keep_f, iso)
                             if nk == 1:
                                 _fill(out, sy0, ye, sx0, xe, keep_f[0])
                                 continue
+                            # the warp inside one grid cell is a bilinear polynomial in
+                            # (y, x): take its coefficients once per sub-block
+                            cell = False
+                            if use_warp:
+                                gy0 = int(sy0 / wgy)
+                                gx0 = int(sx0 / wgx)
+                                if int((ye - 1) / wgy) == gy0 and int((xe - 1) / wgx) == gx0:
+                                    cell = True
+                                    gy1 = min(gy0 + 1, wdy.shape[0] - 1)
+                                    gx1 = min(gx0 + 1, wdy.shape[1] - 1)
+                                    a00, a01 = wdy[gy0, gx0], wdy[gy0, gx1]
+                                    a10, a11 = wdy[gy1, gx0], wdy[gy1, gx1]
+                                    b00, b01 = wdx[gy0, gx0], wdx[gy0, gx1]
+                                    b10, b11 = wdx[gy1, gx0], wdx[gy1, gx1]
                             for y in range(sy0, ye):
+                                py0 = oy + step * y
+                                if cell:
+                                    ty = y / wgy - gy0
+                                    ay0 = a00 + ty * (a10 - a00)
+                                    ay1 = a01 + ty * (a11 - a01)
+                                    by0 = b00 + ty * (b10 - b00)
+                                    by1 = b01 + ty * (b11 - b01)
                                 for x in range(sx0, xe):
-                                    py, px = _centre(y, x, oy, ox, step, use_warp, wdy, wdx, wgy, wgx)
+                                    py = py0
+                                    px = ox + step * x
+                                    if cell:
+                                        tx = x / wgx - gx0
+                                        py += ay0 + tx * (ay1 - ay0)
+                                        px += by0 + tx * (by1 - by0)
+                                    elif use_warp:
+                                        ddy, ddx = _bilinear2(wdy, wdx, y / wgy, x / wgx)
+                                        py += ddy
+                                        px += ddx
                                     best = np.inf
                                     bj = keep_f[0]
                                     for t in range(nk):
                                         j = keep_f[t]
                                         dy = py - sy[j]
                                         dx = px - sx[j]
-                                        e0 = m00[j] * dy + m01[j] * dx
-                                        e1 = m10[j] * dy + m11[j] * dx
-                                        d = e0 * e0 + e1 * e1 - ww[j]
+                                        if iso:
+                                            d = dy * dy + dx * dx - ww[j]
+                                        else:
+                                            e0 = m00[j] * dy + m01[j] * dx
+                                            e1 = m10[j] * dy + m11[j] * dx
+                                            d = e0 * e0 + e1 * e1 - ww[j]
                                         if d < best:
                                             best = d
                                             bj = j

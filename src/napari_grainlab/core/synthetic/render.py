@@ -19,7 +19,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from .params import OpticalParams, SEMParams
-from ._kernels import finish, specimen_and_lines
+from ._kernels import combine_spectra, finish, specimen_and_lines, standard_normal32
 from .tessellation import PHASE_PARTICLE, Microstructure
 
 __all__ = ["render_sem", "render_optical", "quantize", "EffectRNG"]
@@ -200,17 +200,16 @@ def _compose(micro: Microstructure, lut: np.ndarray, lut_twin: np.ndarray | None
     if draw is not None:
         draw(sp[oy : oy + h, ox : ox + w])
     t_psf, t_lines = _transfer_functions(hp, wp, psf, edge)
-    spec = sfft.rfft2(sp)
-    spec *= t_psf
+    spec = sfft.rfft2(sp, overwrite_x=True)
     if lines is not None and edge:
-        lspec = sfft.rfft2(ln)
-        lspec *= t_lines
-        spec += lspec
+        combine_spectra(spec, t_psf, sfft.rfft2(ln, overwrite_x=True), t_lines)
+    else:
+        spec *= t_psf
     full = sfft.irfft2(spec, s=(hp, wp)).astype(np.float32, copy=False)
     if charging is not None:
         charging(full[oy : oy + h, ox : ox + w])
     out = np.empty((h, w), dtype=np.float32)
-    z = noise_rng.standard_normal((h, w), dtype=np.float32) if (dose > 0 or read > 0) else np.zeros((1, 1), np.float32)
+    z = standard_normal32(noise_rng, (h, w)) if (dose > 0 or read > 0) else np.zeros((1, 1), np.float32)
     gy, gx = shading if shading is not None else (np.zeros(h, np.float32), np.zeros(w, np.float32))
     finish(full, oy, ox, shifts if shifts is not None else np.zeros(h, np.float32), shifts is not None,
            gy, gx, shading is not None, line_off if line_off is not None else np.zeros(h, np.float32),

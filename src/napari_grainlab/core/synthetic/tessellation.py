@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .params import SynthParams
+from ._kernels import count_labels, fill_from_neighbours, pixels_where, remap
 from .power import metric_matrices, power_labels
 
 __all__ = ["Microstructure", "tessellate", "boundary_mask", "interfaces"]
@@ -270,13 +271,13 @@ def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
     # full-resolution cells, with curved boundaries
     warp = _boundary_warp(rng, (h, w), d_mean, t.curvature, periodic) if t.curvature > 0 else None
     idx = _cells((h, w), seeds, weights, metrics, (0.0, 0.0), 1.0, pshape, warp)
-    present = np.bincount(idx.ravel(), minlength=n_seeds) > 0
+    present = count_labels(idx, n_seeds - 1) > 0
     # random label order (seed order correlates with size after RSA)
     perm = rng.permutation(n_seeds)
-    rank = np.zeros(n_seeds, dtype=np.int64)
+    rank = np.zeros(n_seeds, dtype=np.uint32)
     keep = perm[present[perm]]
     rank[keep] = np.arange(1, len(keep) + 1)
-    labels = rank[idx].astype(np.uint32)
+    labels = remap(idx, rank)
     n = len(keep)
     seed_of = np.concatenate([[-1], keep])
 
@@ -383,54 +384,28 @@ def _make_connected(labels, phase, center, elong, periodic, min_area=0.0):
     hy, hx = stray_pixels(labels, n, periodic)
     if len(hy):
         labels = _fill_from_neighbours(labels, hy, hx, periodic)
-    area = np.bincount(labels.ravel(), minlength=n + 1)
+    area = count_labels(labels, n)
     tiny = (area > 0) & (area < min_area)
     tiny[0] = False
     if tiny.any() and tiny.sum() < (area[1:] > 0).sum():
-        hy, hx = np.nonzero(tiny[labels])
+        hy, hx = pixels_where(labels, tiny)
         labels = _fill_from_neighbours(labels, hy, hx, periodic)
-        area = np.bincount(labels.ravel(), minlength=n + 1)
+        area = count_labels(labels, n)
     # drop empty labels and relabel contiguously
     present = area > 0
     present[0] = True
     if not present.all():
         new = (np.cumsum(present) - 1).astype(np.uint32)
-        labels = new[labels]
+        labels = remap(labels, new)
         phase, center, elong = phase[present], center[present], elong[present]
     return labels, phase, center, elong
 
 
 def _fill_from_neighbours(labels: np.ndarray, hy: np.ndarray, hx: np.ndarray, periodic: bool) -> np.ndarray:
-    """Give every hole pixel the label of a 4-neighbour that is already settled (not a hole,
-    not a pore), growing inwards pass by pass; every filled pixel touches its new grain."""
-    h, w = labels.shape
-    labels = labels.copy()
-    settled = labels != 0
-    settled[hy, hx] = False
-    for _ in range(h + w):
-        if len(hy) == 0:
-            break
-        got = np.zeros(len(hy), dtype=bool)
-        new = np.zeros(len(hy), dtype=labels.dtype)
-        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            ny, nx = hy + dy, hx + dx
-            if periodic:
-                ny %= h
-                nx %= w
-                inside = np.ones(len(hy), dtype=bool)
-            else:
-                inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-                ny, nx = np.clip(ny, 0, h - 1), np.clip(nx, 0, w - 1)
-            ok = inside & ~got & settled[ny, nx]
-            new[ok] = labels[ny[ok], nx[ok]]
-            got |= ok
-        if not got.any():  # enclosed by pores only: becomes pore
-            labels[hy, hx] = 0
-            break
-        labels[hy[got], hx[got]] = new[got]
-        settled[hy[got], hx[got]] = True
-        hy, hx = hy[~got], hx[~got]
-    return labels
+    """Give every listed pixel the label of a settled 4-neighbour (see
+    :func:`._kernels.fill_from_neighbours`); returns a new array."""
+    return fill_from_neighbours(labels.copy(), np.asarray(hy, dtype=np.int64), np.asarray(hx, dtype=np.int64),
+                                bool(periodic))
 
 
 def _draw_twins(rng, labels, phase, fraction, width_frac):
