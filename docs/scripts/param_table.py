@@ -1,6 +1,6 @@
 """Print the generator's parameter reference as Markdown (from the dataclass metadata).
 
-    python docs/scripts/param_table.py > docs/_param_table.md
+    python docs/scripts/param_table.py   (pasted at the end of docs/synthetic.md)
 """
 
 from __future__ import annotations
