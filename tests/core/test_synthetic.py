@@ -434,3 +434,53 @@ def test_fast_normal_draws_are_standard_normal_and_reproducible():
     sf = stats.norm.sf(2.5)
     assert stats.kstest(tail, lambda x: (sf - stats.norm.sf(x)) / sf).pvalue > 1e-3
     np.testing.assert_array_equal(z, standard_normal32(np.random.default_rng(3), (600, 500)))
+
+
+def _random_params(r) -> SynthParams:
+    """Parameters drawn across the whole declared ranges (bounds included)."""
+    from napari_grainlab.core.synthetic import param_fields
+
+    p = SynthParams(height=r.randint(8, 160), width=r.randint(8, 160), style=r.choice(["sem", "optical"]),
+                    bit_depth=r.choice([8, 16]))
+    for sec in (p.tessellation, p.sem, p.optical):
+        for f in param_fields(sec):
+            m = f.metadata
+            if r.random() < 0.5 or f.name == "mean_diameter":
+                continue
+            if m.get("choices"):
+                setattr(sec, f.name, r.choice(m["choices"]))
+            elif isinstance(f.default, bool):
+                setattr(sec, f.name, r.random() < 0.5)
+            elif f.name == "grains":
+                setattr(sec, f.name, r.randint(1, 60))
+            elif f.name == "dose":
+                setattr(sec, f.name, r.choice([0.0, 1.0, 5.0, 1e4]))
+            elif isinstance(f.default, int):
+                setattr(sec, f.name, r.randint(int(m["min"]), int(min(m["max"], 20))))
+            else:
+                setattr(sec, f.name, r.choice([m["min"], m["max"], r.uniform(m["min"], m["max"])]))
+    return p
+
+
+def test_random_parameters_across_the_ranges_give_valid_samples():
+    import random
+
+    r = random.Random(1)
+    made = 0
+    for i in range(200):
+        p = _random_params(r)
+        try:
+            p.validate()
+        except ParameterError:
+            continue
+        s = generate(p, seed=i)
+        ids = np.unique(s.labels[s.labels > 0])
+        assert s.image.shape == s.labels.shape == (p.height, p.width)
+        assert len(ids) == 0 or (ids[0] == 1 and ids[-1] == len(ids)), p.to_json()
+        img = s.image_float()
+        assert np.isfinite(img).all() and img.min() >= 0.0 and img.max() <= 1.0
+        assert len(s.table["label"]) == len(ids)
+        made += 1
+        if made == 60:
+            break
+    assert made == 60
