@@ -202,6 +202,25 @@ def test_boundaries_visible_in_sem(mode, sign):
     assert abs(off) < abs(contrast) / 3
 
 
+def test_shadowing_brightens_the_side_towards_the_detector():
+    def step_across_vertical_boundaries(angle, shadowing):
+        p = params(256, 256, grains=50)
+        for f in ("edge_strength", "intragrain", "dose", "read_noise", "scan_jitter", "drift", "line_noise",
+                  "charging", "scratches", "dust", "gradient", "channelling"):
+            setattr(p.sem, f, 0.0)
+        p.sem.shadowing = shadowing
+        p.sem.detector_angle = angle
+        s = generate(p, seed=3)
+        img = s.image_float()
+        dx = s.labels[:, 1:] != s.labels[:, :-1]
+        return float((img[:, :-1][dx] - img[:, 1:][dx]).mean())
+
+    # detector towards +x: the wall on the left of a boundary faces it (brighter than the right)
+    assert step_across_vertical_boundaries(0.0, 1.0) > 0.03
+    assert step_across_vertical_boundaries(180.0, 1.0) < -0.03
+    assert abs(step_across_vertical_boundaries(0.0, 0.0)) < 0.005
+
+
 def test_boundaries_visible_in_optical_and_missing_ones_are_invisible():
     p = params(256, 256, grains=60)
     p.style = "optical"
@@ -228,7 +247,7 @@ def test_channelling_contrast_differs_between_grains():
 
 def test_all_effects_off_gives_clean_piecewise_constant_image():
     p = params(128, 128, grains=20)
-    for f in ("intragrain", "edge_strength", "gradient", "blur", "dose", "read_noise", "scan_jitter", "drift",
+    for f in ("intragrain", "edge_strength", "shadowing", "gradient", "blur", "dose", "read_noise", "scan_jitter", "drift",
               "line_noise", "charging", "scratches", "dust", "astigmatism"):
         setattr(p.sem, f, 0.0)
     s = generate(p, seed=1)

@@ -152,6 +152,10 @@ class SEMParams(_Params):
     edge_strength: float = _p(0.35, 0.0, 1.0, step=0.05, help="contrast of the boundary edge / groove")
     edge_width: float = _p(1.2, 0.3, 10.0, step=0.1, help="width (px, Gaussian sigma) of the boundary profile")
     edge_variation: float = _p(0.4, 0.0, 1.0, step=0.05, help="random boundary-to-boundary variation of the edge contrast")
+    shadowing: float = _p(0.3, 0.0, 1.0, step=0.05,
+                          help="boundary walls facing the detector appear brighter, the others darker (topography)")
+    detector_angle: float = _p(60.0, -180.0, 180.0, step=5.0,
+                               help="direction of the secondary-electron detector in degrees (0 = +x, counter-clockwise)")
     twin_contrast: float = _p(0.8, 0.0, 1.0, step=0.05, help="channelling contrast of twin bands relative to the grain contrast")
     gradient: float = _p(0.15, 0.0, 1.0, step=0.05, help="large-scale background shading")
     blur: float = _p(1.0, 0.0, 10.0, step=0.1, help="Gaussian probe (PSF) sigma in px")

@@ -146,16 +146,26 @@ def _shading(rng, h: int, w: int, strength: float, vignette: float = 0.0) -> tup
 def _transfer_functions(hp: int, wp: int, psf: tuple, edge: tuple) -> tuple[np.ndarray, np.ndarray]:
     """Transfer functions (specimen, lines) on the rfft grid of an hp x wp buffer.
 
-    ``psf`` = (sigma_along, sigma_across, angle); ``edge`` = tuple of (sigma, amplitude)
-    Gaussian ridges summed into the boundary profile.  Cached: every image of a dataset
-    shares them.
+    ``psf`` = (sigma_along, sigma_across, angle); ``edge`` = tuple of boundary-profile terms
+    summed: ``(sigma, amplitude)`` is a Gaussian ridge of that peak, ``(sigma, amplitude,
+    angle)`` its derivative along ``angle`` (degrees from +x, y up), peak ``amplitude``: a
+    one-sided, shadow-like profile.  Cached: every image of a dataset shares them.
     """
     fy, fx = _freqs(hp, wp)
     t_psf = _gauss_tf(fy, fx, *psf)
-    prof = np.zeros_like(t_psf)
-    for sigma, amp in edge:
-        prof += _line_profile_tf(fy, fx, sigma, amp)
-    t_lines = t_psf * prof
+    prof = np.zeros(t_psf.shape, dtype=np.complex64 if any(len(e) == 3 for e in edge) else np.float32)
+    for term in edge:
+        sigma, amp = term[0], term[1]
+        ridge = _line_profile_tf(fy, fx, sigma, amp)
+        if len(term) == 3:
+            t = math.radians(term[2])
+            uy, ux = -math.sin(t), math.cos(t)
+            # d/du of the ridge, scaled so that its extremes (at +-sigma) are +-amplitude
+            deriv = np.float32(2.0 * math.pi * sigma * math.exp(0.5)) * (uy * fy + ux * fx)
+            prof += 1j * deriv * ridge
+        else:
+            prof += ridge
+    t_lines = (t_psf * prof).astype(prof.dtype, copy=False)
     t_psf.flags.writeable = False
     t_lines.flags.writeable = False
     return t_psf, t_lines
@@ -255,6 +265,12 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
             edge = ((sig, -amp),)
         else:  # etched groove whose walls light up: dark centre, bright shoulders
             edge = ((1.6 * sig, 0.6 * amp), (0.7 * sig, -1.2 * amp))
+    if p.shadowing > 0:
+        # a side-mounted detector sees the boundary walls facing it brighter than the others
+        if lines is None:
+            salt = int(rngs("edges").integers(0, 2**62))
+            lines = (1 if p.edge_variation > 0 else 0, p.edge_variation, 0.0, salt)
+        edge = edge + ((p.edge_width, p.shadowing * max(p.edge_strength, 0.2), float(p.detector_angle)),)
 
     def draw(img):
         if p.scratches > 0:
