@@ -372,6 +372,7 @@ def test_json_round_trip(tmp_path):
         (lambda p: setattr(p.sem, "blur", float("nan")), "finite"),
         (lambda p: setattr(p, "bit_depth", 12), "bit_depth"),
         (lambda p: setattr(p.sem, "edge_mode", "glow"), "edge_mode"),
+        (lambda p: setattr(p, "height", 32768) or setattr(p, "width", 32768), "too large"),
     ],
 )
 def test_parameter_errors_are_clear(mutate, match):

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 
+#: largest image generated in one piece (16384 x 16384)
+MAX_PIXELS = 16384 * 16384
+
+
 class ParameterError(ValueError):
     """A generator parameter is out of range or inconsistent (message names the parameter)."""
 
@@ -251,6 +255,11 @@ class SynthParams(_Params):
             if getattr(self, name) <= 0:
                 raise ParameterError(f"{name}: image size must be positive, got {getattr(self, name)}")
         self._check_ranges()
+        if self.height * self.width > MAX_PIXELS:
+            raise ParameterError(
+                f"image size: {self.height}x{self.width} px is too large to generate in one piece "
+                f"(at most {MAX_PIXELS // 1_000_000} million px, about 50 bytes of memory each); generate tiles instead"
+            )
         for sub in (self.tessellation, self.sem, self.optical):
             sub.validate()
         if t.grains is None and t.mean_diameter is None:
