@@ -555,3 +555,23 @@ def combine_spectra(spec, t_spec, lines, t_lines):  # pragma: no cover - compile
     tb = t_lines.ravel()
     for i in range(a.size):
         a[i] = a[i] * ta[i] + b[i] * tb[i]
+
+
+@njit(cache=True, nogil=True)
+def shift_rows(arr, shifts, periodic):  # pragma: no cover - compiled
+    """Row ``y`` moved right by ``shifts[y]`` px, nearest neighbour: ``out[y, x] =
+    arr[y, x - round(shifts[y])]`` (edge pixels repeat, or wrap when ``periodic``)."""
+    h, w = arr.shape
+    out = np.empty_like(arr)
+    for y in range(h):
+        k = int(np.floor(shifts[y] + 0.5))
+        for x in range(w):
+            xs = x - k
+            if periodic:
+                xs %= w
+            elif xs < 0:
+                xs = 0
+            elif xs >= w:
+                xs = w - 1
+            out[y, x] = arr[y, xs]
+    return out

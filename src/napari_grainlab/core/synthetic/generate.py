@@ -75,6 +75,9 @@ def generate(params: SynthParams, seed: int = 0) -> SyntheticSample:
     else:
         img = render_optical(micro, params.optical, rngs)
     image = quantize(img, params.bit_depth)
+    shifts = micro.extras.pop("scan_shifts", None)
+    if shifts is not None:
+        micro = micro.scanned(shifts)
     boundaries = micro.boundaries(params.tessellation.boundary_width)
     return SyntheticSample(image=image, labels=micro.labels, boundaries=boundaries, params=params, seed=seed,
                            micro=micro)

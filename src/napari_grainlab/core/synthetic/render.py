@@ -281,6 +281,7 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
 
     psf = (p.blur * (1.0 + p.astigmatism), p.blur / (1.0 + p.astigmatism), float(p.astigmatism_angle))
     shifts = _scan_shifts(rngs("scan"), h, p.scan_jitter, p.drift)
+    micro.extras["scan_shifts"] = shifts  # the ground truth follows the scan (see generate)
     margin = int(math.ceil(4 * max(psf[0], 1.6 * p.edge_width, 1.0))) + 2
     shading = _shading(rngs("gradient"), h, w, p.gradient) if p.gradient > 0 else None
     line_off = (p.line_noise * rngs("line_noise").standard_normal(h)).astype(np.float32) if p.line_noise > 0 else None

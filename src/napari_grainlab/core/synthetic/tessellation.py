@@ -12,6 +12,7 @@ pass guarantees every grain is one 4-connected piece.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .params import SynthParams
-from ._kernels import count_labels, fill_from_neighbours, pixels_where, remap
+from ._kernels import count_labels, fill_from_neighbours, pixels_where, remap, shift_rows, stray_pixels
 from .power import metric_matrices, power_labels
 
 __all__ = ["Microstructure", "tessellate", "boundary_mask", "interfaces"]
@@ -53,6 +54,20 @@ class Microstructure:
 
     def boundaries(self, width: int = 2) -> np.ndarray:
         return boundary_mask(self.labels, width, periodic=self.periodic)
+
+    def scanned(self, shifts: np.ndarray) -> Microstructure:
+        """The structure as seen through a scan whose row ``y`` is shifted by ``shifts[y]``
+        px (what the SEM renderer's jitter and drift do to the image), so that the labels
+        stay on top of the grains they label.  Pieces cut off by the shift are merged into
+        their neighbours and labels left without pixels are dropped."""
+        shifts = np.asarray(shifts, dtype=np.float64)
+        labels = shift_rows(self.labels, shifts, self.periodic)
+        twins = None if self.twins is None else shift_rows(self.twins, shifts, self.periodic)
+        labels, phase, (crystal, elong, center, twinned), twins = _make_connected(
+            labels, self.phase, [self.crystal, self.elongation, self.center, self.twinned], self.periodic,
+            _sliver_area(self.mean_diameter), twins)
+        return dataclasses.replace(self, labels=labels, phase=phase, crystal=crystal, elongation=elong, center=center,
+                                   twinned=twinned, twins=twins)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -107,6 +122,11 @@ def boundary_mask(labels: np.ndarray, width: int = 2, periodic: bool = False) ->
         band = ndi.binary_dilation(band, structure=se) if not periodic else _wrap_dilate(band, se)
         del mode
     return band
+
+
+def _sliver_area(d_mean: float) -> float:
+    """Matrix cells smaller than this (px) are rasterisation slivers, not grains."""
+    return max(4.0, 0.01 * math.pi / 4.0 * d_mean**2)
 
 
 def _wrap_dilate(mask: np.ndarray, se: np.ndarray) -> np.ndarray:
@@ -295,8 +315,8 @@ def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
     if t.porosity > 0:
         _stamp_pores(rng, labels, t.porosity, t.pore_size * d_mean, periodic)
 
-    labels, phase, center, elong = _make_connected(labels, phase, center, elong, periodic,
-                                                   min_area=max(4.0, 0.01 * math.pi / 4.0 * d_mean**2))
+    min_area = _sliver_area(d_mean)
+    labels, phase, (center, elong), _ = _make_connected(labels, phase, [center, elong], periodic, min_area)
     n = len(phase) - 1
     crystal = rng.random(n + 1)
     twins, twinned = (None, np.zeros(n + 1, dtype=bool))
@@ -332,11 +352,17 @@ def _stamp_particles(rng, labels, phase, center, elong, fraction, size, periodic
     goal = fraction * h * w
     bmask = boundary_mask(labels, 1, periodic)
     by, bx = np.nonzero(bmask)
-    painted = 0
+    first_id = len(phase)
+    painted = 0.0
     new_ids = []
-    next_id = len(phase)
+    next_id = first_id
     guard = 0
-    while painted < goal and guard < 100000:
+    while guard < 100000:
+        if painted >= goal:
+            # overlapping stamps paint some pixels twice: check the real particle area
+            painted = float(np.count_nonzero(labels >= first_id))
+            if painted >= goal:
+                break
         guard += 1
         if len(by) and rng.random() < 0.7:  # particles decorate grain boundaries
             k = rng.integers(len(by))
@@ -373,32 +399,41 @@ def _stamp_pores(rng, labels, fraction, size, periodic):
                                        0.6 * d, 0, aspect_sigma=0.4, periodic=periodic)
 
 
-def _make_connected(labels, phase, center, elong, periodic, min_area=0.0):
-    """Keep the largest 4-connected piece of every label; give the other pieces, and grains
-    smaller than ``min_area`` px (rasterisation slivers), to the neighbouring grains around
-    them; drop labels left without pixels; relabel 1..n."""
-    from ._kernels import stray_pixels
+def _make_connected(labels, phase, per_label, periodic, min_area=0.0, twins=None):
+    """Keep the largest 4-connected piece of every label; give the other pieces, and matrix
+    grains smaller than ``min_area`` px (rasterisation slivers), to the neighbouring grains
+    around them; drop labels left without pixels and relabel 1..n.
 
+    ``per_label`` arrays (indexed by label, like ``phase``) are compacted alongside; twin
+    bands on reassigned pixels are cleared.  Returns ``labels, phase, per_label, twins``.
+    """
     n = len(phase) - 1
     labels = np.ascontiguousarray(labels, dtype=np.uint32)
+    moved = []
     hy, hx = stray_pixels(labels, n, periodic)
     if len(hy):
         labels = _fill_from_neighbours(labels, hy, hx, periodic)
+        moved.append((hy, hx))
     area = count_labels(labels, n)
-    tiny = (area > 0) & (area < min_area)
-    tiny[0] = False
+    # rasterisation slivers are tiny matrix cells; small particles are meant to be small
+    tiny = (area > 0) & (area < min_area) & (phase == PHASE_MATRIX)
     if tiny.any() and tiny.sum() < (area[1:] > 0).sum():
         hy, hx = pixels_where(labels, tiny)
         labels = _fill_from_neighbours(labels, hy, hx, periodic)
+        moved.append((hy, hx))
         area = count_labels(labels, n)
+    if twins is not None:
+        for hy, hx in moved:
+            twins[hy, hx] = 0
     # drop empty labels and relabel contiguously
     present = area > 0
     present[0] = True
     if not present.all():
         new = (np.cumsum(present) - 1).astype(np.uint32)
         labels = remap(labels, new)
-        phase, center, elong = phase[present], center[present], elong[present]
-    return labels, phase, center, elong
+        phase = phase[present]
+        per_label = [a[present] for a in per_label]
+    return labels, phase, per_label, twins
 
 
 def _fill_from_neighbours(labels: np.ndarray, hy: np.ndarray, hx: np.ndarray, periodic: bool) -> np.ndarray:
