@@ -269,6 +269,8 @@ BAD_FILES = {
     "unknown": ('{"colour": 1}', "colour"),
     "binary": ("\udcff", "p.json"),
     "type": ('{"tessellation": {"grains": "many"}}', "tessellation.grains"),
+    "float-as-text": ('{"sem": {"dose": "30"}}', "sem.dose"),
+    "empty": ("", "empty"),
 }
 
 

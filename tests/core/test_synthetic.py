@@ -422,6 +422,27 @@ def test_unknown_json_keys_and_bad_json_rejected(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ParameterError, match="not valid JSON"):
         SynthParams.load(bad)
+    bad.write_text("  \n")
+    with pytest.raises(ParameterError, match="empty"):
+        SynthParams.load(bad)
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        ({"sem": {"dose": "30"}}, "sem.dose: expected a number"),
+        ({"pixel_size": "abc"}, "pixel_size: expected a number"),
+        ({"sem": {"dose": [1, 2]}}, "sem.dose: expected a number"),
+        ({"tessellation": {"periodic": 1}}, "periodic: expected true/false"),
+        ({"height": 64.5}, "height: expected an integer"),
+        ({"tessellation": {"grains": True}}, "grains: expected an integer"),
+        ({"sem": {"blur": None}}, "sem.blur: a value is required"),
+        ({"style": 3}, "style: expected text"),
+    ],
+)
+def test_wrong_types_in_parameter_files_are_clear_errors(data, match):
+    with pytest.raises(ParameterError, match=match):
+        SynthParams.from_dict(data).validate()
 
 
 def test_presets_generate():

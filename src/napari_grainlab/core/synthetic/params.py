@@ -9,8 +9,10 @@ switches the effect off.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,6 +45,30 @@ def param_fields(obj_or_cls) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(obj_or_cls) if not f.name.startswith("_")]
 
 
+_KIND_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "text"}
+
+
+@functools.lru_cache(maxsize=None)
+def _field_kind(cls: type, name: str) -> tuple[type | None, bool]:
+    """(scalar type, whether None is allowed) of a params field, from its annotation."""
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    kinds = [a for a in args if a is not type(None)] if args else [hint]
+    kind = kinds[0] if len(kinds) == 1 and kinds[0] in (bool, int, float, str) else None
+    return kind, optional
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
 class _Params:
     """Shared validation and (de)serialisation for the parameter dataclasses."""
 
@@ -53,8 +79,13 @@ class _Params:
             value = getattr(self, f.name)
             meta = f.metadata
             name = f"{self.section}.{f.name}" if self.section else f.name
+            kind, optional = _field_kind(type(self), f.name)
             if value is None:
+                if not optional:
+                    raise ParameterError(f"{name}: a value is required")
                 continue
+            if kind is not None and not _is_kind(value, kind):
+                raise ParameterError(f"{name}: expected {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
             if meta.get("choices") is not None:
                 if value not in meta["choices"]:
                     opts = ", ".join(repr(c) for c in meta["choices"])
@@ -300,8 +331,10 @@ class SynthParams(_Params):
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise ParameterError(f"cannot read parameter file {p}: {exc.strerror or exc}") from None
+        if not text.strip():
+            raise ParameterError(f"{p} is empty (expected parameters as JSON)")
         try:
-            data = json.loads(text) if text.strip() else {}
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ParameterError(f"{p} is not valid JSON: {exc}") from None
         # a dataset.json holds the parameters under "params"

@@ -525,7 +525,12 @@ class SynthesizeWidget(QWidget):
             return None
         folder = Path(folder)
         overwrite = False
-        if folder.is_dir() and any(folder.iterdir()):
+        try:
+            non_empty = folder.is_dir() and any(folder.iterdir())
+        except OSError as exc:
+            show_error(f"Cannot use {folder}: {exc.strerror or exc}")
+            return None
+        if non_empty:
             if not self.ask_overwrite(folder):
                 return None
             overwrite = True
@@ -622,11 +627,11 @@ class SynthesizeWidget(QWidget):
         try:
             params = SynthParams.load(path)
             params.validate()
+            self.set_params(params)
         except (ParameterError, ValueError, TypeError) as exc:
             show_error(f"Cannot load parameters from {path}: {exc}")
             return None
         self._last_param_file = path
-        self.set_params(params)
         return params
 
 
