@@ -118,7 +118,8 @@ def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, centre, twins, use
 
 
 @njit(cache=True, nogil=True)
-def finish(full, oy, ox, shifts, use_shift, gy, gx, use_shading, line_off, dose, read, z, seed, out):  # pragma: no cover
+def finish(full, oy, ox, shifts, use_shift, gy, gx, use_shading, line_off, dose, read, z, seed, periodic,
+           out):  # pragma: no cover
     """Crop the blurred padded image into ``out`` applying, per pixel: the scan line's
     sub-pixel shift (linear interpolation), multiplicative shading ``1 + gy + gx``, the line
     brightness offset, and shot + read noise (exact Poisson below 12 counts, its Gaussian
@@ -138,14 +139,12 @@ def finish(full, oy, ox, shifts, use_shift, gy, gx, use_shading, line_off, dose,
                 # out(x) = in(x - s): interpolate between x - floor(s) - 1 and x - floor(s)
                 x0 = xs - 1
                 x1 = xs
-                if x0 < 0:
-                    x0 = 0
-                if x1 >= wp:
-                    x1 = wp - 1
-                if x1 < 0:
-                    x1 = 0
-                if x0 >= wp:
-                    x0 = wp - 1
+                if periodic:  # the padded buffer is the image itself: wrap around
+                    x0 %= wp
+                    x1 %= wp
+                else:
+                    x0 = min(max(x0, 0), wp - 1)
+                    x1 = min(max(x1, 0), wp - 1)
                 v = fr * full[yy, x0] + (1.0 - fr) * full[yy, x1]
             else:
                 v = full[yy, x + ox]

@@ -126,8 +126,9 @@ def _check_output(out: Path, overwrite: bool) -> None:
             d = out / sub
             if d.is_dir():
                 for f in d.iterdir():
-                    if f.is_file() and f.suffix.lower() in (".tif", ".tiff", ".png", ".csv"):
-                        f.unlink()
+                    if f.is_file() and (f.suffix.lower() in (".tif", ".tiff", ".png", ".csv")
+                                        or (f.name.startswith(".") and f.name.endswith(".part"))):
+                        f.unlink()  # dataset files and temporaries of an interrupted run
         meta = out / "dataset.json"
         if meta.exists():
             meta.unlink()
@@ -229,8 +230,16 @@ def write_dataset(out: str | Path, params: SynthParams, count: int, seed: int = 
                 if should_stop():
                     nxt = count  # submit nothing more; let the running items finish
         finally:
-            for fut in pending:
-                fut.cancel()
+            # interrupted or failed: nothing new starts; items already running finish in their
+            # processes (they ignore Ctrl-C) and are recorded, so dataset.json keeps listing
+            # exactly the images on disk
+            running = [(fut, i) for fut, i in pending.items() if not fut.cancel()]
+            for fut, i in running:
+                try:
+                    fut.result()
+                except Exception:  # noqa: BLE001 - the error that ended the run is what matters
+                    continue
+                record(i)
 
 
 def synthetic_stream(params: SynthParams, seed: int = 0, *, as_float: bool = True,

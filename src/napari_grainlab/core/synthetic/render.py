@@ -89,8 +89,9 @@ def _scan_shifts(rng: np.random.Generator, h: int, jitter: float, drift: float) 
     return shifts.astype(np.float32)
 
 
-def _draw_scratches(rng, img: np.ndarray, strength: float, mean_level: float) -> None:
-    """Polishing scratches: long, thin, mostly parallel lines across grains."""
+def _draw_scratches(rng, img: np.ndarray, strength: float, mean_level: float, periodic: bool = False) -> None:
+    """Polishing scratches: long, thin, mostly parallel lines across grains (wrapping around
+    the edges of a periodic image)."""
     from skimage.draw import line_aa
 
     h, w = img.shape
@@ -105,16 +106,21 @@ def _draw_scratches(rng, img: np.ndarray, strength: float, mean_level: float) ->
         length = diag * rng.uniform(0.3, 1.2)
         dy, dx = math.sin(ang) * length / 2, math.cos(ang) * length / 2
         rr, cc, val = line_aa(int(cy - dy), int(cx - dx), int(cy + dy), int(cx + dx))
-        ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-        rr, cc, val = rr[ok], cc[ok], val[ok].astype(np.float32)
+        if periodic:
+            rr, cc = rr % h, cc % w
+        else:
+            ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+            rr, cc, val = rr[ok], cc[ok], val[ok]
+        val = val.astype(np.float32)
         amp = strength * rng.uniform(0.08, 0.35) * (1 if rng.random() < 0.4 else -1)
-        img[rr, cc] += amp * val
+        np.add.at(img, (rr, cc), amp * val)
         if rng.random() < 0.3 and len(rr):  # a wider scratch: a second, parallel line
-            off = (np.clip(rr + 1, 0, h - 1), cc)
-            img[off] += 0.6 * amp * val
+            r2 = (rr + 1) % h if periodic else np.clip(rr + 1, 0, h - 1)
+            np.add.at(img, (r2, cc), 0.6 * amp * val)
 
 
-def _draw_dust(rng, img: np.ndarray, strength: float, bright: float, dark: float, size: float) -> None:
+def _draw_dust(rng, img: np.ndarray, strength: float, bright: float, dark: float, size: float,
+               periodic: bool = False) -> None:
     from skimage.draw import ellipse
 
     h, w = img.shape
@@ -122,21 +128,34 @@ def _draw_dust(rng, img: np.ndarray, strength: float, bright: float, dark: float
     for _ in range(n):
         r = size * math.exp(rng.normal(0, 0.6))
         rr, cc = ellipse(rng.uniform(0, h), rng.uniform(0, w), max(0.8, r * rng.uniform(0.6, 1.4)),
-                         max(0.8, r * rng.uniform(0.6, 1.4)), shape=(h, w), rotation=rng.uniform(0, math.pi))
-        img[rr, cc] = bright if rng.random() < 0.6 else dark
+                         max(0.8, r * rng.uniform(0.6, 1.4)), shape=None if periodic else (h, w),
+                         rotation=rng.uniform(0, math.pi))
+        img[rr % h, cc % w] = bright if rng.random() < 0.6 else dark
     if rng.random() < strength * 0.6:
         # contamination frame left by an earlier scan at higher magnification
         fh, fw = int(h * rng.uniform(0.15, 0.4)), int(w * rng.uniform(0.15, 0.4))
         y0, x0 = int(rng.uniform(0, h - fh)), int(rng.uniform(0, w - fw))
-        img[y0 : y0 + fh, x0 : x0 + fw] *= np.float32(1.0 - 0.25 * strength * rng.uniform(0.5, 1.0))
+        rows, cols = np.arange(y0, y0 + fh), np.arange(x0, x0 + fw)
+        if periodic:
+            rows, cols = (rows + int(rng.integers(0, h))) % h, (cols + int(rng.integers(0, w))) % w
+        img[np.ix_(rows, cols)] *= np.float32(1.0 - 0.25 * strength * rng.uniform(0.5, 1.0))
 
 
-def _shading(rng, h: int, w: int, strength: float, vignette: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Separable smooth shading terms ``gy[:, None] + gx[None, :]`` (tilt, curvature, vignetting)."""
-    yn = np.linspace(-1, 1, h, dtype=np.float32)
-    xn = np.linspace(-1, 1, w, dtype=np.float32)
+def _shading(rng, h: int, w: int, strength: float, vignette: float = 0.0,
+             periodic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Separable smooth shading terms ``gy[:, None] + gx[None, :]`` (tilt, curvature,
+    vignetting); on a periodic image, one period of a sinusoid instead."""
     ay, ax = rng.normal(0, 1, 2)
     q = rng.normal(0, 0.5) - vignette
+    if periodic:
+        py, px = rng.uniform(0, 2 * math.pi, 2)
+        ty = 2 * math.pi * np.arange(h) / h
+        tx = 2 * math.pi * np.arange(w) / w
+        gy = strength * (0.5 * ay * np.sin(ty + py) - 0.25 * q * np.cos(ty))
+        gx = strength * (0.5 * ax * np.sin(tx + px) - 0.25 * q * np.cos(tx))
+        return gy.astype(np.float32), gx.astype(np.float32)
+    yn = np.linspace(-1, 1, h, dtype=np.float32)
+    xn = np.linspace(-1, 1, w, dtype=np.float32)
     gy = strength * (0.5 * ay * yn + 0.5 * q * yn * yn)
     gx = strength * (0.5 * ax * xn + 0.5 * q * xn * xn)
     return gy.astype(np.float32), gx.astype(np.float32)
@@ -223,7 +242,7 @@ def _compose(micro: Microstructure, lut: np.ndarray, lut_twin: np.ndarray | None
     gy, gx = shading if shading is not None else (np.zeros(h, np.float32), np.zeros(w, np.float32))
     finish(full, oy, ox, shifts if shifts is not None else np.zeros(h, np.float32), shifts is not None,
            gy, gx, shading is not None, line_off if line_off is not None else np.zeros(h, np.float32),
-           float(dose), float(read), z, int(noise_rng.integers(0, 2**31 - 1)), out)
+           float(dose), float(read), z, int(noise_rng.integers(0, 2**31 - 1)), periodic, out)
     return out
 
 
@@ -274,42 +293,45 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
 
     def draw(img):
         if p.scratches > 0:
-            _draw_scratches(rngs("scratches"), img, p.scratches, p.brightness)
+            _draw_scratches(rngs("scratches"), img, p.scratches, p.brightness, micro.periodic)
         if p.dust > 0:
             _draw_dust(rngs("dust"), img, p.dust, bright=min(1.0, p.brightness + 0.45), dark=0.05,
-                       size=max(1.5, 0.08 * d))
+                       size=max(1.5, 0.08 * d), periodic=micro.periodic)
 
     psf = (p.blur * (1.0 + p.astigmatism), p.blur / (1.0 + p.astigmatism), float(p.astigmatism_angle))
     shifts = _scan_shifts(rngs("scan"), h, p.scan_jitter, p.drift)
     micro.extras["scan_shifts"] = shifts  # the ground truth follows the scan (see generate)
     margin = int(math.ceil(4 * max(psf[0], 1.6 * p.edge_width, 1.0))) + 2
-    shading = _shading(rngs("gradient"), h, w, p.gradient) if p.gradient > 0 else None
+    shading = _shading(rngs("gradient"), h, w, p.gradient, periodic=micro.periodic) if p.gradient > 0 else None
     line_off = (p.line_noise * rngs("line_noise").standard_normal(h)).astype(np.float32) if p.line_noise > 0 else None
-    charging = (lambda img: _charging(rngs("charging"), img, p.charging)) if p.charging > 0 else None
+    charging = (lambda img: _charging(rngs("charging"), img, p.charging, micro.periodic)) if p.charging > 0 else None
     img = _compose(micro, lut, lut_twin, ramp, lines, psf, edge, margin, draw, shifts, shading, line_off,
                    p.dose, p.read_noise, charging, rngs("noise"))
     np.clip(img, 0.0, 1.0, out=img)
     return img
 
 
-def _charging(rng, img: np.ndarray, strength: float) -> None:
-    """Bright streaks trailing along the fast scan direction where the beam charged the surface."""
+def _charging(rng, img: np.ndarray, strength: float, periodic: bool = False) -> None:
+    """Bright streaks trailing along the fast scan direction where the beam charged the
+    surface (wrapping around the edges of a periodic image)."""
     h, w = img.shape
     n = rng.poisson(strength * 12 * h / 512)
-    xs = np.arange(w, dtype=np.float32)
     for _ in range(n):
         r0 = int(rng.integers(0, h))
         hh = int(rng.integers(1, 5))
         x0 = int(rng.integers(0, w))
         length = w * rng.uniform(0.03, 0.3)
         amp = strength * rng.uniform(0.15, 0.6)
-        tail = amp * np.exp(-(xs[x0:] - x0) / length)
-        img[r0 : r0 + hh, x0:] += tail[None, :]
+        span = np.arange(w if periodic else w - x0)
+        tail = (amp * np.exp(-span / length)).astype(np.float32)
+        rows = np.arange(r0, r0 + hh) % h if periodic else np.arange(r0, min(r0 + hh, h))
+        img[np.ix_(rows, (x0 + span) % w)] += tail[None, :]
     if rng.random() < strength:
         # a charged band: the lines after a discharge come out brighter
         r0 = int(rng.integers(0, h))
         hh = int(rng.integers(h // 50 + 1, h // 10 + 2))
-        img[r0 : r0 + hh] *= np.float32(1.0 + 0.3 * strength)
+        rows = np.arange(r0, r0 + hh) % h if periodic else np.arange(r0, min(r0 + hh, h))
+        img[rows] *= np.float32(1.0 + 0.3 * strength)
 
 
 # -------------------------------------------------------------------- optical
@@ -352,14 +374,15 @@ def render_optical(micro: Microstructure, p: OpticalParams, rngs: EffectRNG) -> 
             py, px = rs.integers(0, h, k), rs.integers(0, w, k)
             img[py, px] *= np.float32(0.35)
         if p.scratches > 0:
-            _draw_scratches(rngs("scratches"), img, p.scratches, p.brightness)
+            _draw_scratches(rngs("scratches"), img, p.scratches, p.brightness, micro.periodic)
         if p.dust > 0:
             _draw_dust(rngs("dust"), img, p.dust, bright=min(1.0, p.brightness + 0.15), dark=0.1 * p.brightness,
-                       size=max(1.5, 0.06 * d))
+                       size=max(1.5, 0.06 * d), periodic=micro.periodic)
 
     psf = (float(p.blur), float(p.blur), 0.0)
     margin = int(math.ceil(4 * max(p.blur, p.line_width, 1.0))) + 2
-    shading = _shading(rngs("gradient"), h, w, p.gradient, vignette=1.0) if p.gradient > 0 else None
+    shading = (_shading(rngs("gradient"), h, w, p.gradient, vignette=1.0, periodic=micro.periodic)
+               if p.gradient > 0 else None)
     img = _compose(micro, lut, lut_twin, None, lines, psf, edge, margin, draw, None, shading, None,
                    0.0, p.noise, None, rngs("noise"))
     np.clip(img, 0.0, 1.0, out=img)

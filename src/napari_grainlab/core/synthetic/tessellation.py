@@ -152,19 +152,28 @@ def _rsa(rng: np.random.Generator, radii: np.ndarray, box: tuple[float, float, f
                int(rng.integers(0, 2**31 - 1)))
 
 
-def _ghosts(seeds: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Periodic images of the seeds (3 x 3 copies) and the index of their original."""
+def _ghosts(seeds: np.ndarray, shape: tuple[float, float], reach: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Periodic images of the seeds ((2 reach + 1)^2 copies) and the index of their original."""
     h, w = shape
-    shifts = np.array([(dy, dx) for dy in (-h, 0, h) for dx in (-w, 0, w)], dtype=np.float64)
+    r = range(-reach, reach + 1)
+    shifts = np.array([(dy * h, dx * w) for dy in r for dx in r], dtype=np.float64)
     allp = (seeds[None, :, :] + shifts[:, None, :]).reshape(-1, 2)
     orig = np.tile(np.arange(len(seeds)), len(shifts))
     return allp, orig
 
 
-def _cells(shape, seeds, weights, metrics, origin, step, periodic_shape, warp=None):
+def _ghost_reach(d_mean: float, aspect: float, sigma: float, shape: tuple[int, int]) -> int:
+    """How many periods of seed copies a periodic tessellation needs around the image: long
+    (elongated, large) grains can reach past the neighbouring copies."""
+    longest = 3.0 * d_mean * math.sqrt(aspect) * math.exp(2.0 * sigma)
+    return max(1, int(math.ceil(longest / min(shape))))
+
+
+def _cells(shape, seeds, weights, metrics, origin, step, periodic_shape, warp=None, reach=1):
     if periodic_shape is not None:
-        gp, orig = _ghosts(seeds, periodic_shape)
-        idx = power_labels(shape, gp, np.tile(weights, 9), np.tile(metrics, (9, 1, 1)), origin, step, warp=warp)
+        gp, orig = _ghosts(seeds, periodic_shape, reach)
+        k = (2 * reach + 1) ** 2
+        idx = power_labels(shape, gp, np.tile(weights, k), np.tile(metrics, (k, 1, 1)), origin, step, warp=warp)
         return orig[idx].astype(np.int32)
     return power_labels(shape, seeds, weights, metrics, origin, step, warp=warp)
 
@@ -201,10 +210,12 @@ def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
     # mean caliper diameter of an elongated grain (for edge effects and margins)
     caliper = d_mean * (math.sqrt(aspect) + 1.0 / math.sqrt(aspect)) / 2.0
 
+    reach = 1
     if periodic:
         box = (0.0, 0.0, float(h), float(w))
         n_seeds = n_req
         pshape = (float(h), float(w))
+        reach = _ghost_reach(d_mean, aspect, t.size_sigma, (h, w))
     else:
         m = 1.5 * caliper + 2.0
         box = (-m, -m, h + m, w + m)
@@ -255,7 +266,7 @@ def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
         yy = origin[0] + step * np.arange(gh)
         xx = origin[1] + step * np.arange(gw)
         for it in range(n_iter):
-            idx = _cells((gh, gw), seeds, weights, metrics, origin, step, pshape)
+            idx = _cells((gh, gw), seeds, weights, metrics, origin, step, pshape, reach=reach)
             flat = idx.ravel()
             counts = np.bincount(flat, minlength=n_seeds).astype(np.float64)
             areas = counts * step * step
@@ -290,7 +301,7 @@ def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
 
     # full-resolution cells, with curved boundaries
     warp = _boundary_warp(rng, (h, w), d_mean, t.curvature, periodic) if t.curvature > 0 else None
-    idx = _cells((h, w), seeds, weights, metrics, (0.0, 0.0), 1.0, pshape, warp)
+    idx = _cells((h, w), seeds, weights, metrics, (0.0, 0.0), 1.0, pshape, warp, reach)
     present = count_labels(idx, n_seeds - 1) > 0
     # random label order (seed order correlates with size after RSA)
     perm = rng.permutation(n_seeds)
