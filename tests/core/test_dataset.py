@@ -123,3 +123,13 @@ def test_stream_is_endless_and_matches_dataset(tmp_path):
     list(write_dataset(tmp_path / "d", p, count=3, seed=9))
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "d" / "labels" / "synth_0002.tif"), lab)
     assert not np.array_equal(items[0][1], items[1][1])
+
+
+def test_overwrite_clears_temporaries_of_an_interrupted_run(tmp_path):
+    out = tmp_path / "ds"
+    list(write_dataset(out, small(), count=1))
+    stale = out / "images" / ".synth_0007.tif.abc123.part"
+    stale.write_bytes(b"half an image")
+    list(write_dataset(out, small(), count=1, overwrite=True))
+    assert not stale.exists()
+    assert [f.name for f in (out / "images").iterdir()] == ["synth_0000.tif"]

@@ -289,7 +289,7 @@ class SynthParams(_Params):
         if self.height * self.width > MAX_PIXELS:
             raise ParameterError(
                 f"image size: {self.height}x{self.width} px is too large to generate in one piece "
-                f"(at most {MAX_PIXELS // 1_000_000} million px, about 50 bytes of memory each); generate tiles instead"
+                f"(at most {MAX_PIXELS // 1_000_000} million px, about 60 bytes of memory each); generate tiles instead"
             )
         for sub in (self.tessellation, self.sem, self.optical):
             sub.validate()
