@@ -67,6 +67,11 @@ def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, centre, twins, use
     h, w = labels.shape
     hp, wp = sp.shape
     do_lines = line_mode >= 0
+    flat_ramp = use_ramp and not periodic
+    if flat_ramp:  # fold the ramps' centres into the per-grain levels: v = base + a y + b x
+        off = np.empty(lut.size)
+        for g in range(lut.size):
+            off[g] = ramp_a[g] * centre[g, 0] + ramp_b[g] * centre[g, 1]
     # interior image: specimen
     for yp in range(hp):
         y = ymap[yp]
@@ -76,12 +81,14 @@ def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, centre, twins, use
             v = lut[g]
             if use_twins and twins[y, x] > 0:
                 v = lut_twin[g]
-            if use_ramp:
+            if flat_ramp:
+                v += ramp_a[g] * y + ramp_b[g] * x - off[g]
+            elif use_ramp:
                 dy = y - centre[g, 0]
                 dx = x - centre[g, 1]
-                if periodic:  # measure from the grain's centre the short way round
-                    dy -= h * np.round(dy / h)
-                    dx -= w * np.round(dx / w)
+                # on a periodic image, measure from the grain's centre the short way round
+                dy -= h * np.round(dy / h)
+                dx -= w * np.round(dx / w)
                 v += ramp_a[g] * dy + ramp_b[g] * dx
             sp[yp, xp] = v
     if not do_lines:
