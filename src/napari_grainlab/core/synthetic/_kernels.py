@@ -55,6 +55,18 @@ def _boundary_weight(a, b, mode, p1, p2, salt):  # pragma: no cover - compiled
     return 0.75 + 0.5 * u2
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _split_line(labels, ln, y, x, y2, x2, oy, ox, line_mode, p1, p2, salt):  # pragma: no cover - compiled
+    """If pixels (y, x) and (y2, x2) belong to different labels, add half of their
+    boundary's weight to each of them in the padded line map."""
+    a = labels[y, x]
+    b = labels[y2, x2]
+    if a != b:
+        wgt = 0.5 * _boundary_weight(a, b, line_mode, p1, p2, salt)
+        ln[y + oy, x + ox] += wgt
+        ln[y2 + oy, x2 + ox] += wgt
+
+
 @njit(cache=True, nogil=True)
 def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, centre, twins, use_twins, use_ramp, line_mode, p1,
                        p2, salt, periodic, sp, ln, oy, ox, ymap, xmap):  # pragma: no cover - compiled
@@ -97,21 +109,10 @@ def specimen_and_lines(labels, lut, lut_twin, ramp_a, ramp_b, centre, twins, use
     # label changes inside the image, spread half to each side
     for y in range(h):
         for x in range(w):
-            a = labels[y, x]
             if x + 1 < w or periodic:
-                x2 = x + 1 if x + 1 < w else 0
-                b = labels[y, x2]
-                if a != b:
-                    wgt = 0.5 * _boundary_weight(a, b, line_mode, p1, p2, salt)
-                    ln[y + oy, x + ox] += wgt
-                    ln[y + oy, x2 + ox] += wgt
+                _split_line(labels, ln, y, x, y, (x + 1) % w, oy, ox, line_mode, p1, p2, salt)
             if y + 1 < h or periodic:
-                y2 = y + 1 if y + 1 < h else 0
-                b = labels[y2, x]
-                if a != b:
-                    wgt = 0.5 * _boundary_weight(a, b, line_mode, p1, p2, salt)
-                    ln[y + oy, x + ox] += wgt
-                    ln[y2 + oy, x + ox] += wgt
+                _split_line(labels, ln, y, x, (y + 1) % h, x, oy, ox, line_mode, p1, p2, salt)
     if periodic:
         return
     # mirror the line map into the padding
