@@ -1,7 +1,8 @@
 """The ``grainlab`` command line.
 
 Subcommands: ``synth`` (write a synthetic dataset folder), ``params`` (show / list generator
-parameters) and ``demo`` (the main job end to end on built-in data).
+parameters), ``train`` / ``predict`` / ``eval`` / ``measure`` (the learning engine, in
+:mod:`napari_grainlab._cli_engine`) and ``demo`` (the main job end to end on built-in data).
 
 Conventions: every user error is reported as one line ``grainlab: error: ...`` on stderr with
 exit code 2 and no traceback; Ctrl-C exits with 130. This module imports only the standard
@@ -613,6 +614,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true", help="allow a non-empty DIR not made by 'grainlab demo'")
     _add_run_options(d, workers=0)
     d.set_defaults(func=_cmd_demo)
+
+    from ._cli_engine import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -1,0 +1,11 @@
+"""Networks on timm backbones, weight sources and checkpoints."""
+from .checkpoint import (CheckpointError, checkpoint_files, is_checkpoint, load_checkpoint, load_into,
+                         read_metadata, save_checkpoint)
+from .networks import SEG_OUTPUTS, GrainClassifier, GrainUNet, ModelError, ModelSpec, build_model, parameter_stages
+from .weights import WeightsError, load_state_dict_file, resolve_imagenet, resolve_weights
+
+__all__ = [
+    "CheckpointError", "GrainClassifier", "GrainUNet", "ModelError", "ModelSpec", "SEG_OUTPUTS", "WeightsError",
+    "build_model", "checkpoint_files", "is_checkpoint", "load_checkpoint", "load_into", "load_state_dict_file",
+    "parameter_stages", "read_metadata", "resolve_imagenet", "resolve_weights", "save_checkpoint",
+]

@@ -1,0 +1,566 @@
+"""The training loop: ``fit()`` is a generator of progress events with a stop flag.
+
+No threads and no Qt in here: the CLI iterates it with a progress bar, the napari dock runs it in a
+``thread_worker``. Stop requests are honoured between steps; the run then writes its ``last`` checkpoint and
+keeps the ``best`` one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .._io import atomic_write_text
+from ..models import (CheckpointError, ModelSpec, build_model, is_checkpoint, load_into, load_state_dict_file,
+                      resolve_weights, save_checkpoint)
+from ..models.checkpoint import load_state
+from .config import ConfigError, TrainConfig
+from .events import (Checkpoint, CrossValidated, EarlyStopped, Epoch, Finished, FoldStarted, Started, Step,
+                     TrainWarning, Unfrozen)
+from .losses import classification_loss, segmentation_loss
+from .strategies import apply_stages, param_groups, trainable_stages
+
+
+class DataError(ValueError):
+    """Training data are missing or unusable."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; explicit names are checked."""
+    name = str(name)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA GPU is available (use --device auto or cpu)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ConfigError("device: mps requested but Apple MPS is not available (use --device auto or cpu)")
+    return torch.device(name)
+
+
+def _stopper(stop) -> Callable[[], bool]:
+    if stop is None:
+        return lambda: False
+    if hasattr(stop, "is_set"):
+        return stop.is_set
+    return stop
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(torch.cuda, "OutOfMemoryError", ())):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------- data
+def _groups(samples) -> list[str]:
+    return [s.group for s in samples]
+
+
+def _split(cfg: TrainConfig, train: list, val: list | None) -> tuple[list, list]:
+    from ..data.splits import group_split, spatial_split
+
+    if val is not None or not train or cfg.val_fraction == 0:
+        return train, list(val or [])
+    groups = _groups(train)
+    if len(set(groups)) >= 2:
+        tr, va = group_split(groups, cfg.val_fraction, seed=cfg.seed)
+        return [train[i] for i in tr], [train[i] for i in va]
+    if cfg.task == "segment" and len(train) == 1:
+        a, b = spatial_split(train[0], cfg.val_fraction)
+        return [a], [b]
+    raise DataError("validation needs at least 2 source micrographs (or one segmentation image, which is split "
+                    "spatially); add images, pass validation data, or set val_fraction to 0")
+
+
+def _synthetic_val(source, n: int, size: int, seed: int):
+    from ..data.datasets import SegSample
+
+    rng = np.random.default_rng([seed, 7919])
+    out = []
+    for i in range(n):
+        img, lab = source.sample(rng, size)
+        out.append(SegSample(name=f"synthetic-val-{i}", image=img, labels=lab, group=f"synthetic-val-{i}",
+                             pixel_size=None))
+    return out
+
+
+def _default_steps(cfg: TrainConfig, train: list) -> int:
+    pixels = sum(int(np.asarray(s.image).size) for s in train) if train else 0
+    steps = math.ceil(2 * pixels / (cfg.patch_size ** 2 * cfg.batch_size)) if pixels else 50
+    return int(min(max(steps, 10), 500))
+
+
+def _loader(ds, batch_size: int, shuffle: bool, cfg: TrainConfig, device: torch.device):
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=cfg.workers,
+                                       pin_memory=device.type == "cuda", drop_last=False,
+                                       persistent_workers=False)
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ------------------------------------------------------------------------------------------- metrics
+def boundary_counts(logits: torch.Tensor, batch: dict, tolerance: int = 2) -> torch.Tensor:
+    """(true positives of prediction, predicted, true positives of truth, true) for boundary F1.
+
+    A predicted boundary pixel counts when a true boundary pixel lies within ``tolerance`` px (square
+    neighbourhood) and vice versa; only annotated pixels take part.
+    """
+    valid = batch["valid"] > 0.5
+    pred = (logits[:, 0:1].float() > 0) & valid
+    true = (batch["boundary"] > 0.5) & valid
+    k = 2 * tolerance + 1
+    near_true = F.max_pool2d(true.float(), k, 1, tolerance) > 0
+    near_pred = F.max_pool2d(pred.float(), k, 1, tolerance) > 0
+    return torch.stack([(pred & near_true).sum(), pred.sum(), (true & near_pred).sum(), true.sum()]).double()
+
+
+def f1_from_counts(c: torch.Tensor) -> dict:
+    tp_p, n_p, tp_t, n_t = (float(x) for x in c)
+    precision = tp_p / n_p if n_p else 0.0
+    recall = tp_t / n_t if n_t else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"boundary_f1": f1, "boundary_precision": precision, "boundary_recall": recall}
+
+
+@torch.no_grad()
+def evaluate(model, loader, cfg: TrainConfig, device: torch.device, autocast, stop=None) -> dict:
+    """Validation loss and metrics over ``loader`` (boundary F1 / accuracy and macro F1)."""
+    was = model.training
+    model.eval()
+    total, n = 0.0, 0
+    counts = torch.zeros(4, dtype=torch.float64)
+    ys, ps = [], []
+    stop = _stopper(stop)
+    try:
+        for batch in loader:
+            batch = _to(batch, device)
+            with autocast():
+                out = model(batch["image"])
+            if cfg.task == "segment":
+                loss = segmentation_loss(out, batch)
+                counts += boundary_counts(out, batch).cpu()
+            else:
+                loss = classification_loss(out, batch["target"])
+                ys.append(batch["target"].cpu())
+                ps.append(out.float().argmax(1).cpu())
+            bs = batch["image"].shape[0]
+            total += float(loss) * bs
+            n += bs
+            if stop():
+                break
+    finally:
+        model.train(was)
+    metrics = {"val_loss": total / max(n, 1)}
+    if cfg.task == "segment":
+        metrics.update(f1_from_counts(counts))
+    elif ys:
+        from ..metrics import classification_metrics
+
+        cm = classification_metrics(torch.cat(ys).numpy(), torch.cat(ps).numpy(), len(cfg.classes),
+                                    class_names=list(cfg.classes))
+        metrics.update({k: v for k, v in cm.items() if k in ("accuracy", "macro_f1")})
+        metrics["confusion"] = cm.get("confusion")
+    return metrics
+
+
+# ------------------------------------------------------------------------------------- checkpointing
+def _save_training_state(folder: Path, optimizer, state: dict) -> None:
+    from safetensors.torch import save
+
+    from .._io import atomic_write_bytes
+
+    sd = optimizer.state_dict()
+    tensors = {}
+    scalars = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    atomic_write_bytes(folder / "optimizer.safetensors", save(tensors) if tensors else save({"_": torch.zeros(1)}))
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in sd["param_groups"]]
+    atomic_write_text(folder / "training_state.json",
+                      json.dumps({"param_groups": groups, "scalars": scalars, **state}, indent=2))
+
+
+def _load_training_state(folder: Path, optimizer) -> dict:
+    from safetensors.torch import load_file
+
+    meta = json.loads((folder / "training_state.json").read_text())
+    tensors = load_file(str(folder / "optimizer.safetensors"))
+    state: dict = {}
+    for key, v in tensors.items():
+        if key == "_":
+            continue
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    for key, v in meta.pop("scalars").items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    return meta
+
+
+# --------------------------------------------------------------------------------------------- model
+def _make_model(cfg: TrainConfig, warn: list) -> tuple[torch.nn.Module, str]:
+    spec = ModelSpec(task=cfg.task, backbone=cfg.backbone, num_classes=max(len(cfg.classes), 2),
+                     classes=list(cfg.classes), dropout=cfg.dropout, decoder_channels=cfg.decoder_channels)
+    weights = str(cfg.weights)
+    if cfg.strategy == "scratch":
+        if weights.lower() not in ("none", "imagenet", "random", ""):
+            warn.append(f"strategy scratch trains from random weights; --weights {weights} is ignored")
+        return build_model(spec), "random initialisation (scratch)"
+    if weights.lower() in ("none", "random", ""):
+        warn.append(f"strategy {cfg.strategy} with random weights: the frozen layers will stay random")
+        return build_model(spec), "random initialisation"
+    if is_checkpoint(weights):
+        model = build_model(spec)
+        fresh = load_into(model, weights)
+        desc = f"checkpoint {weights}"
+        if fresh:
+            desc += f" ({len(fresh)} tensors re-initialised)"
+        return model, desc
+    state, desc = resolve_weights(cfg.backbone, weights)
+    return build_model(spec, state), desc
+
+
+def _amp(cfg: TrainConfig, device: torch.device):
+    if not cfg.amp or device.type != "cuda":
+        return "off", (lambda: torch.autocast(device.type, enabled=False)), None
+    if torch.cuda.is_bf16_supported():
+        return "bf16", (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    scaler = torch.amp.GradScaler("cuda")
+    return "fp16", (lambda: torch.autocast("cuda", dtype=torch.float16)), scaler
+
+
+# ----------------------------------------------------------------------------------------------- fit
+def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None = None,
+        stop=None) -> Iterator:
+    """Train a model; yields :mod:`events` and returns (as the generator's value) the :class:`Finished` event.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    train : list of ``SegSample`` / ``ClsSample`` (see :mod:`napari_grainlab.core.data`), may be empty for
+        synthetic-only pre-training (segmentation).
+    val : optional validation samples; by default a group split of ``train`` (``config.val_fraction``), or
+        synthetic validation images when training on synthetic data only.
+    stop : a ``threading.Event`` or a callable returning True to stop after the current step.
+    """
+    from ..data.augment import build_augmentation
+
+    cfg = config
+    t_start = time.perf_counter()
+    should_stop = _stopper(stop)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    train = list(train or [])
+    warnings: list[str] = []
+
+    # ---- data
+    source = None
+    ratio = cfg.synthetic_ratio
+    if cfg.task == "segment":
+        if not train:
+            if cfg.synthetic == "none":
+                raise DataError("no training data: give annotated images or enable synthetic data")
+            ratio = 1.0
+        if ratio > 0 and cfg.synthetic != "none":
+            from .sources import synthetic_source
+
+            source = synthetic_source(cfg.synthetic)
+        elif ratio > 0:
+            raise ConfigError("synthetic_ratio > 0 needs a synthetic source (synthetic=randomized or a preset)")
+    else:
+        if not train:
+            raise DataError("no training data: classification needs images in class folders")
+        if len(cfg.classes) < 2:
+            raise DataError("classification needs at least 2 classes")
+        bad = sorted({s.label for s in train} - set(range(len(cfg.classes))))
+        if bad:
+            raise DataError(f"class indices {bad} have no class name")
+    train, val = _split(cfg, train, list(val) if val is not None else None)
+    val_tile = cfg.val_tile or min(2 * cfg.patch_size, 512)
+    if not val and source is not None and cfg.val_synthetic > 0 and cfg.val_fraction > 0:
+        val = _synthetic_val(source, cfg.val_synthetic, val_tile, cfg.seed)
+    steps = cfg.steps_per_epoch or _default_steps(cfg, train)
+    augment = build_augmentation(cfg.augment, oriented_growth=cfg.oriented_growth,
+                                 patch_size=cfg.patch_size) if cfg.augment else None
+    if cfg.task == "segment":
+        from ..data.patches import SegPatchDataset, SegTileDataset
+
+        train_ds = SegPatchDataset(train, cfg.patch_size, augment, length=steps * cfg.batch_size, seed=cfg.seed,
+                                   synthetic=source, synthetic_ratio=ratio, boundary_width=cfg.boundary_width)
+        val_ds = SegTileDataset(val, val_tile, boundary_width=cfg.boundary_width) if val else None
+    else:
+        from ..data.patches import ClsPatchDataset, ClsTileDataset
+
+        train_ds = ClsPatchDataset(train, cfg.patch_size, augment, length=steps * cfg.batch_size, seed=cfg.seed)
+        val_ds = ClsTileDataset(val, cfg.patch_size) if val else None
+
+    # ---- model, optimiser, schedule
+    model, weights_desc = _make_model(cfg, warnings)
+    model.to(device)
+    stages = trainable_stages(cfg.strategy, model.num_stages, 0, cfg.finetune_stages, cfg.unfreeze_every)
+    n_trainable = apply_stages(model, stages)
+    groups = param_groups(model, cfg.lr, cfg.backbone_lr_factor, cfg.weight_decay, cfg.strategy)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * steps
+    warmup = max(1, int(round(cfg.warmup_epochs * steps)))
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return 0.01 + 0.99 * (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    amp_name, autocast, scaler = _amp(cfg, device)
+
+    out = Path(cfg.out) if cfg.out else Path(tempfile.mkdtemp(prefix="grainlab-run-"))
+    out.mkdir(parents=True, exist_ok=True)
+    best_dir, last_dir = out / "best", out / "last"
+    monitor = cfg.monitor_metric
+    higher = monitor != "val_loss" and not monitor.endswith("loss")
+    if not val_ds:
+        monitor, higher = "train_loss", False
+        warnings.append("no validation data: the best checkpoint is chosen by training loss and early stopping "
+                        "watches the training loss")
+    start_epoch, best, best_epoch, best_metrics, bad_epochs, history = 0, None, 0, {}, 0, []
+    if cfg.resume:
+        if not (last_dir / "training_state.json").is_file():
+            raise CheckpointError(f"{out}: nothing to resume (no last/training_state.json)")
+        model.load_state_dict(load_state(last_dir))
+        st = _load_training_state(last_dir, optimizer)
+        start_epoch = int(st["epoch"])
+        best, best_epoch, bad_epochs = st.get("best"), int(st.get("best_epoch", 0)), int(st.get("bad_epochs", 0))
+        best_metrics, history = st.get("best_metrics", {}), st.get("history", [])
+        scheduler.last_epoch = start_epoch * steps - 1
+        scheduler.step()
+        stages = trainable_stages(cfg.strategy, model.num_stages, start_epoch, cfg.finetune_stages,
+                                  cfg.unfreeze_every)
+        n_trainable = apply_stages(model, stages)
+
+    hist_ref = _histogram_reference(train, source, cfg.seed)
+    atomic_write_text(out / "config.json", cfg.to_json())
+    yield Started(device=str(device), n_train=len(train), n_val=len(val), epochs=cfg.epochs, steps_per_epoch=steps,
+                  trainable_params=n_trainable, total_params=sum(p.numel() for p in model.parameters()),
+                  weights=weights_desc, amp=amp_name)
+    for w in warnings:
+        yield TrainWarning(message=w)
+
+    def metadata(epoch: int, metrics: dict) -> dict:
+        return {"training": cfg.to_dict(), "epoch": epoch, "metrics": metrics, "weights_source": weights_desc,
+                "histogram_reference": hist_ref, "boundary_width": cfg.boundary_width,
+                "data": {"train_images": [s.name for s in train][:1000], "val_images": [s.name for s in val][:1000],
+                         "synthetic": cfg.synthetic if source is not None else "none",
+                         "synthetic_ratio": ratio if source is not None else 0.0}}
+
+    batch_size = cfg.batch_size
+    loader = _loader(train_ds, batch_size, False, cfg, device)
+    val_loader = _loader(val_ds, batch_size, False, cfg, device) if val_ds else None
+    reason = "completed"
+    step_times: list[float] = []
+    val_seconds = 0.0
+    global_step = start_epoch * steps
+    epoch = start_epoch
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.perf_counter()
+        new_stages = trainable_stages(cfg.strategy, model.num_stages, epoch, cfg.finetune_stages, cfg.unfreeze_every)
+        if new_stages != stages:
+            stages = new_stages
+            n_trainable = apply_stages(model, stages)
+            bad_epochs = 0
+            yield Unfrozen(epoch=epoch + 1, trainable_stages=stages, trainable_params=n_trainable)
+        if hasattr(train_ds, "set_epoch"):
+            train_ds.set_epoch(epoch)
+        losses, seen, done = [], 0, 0
+        it = iter(loader)
+        while done < steps:
+            if should_stop():
+                reason = "stopped"
+                break
+            try:
+                batch = next(it)
+            except StopIteration:
+                break
+            t0 = time.perf_counter()
+            batch = _to(batch, device)
+            try:
+                loss = _train_step(model, batch, optimizer, scaler, autocast, cfg)
+            except Exception as exc:
+                if not is_oom(exc) or batch_size == 1:
+                    if is_oom(exc):
+                        raise MemoryError(f"out of memory on {device} even with batch size 1 at patch size "
+                                          f"{cfg.patch_size}; use a smaller --patch-size or the CPU") from None
+                    raise
+                optimizer.zero_grad(set_to_none=True)
+                del batch
+                _free_memory(device)
+                batch_size = max(1, batch_size // 2)
+                yield TrainWarning(message=f"out of memory on {device}: retrying with batch size {batch_size}")
+                loader = _loader(train_ds, batch_size, False, cfg, device)
+                it = iter(loader)
+                continue
+            scheduler.step()
+            done += 1
+            global_step += 1
+            bs = batch["image"].shape[0]
+            seen += bs
+            losses.append(loss)
+            dt = time.perf_counter() - t0
+            step_times.append(dt)
+            if global_step % cfg.log_every == 0:
+                recent = step_times[-50:]
+                per_step = sum(recent) / len(recent)
+                remaining = total_steps - global_step
+                yield Step(epoch=epoch + 1, step=global_step, total_steps=total_steps, loss=loss,
+                           lr=optimizer.param_groups[-1]["lr"], images_per_s=bs / max(dt, 1e-9),
+                           eta_s=remaining * per_step + val_seconds * (cfg.epochs - epoch))
+        train_seconds = time.perf_counter() - t_epoch
+        if not losses:
+            break
+        train_loss = float(np.mean(losses))
+        t_val = time.perf_counter()
+        if val_loader is not None:
+            metrics = evaluate(model, val_loader, cfg, device, autocast)
+        else:
+            metrics = {"val_loss": float("nan")}
+        val_seconds = time.perf_counter() - t_val
+        metrics["train_loss"] = train_loss
+        value = metrics.get(monitor)
+        if value is None:
+            raise ConfigError(f"monitor: metric '{monitor}' is not computed (have {', '.join(metrics)})")
+        improved = best is None or (value > best + cfg.min_delta if higher else value < best - cfg.min_delta)
+        lrs = {"head": optimizer.param_groups[-1]["lr"], "backbone": optimizer.param_groups[0]["lr"]}
+        per_epoch = train_seconds + val_seconds
+        record = {"epoch": epoch + 1, "train_loss": train_loss, **{k: v for k, v in metrics.items()
+                                                                     if k != "confusion"}, "lrs": lrs,
+                  "seconds": per_epoch}
+        history.append(record)
+        if improved:
+            best, best_epoch, best_metrics, bad_epochs = value, epoch + 1, dict(metrics), 0
+            save_checkpoint(best_dir, model, metadata(epoch + 1, metrics))
+        else:
+            bad_epochs += 1
+        yield Epoch(epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
+                    val_loss=metrics.get("val_loss", float("nan")),
+                    metrics={k: v for k, v in metrics.items() if k not in ("val_loss", "train_loss", "confusion")},
+                    lrs=lrs, images_per_s=seen / max(train_seconds, 1e-9),
+                    eta_s=per_epoch * (cfg.epochs - epoch - 1), improved=improved, seconds=per_epoch)
+        if improved:
+            yield Checkpoint(path=str(best_dir), kind="best", epoch=epoch + 1, metric=best)
+        save_checkpoint(last_dir, model, metadata(epoch + 1, metrics))
+        _save_training_state(last_dir, optimizer, {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch,
+                                                   "bad_epochs": bad_epochs, "best_metrics": best_metrics,
+                                                   "history": history})
+        atomic_write_text(out / "history.json", json.dumps(history, indent=2, default=str))
+        if reason == "stopped":
+            break
+        if bad_epochs >= cfg.patience and not (cfg.strategy == "gradual" and len(stages) < model.num_stages):
+            reason = "early_stopped"
+            yield EarlyStopped(epoch=epoch + 1, best_epoch=best_epoch, best_metric=best)
+            break
+    epochs_run = len(history) - (0 if not cfg.resume else 0)
+    finished = Finished(best_path=str(best_dir) if best is not None else None,
+                        last_path=str(last_dir) if (last_dir / "model.json").is_file() else None,
+                        best_epoch=best_epoch, best_metric=best, best_metrics=best_metrics, epochs_run=epochs_run,
+                        reason=reason, seconds=time.perf_counter() - t_start, history=history)
+    yield finished
+    return finished
+
+
+def _train_step(model, batch: dict, optimizer, scaler, autocast, cfg: TrainConfig) -> float:
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        if cfg.task == "segment":
+            out = model(batch["image"])
+            loss = segmentation_loss(out, batch)
+        else:
+            images, target = batch["image"], batch["target"]
+            if cfg.mixup > 0 or cfg.cutmix > 0:
+                from ..data.augment import mixup_cutmix
+
+                images, target = mixup_cutmix(images, target, len(cfg.classes), alpha=cfg.mixup,
+                                              cutmix_alpha=cfg.cutmix)
+            out = model(images)
+            loss = classification_loss(out, target, cfg.label_smoothing)
+    if not torch.isfinite(loss):
+        raise FloatingPointError("training diverged (loss is not finite): lower the learning rate")
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
+
+
+def _histogram_reference(train: list, source, seed: int) -> list[float]:
+    from ..inference.adapt import intensity_quantiles
+
+    images = [s.image for s in train[:64]]
+    if not images and source is not None:
+        rng = np.random.default_rng([seed, 104729])
+        images = [source.sample(rng, 256)[0] for _ in range(8)]
+    if not images:
+        return []
+    return [float(v) for v in intensity_quantiles(images, n=256)]
+
+
+# ------------------------------------------------------------------------------------- cross-validation
+def cross_validate(config: TrainConfig, samples: Sequence, k: int, stop=None) -> Iterator:
+    """Group K-fold: one :func:`fit` per fold (``out/fold1`` …), then a :class:`CrossValidated` summary."""
+    from ..data.splits import kfold_splits
+
+    samples = list(samples)
+    folds = kfold_splits(_groups(samples), k, seed=config.seed)
+    should_stop = _stopper(stop)
+    results = []
+    base = Path(config.out) if config.out else Path(tempfile.mkdtemp(prefix="grainlab-cv-"))
+    for i, (tr, va) in enumerate(folds):
+        if should_stop():
+            break
+        cfg = config.replace(out=str(base / f"fold{i + 1}"), val_fraction=config.val_fraction or 0.2)
+        yield FoldStarted(fold=i, k=k, n_train=len(tr), n_val=len(va))
+        finished = None
+        for ev in fit(cfg, [samples[j] for j in tr], [samples[j] for j in va], stop=stop):
+            ev.fold = i
+            if isinstance(ev, Finished):
+                finished = ev
+            yield ev
+        if finished is not None and finished.best_metrics:
+            results.append({k2: v for k2, v in finished.best_metrics.items() if isinstance(v, (int, float))})
+    if results:
+        keys = [k2 for k2 in results[0] if all(k2 in r for r in results)]
+        mean = {k2: float(np.mean([r[k2] for r in results])) for k2 in keys}
+        sd = {k2: float(np.std([r[k2] for r in results], ddof=1)) if len(results) > 1 else 0.0 for k2 in keys}
+        summary = CrossValidated(k=k, per_fold=results, mean=mean, sd=sd)
+        atomic_write_text(base / "cross_validation.json",
+                          json.dumps({"k": k, "per_fold": results, "mean": mean, "sd": sd}, indent=2))
+        yield summary
+
+
+__all__ = ["DataError", "boundary_counts", "cross_validate", "evaluate", "fit", "is_oom", "load_state_dict_file",
+           "resolve_device"]

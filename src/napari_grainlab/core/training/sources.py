@@ -1,0 +1,44 @@
+"""Synthetic training data sources (objects with ``sample(rng, size) -> (image, labels)``)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..synthetic import SynthParams, generate
+from ..synthetic.params import ParameterError
+
+
+class PresetSource:
+    """Synthetic micrographs of one preset look, with the grain size drawn per sample.
+
+    ``diameter`` is the range of mean grain diameters in px; the look parameters stay those of ``preset``.
+    Picklable, so DataLoader workers can use it.
+    """
+
+    def __init__(self, preset: str = "sem", diameter: tuple[float, float] = (12.0, 60.0)):
+        try:
+            SynthParams.preset(preset)
+        except ParameterError as exc:
+            raise ValueError(f"synthetic: {exc} (or randomized)") from None
+        self.preset = preset
+        self.diameter = diameter
+
+    def sample(self, rng: np.random.Generator, size) -> tuple[np.ndarray, np.ndarray]:
+        h, w = (size, size) if np.isscalar(size) else size
+        d = float(np.exp(rng.uniform(np.log(self.diameter[0]), np.log(self.diameter[1]))))
+        p = SynthParams.preset(self.preset, height=int(h), width=int(w))
+        p.tessellation.grains = None
+        p.tessellation.mean_diameter = d
+        s = generate(p, seed=int(rng.integers(2**31)))
+        img = s.image_float()
+        lo, hi = np.percentile(img, (0.1, 99.9))
+        img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+        return img, s.labels
+
+
+def synthetic_source(name: str):
+    """The source called ``name``: ``randomized`` (domain randomisation) or a preset look."""
+    if name in ("randomized", "random", "domain"):
+        from ..synthetic.randomize import DomainRandomizer
+
+        return DomainRandomizer()
+    return PresetSource(name)
