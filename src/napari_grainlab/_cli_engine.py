@@ -29,11 +29,10 @@ def engine_errors() -> Iterator[None]:
     from .core.data.io import DataError
     from .core.models import CheckpointError, ModelError, WeightsError
     from .core.training import ConfigError
-    from .core.training import DataError as TrainDataError
 
     try:
         yield
-    except (DataError, CheckpointError, ModelError, WeightsError, ConfigError, TrainDataError) as exc:
+    except (DataError, CheckpointError, ModelError, WeightsError, ConfigError) as exc:
         raise UserError(str(exc)) from None
     except MemoryError as exc:
         raise UserError(f"out of memory: {exc}") from None

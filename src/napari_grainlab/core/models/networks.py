@@ -31,7 +31,7 @@ class ModelSpec:
     num_classes: int = 2  # classification only
     classes: list[str] = field(default_factory=list)
     dropout: float = 0.1
-    decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
+    decoder_channels: tuple[int, ...] = (64, 48, 32, 24, 16)
     in_chans: int = 1
 
     def to_dict(self) -> dict:

@@ -61,7 +61,7 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     classes: tuple[str, ...] = ()
-    decoder_channels: tuple[int, ...] = (128, 64, 48, 32, 16)
+    decoder_channels: tuple[int, ...] = (64, 48, 32, 24, 16)
     log_every: int = 1  # emit a Step event every N steps
 
     def __post_init__(self):

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .._io import atomic_write_text
+from ..data.io import DataError
 from ..models import (CheckpointError, ModelSpec, build_model, is_checkpoint, load_into, load_state_dict_file,
                       resolve_weights, save_checkpoint)
 from ..models.checkpoint import load_state
@@ -26,10 +27,6 @@ from .events import (Checkpoint, CrossValidated, EarlyStopped, Epoch, Finished, 
                      TrainWarning, Unfrozen)
 from .losses import classification_loss, segmentation_loss
 from .strategies import apply_stages, param_groups, trainable_stages
-
-
-class DataError(ValueError):
-    """Training data are missing or unusable."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -354,8 +351,9 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
         start_epoch = int(st["epoch"])
         best, best_epoch, bad_epochs = st.get("best"), int(st.get("best_epoch", 0)), int(st.get("bad_epochs", 0))
         best_metrics, history = st.get("best_metrics", {}), st.get("history", [])
-        scheduler.last_epoch = start_epoch * steps - 1
-        scheduler.step()
+        scheduler.last_epoch = start_epoch * steps
+        for g, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            g["lr"] = base * lr_lambda(scheduler.last_epoch)
         stages = trainable_stages(cfg.strategy, model.num_stages, start_epoch, cfg.finetune_stages,
                                   cfg.unfreeze_every)
         n_trainable = apply_stages(model, stages)
