@@ -73,8 +73,20 @@ def _progress(args) -> bool:
 # ------------------------------------------------------------------------------------------- data
 def load_training_data(paths: list[str], task: str | None):
     """Samples (and class names) from dataset folders; the task is detected when not given."""
-    from .core.data.datasets import detect_task, load_classification_folder, load_segmentation_folder
+    import warnings
 
+    from .core.data.datasets import DataWarning, detect_task, load_classification_folder, load_segmentation_folder
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        task, samples, classes = _load(paths, task, detect_task, load_classification_folder, load_segmentation_folder)
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            print(f"grainlab: warning: {' '.join(str(w.message).split())}", file=sys.stderr, flush=True)
+    return task, samples, classes
+
+
+def _load(paths, task, detect_task, load_classification_folder, load_segmentation_folder):
     samples, classes = [], None
     for p in paths:
         path = Path(p)
@@ -363,7 +375,11 @@ def _mean_rows(rows: list[dict]) -> dict:
     import numpy as np
 
     keys = [k for k, v in rows[0].items() if isinstance(v, (int, float))] if rows else []
-    return {k: float(np.nanmean([r[k] for r in rows])) for k in keys}
+    out = {}
+    for k in keys:
+        vals = np.array([r[k] for r in rows], dtype=float)
+        out[k] = float(vals[np.isfinite(vals)].mean()) if np.isfinite(vals).any() else float("nan")
+    return out
 
 
 # ---------------------------------------------------------------------------------------- measure

@@ -514,7 +514,7 @@ def _demo_train(ctx: _DemoContext) -> dict:
     from .core.training import Epoch, Finished, Started, Step, TrainConfig, fit
 
     folder = ctx.out / "model"
-    epochs, steps = (1, 2) if ctx.quick else (8, 60)
+    epochs, steps = (1, 2) if ctx.quick else (6, 50)
     cfg = TrainConfig(backbone="efficientnet_lite0", weights="imagenet", strategy="finetune", epochs=epochs,
                       steps_per_epoch=steps, batch_size=8, patch_size=128 if not ctx.quick else 64,
                       lr=2e-3, synthetic="randomized", synthetic_ratio=0.5, val_tile=256 if not ctx.quick else 64,
@@ -660,6 +660,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"  {name:<{width}}  {what}")
     print("\nBoundary F1 against the ground truth (tolerance 2 px):")
     for case, r in ctx.results["segment"].items():
+        if not isinstance(r, dict):
+            continue
         print(f"  {case:<16} fine-tuned {r['boundary_f1_trained']:.3f} | ImageNet, not fine-tuned "
               f"{r['boundary_f1_untrained']:.3f} | classical ridge + watershed {r['boundary_f1_classical']:.3f}"
               f"  ({int(r['grains'])} grains found, {r['grains_true']} true)")

@@ -39,12 +39,15 @@ def _boundary_weight(a, b, mode, p1, p2, salt):  # pragma: no cover - compiled
     """Line density weight of the boundary between labels a and b.
 
     mode 0: constant 1; mode 1: 1 + p1 * U(-1, 1) (edge variation);
-    mode 2: etched optical lines: missing with probability p1, faint with p2, else strong.
+    mode 2: etched optical lines: missing with probability p1, faint with p2, else strong;
+    mode 3: as mode 1, but missing altogether with probability p2.
     """
     if mode == 0:
         return 1.0
     u = pair_uniform(a, b, salt)
-    if mode == 1:
+    if mode == 3 and pair_uniform(a, b, salt ^ np.uint64(0x2545F4914F6CDD1D)) < p2:
+        return 0.0
+    if mode == 1 or mode == 3:
         v = 1.0 + p1 * (2.0 * u - 1.0)
         return v if v > 0.0 else 0.0
     u2 = pair_uniform(a, b, salt ^ np.uint64(0x5DEECE66D))
@@ -298,7 +301,9 @@ def rsa(radii, y0, x0, y1, x1, metric, periodic, tries, seed):  # pragma: no cov
     rmax = 0.0
     for i in range(n):
         rmax = max(rmax, rad[i])
-    cell = max(2.0 * rmax * reach, 1e-9)
+    # cells at least one disk diameter wide (neighbours sit in adjacent cells) and, for tiny
+    # disks, no more cells than disks (a finer grid would only cost memory)
+    cell = max(2.0 * rmax * reach, np.sqrt(hgt * wid / max(n, 1)), 1e-9)
     ny = max(1, int(hgt // cell))
     nx = max(1, int(wid // cell))
     csy = hgt / ny

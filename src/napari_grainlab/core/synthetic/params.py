@@ -187,6 +187,8 @@ class SEMParams(_Params):
     edge_strength: float = _p(0.35, 0.0, 1.0, step=0.05, help="contrast of the boundary edge / groove")
     edge_width: float = _p(1.2, 0.3, 10.0, step=0.1, help="width (px, Gaussian sigma) of the boundary profile")
     edge_variation: float = _p(0.4, 0.0, 1.0, step=0.05, help="random boundary-to-boundary variation of the edge contrast")
+    edge_missing: float = _p(0.0, 0.0, 1.0, step=0.05,
+                             help="fraction of boundaries without any edge or groove (visible only by the channelling step)")
     shadowing: float = _p(0.3, 0.0, 1.0, step=0.05,
                           help="boundary walls facing the detector appear brighter, the others darker (topography)")
     detector_angle: float = _p(60.0, -180.0, 180.0, step=5.0,

@@ -247,6 +247,13 @@ def _compose(micro: Microstructure, lut: np.ndarray, lut_twin: np.ndarray | None
 
 
 # ------------------------------------------------------------------------ SEM
+def _sem_line_mode(p: SEMParams) -> int:
+    """Boundary weight mode of the line map (see ``_kernels._boundary_weight``)."""
+    if p.edge_missing > 0:
+        return 3
+    return 1 if p.edge_variation > 0 else 0
+
+
 def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarray:
     """Secondary-electron image, float32 in [0, 1]."""
     h, w = micro.labels.shape
@@ -276,7 +283,7 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
     edge: tuple = ()
     if p.edge_strength > 0:
         salt = int(rngs("edges").integers(0, 2**62))
-        lines = (1 if p.edge_variation > 0 else 0, p.edge_variation, 0.0, salt)
+        lines = (_sem_line_mode(p), p.edge_variation, p.edge_missing, salt)
         sig, amp = p.edge_width, p.edge_strength
         if p.edge_mode == "bright":
             edge = ((sig, amp),)
@@ -288,7 +295,7 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
         # a side-mounted detector sees the boundary walls facing it brighter than the others
         if lines is None:
             salt = int(rngs("edges").integers(0, 2**62))
-            lines = (1 if p.edge_variation > 0 else 0, p.edge_variation, 0.0, salt)
+            lines = (_sem_line_mode(p), p.edge_variation, p.edge_missing, salt)
         edge = edge + ((p.edge_width, p.shadowing * max(p.edge_strength, 0.2), float(p.detector_angle)),)
 
     def draw(img):

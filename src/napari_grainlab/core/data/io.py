@@ -1,0 +1,478 @@
+"""Reading micrographs and label images: any dtype to float32 [0, 1], pixel size from metadata.
+
+Images are read with tifffile (TIFF) or imageio (PNG, JPEG, BMP), reduced to one grayscale
+plane and stretched between two percentiles (:func:`normalize_intensity`), so that 8-bit data,
+12-bit SEM data stored in 16 bits and float data all look alike to a model.  Label images are
+grain instances (0 = not annotated) or, detected automatically, binary boundary masks that are
+converted to instances (:func:`boundary_mask_to_instances`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = [
+    "DataError",
+    "IMAGE_EXTENSIONS",
+    "LABEL_EXTENSIONS",
+    "Image",
+    "boundary_mask_to_instances",
+    "is_boundary_mask",
+    "labels_from_array",
+    "normalize_intensity",
+    "read_image",
+    "read_labels",
+    "read_pixel_size",
+    "to_grayscale",
+]
+
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+LABEL_EXTENSIONS = (".tif", ".tiff", ".png")
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+
+#: plausible pixel sizes in µm (10 pm .. 1 cm); anything else is a metadata error
+PIXEL_SIZE_RANGE = (1e-5, 1e4)
+#: resolutions in dots per inch that image programs write by default: they are no calibration
+_DEFAULT_DPI = (72.0, 96.0, 150.0, 200.0, 300.0, 600.0, 1200.0)
+_LUMINANCE = np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709, as skimage.color.rgb2gray
+_UNIT_UM = {
+    "m": 1e6, "meter": 1e6, "metre": 1e6, "cm": 1e4, "centimeter": 1e4, "centimetre": 1e4,
+    "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0,
+    "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0, "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3,
+    "pm": 1e-6, "a": 1e-4, "å": 1e-4, "angstrom": 1e-4, "inch": 25400.0, "in": 25400.0,
+}
+
+
+class DataError(ValueError):
+    """Bad input data: unreadable, empty or inconsistent files and arrays (the message names the culprit)."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """A micrograph as the engine sees it.
+
+    Attributes
+    ----------
+    data : float32 array (H, W) in [0, 1]
+    pixel_size : µm per pixel from the file's metadata, or None when unknown
+    source : the file it came from
+    original_dtype : dtype of the stored pixels (e.g. ``"uint16"``)
+    """
+
+    data: np.ndarray
+    pixel_size: float | None
+    source: str
+    original_dtype: str
+
+
+# --------------------------------------------------------------------------------------- intensity
+def _percentiles(arr: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    """``np.percentile(arr, (low, high))`` (linear interpolation); exact and O(n) for <= 16-bit integers."""
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    if arr.dtype.kind in "ui" and arr.dtype.itemsize <= 2:
+        flat = arr.ravel()
+        offset = int(flat.min())
+        counts = np.bincount((flat.astype(np.int64) - offset) if offset else flat)
+        cum = np.cumsum(counts)
+        n = int(cum[-1])
+        out = []
+        for q in (low, high):
+            pos = q / 100.0 * (n - 1)
+            k = int(math.floor(pos))
+            frac = pos - k
+            v0 = int(np.searchsorted(cum, k, side="right"))
+            v1 = int(np.searchsorted(cum, min(k + 1, n - 1), side="right"))
+            out.append(offset + v0 + frac * (v1 - v0))
+        return out[0], out[1]
+    lo, hi = np.percentile(arr, (low, high))
+    return float(lo), float(hi)
+
+
+def normalize_intensity(arr: np.ndarray, low: float = 0.1, high: float = 99.9) -> np.ndarray:
+    """Stretch the ``low`` .. ``high`` percentile range of ``arr`` to [0, 1] (clipped), as float32.
+
+    Used for every dtype, so 8-bit, 12-bit-in-16-bit and float micrographs look alike.  When the
+    percentile range is empty (a few outliers on a flat image) the full range is used; a constant
+    image becomes all zeros.
+
+    Parameters
+    ----------
+    arr : array, any real or bool dtype, finite
+    low, high : percentiles (0 <= low < high <= 100)
+    """
+    if not 0 <= low < high <= 100:
+        raise DataError(f"normalize_intensity: need 0 <= low < high <= 100, got low={low}, high={high}")
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "buif":
+        raise DataError(f"normalize_intensity: cannot use {arr.dtype} pixels")
+    if arr.size == 0:
+        raise DataError("normalize_intensity: the array is empty")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError("normalize_intensity: the array contains NaN or infinite values")
+    lo, hi = _percentiles(arr, low, high)
+    if not hi > lo:
+        lo, hi = float(arr.min()), float(arr.max())
+        if not hi > lo:
+            return np.zeros(arr.shape, dtype=np.float32)
+    work = np.float32 if (arr.dtype.itemsize <= 2 or arr.dtype == np.float32) else np.float64
+    out = arr.astype(work)
+    out -= work(lo)
+    out *= work(1.0 / (hi - lo))
+    np.clip(out, 0.0, 1.0, out=out)
+    return out.astype(np.float32, copy=False)
+
+
+def to_grayscale(arr: np.ndarray, source: str = "image", channel_axis: int | None = None) -> np.ndarray:
+    """One 2-D plane from an image array: singleton axes squeezed, RGB(A) to luminance, alpha dropped.
+
+    ``channel_axis`` names the colour axis when known (e.g. from TIFF metadata); otherwise the last
+    axis of a 3-D array (after squeezing) is colour when its length is 2 (gray + alpha), 3 or 4.
+    Stacks (more than two spatial axes) raise :class:`DataError` with the shape.  Integer values
+    keep their range (RGB becomes float).
+    """
+    arr = np.asarray(arr)
+    shape = arr.shape
+    if arr.size == 0:
+        raise DataError(f"{source}: the image is empty (shape {shape})")
+    if arr.dtype.kind not in "buif":
+        raise DataError(f"{source}: unsupported pixel type {arr.dtype}")
+    if channel_axis is None:
+        arr = _squeeze_to(arr, 2)
+        if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
+            channel_axis = 2
+    else:
+        arr = np.moveaxis(arr, channel_axis, -1)
+        if arr.shape[-1] == 1:  # one sample per pixel: grayscale
+            arr, channel_axis = _squeeze_to(arr[..., 0], 2), None
+        else:
+            arr = _squeeze_to(arr, 3)
+    if arr.ndim != (2 if channel_axis is None else 3):
+        raise DataError(f"{source}: a stack of shape {shape}; expected one 2-D image (grayscale or RGB)")
+    if channel_axis is not None:
+        channels = arr.shape[-1]
+        if channels in (3, 4):
+            if arr.dtype == np.bool_:
+                arr = arr.view(np.uint8)
+            work = np.float32 if arr.dtype.itemsize <= 2 else np.float64
+            arr = arr[..., :3].astype(work) @ _LUMINANCE.astype(work)
+        elif channels == 2:
+            arr = arr[..., 0]  # gray + alpha
+        else:
+            raise DataError(f"{source}: {channels} channels (shape {shape}); expected grayscale or RGB(A)")
+    return np.ascontiguousarray(arr)
+
+
+def _squeeze_to(arr: np.ndarray, ndim: int) -> np.ndarray:
+    """Drop singleton axes, leading ones first, while ``arr`` has more than ``ndim`` axes; with
+    ``ndim == 3`` the last (colour) axis is kept."""
+    last = arr.ndim if ndim == 2 else arr.ndim - 1
+    singleton = [i for i in range(last) if arr.shape[i] == 1]
+    drop = tuple(singleton[:max(0, arr.ndim - ndim)])
+    return arr.squeeze(axis=drop) if drop else arr
+
+
+# ------------------------------------------------------------------------------------------ files
+def _check_file(path: Path, kind: str, extensions: tuple[str, ...]) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    if path.suffix.lower() not in extensions:
+        raise DataError(f"{path}: unsupported {kind} format {path.suffix or '(no extension)'}; "
+                        f"use {', '.join(extensions)}")
+
+
+def _read_array(path: Path, indexed: bool = False) -> tuple[np.ndarray, int | None, float | None]:
+    """Pixels of the first image in the file, the colour axis if known, and the pixel size in µm.
+
+    ``indexed``: palette PNGs give their palette indices (label images), not colours."""
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if not tif.series:
+                    raise DataError(f"{path}: the TIFF file holds no image")
+                series = tif.series[0]
+                arr = series.asarray()
+                axes = series.axes
+                pixel_size = _tiff_pixel_size(tif)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file to the user
+            raise DataError(f"{path}: cannot read the TIFF file ({_reason(exc)})") from None
+        channel_axis = axes.index("S") if "S" in axes and len(axes) == arr.ndim else None
+        return arr, channel_axis, pixel_size
+    import imageio.v3 as iio
+
+    try:
+        kwargs = {}
+        if indexed and path.suffix.lower() == ".png":
+            from PIL import Image as PILImage
+
+            with PILImage.open(path) as im:
+                if im.mode == "P":
+                    kwargs["mode"] = "P"
+        arr = iio.imread(path, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read the image ({_reason(exc)})") from None
+    return np.asarray(arr), None, None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text and text[0] else type(exc).__name__
+
+
+def read_image(path: str | Path, low: float = 0.1, high: float = 99.9) -> Image:
+    """Read a micrograph as float32 (H, W) in [0, 1] with its pixel size.
+
+    TIFF (first series; tifffile), PNG, JPEG, BMP (imageio); 8/16/32-bit integer, float or bool
+    pixels; RGB(A) is converted to luminance.  The intensities are stretched between the ``low``
+    and ``high`` percentiles (:func:`normalize_intensity`); a constant image becomes all zeros.
+
+    Raises
+    ------
+    DataError
+        missing, empty, corrupt or unsupported files, stacks, NaN or infinite pixels.
+    """
+    path = Path(path)
+    _check_file(path, "image", IMAGE_EXTENSIONS)
+    arr, channel_axis, pixel_size = _read_array(path)
+    original = str(arr.dtype)
+    gray = to_grayscale(arr, str(path), channel_axis)
+    if gray.dtype.kind == "f" and not np.isfinite(gray).all():
+        raise DataError(f"{path}: the image contains NaN or infinite values")
+    return Image(normalize_intensity(gray, low, high), pixel_size, str(path), original)
+
+
+# ------------------------------------------------------------------------------------- pixel size
+def _unit_to_um(unit: Any) -> float | None:
+    if not isinstance(unit, str):
+        return None
+    u = unit.strip().lower().replace("\\u00b5", "µ").replace("\\u03bc", "μ")
+    return _UNIT_UM.get(u)
+
+
+def _plausible(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    lo, hi = PIXEL_SIZE_RANGE
+    return float(value) if lo <= value <= hi else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _resolution(tags, code: int) -> float | None:
+    """Pixels per unit from a rational XResolution / YResolution tag."""
+    tag = tags.get(code)
+    if tag is None:
+        return None
+    value = tag.value
+    if isinstance(value, tuple) and len(value) == 2:
+        num, den = value
+        return float(num) / float(den) if den else None
+    return _number(value)
+
+
+def _tiff_pixel_size(tif) -> float | None:
+    """Pixel size in µm from vendor tags (FEI / Thermo, Zeiss), ImageJ metadata or the resolution tags."""
+    fei = tif.fei_metadata
+    if fei:
+        for section in ("Scan", "EScan", "IScan"):
+            width = _number((fei.get(section) or {}).get("PixelWidth"))
+            if width is not None and _plausible(width * 1e6):
+                return width * 1e6  # metres
+    sem = tif.sem_metadata
+    if sem:
+        for key in ("ap_image_pixel_size", "ap_pixel_size"):
+            entry = sem.get(key)
+            if isinstance(entry, tuple) and len(entry) >= 3:
+                value, factor = _number(entry[1]), _unit_to_um(entry[2])
+                if value is not None and factor is not None and _plausible(value * factor):
+                    return value * factor
+    page = tif.pages.first
+    tags = page.tags
+    xres = _resolution(tags, 282)  # XResolution: pixels per unit
+    if not xres or xres <= 0:
+        return None
+    ij = tif.imagej_metadata
+    if ij and ij.get("unit") is not None:
+        factor = _unit_to_um(ij["unit"])
+        return _plausible(factor / xres) if factor is not None else None
+    unit_tag = tags.get(296)  # ResolutionUnit
+    unit = int(unit_tag.value) if unit_tag is not None else 2  # the TIFF default is inch
+    per_unit = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(unit)  # inch, cm, mm, µm
+    if per_unit is None:
+        return None
+    if unit == 2 and any(abs(xres - dpi) < 1e-6 for dpi in _DEFAULT_DPI):
+        return None  # a screen / print default, not a calibration
+    return _plausible(per_unit / xres)
+
+
+def read_pixel_size(path: str | Path) -> float | None:
+    """Pixel size in µm from a TIFF file's metadata, or None when it has none (or is no TIFF).
+
+    Looked up in this order: FEI / Thermo Fisher ``Scan.PixelWidth`` (m), Zeiss SEM
+    ``ap_image_pixel_size`` / ``ap_pixel_size``, the resolution tags in ImageJ's ``unit``, the
+    resolution tags with their ``ResolutionUnit`` (inch, centimetre).  Common screen/print
+    resolutions in dots per inch (72, 96, 150, 200, 300, 600, 1200) are no calibration and give
+    None; so do values outside 1e-5 .. 1e4 µm.
+    """
+    path = Path(path)
+    _check_file(path, "image", IMAGE_EXTENSIONS)
+    if path.suffix.lower() not in _TIFF_EXTENSIONS:
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return _tiff_pixel_size(tif)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read the TIFF file ({_reason(exc)})") from None
+
+
+# ----------------------------------------------------------------------------------------- labels
+def _erode_square(mask: np.ndarray, size: int) -> np.ndarray:
+    """Binary erosion with a size x size square (two 1-D passes)."""
+    out = ndi.binary_erosion(mask, structure=np.ones((size, 1), bool))
+    return ndi.binary_erosion(out, structure=np.ones((1, size), bool))
+
+
+def is_boundary_mask(mask: np.ndarray, max_fraction: float = 0.5, max_core: float = 0.3) -> bool:
+    """Whether the True pixels of ``mask`` form a thin network of grain boundaries.
+
+    True when they cover less than ``max_fraction`` of the image, less than ``max_core`` of them
+    survive an erosion with a 5 x 5 square (lines up to about 4 px wide vanish, painted grains do
+    not), and they cut the other pixels into at least two 4-connected regions.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    n = int(mask.sum())
+    if n == 0 or n >= max_fraction * mask.size:
+        return False
+    if int(_erode_square(mask, 5).sum()) > max_core * n:
+        return False
+    _, regions = ndi.label(~mask)
+    return regions >= 2
+
+
+def boundary_mask_to_instances(mask: np.ndarray, min_size: int = 4) -> np.ndarray:
+    """Grain instances from a binary boundary mask (True = boundary).
+
+    The 4-connected regions between boundaries become grains (regions smaller than ``min_size``
+    pixels are treated as boundary), then every boundary pixel joins its nearest grain, so the
+    result covers the whole image.
+
+    Returns
+    -------
+    uint32 array, labels 1..n
+    """
+    from skimage.segmentation import relabel_sequential
+
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise DataError(f"boundary mask: expected a 2-D array, got shape {mask.shape}")
+    regions, n = ndi.label(~mask)
+    if min_size > 1 and n:
+        sizes = np.bincount(regions.ravel(), minlength=n + 1)
+        small = sizes < min_size
+        small[0] = False
+        if small.any():
+            regions[small[regions]] = 0
+            regions = relabel_sequential(regions)[0]
+            n = int(regions.max())
+    if n == 0:
+        raise DataError("boundary mask: no grain between the boundaries (the mask covers the whole image)")
+    if (regions == 0).any():
+        idx = ndi.distance_transform_edt(regions == 0, return_distances=False, return_indices=True)
+        regions = regions[tuple(idx)]
+    return regions.astype(np.uint32, copy=False)
+
+
+def labels_from_array(arr: np.ndarray, source: str = "labels", detect_boundaries: bool = True,
+                      shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Validate a label array and return uint32 instances 1..n (0 = not annotated kept).
+
+    Integer, bool or integer-valued float arrays are accepted.  With ``detect_boundaries`` a
+    two-valued array whose nonzero pixels (or, inversely, whose zero pixels) form a thin
+    boundary network (:func:`is_boundary_mask`) is converted with
+    :func:`boundary_mask_to_instances`; other arrays are relabelled to 1..n preserving 0.
+    """
+    from skimage.segmentation import relabel_sequential
+
+    arr = np.asarray(arr)
+    if arr.ndim > 2:
+        arr = _squeeze_to(arr, 2)
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            raise DataError(f"{source}: RGB labels (shape {arr.shape}); save grain instances as one integer plane")
+        if arr.ndim > 2:
+            raise DataError(f"{source}: a stack of shape {arr.shape}; expected one 2-D label image")
+    if arr.ndim != 2 or arr.size == 0:
+        raise DataError(f"{source}: expected a 2-D label image, got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise DataError(f"{source}: labels shape {arr.shape} does not match the image shape {tuple(shape)}")
+    kind = arr.dtype.kind
+    if kind == "b":
+        arr = arr.view(np.uint8)
+    elif kind == "f":
+        if not np.isfinite(arr).all():
+            raise DataError(f"{source}: labels contain NaN or infinite values")
+        if (arr != np.round(arr)).any():
+            raise DataError(f"{source}: labels have non-integer values; expected grain numbers (0 = not annotated)")
+        if arr.min() < 0:
+            raise DataError(f"{source}: labels have negative values (minimum {arr.min():g})")
+        if arr.max() >= 2**63:
+            raise DataError(f"{source}: label values too large (maximum {arr.max():g})")
+        arr = arr.astype(np.uint64)
+    elif kind in "ui":
+        if kind == "i" and arr.min() < 0:
+            raise DataError(f"{source}: labels have negative values (minimum {int(arr.min())})")
+    else:
+        raise DataError(f"{source}: unsupported label type {arr.dtype}")
+    if detect_boundaries:
+        nonzero = arr[arr != 0]
+        if 0 < nonzero.size < arr.size and nonzero.min() == nonzero.max():  # exactly two values {0, v}
+            fg = arr != 0
+            if is_boundary_mask(fg):
+                return boundary_mask_to_instances(fg)
+            if is_boundary_mask(~fg):
+                return boundary_mask_to_instances(~fg)
+    out = relabel_sequential(arr)[0]
+    if int(out.max()) > np.iinfo(np.uint32).max:
+        raise DataError(f"{source}: more than 2**32 - 1 grains")
+    return out.astype(np.uint32, copy=False)
+
+
+def read_labels(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read grain instance labels (uint32, 0 = not annotated) from a TIFF or PNG file.
+
+    Integer or bool images; a binary boundary mask is detected and converted to instances (see
+    :func:`labels_from_array`); otherwise the values are relabelled to 1..n.  ``shape`` is the
+    shape of the matching image: a mismatch raises :class:`DataError` naming both.
+    """
+    path = Path(path)
+    _check_file(path, "label", LABEL_EXTENSIONS)
+    arr, channel_axis, _ = _read_array(path, indexed=True)
+    if channel_axis is not None and arr.shape[channel_axis] > 1:
+        raise DataError(f"{path}: RGB labels (shape {arr.shape}); save grain instances as one integer plane")
+    return labels_from_array(arr, str(path), detect_boundaries=True, shape=shape)

@@ -1,0 +1,38 @@
+"""Inference: tiled prediction, watershed post-processing, the classical baseline, domain adaptation.
+
+>>> from napari_grainlab.core.inference import segment_image, classical_grains
+>>> labels, ridge = classical_grains(image)                      # doctest: +SKIP
+>>> result = segment_image(model, image, tile=512, tta=True)     # doctest: +SKIP
+
+Submodules are imported on first use, so the classical baseline and the post-processing
+work without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "tiling": ("Cancelled", "ClassMap", "classify_image", "classify_tiled", "model_multiple", "predict_tiled",
+               "resolve_device", "tile_positions", "tile_window"),
+    "postprocess": ("boundary_from_labels", "merge_small_grains", "relabel_sequential", "watershed_grains"),
+    "classical": ("classical_grains", "ridge_map"),
+    "adapt": ("adapt_batchnorm", "intensity_quantiles", "match_histogram"),
+    "segment": ("SegmentationResult", "default_min_size", "segment_image"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,193 @@
+"""The classical baseline: ridge filter + marker-controlled watershed (no learning).
+
+1. Gaussian smoothing.
+2. Boundary map: a multi-scale Hessian ridge response of the boundary polarity (bright lines
+   for the SEM edge effect, dark lines for etched grooves and optical boundaries), plus a
+   share of the gradient magnitude, which finds boundaries that show only as an intensity
+   step between grains (SEM channelling contrast). Both are scale-normalised (``sigma**2``
+   times the Hessian eigenvalue, ``sigma`` times the gradient) and kept at their largest
+   over the scales, summed, and scaled to [0, 1] by their 99.5th percentile.
+3. Markers: the non-boundary region (boundary map below ``threshold`` times its Otsu
+   threshold), its Euclidean distance transform, and the h-maxima of that distance (one
+   marker per grain interior; touching interiors joined by a neck shallower than ``h`` px
+   stay one marker).
+4. Watershed of the boundary map from the markers; grains below ``min_size`` px merged into
+   their longest-border neighbour.
+
+The defaults were tuned on the project's synthetic generator (SEM and optical presets, edge
+modes bright / groove / mixed, faint optical boundaries, 120 to 500 grains on 512 x 512 px).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.filters import threshold_otsu
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+from .postprocess import merge_small_grains
+
+__all__ = ["classical_grains", "ridge_map"]
+
+#: ``polarity="auto"`` takes bright boundaries only when the bright-ridge response's 99th
+#: percentile beats the dark one's by this factor (see :func:`ridge_map`).
+BRIGHT_MARGIN = 1.25
+
+
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"image must be a 2-D grayscale array, got shape {image.shape}")
+    if min(image.shape) < 2:
+        raise ValueError(f"image is too small for the classical baseline: {image.shape}")
+    if image.dtype.kind not in "fiub":
+        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    return image
+
+
+def _hessian_ridges(image: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scale-normalised bright (``-lambda_min``) and dark (``lambda_max``) ridge responses, clipped at 0."""
+    f32 = np.float32
+    hrr = ndi.gaussian_filter(image, sigma, order=(2, 0), output=f32)
+    hcc = ndi.gaussian_filter(image, sigma, order=(0, 2), output=f32)
+    hrc = ndi.gaussian_filter(image, sigma, order=(1, 1), output=f32)
+    half_trace = (hrr + hcc) * f32(0.5)
+    hrr -= hcc
+    hrr *= f32(0.5)
+    del hcc
+    root = np.sqrt(hrr * hrr + hrc * hrc)
+    del hrr, hrc
+    s2 = f32(sigma * sigma)
+    bright = np.maximum(root - half_trace, 0)  # -lambda_min
+    dark = np.maximum(half_trace + root, 0)  # lambda_max
+    bright *= s2
+    dark *= s2
+    return bright, dark
+
+
+def ridge_map(
+    image: np.ndarray,
+    *,
+    smoothing: float = 1.5,
+    ridge_sigma: tuple[float, ...] | float = (1.0, 2.0),
+    polarity: str = "auto",
+    edge_weight: float = 0.5,
+) -> tuple[np.ndarray, str]:
+    """Boundary map in [0, 1] (high on grain boundaries) and the polarity used.
+
+    Parameters
+    ----------
+    image : (H, W) float array
+        Grayscale image (any range; in [0, 1] by convention).
+    smoothing : float
+        Gaussian pre-smoothing sigma (px); 0 for none.
+    ridge_sigma : float or tuple of float
+        Scales (px) of the Hessian ridge filter and the gradient.
+    polarity : {"auto", "bright", "dark"}
+        Boundaries brighter than the grains (SEM edge effect) or darker (grooves, optical).
+        ``"auto"``: bright only when the 99th percentile of the bright-ridge response exceeds
+        the dark one's by 25 %, else dark. Dark is the default because etched grooves are
+        the common case and because an SEM groove with bright shoulders has two bright
+        shoulder lines that nearly match the dark groove's response while lying beside it.
+    edge_weight : float
+        Weight of the gradient magnitude added to the ridge response (0: ridges only).
+
+    Returns
+    -------
+    ridge : (H, W) float32 in [0, 1]
+    polarity : "bright" or "dark"
+    """
+    image = _check_image(image)
+    if polarity not in ("auto", "bright", "dark"):
+        raise ValueError(f"polarity must be 'auto', 'bright' or 'dark', got {polarity!r}")
+    sigmas = (ridge_sigma,) if np.isscalar(ridge_sigma) else tuple(ridge_sigma)
+    if not sigmas or min(sigmas) <= 0:
+        raise ValueError(f"ridge_sigma must be positive scales in px, got {ridge_sigma!r}")
+    if smoothing < 0 or edge_weight < 0:
+        raise ValueError("smoothing and edge_weight must be >= 0")
+    smooth = ndi.gaussian_filter(image, smoothing, output=np.float32) if smoothing > 0 else image
+    bright = dark = None
+    for s in sigmas:
+        b, d = _hessian_ridges(smooth, float(s))
+        bright = b if bright is None else np.maximum(bright, b, out=bright)
+        dark = d if dark is None else np.maximum(dark, d, out=dark)
+    if polarity == "auto":
+        pb, pd = np.percentile(bright, 99), np.percentile(dark, 99)
+        polarity = "bright" if pb > BRIGHT_MARGIN * pd else "dark"
+    ridge = bright if polarity == "bright" else dark
+    del bright, dark
+    if edge_weight > 0:
+        for s in sigmas:
+            g = ndi.gaussian_gradient_magnitude(smooth, float(s), output=np.float32)
+            g *= np.float32(edge_weight * s)
+            ridge += g
+    scale = float(np.percentile(ridge, 99.5))
+    if scale > 0:
+        ridge *= np.float32(1.0 / scale)
+    np.clip(ridge, 0.0, 1.0, out=ridge)
+    return ridge, polarity
+
+
+def classical_grains(
+    image: np.ndarray,
+    *,
+    smoothing: float = 1.5,
+    ridge_sigma: tuple[float, ...] | float = (1.0, 2.0),
+    polarity: str = "auto",
+    edge_weight: float = 0.5,
+    threshold: float = 0.8,
+    h: float = 2.0,
+    marker_distance: float = 0.0,
+    min_size: int = 30,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grain instances by ridge filter + marker-controlled watershed.
+
+    Parameters
+    ----------
+    image : (H, W) float array
+        Grayscale micrograph in [0, 1].
+    smoothing, ridge_sigma, polarity, edge_weight
+        Boundary map options, see :func:`ridge_map`.
+    threshold : float
+        The non-boundary region is where the boundary map is below ``threshold`` times its
+        Otsu threshold (lower: markers keep further away from faint boundaries).
+    h : float
+        Depth (px) of the h-maxima of the distance transform that become markers; raise it
+        for large, irregular grains that get split, lower it when touching grains merge.
+    marker_distance : float
+        Markers keep only pixels further than this (px) from the boundary region (0: all);
+        raise it to drop markers in thin slivers between scratches and boundaries.
+    min_size : int
+        Grains smaller than this (px) are merged into their longest-border neighbour.
+
+    Returns
+    -------
+    labels : (H, W) uint32, grains 1..n covering the whole image
+    ridge : (H, W) float32 boundary map in [0, 1]
+    """
+    if threshold <= 0 or h <= 0 or marker_distance < 0:
+        raise ValueError("threshold and h must be > 0 and marker_distance >= 0")
+    ridge, _ = ridge_map(image, smoothing=smoothing, ridge_sigma=ridge_sigma, polarity=polarity,
+                         edge_weight=edge_weight)
+    if not ridge.max() > ridge.min():  # flat image: no boundary at all
+        return np.ones(ridge.shape, dtype=np.uint32), ridge
+    inside = ridge < threshold_otsu(ridge) * float(threshold)
+    if inside.all() or not inside.any():
+        return np.ones(ridge.shape, dtype=np.uint32), ridge
+    dist = ndi.distance_transform_edt(inside).astype(np.float32)
+    del inside
+    peaks = h_maxima(dist, float(h)).astype(bool)
+    if marker_distance > 0:
+        peaks &= dist > float(marker_distance)
+    del dist
+    markers = np.empty(ridge.shape, dtype=np.int32)
+    n = ndi.label(peaks, output=markers)
+    if n == 0:
+        return np.ones(ridge.shape, dtype=np.uint32), ridge
+    labels = watershed(ridge, markers)
+    del markers
+    return merge_small_grains(labels, min_size), ridge

@@ -1,0 +1,102 @@
+"""One call from micrograph to grain instances, as used by the CLI and the GUI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .adapt import adapt_batchnorm, match_histogram
+from .postprocess import watershed_grains
+from .tiling import _check_image, predict_tiled
+
+__all__ = ["SegmentationResult", "default_min_size", "segment_image"]
+
+
+@dataclass
+class SegmentationResult:
+    """Grain instances and the probability maps they were derived from."""
+
+    labels: np.ndarray  # (H, W) uint32, grains 1..n
+    boundary: np.ndarray  # (H, W) float32 boundary probability
+    distance: np.ndarray  # (H, W) float32 normalised distance to the boundary (1 = grain centre)
+
+
+def default_min_size(shape: tuple[int, int]) -> int:
+    """Default minimum grain area (px): 16, or one millionth of the image area when larger.
+
+    Spurious fragments come from noise in the probability maps, whose scale is set by the
+    network (in px), not by the image; the area term only grows on images beyond 16 Mpx
+    (67 px on 8192 x 8192), where a 4 x 4 px "grain" is certainly a fragment.
+    """
+    h, w = shape
+    return max(16, int(round(h * w * 1e-6)))
+
+
+def segment_image(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    tta: bool = False,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    histogram_reference: np.ndarray | None = None,
+    adabn: bool = False,
+    min_size: int | None = None,
+    marker_threshold: float = 0.5,
+    boundary_threshold: float = 0.5,
+    progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> SegmentationResult:
+    """Segment a micrograph into grains with a boundary / distance model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A segmentation model (``model.task == "segment"``) returning N x 2 x H x W logits:
+        grain boundary, normalised distance to the boundary.
+    image : (H, W) float array
+        Grayscale micrograph in [0, 1].
+    tile, overlap, batch_size, tta, device, amp, progress, stop, warn
+        See :func:`~napari_grainlab.core.inference.tiling.predict_tiled`.
+    histogram_reference : (n,) array, optional
+        Intensity quantiles of the training data (from
+        :func:`~napari_grainlab.core.inference.adapt.intensity_quantiles`): the image is
+        histogram-matched to them first.
+    adabn : bool
+        Re-estimate the BatchNorm statistics on this image first (on a copy of the model).
+    min_size : int, optional
+        Minimum grain area in px (default :func:`default_min_size`).
+    marker_threshold, boundary_threshold : float
+        Watershed marker thresholds, see
+        :func:`~napari_grainlab.core.inference.postprocess.watershed_grains`.
+
+    Returns
+    -------
+    SegmentationResult
+    """
+    task = getattr(model, "task", "segment")
+    if task != "segment":
+        raise ValueError(f"model: expected a segmentation model, got task {task!r}")
+    out_channels = getattr(model, "out_channels", 2)
+    if out_channels != 2:
+        raise ValueError(f"model: a segmentation model has 2 output channels, this one has {out_channels}")
+    image = _check_image(image)
+    if histogram_reference is not None:
+        image = match_histogram(image, histogram_reference)
+    if adabn:
+        model = adapt_batchnorm(model, [image], device=device)
+    probs = predict_tiled(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta, device=device,
+                          amp=amp, activation="sigmoid", progress=progress, stop=stop, out_channels=2, warn=warn)
+    boundary, distance = probs[0], probs[1]
+    if min_size is None:
+        min_size = default_min_size(image.shape)
+    labels = watershed_grains(boundary, distance, marker_threshold=marker_threshold,
+                              boundary_threshold=boundary_threshold, min_size=int(min_size))
+    return SegmentationResult(labels=labels, boundary=boundary, distance=distance)

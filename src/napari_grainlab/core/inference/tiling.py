@@ -1,0 +1,597 @@
+"""Tiled prediction for images of any size in bounded memory.
+
+The image is treated as if reflect-padded to a canvas whose sides are multiples of 32 (the
+padding is never materialised: border tiles gather their pixels through reflected indices).
+Tiles of the canvas overlap by ``overlap`` px and are blended with a separable window that is
+flat at the canvas borders and rises as a raised cosine across the overlap with the next
+tile, after a quarter of the overlap where it is exactly zero (the tile's outermost pixels,
+spoilt by the network's zero padding, never leak into the result when another tile covers
+them). Because every tile weight is a product ``wy(y) * wx(x)`` of the weights of its row
+and column positions, the sum of all weights is the product of two 1-D sums: the output is
+normalised in place by them and no weight image is ever allocated. Memory: the float32
+output (C x H x W) plus ``batch_size`` tiles of input and output.
+
+A network whose receptive field reaches less than a quarter of the overlap gives exactly
+the result of one pass over the whole (padded) image.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+__all__ = [
+    "Cancelled",
+    "ClassMap",
+    "classify_image",
+    "classify_tiled",
+    "predict_tiled",
+    "resolve_device",
+    "model_multiple",
+    "tile_positions",
+    "tile_window",
+]
+
+MULTIPLE = 32
+MIN_TILE = 64
+
+
+class Cancelled(Exception):
+    """Raised when the ``stop`` callable asks a running prediction to stop."""
+
+
+class ClassMap(NamedTuple):
+    """Result of :func:`classify_tiled`."""
+
+    class_map: np.ndarray  # (H, W) uint16, argmax of the blended class probabilities
+    confidence: np.ndarray  # (H, W) float32, the blended probability of that class
+    tile_probs: np.ndarray  # (n_tiles, K) float32, tiles in row-major order of the grid
+
+
+# ----------------------------------------------------------------------------- geometry
+def _round_up(n: int, m: int = MULTIPLE) -> int:
+    return -(-int(n) // m) * m
+
+
+def model_multiple(model: torch.nn.Module) -> int:
+    """Input sides the model accepts are multiples of this: 32, or a multiple of ``model.stride`` when larger."""
+    stride = getattr(model, "stride", None)
+    if isinstance(stride, int) and stride > 0:
+        return math.lcm(MULTIPLE, stride)
+    return MULTIPLE
+
+
+def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Indices into an axis of length ``n`` for positions outside it (mirror without edge repeat)."""
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * n - 2
+    idx = np.mod(idx, period)
+    return np.where(idx >= n, period - idx, idx)
+
+
+def tile_positions(length: int, tile: int, overlap: int) -> list[int]:
+    """Start positions of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap`` overlap.
+
+    The last tile ends exactly at ``length`` (it may overlap its neighbour by more).
+    """
+    if tile >= length:
+        return [0]
+    stride = tile - overlap
+    if stride <= 0:
+        raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
+    pos = list(range(0, length - tile + 1, stride))
+    if pos[-1] != length - tile:
+        pos.append(length - tile)
+    return pos
+
+
+def tile_window(tile: int, overlap: int, start_inside: bool, end_inside: bool) -> np.ndarray:
+    """1-D blending weights of one tile (float32, length ``tile``).
+
+    Flat (1) towards a canvas border; where the tile has a neighbour (``start_inside`` /
+    ``end_inside``) the first / last ``overlap`` px are 0 for ``overlap // 4`` px, then rise as
+    a raised cosine to 1. Two neighbours overlapping by exactly ``overlap`` sum to 1.
+    """
+    w = np.ones(tile, dtype=np.float64)
+    if overlap > 0:
+        margin = overlap // 4
+        i = np.arange(overlap, dtype=np.float64)
+        u = np.clip((i - margin + 0.5) / (overlap - 2 * margin), 0.0, 1.0)
+        ramp = 0.5 - 0.5 * np.cos(np.pi * u)
+        ramp[:margin] = 0.0
+        if start_inside:
+            w[:overlap] *= ramp
+        if end_inside:
+            w[tile - overlap:] *= ramp[::-1]
+    return w.astype(np.float32)
+
+
+class _Grid:
+    """Tile grid over the padded canvas of an (H, W) image, with separable weights."""
+
+    def __init__(self, shape: tuple[int, int], tile: int, overlap: int, multiple: int = MULTIPLE):
+        self.shape = shape
+        self.canvas = tuple(_round_up(n, multiple) for n in shape)
+        tile = max(multiple, tile // multiple * multiple)
+        self.tile = tuple(min(tile, c) for c in self.canvas)
+        self.overlap = tuple(min(overlap, t // 2) for t in self.tile)
+        self.pos = [tile_positions(c, t, o) for c, t, o in zip(self.canvas, self.tile, self.overlap)]
+        self.windows = []
+        self.sums = []
+        for n, c, t, o, pos in zip(shape, self.canvas, self.tile, self.overlap, self.pos):
+            wins = [tile_window(t, o, p > 0, p + t < c) for p in pos]
+            total = np.zeros(c, dtype=np.float64)
+            for p, w in zip(pos, wins):
+                total[p:p + t] += w
+            self.windows.append(wins)
+            self.sums.append(total[:n].astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.pos[0]) * len(self.pos[1])
+
+    def tiles(self) -> Iterator[tuple[int, int]]:
+        """(row index, column index) in row-major order."""
+        for i in range(len(self.pos[0])):
+            for j in range(len(self.pos[1])):
+                yield i, j
+
+    def extract(self, image: np.ndarray, i: int, j: int, out: np.ndarray) -> None:
+        (h, w), (th, tw) = self.shape, self.tile
+        y0, x0 = self.pos[0][i], self.pos[1][j]
+        if y0 + th <= h and x0 + tw <= w:
+            out[...] = image[y0:y0 + th, x0:x0 + tw]
+        else:
+            rows = _reflect_index(np.arange(y0, y0 + th), h)
+            cols = _reflect_index(np.arange(x0, x0 + tw), w)
+            out[...] = image[np.ix_(rows, cols)]
+
+    def valid(self, i: int, j: int) -> tuple[slice, slice, int, int]:
+        """Image slices covered by tile (i, j) and the size of its part inside the image."""
+        (h, w), (th, tw) = self.shape, self.tile
+        y0, x0 = self.pos[0][i], self.pos[1][j]
+        vh, vw = min(th, h - y0), min(tw, w - x0)
+        return slice(y0, y0 + vh), slice(x0, x0 + vw), vh, vw
+
+
+# ----------------------------------------------------------------------------- helpers
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; other names must be available on this machine."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = mps is not None and mps.is_available()
+    if isinstance(device, str) and device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but no CUDA GPU is available (use cpu or auto)")
+    if dev.type == "mps" and not mps_ok:
+        raise ValueError(f"device: {device!r} requested but MPS is not available (use cpu or auto)")
+    return dev
+
+
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"image must be a 2-D grayscale array, got shape {image.shape}")
+    if image.size == 0:
+        raise ValueError("image is empty")
+    if image.dtype.kind not in "fiub":
+        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    return image
+
+
+def _check_tiling(tile: int, overlap: int, batch_size: int) -> None:
+    if int(tile) < MULTIPLE:
+        raise ValueError(f"tile must be at least {MULTIPLE} px, got {tile}")
+    if int(overlap) < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def _activation(name: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    if name is None or name == "none":
+        return lambda t: t
+    if name == "sigmoid":
+        return torch.sigmoid
+    if name == "softmax":
+        return lambda t: torch.softmax(t, dim=1)
+    raise ValueError(f"activation must be 'sigmoid', 'softmax' or 'none', got {name!r}")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+def _free_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+class _EvalMode:
+    """Puts every module in eval mode and restores each module's own previous mode."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        for m, mode in self.modes:
+            m.training = mode
+        return False
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp:
+        return torch.autocast(device_type=device.type, enabled=False)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif device.type == "mps":
+        dtype = torch.float16
+    else:
+        dtype = torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+_FLIPS = ((), (-1,), (-2,), (-2, -1))
+
+
+def _forward(model, x: torch.Tensor, act, tta: bool, device: torch.device, amp: bool) -> torch.Tensor:
+    """Activated float32 output of one batch; with ``tta`` the mean over the four flips."""
+    with _autocast(device, amp):
+        if not tta:
+            return act(model(x).float())
+        acc = None
+        for dims in _FLIPS:
+            xin = torch.flip(x, dims) if dims else x
+            y = act(model(xin).float())
+            if dims and y.ndim == 4:
+                y = torch.flip(y, dims)
+            acc = y if acc is None else acc + y  # not in place: y may alias the input
+        return acc / len(_FLIPS)
+
+
+class _OOM(Exception):
+    """Out of memory while running a batch of ``n`` tiles at batch size ``batch_size``."""
+
+    def __init__(self, batch_size: int, n: int, exc: BaseException):
+        super().__init__(str(exc))
+        self.batch_size = batch_size
+        self.n = n
+
+
+def _run_batches(model, image: np.ndarray, grid: _Grid, state: dict, batch_size: int, act, tta: bool,
+                 device: torch.device, amp: bool, progress, stop, consume) -> None:
+    """Feed the grid's tiles, from ``state["done"]`` on, in batches to the model.
+
+    ``consume(tiles, output)`` receives each batch's activated output as a numpy array.
+    Out-of-memory errors become :class:`_OOM`; ``state["done"]`` then tells where to resume.
+    """
+    tiles = list(grid.tiles())
+    total = len(tiles)
+    th, tw = grid.tile
+    buf = np.empty((batch_size, 1, th, tw), dtype=np.float32)
+    while state["done"] < total:
+        if stop is not None and stop():
+            raise Cancelled("prediction stopped")
+        done = state["done"]
+        chunk = tiles[done:done + batch_size]
+        for k, (i, j) in enumerate(chunk):
+            grid.extract(image, i, j, buf[k, 0])
+        try:
+            x = torch.from_numpy(buf[:len(chunk)]).to(device)
+            with torch.inference_mode():
+                y = _forward(model, x, act, tta, device, amp)
+            y = y.cpu().numpy()
+        except Exception as exc:  # noqa: BLE001 - anything but out-of-memory is re-raised
+            if not _is_oom(exc):
+                raise
+            x = y = None
+            raise _OOM(batch_size, len(chunk), exc) from exc
+        consume(chunk, y)
+        state["done"] = done + len(chunk)
+        if progress is not None:
+            progress(state["done"], total)
+
+
+def _with_oom_retries(run: Callable[[int, int, dict], object], tile: int, batch_size: int,
+                      device: torch.device, warn, shrink_tile: bool = True):
+    """Call ``run(tile, batch_size, state)``; on out-of-memory halve the batch, then the tile (not below 64).
+
+    With a smaller batch ``run`` resumes from ``state``; a smaller tile changes the grid, so
+    ``state`` is cleared and ``run`` starts over.
+    """
+    if warn is None:
+        def warn(msg: str) -> None:
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    state: dict = {}
+    retry = False
+    while True:
+        if retry:  # the failed batch's tensors died with the exception: give their memory back
+            _free_cache(device)
+        try:
+            return run(tile, batch_size, state)
+        except _OOM as oom:
+            retry = True
+            if oom.batch_size > 1:
+                batch_size = max(1, min(oom.n, oom.batch_size) // 2)
+                warn(f"out of memory on {device}: retrying with batch size {batch_size}")
+            elif shrink_tile and state.get("tile", tile) > state.get("min_tile", MIN_TILE):
+                tile = max(state.get("min_tile", MIN_TILE), state.get("tile", tile) // 2)
+                state.clear()
+                warn(f"out of memory on {device} with batch size 1: retrying with {tile} px tiles")
+            else:
+                what = f"batch size 1 and {state.get('tile', tile)} px tiles" if shrink_tile else "batch size 1"
+                raise MemoryError(
+                    f"out of memory on {device} even with {what}; free memory, "
+                    "use a smaller model or run on the cpu device"
+                ) from oom
+
+
+def _prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model.to(device)
+
+
+# ----------------------------------------------------------------------------- segmentation maps
+def predict_tiled(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    tile: int = 512,
+    overlap: int = 64,
+    batch_size: int = 4,
+    tta: bool = False,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    activation: str | None = "sigmoid",
+    progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    out_channels: int | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> np.ndarray:
+    """Dense prediction of a fully convolutional model over an image of any size.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps N x 1 x h x w float32 in [0, 1] (h, w multiples of 32) to N x C x h x w.
+        It is moved to ``device`` (in place, as ``Module.to`` does) and run in eval mode;
+        every submodule's previous train / eval mode is restored afterwards.
+    image : (H, W) array
+        Grayscale image, float in [0, 1] (other dtypes are converted to float32 as they are).
+    tile : int
+        Tile side in px, rounded down to a multiple of 32 (of ``model.stride`` when that is
+        larger) and capped at the padded image.
+    overlap : int
+        Overlap of neighbouring tiles in px (capped at half the tile).
+    batch_size : int
+        Tiles per forward pass.
+    tta : bool
+        Average the outputs over the four flips (identity, horizontal, vertical, both).
+    device : str or torch.device
+        ``"cpu"``, ``"cuda"``, ``"mps"``, ``"auto"`` ...
+    amp : bool
+        Mixed precision (bfloat16 where supported, else float16); outputs stay float32.
+    activation : {"sigmoid", "softmax", "none"}
+        Applied to the logits of every tile before blending.
+    progress : callable(done, total), optional
+        Called after every batch.
+    stop : callable() -> bool, optional
+        Checked before every batch; True raises :class:`Cancelled`.
+    out_channels : int, optional
+        Expected number of output channels (default: ``model.out_channels`` when present).
+    warn : callable(str), optional
+        Receives out-of-memory retry messages (default: ``warnings.warn``).
+
+    Returns
+    -------
+    (C, H, W) float32 array.
+
+    Notes
+    -----
+    On an out-of-memory error the batch size is halved and the batch retried; at batch size
+    1 the tile is halved (down to 64 px) and the prediction starts over. When nothing fits,
+    ``MemoryError`` is raised.
+    """
+    image = _check_image(image)
+    _check_tiling(tile, overlap, batch_size)
+    act = _activation(activation)
+    device = resolve_device(device)
+    model = _prepare_model(model, device)
+    if out_channels is None:
+        out_channels = getattr(model, "out_channels", None)
+    h, w = image.shape
+    multiple = model_multiple(model)
+    out: np.ndarray | None = None
+
+    def run(tile_now: int, batch_now: int, state: dict) -> _Grid:
+        nonlocal out
+        if "grid" not in state:  # first call, or a smaller tile after out-of-memory: start over
+            state["grid"] = _Grid((h, w), tile_now, int(overlap), multiple)
+            state["tile"] = max(state["grid"].tile)
+            state["min_tile"] = max(MIN_TILE, multiple)
+            state["done"] = 0
+            if out is not None:
+                out.fill(0.0)
+        grid = state["grid"]
+
+        def consume(chunk, y):
+            nonlocal out
+            th, tw = grid.tile
+            if y.ndim != 4 or y.shape[0] != len(chunk) or y.shape[2:] != (th, tw):
+                raise ValueError(
+                    f"model output has shape {tuple(y.shape)} for input {(len(chunk), 1, th, tw)}; "
+                    "a segmentation model must return N x C x H x W"
+                )
+            if out is None:
+                if out_channels is not None and y.shape[1] != int(out_channels):
+                    raise ValueError(
+                        f"model returned {y.shape[1]} channels, expected out_channels={out_channels}"
+                    )
+                out = np.zeros((y.shape[1], h, w), dtype=np.float32)
+            for k, (i, j) in enumerate(chunk):
+                ys, xs, vh, vw = grid.valid(i, j)
+                pred = y[k, :, :vh, :vw]
+                pred *= grid.windows[0][i][:vh, None]
+                pred *= grid.windows[1][j][None, :vw]
+                out[:, ys, xs] += pred
+
+        _run_batches(model, image, grid, state, batch_now, act, tta, device, amp, progress, stop, consume)
+        return grid
+
+    with _EvalMode(model):
+        grid = _with_oom_retries(run, int(tile), int(batch_size), device, warn)
+    sy, sx = grid.sums
+    out *= (1.0 / sy)[None, :, None]
+    out *= (1.0 / sx)[None, None, :]
+    return out
+
+
+# ----------------------------------------------------------------------------- classification
+def _tile_probs(model, image: np.ndarray, grid: _Grid, batch_size: int, tta: bool, device: torch.device,
+                amp: bool, activation: str | None, progress, stop, warn) -> np.ndarray:
+    """Activated outputs (n_tiles, K) of every tile of ``grid`` in row-major order."""
+    act = _activation(activation)
+    probs: list[np.ndarray] = []
+
+    def run(tile_now: int, batch_now: int, state: dict) -> None:
+        state.setdefault("done", 0)
+        state["tile"] = max(grid.tile)
+
+        def consume(chunk, y):
+            if y.ndim != 2 or y.shape[0] != len(chunk):
+                raise ValueError(
+                    f"model output has shape {tuple(y.shape)}; a classification model must return N x K logits"
+                )
+            probs.extend(y)
+
+        _run_batches(model, image, grid, state, batch_now, act, tta, device, amp, progress, stop, consume)
+
+    with _EvalMode(model):
+        _with_oom_retries(run, max(grid.tile), int(batch_size), device, warn, shrink_tile=False)
+    return np.stack(probs).astype(np.float32)
+
+
+def classify_tiled(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    tile: int = 224,
+    stride: int | None = None,
+    *,
+    batch_size: int = 8,
+    tta: bool = False,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    activation: str | None = "softmax",
+    progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> ClassMap:
+    """Tile-wise classification blended into a smooth class map.
+
+    Every tile's class probabilities are spread over the tile with the same separable window
+    as :func:`predict_tiled` and normalised by the window sums, so probabilities vary smoothly
+    across tile borders. The class map is the argmax of the blended probabilities and the
+    confidence their maximum. Built in row blocks: memory is O(H * W), not O(K * H * W).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps N x 1 x t x t float32 in [0, 1] to N x K logits.
+    image : (H, W) array
+        Grayscale image in [0, 1].
+    tile : int
+        Tile side (rounded down to a multiple of 32, capped at the padded image).
+    stride : int, optional
+        Step between tiles (default ``tile // 2``); the overlap ``tile - stride`` is capped
+        at half the tile.
+
+    Returns
+    -------
+    ClassMap
+        ``(class_map uint16 (H, W), confidence float32 (H, W), tile_probs float32 (n_tiles, K))``.
+    """
+    image = _check_image(image)
+    stride = int(tile) // 2 if stride is None else int(stride)
+    if stride < 1 or stride > int(tile):
+        raise ValueError(f"stride must be in [1, tile], got stride={stride} with tile={tile}")
+    _check_tiling(tile, int(tile) - stride, batch_size)
+    device = resolve_device(device)
+    model = _prepare_model(model, device)
+    grid = _Grid(image.shape, int(tile), int(tile) - stride, model_multiple(model))
+    probs = _tile_probs(model, image, grid, batch_size, tta, device, amp, activation, progress, stop, warn)
+    h, w = image.shape
+    nr, nc = len(grid.pos[0]), len(grid.pos[1])
+    k = probs.shape[1]
+    grid_probs = probs.reshape(nr, nc, k)
+    # normalised 1-D weights of every row / column position over the image: (H, nr), (W, nc)
+    ay = _axis_weights(grid, 0)
+    ax = _axis_weights(grid, 1)
+    # blend along x once: (nr, W, K), then per row block along y
+    px = np.einsum("wj,ijk->iwk", ax, grid_probs, optimize=True).astype(np.float32)
+    class_map = np.empty((h, w), dtype=np.uint16)
+    confidence = np.empty((h, w), dtype=np.float32)
+    block = max(1, (1 << 22) // max(1, w * k))
+    for y0 in range(0, h, block):
+        y1 = min(h, y0 + block)
+        p = np.einsum("yi,iwk->ywk", ay[y0:y1], px, optimize=True)
+        class_map[y0:y1] = p.argmax(axis=2)
+        confidence[y0:y1] = p.max(axis=2)
+    return ClassMap(class_map, confidence, probs)
+
+
+def _axis_weights(grid: _Grid, axis: int) -> np.ndarray:
+    n = grid.shape[axis]
+    t = grid.tile[axis]
+    a = np.zeros((n, len(grid.pos[axis])), dtype=np.float32)
+    for idx, (p, win) in enumerate(zip(grid.pos[axis], grid.windows[axis])):
+        vn = min(t, n - p)
+        if vn > 0:
+            a[p:p + vn, idx] = win[:vn]
+    a /= grid.sums[axis][:, None]
+    return a
+
+
+def classify_image(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    size: int = 224,
+    *,
+    batch_size: int = 8,
+    tta: bool = False,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> np.ndarray:
+    """Class probabilities (K,) of a whole micrograph: the mean softmax over non-overlapping tiles of ``size`` px."""
+    image = _check_image(image)
+    _check_tiling(size, 0, batch_size)
+    device = resolve_device(device)
+    model = _prepare_model(model, device)
+    grid = _Grid(image.shape, int(size), 0, model_multiple(model))
+    probs = _tile_probs(model, image, grid, batch_size, tta, device, amp, "softmax", progress, stop, warn)
+    return probs.mean(axis=0).astype(np.float32)

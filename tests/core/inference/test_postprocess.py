@@ -1,0 +1,154 @@
+"""Watershed post-processing: grains from boundary / distance maps, small-grain merging, boundaries."""
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_grainlab.core.inference.postprocess import (
+    boundary_from_labels,
+    merge_small_grains,
+    relabel_sequential,
+    watershed_grains,
+)
+
+
+def voronoi_labels(shape, n, seed):
+    rng = np.random.default_rng(seed)
+    pts = rng.random((n, 2)) * shape
+    yy, xx = np.indices(shape)
+    d = (yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2
+    return (d.argmin(axis=-1) + 1).astype(np.uint32)
+
+
+def ideal_maps(labels):
+    """Boundary probability and normalised distance-to-boundary maps a perfect network would give."""
+    edges = boundary_from_labels(labels, thick=True)
+    dist = ndi.distance_transform_edt(~edges)
+    peak = ndi.maximum(dist, labels, index=np.arange(labels.max() + 1))
+    distance = dist / np.maximum(peak[labels], 1.0)
+    return edges.astype(np.float32), distance.astype(np.float32)
+
+
+def disagreement(pred, truth):
+    """Pixels whose predicted grain is not the one mapped (by majority) to their true grain, or None
+    when the grains do not correspond one-to-one."""
+    table = np.zeros((pred.max() + 1, truth.max() + 1), np.int64)
+    np.add.at(table, (pred.ravel(), truth.ravel()), 1)
+    best = table.argmax(axis=0)  # true grain -> predicted grain
+    if len(set(best[1:])) != truth.max():
+        return None
+    return best[truth] != pred
+
+
+def test_recovers_ideal_grains():
+    truth = voronoi_labels((120, 150), 14, seed=0)
+    boundary, distance = ideal_maps(truth)
+    labels = watershed_grains(boundary, distance, min_size=10)
+    assert labels.dtype == np.uint32 and labels.shape == truth.shape
+    assert labels.min() == 1  # full coverage, no watershed lines
+    assert set(np.unique(labels)) == set(range(1, labels.max() + 1))
+    assert labels.max() == truth.max()
+    wrong = disagreement(labels, truth)
+    assert wrong is not None
+    # only the two-pixel boundary band (where the ideal maps tie) may go either way
+    assert not (wrong & ~boundary.astype(bool)).any()
+
+
+def test_blank_maps_give_one_grain():
+    z = np.zeros((40, 50), np.float32)
+    labels = watershed_grains(z, z)
+    assert labels.dtype == np.uint32 and (labels == 1).all()
+
+
+def test_mask_leaves_outside_unlabelled():
+    truth = voronoi_labels((80, 80), 6, seed=1)
+    boundary, distance = ideal_maps(truth)
+    mask = np.zeros(truth.shape, bool)
+    mask[10:70, 5:60] = True
+    labels = watershed_grains(boundary, distance, mask=mask)
+    assert (labels[~mask] == 0).all() and (labels[mask] > 0).all()
+    empty = watershed_grains(np.zeros_like(boundary), np.zeros_like(distance), mask=mask)
+    assert ((empty > 0) == mask).all()
+
+
+def test_small_markers_dropped_and_thresholds_used():
+    boundary = np.zeros((60, 60), np.float32)
+    distance = np.zeros((60, 60), np.float32)
+    distance[10:20, 10:20] = 1.0  # a real grain interior
+    distance[40:42, 40:42] = 1.0  # a 4 px speck
+    assert watershed_grains(boundary, distance, min_marker_size=5, min_size=0).max() == 1
+    assert watershed_grains(boundary, distance, min_marker_size=4, min_size=0).max() == 2
+    # a confident boundary over a marker pixel removes it
+    boundary[40:42, 40:42] = 0.9
+    assert watershed_grains(boundary, distance, min_marker_size=1, min_size=0).max() == 1
+
+
+def test_merge_into_longest_border_neighbour():
+    labels = np.zeros((20, 30), np.uint32)
+    labels[:, :15] = 1
+    labels[:, 15:] = 2
+    labels[8:11, 13:16] = 3  # 9 px, 2 columns in grain 1, 1 column in grain 2
+    out = merge_small_grains(labels, min_size=10)
+    assert out.max() == 2
+    assert len(np.unique(out[8:11, 13:16])) == 1
+    assert out[9, 14] == out[0, 0]  # joined the grain it shares more border with (grain 1)
+    # big grains only grow
+    assert (out[labels == 1] == out[0, 0]).all() and (out[labels == 2] == out[0, 29]).all()
+
+
+def test_merge_many_small_grains():
+    # 2 x 2 px grains everywhere: all small, chains and mutual choices must resolve
+    labels = (np.arange(64)[:, None] // 2 * 32 + np.arange(64)[None, :] // 2 + 1).astype(np.uint32)
+    out = merge_small_grains(labels, min_size=16)
+    areas = np.bincount(out.ravel())[1:]
+    assert areas.min() >= 16 and areas.sum() == labels.size
+    for k in range(1, out.max() + 1):  # every merged grain is one connected piece
+        assert ndi.label(out == k)[1] == 1
+
+
+def test_merge_keeps_background():
+    labels = np.zeros((30, 30), np.uint32)
+    labels[5:25, 5:25] = 1
+    labels[12:14, 12:14] = 2  # small, inside grain 1
+    labels[0:2, 0:2] = 3  # small, surrounded by background only: stays
+    out = merge_small_grains(labels, min_size=10)
+    assert (out[labels == 0] == 0).all()
+    assert out[12, 12] == out[5, 5]
+    assert out[0, 0] > 0 and out[0, 0] != out[5, 5]
+
+
+def test_relabel_sequential():
+    labels = np.array([[0, 7, 7], [100, 3, 0]], dtype=np.int64)
+    out = relabel_sequential(labels)
+    assert out.dtype == np.uint32
+    np.testing.assert_array_equal(out, [[0, 2, 2], [3, 1, 0]])
+
+
+def test_boundary_from_labels():
+    labels = np.ones((10, 10), np.uint16)
+    labels[:, 5:] = 2
+    thin = boundary_from_labels(labels)
+    thick = boundary_from_labels(labels, thick=True)
+    assert thin.dtype == bool
+    assert thin[:, 4].all() and thin.sum() == 10
+    assert thick[:, 4].all() and thick[:, 5].all() and thick.sum() == 20
+    assert not boundary_from_labels(np.ones((5, 5), np.uint8)).any()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.zeros((5, 5)), np.zeros((5, 6))), "distance has shape"),
+        ((np.zeros((5, 5, 2)), np.zeros((5, 5, 2))), "2-D"),
+    ],
+)
+def test_bad_inputs(args, message):
+    with pytest.raises(ValueError, match=message):
+        watershed_grains(*args)
+
+
+def test_bad_labels():
+    with pytest.raises(ValueError, match="integers"):
+        merge_small_grains(np.zeros((4, 4), np.float32), 3)
+    with pytest.raises(ValueError, match=">= 0"):
+        relabel_sequential(-np.ones((4, 4), np.int32))
