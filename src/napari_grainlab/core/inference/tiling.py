@@ -11,8 +11,8 @@ and column positions, the sum of all weights is the product of two 1-D sums: the
 normalised in place by them and no weight image is ever allocated. Memory: the float32
 output (C x H x W) plus ``batch_size`` tiles of input and output.
 
-A network whose receptive field reaches less than a quarter of the overlap gives exactly
-the result of one pass over the whole (padded) image.
+A network whose receptive field reaches no further than ``overlap // 4`` px gives exactly the
+result of one pass over the whole (padded) image.
 """
 
 from __future__ import annotations
