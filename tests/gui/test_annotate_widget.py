@@ -1,0 +1,417 @@
+"""The Annotate dock in a real napari viewer (pytest-qt; run under xvfb-run)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from napari_grainlab.core import annotate as core
+from napari_grainlab.core.data.datasets import load_classification_folder, load_segmentation_folder
+
+pytestmark = pytest.mark.gui
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def micrograph(shape=(160, 192), dtype=np.uint8, seed=0) -> np.ndarray:
+    """A small synthetic micrograph: bright grains separated by dark lines."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    img = 0.7 + 0.05 * rng.standard_normal(shape)
+    img[(yy % 40) < 3] = 0.15
+    img[(xx % 48) < 3] = 0.15
+    top = 255 if dtype == np.uint8 else 4095
+    return np.clip(img * top, 0, top).astype(dtype)
+
+
+@pytest.fixture(autouse=True)
+def autosave_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "autosave"
+    monkeypatch.setenv(core.AUTOSAVE_ENV, str(folder))
+    return folder
+
+
+def make_widget(viewer, qtbot):
+    from napari_grainlab.gui.widgets.annotate import AnnotateWidget
+
+    widget = AnnotateWidget(viewer)
+    widget.ask_unsaved = lambda: "discard"  # never block on a dialog
+    viewer.window.add_dock_widget(widget, name="Annotate", area="right")
+    return widget
+
+
+@pytest.fixture
+def dock(viewer, qtbot):
+    viewer.add_image(micrograph(), name="grains")
+    widget = make_widget(viewer, qtbot)
+    assert widget.labels_layer is not None
+    return widget
+
+
+def mouse(layer, kind: str, position, dragging: bool = False):
+    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+
+    from napari.utils._proxies import ReadOnlyWrapper
+
+    event = SimpleNamespace(type=kind, is_dragging=dragging, position=tuple(float(p) for p in position), button=1,
+                            buttons=[1], modifiers=[], handled=False, pos=np.zeros(2), view_direction=None,
+                            dims_displayed=[0, 1], delta=np.zeros(2))
+    event = ReadOnlyWrapper(event, exceptions=("handled",))
+    {"mouse_press": mouse_press_callbacks, "mouse_move": mouse_move_callbacks,
+     "mouse_release": mouse_release_callbacks}[kind](layer, event)
+
+
+def click(layer, position):
+    mouse(layer, "mouse_press", position)
+    mouse(layer, "mouse_release", position)
+
+
+# --------------------------------------------------------------------------- docks
+def _dock_names() -> list[tuple[str, str]]:
+    manifest = yaml.safe_load((ROOT / "napari.yaml").read_text())
+    commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
+    return [(w["display_name"], commands[w["command"]]) for w in manifest["contributions"]["widgets"]]
+
+
+@pytest.mark.parametrize(("display_name", "python_name"), _dock_names())
+def test_every_dock_opens(viewer, qtbot, display_name, python_name):
+    module = python_name.split(":")[0]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not written yet")
+    viewer.add_image(micrograph(), name="grains")
+    dock_widget, widget = viewer.window.add_plugin_dock_widget("napari-grainlab", display_name)
+    assert dock_widget.widget() is widget
+    if display_name == "Annotate":
+        widget.ask_unsaved = lambda: "discard"
+        assert widget.labels_layer is not None and widget.labels_layer.name == "grains annotation"
+
+
+# ------------------------------------------------------------------------ attaching
+def test_attach_creates_labels_and_shows_stats(dock, viewer):
+    labels = dock.labels_layer
+    assert labels.data.shape == (160, 192) and not labels.data.any()
+    assert dock.stats_label.text() == "0 grains · 0.0 % annotated"
+    edit = core.LabelEdit.between(labels.data, np.pad(np.ones((80, 192), np.uint32), ((0, 80), (0, 0))))
+    dock._apply_edit(edit)
+    dock._refresh_stats()
+    assert dock.stats_label.text() == "1 grain · 50.0 % annotated"
+    assert dock.state_label.text() == "● unsaved"
+
+
+def test_tools_merge_split_delete_with_undo(dock, viewer, qtbot):
+    labels = dock.labels_layer
+    start = np.zeros(labels.data.shape, np.uint32)
+    start[10:70, 10:90] = 1
+    start[10:70, 92:180] = 2  # 2 px gap at columns 90, 91
+    start[90:150, 10:180] = 3
+    dock._apply_edit(core.LabelEdit.between(labels.data, start))
+    np.testing.assert_array_equal(labels.data, start)
+
+    dock.set_tool("merge")
+    assert labels.mode == "pan_zoom" and labels.mouse_pan  # clicks only: panning stays
+    click(labels, (40, 50))
+    assert "Grain 1 chosen" in dock.tool_help.text()
+    click(labels, (40, 150))
+    assert set(np.unique(labels.data)) == {0, 1, 3}
+    assert (labels.data[10:70, 90:92] == 1).all()  # the gap between them is closed
+
+    dock.set_tool("split")
+    assert not labels.mouse_pan and viewer.layers[-1].name == "split line"
+    assert viewer.layers.selection.active is labels
+    mouse(labels, "mouse_press", (80, 95))
+    for r in range(82, 160, 6):
+        mouse(labels, "mouse_move", (r, 95.3), dragging=True)
+    mouse(labels, "mouse_release", (159, 95), dragging=True)
+    ids = set(np.unique(labels.data))
+    assert ids == {0, 1, 3, 4}  # grain 3 was cut in two, grain 1 untouched
+    assert ((labels.data > 0) == (start > 0) | (np.isin(np.arange(192), [90, 91])[None, :] &
+                                                 (np.arange(160) >= 10)[:, None] & (np.arange(160) < 70)[:, None])).all()
+
+    dock.set_tool("delete")
+    click(labels, (120, 30))
+    assert 3 not in set(np.unique(labels.data)) or 4 not in set(np.unique(labels.data))
+
+    # each edit is one undo step
+    labels.undo()  # delete
+    assert set(np.unique(labels.data)) == {0, 1, 3, 4}
+    labels.undo()  # split
+    assert set(np.unique(labels.data)) == {0, 1, 3}
+    dock.undo()  # merge
+    np.testing.assert_array_equal(labels.data, start)
+    dock.redo()
+    assert set(np.unique(labels.data)) == {0, 1, 3}
+
+    dock.set_tool("paint")
+    assert labels.mode == "paint" and labels.mouse_pan
+    dock.set_tool("fill")
+    assert labels.mode == "fill"
+    labels.mode = "erase"  # napari's own control switches the dock's tool
+    assert dock.tool == "erase" and dock.tool_buttons["erase"].isChecked()
+    new = dock.select_new_id()
+    assert new == int(labels.data.max()) + 1 and labels.selected_label == new and labels.mode == "paint"
+
+
+def test_fill_holes_button(dock):
+    labels = dock.labels_layer
+    data = np.zeros(labels.data.shape, np.uint32)
+    data[20:80, 20:80] = 5
+    data[40:50, 40:50] = 0
+    dock._apply_edit(core.LabelEdit.between(labels.data, data))
+    dock.holes_button.click()
+    assert (labels.data[40:50, 40:50] == 5).all()
+    labels.undo()
+    assert (labels.data[40:50, 40:50] == 0).all()
+
+
+# ------------------------------------------------------------------------ proposals
+def test_classical_proposal_live_and_apply_keeps_user_labels(dock, viewer, qtbot):
+    labels = dock.labels_layer
+    mine = np.zeros(labels.data.shape, np.uint32)
+    mine[0:40, 0:48] = 77  # the user's grain
+    dock._apply_edit(core.LabelEdit.between(labels.data, mine))
+    dock.propose()
+    qtbot.waitUntil(lambda: dock.proposal_layer is not None and not dock.proposal_busy, timeout=20_000)
+    proposal = dock.proposal_layer
+    assert proposal.name == "grains proposal" and proposal.data.max() >= 12
+    assert "grains in" in dock.proposal_label.text()
+    shown = dock.proposals_shown
+    # slider changes update the proposal live (debounced: a burst is one or two runs, in a worker)
+    from napari_grainlab.core.inference import classical_grains
+    for value in (2.0, 3.0, 4.0):
+        dock.sliders["smoothing"].setValue(value)
+    dock.sliders["h"].setValue(3.0)
+    assert dock.proposal_busy
+    qtbot.waitUntil(lambda: not dock.proposal_busy and dock.proposals_shown > shown, timeout=20_000)
+    assert dock.proposals_shown - shown <= 2
+    settings = dock.settings()
+    assert settings.smoothing == pytest.approx(4.0) and settings.h == pytest.approx(3.0)
+    expected, _ = classical_grains(dock._gray, **settings.kwargs())
+    np.testing.assert_array_equal(dock.proposal_layer.data, expected)
+    assert dock.apply_proposal()
+    assert dock.proposal_layer is None
+    assert (labels.data[0:40, 0:48] == 77).all()  # annotation untouched
+    n, frac = dock.stats()
+    assert n >= 12 and frac > 0.6
+    labels.undo()  # the whole proposal is one step
+    np.testing.assert_array_equal(labels.data, mine)
+    # replace mode
+    dock.propose()
+    qtbot.waitUntil(lambda: dock.proposal_layer is not None and not dock.proposal_busy, timeout=20_000)
+    dock.apply_proposal(mode="replace")
+    assert 77 not in labels.data
+
+
+def test_model_proposal_bad_path_notifies(dock, notifications):
+    dock.propose_from_model("/nonexistent/model")
+    assert any("no model at" in m for m in notifications.messages())
+
+
+# ---------------------------------------------------------------------------- saving
+def test_annotate_save_reload_identical(viewer, qtbot, tmp_path, autosave_dir):
+    image = micrograph(dtype=np.uint16)
+    viewer.add_image(image, name="sample 1")
+    dock = make_widget(viewer, qtbot)
+    labels = dock.labels_layer
+    data = np.zeros(image.shape, np.uint32)
+    data[5:60, 5:70] = 3
+    data[70:150, 100:190] = 70_000  # beyond uint16
+    data[100:110, 10:20] = 1
+    dock._apply_edit(core.LabelEdit.between(labels.data, data))
+    folder = tmp_path / "dataset"
+    dock.ask_directory = lambda: folder
+    assert dock.has_unsaved_changes()
+    dock.save_button.click()
+    assert (folder / "images" / "sample_1.tif").is_file() and (folder / "labels" / "sample_1.tif").is_file()
+    assert not dock.has_unsaved_changes()
+    dock._refresh_stats()
+    assert dock.state_label.text() == "saved"
+    samples = load_segmentation_folder(folder)  # the training loader accepts it
+    assert len(samples) == 1 and samples[0].labels.shape == image.shape
+    # reopen: a new dock on the same image reloads the labels exactly
+    viewer.layers.remove(labels)
+    dock2 = make_widget(viewer, qtbot)
+    dock2.set_folder(folder)
+    dock2.attach(viewer.layers["sample 1"])
+    np.testing.assert_array_equal(dock2.labels_layer.data, data)
+    assert not dock2.has_unsaved_changes()
+
+
+def test_autosave_file_appears_and_on_layer_switch(dock, viewer, qtbot, autosave_dir):
+    labels = dock.labels_layer
+    data = np.zeros(labels.data.shape, np.uint32)
+    data[10:50, 10:50] = 9
+    dock._apply_edit(core.LabelEdit.between(labels.data, data))
+    target = autosave_dir / "labels" / "grains.tif"
+    assert not target.exists()
+    dock._autosave_timer.start(50)  # the spin box's minimum is 5 s; the test does not wait that long
+    qtbot.waitUntil(target.exists, timeout=10_000)
+    qtbot.waitUntil(lambda: not dock.autosave_busy, timeout=10_000)
+    np.testing.assert_array_equal(core.load_segmentation(autosave_dir, "grains"), data)
+    assert "Autosaved" in dock.save_status.text()
+    # without a dataset folder the work still counts as unsaved for closing
+    assert dock.has_unsaved_changes()
+    dock._autosave_timer.stop()
+
+    # switching the image autosaves the changes first
+    labels.data_setitem((np.array([100]), np.array([100])), 5)
+    second = viewer.add_image(micrograph(seed=1), name="second")
+    dock.image_combo.setCurrentIndex(dock.image_combo.findText("second"))
+    dock.image_combo.activated.emit(dock.image_combo.currentIndex())
+    assert dock.image_layer is second and dock.labels_layer.name == "second annotation"
+    assert core.load_segmentation(autosave_dir, "grains")[100, 100] == 5
+    # and switching back reloads from the autosave when the layer is gone
+    viewer.layers.remove("grains annotation")
+    dock.attach(viewer.layers["grains"])
+    assert dock.labels_layer.data[100, 100] == 5 and (dock.labels_layer.data == 9).sum() == 1600
+
+
+def test_close_with_unsaved_changes_asks(dock, viewer, tmp_path, qtbot):
+    viewer.window._qt_window.show()
+    qtbot.waitUntil(dock.isVisible, timeout=5000)
+    labels = dock.labels_layer
+    labels.data_setitem((np.array([3]), np.array([3])), 2)
+    asked = []
+    dock.ask_unsaved = lambda: asked.append(1) or "cancel"
+    assert not dock.confirm_close()
+    # the viewer's close event is refused
+    viewer.window._qt_window.close()
+    assert viewer.window._qt_window.isVisible() and len(asked) == 2
+    # napari's dock close button too
+    dock_widget = dock.parent()
+    while not hasattr(dock_widget, "destroyOnClose"):
+        dock_widget = dock_widget.parent()
+    dock_widget.destroyOnClose()
+    assert len(asked) == 3 and dock.isVisible()
+    # Save writes and closes
+    dock.ask_unsaved = lambda: "save"
+    dock.ask_directory = lambda: tmp_path / "ds"
+    assert dock.confirm_close()
+    assert (tmp_path / "ds" / "labels" / "grains.tif").is_file()
+    assert not dock.has_unsaved_changes()
+    dock.ask_unsaved = lambda: pytest.fail("asked without unsaved changes")
+    assert dock.confirm_close()
+
+
+# ------------------------------------------------------------------------ bad inputs
+def test_no_image_layer(viewer, qtbot, notifications):
+    dock = make_widget(viewer, qtbot)
+    assert dock.labels_layer is None and dock.stats_label.text() == "No image chosen"
+    dock.propose_button.click()
+    dock.save_button.click()
+    dock.holes_button.click()
+    dock.apply_button.click()
+    dock.regions_button.click()
+    dock.merge([1, 2])
+    errors = notifications.messages("error")
+    assert len(errors) >= 4 and all("no image layer" in m.lower() or "choose an image" in m.lower() for m in errors)
+    # an image added later is picked up
+    viewer.add_image(micrograph(), name="late")
+    qtbot.waitUntil(lambda: dock.labels_layer is not None, timeout=5000)
+    assert dock.labels_layer.name == "late annotation"
+
+
+def test_rgb_image_is_annotated_as_gray(viewer, qtbot, notifications, tmp_path):
+    gray = micrograph()
+    rgb = np.stack([gray, gray, gray], axis=-1)
+    viewer.add_image(rgb, name="colour", rgb=True)
+    dock = make_widget(viewer, qtbot)
+    assert dock.labels_layer is not None and dock.labels_layer.data.shape == gray.shape
+    assert any("RGB" in m for m in notifications.messages("warning"))
+    dock.propose()
+    qtbot.waitUntil(lambda: dock.proposal_layer is not None and not dock.proposal_busy, timeout=20_000)
+    dock.apply_proposal()
+    assert dock.save(tmp_path / "ds") is not None
+    samples = load_segmentation_folder(tmp_path / "ds")
+    assert samples[0].image.shape == gray.shape
+
+
+def test_16bit_image_works(viewer, qtbot, tmp_path):
+    viewer.add_image(micrograph(dtype=np.uint16), name="deep")
+    dock = make_widget(viewer, qtbot)
+    dock.propose()
+    qtbot.waitUntil(lambda: dock.proposal_layer is not None and not dock.proposal_busy, timeout=20_000)
+    assert dock.proposal_layer.data.max() >= 12
+    dock.apply_proposal()
+    dock.save(tmp_path / "ds")
+    import tifffile
+    assert tifffile.imread(tmp_path / "ds" / "images" / "deep.tif").dtype == np.uint16
+
+
+def test_labels_of_another_shape_and_stacks_notify(viewer, qtbot, notifications):
+    image = viewer.add_image(micrograph(), name="img")
+    dock = make_widget(viewer, qtbot)
+    before = dock.labels_layer
+    other = viewer.add_labels(np.zeros((50, 50), np.uint32), name="wrong")
+    dock._refresh_layer_choices()
+    dock.labels_combo.setCurrentIndex(dock.labels_combo.findText("wrong"))
+    dock.labels_combo.activated.emit(dock.labels_combo.currentIndex())
+    assert any("do not match" in m for m in notifications.messages("error"))
+    assert dock.labels_layer is before  # still attached to the good one
+    assert not dock.attach(image, other)
+    stack = viewer.add_image(np.zeros((3, 64, 64), np.uint8), name="stack")
+    assert not dock.attach(stack)
+    assert any("2-D image" in m for m in notifications.messages("error"))
+    assert dock.labels_layer is before
+
+
+def test_existing_labels_layer_can_be_attached(viewer, qtbot):
+    image = viewer.add_image(micrograph(), name="img")
+    gt = np.zeros((160, 192), np.int32)
+    gt[:80] = 4
+    mine = viewer.add_labels(gt, name="ground truth")
+    dock = make_widget(viewer, qtbot)
+    assert dock.attach(image, mine)
+    assert dock.labels_layer is mine and dock.stats() == (1, 0.5)
+
+
+# --------------------------------------------------------------------- classification
+def test_classification_image_class_and_regions(dock, viewer, tmp_path):
+    dock.classes_edit.setText("ferrite, pearlite")
+    dock.classes_edit.editingFinished.emit()
+    assert [dock.region_class_combo.itemText(i) for i in range(2)] == ["ferrite", "pearlite"]
+    dock.region_class_combo.setCurrentIndex(1)
+    layer = dock.paint_regions()
+    assert layer.name == "grains classes" and layer.selected_label == 2 and layer.mode == "paint"
+    assert layer.name not in [dock.labels_combo.itemText(i) for i in range(dock.labels_combo.count())]
+    dock.tile_spin.setValue(64)
+    regions = np.zeros(layer.data.shape, np.uint8)
+    regions[:, :96] = 1
+    regions[:, 96:] = 2
+    layer.data = regions
+    assert dock.has_unsaved_changes()
+    folder = tmp_path / "cls"
+    dock.save(folder)
+    assert not dock.has_unsaved_changes()
+    assert not (folder / "labels").exists()  # no grain annotated: no empty label file
+    samples, classes = load_classification_folder(folder / "classification")
+    assert classes == ["ferrite", "pearlite"]
+    assert sorted(s.name for s in samples) == ["ferrite/grains_r0_c0", "ferrite/grains_r1_c0",
+                                               "pearlite/grains_r0_c2", "pearlite/grains_r1_c2"]
+    # whole-image class
+    dock.set_image_class("pearlite")
+    assert dock.has_unsaved_changes()
+    dock.save()
+    assert (folder / "classification" / "pearlite" / "grains.tif").is_file()
+    # reload: a fresh dock restores classes, image class and regions
+    viewer.layers.remove(layer)
+    viewer.layers.remove(dock.labels_layer)
+    dock2 = make_widget(viewer, qtbot=None)
+    dock2.set_folder(folder)
+    dock2.attach(viewer.layers["grains"])
+    assert dock2.class_names() == ["ferrite", "pearlite"] and dock2.image_class() == "pearlite"
+    np.testing.assert_array_equal(dock2.classes_layer.data, regions)
+
+
+# ------------------------------------------------------------------------ screenshot
+def test_layout_fits_a_narrow_dock(dock, viewer, qtbot, tmp_path):
+    dock.resize(360, 900)
+    qtbot.wait(50)
+    for button in [*dock.tool_buttons.values(), dock.save_button, dock.apply_button, dock.propose_button]:
+        assert button.width() >= button.minimumSizeHint().width() - 1, button.text()
+    assert dock.scroll_area.horizontalScrollBar().maximum() == 0
+    dock.grab().save(str(tmp_path / "annotate_dock.png"))
