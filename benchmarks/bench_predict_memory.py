@@ -4,12 +4,15 @@ Each measurement runs in a fresh subprocess, which reports its peak resident set
 (``resource.getrusage(...).ru_maxrss``: everything the process ever held, Python, torch and
 the image included), its resident size just before predicting, and the wall time. The model
 is a small fully convolutional network with the segmentation convention (2 output
-channels); pass ``--channels`` for a heavier one. ``--watershed`` also measures the
+channels): by default the real U-Net on an ``efficientnet_lite0`` encoder (random weights:
+the memory does not depend on them); ``--backbone NAME`` picks another timm encoder and
+``--backbone tiny`` a small conv net of ``--channels`` channels. ``--watershed`` also measures the
 watershed post-processing on 2-channel maps of the same size (separately: its memory is
 not part of the prediction target).
 
     python benchmarks/bench_predict_memory.py [--size 8192] [--tile 512] [--overlap 64]
-        [--batch-size 4] [--channels 8] [--device cpu] [--amp] [--tta] [--watershed]
+        [--batch-size 4] [--backbone efficientnet_lite0] [--channels 8] [--device cpu] [--amp]
+        [--tta] [--watershed]
 """
 
 from __future__ import annotations
@@ -65,7 +68,12 @@ def child_predict(args) -> dict:
         def forward(self, x):
             return self.body(x)
 
-    model = TinyNet()
+    if args.backbone == "tiny":
+        model = TinyNet()
+    else:
+        from napari_grainlab.core.models import ModelSpec, build_model
+
+        model = build_model(ModelSpec(backbone=args.backbone))
     image = np.random.default_rng(0).random((args.size, args.size), dtype=np.float32)
     before = _rss_gb()
     if args.device.startswith("cuda"):
@@ -115,7 +123,8 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--backbone", default="efficientnet_lite0", help="timm encoder of the U-Net, or 'tiny'")
+    p.add_argument("--channels", type=int, default=8, help="channels of the 'tiny' conv net")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", action="store_true")
     p.add_argument("--tta", action="store_true")
@@ -131,7 +140,9 @@ def main() -> None:
     passthrough = [a for a in sys.argv[1:] if a != "--watershed"]
     r = run_child(["predict", *passthrough])
     print(f"predict_tiled {args.size} x {args.size}, tile {args.tile}, overlap {args.overlap}, "
-          f"batch {args.batch_size}, {args.channels}-channel conv net, device {args.device}"
+          f"batch {args.batch_size}, "
+          f"{f'{args.channels}-channel conv net' if args.backbone == 'tiny' else f'U-Net on {args.backbone}'}, "
+          f"device {args.device}"
           f"{', amp' if args.amp else ''}{', tta' if args.tta else ''}")
     print(f"  image {r['image_gb']:.3f} GB, output {r['output_gb']:.3f} GB, "
           f"process before predicting {r['before_gb']:.3f} GB")
