@@ -229,16 +229,16 @@ def predict_one(model, meta: dict, path: Path, out: Path, args, progress=None) -
     pixel_size = args.pixel_size or img.pixel_size
     stem = _stem(path)
     row = {"image": path.name, "pixel_size_um": pixel_size or ""}
-    if model.task == "segment":
-        from .core.inference import segment_image
+    if args.histogram_match and not meta.get("histogram_reference"):
+        raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
+    from .core.inference import predict_array
 
-        ref = meta.get("histogram_reference") if args.histogram_match else None
-        if args.histogram_match and not ref:
-            raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
-        res = segment_image(model, img.data, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                            tta=args.tta, device=args.device_obj, histogram_reference=np.asarray(ref, np.float32)
-                            if ref else None, adabn=args.adabn, min_size=args.min_size, progress=progress,
-                            warn=lambda m: print(f"grainlab: warning: {m}", file=sys.stderr))
+    res = predict_array(model, meta, img.data, tta=args.tta, adabn=args.adabn, histogram_match=args.histogram_match,
+                        tile=args.tile, overlap=getattr(args, "overlap", 64),
+                        batch_size=getattr(args, "batch_size", 4), min_size=getattr(args, "min_size", None),
+                        device=args.device_obj, progress=progress,
+                        warn=lambda m: print(f"grainlab: warning: {m}", file=sys.stderr))
+    if res.task == "segment":
         atomic_write_tiff(out / f"{stem}_labels.tif", res.labels.astype(np.uint32), pixel_size_um=pixel_size)
         atomic_write_tiff(out / f"{stem}_boundary.tif", res.boundary.astype(np.float32), pixel_size_um=pixel_size)
         write_table_csv(out / f"{stem}_grains.csv", grain_table(res.labels, pixel_size), pixel_size)
@@ -248,14 +248,11 @@ def predict_one(model, meta: dict, path: Path, out: Path, args, progress=None) -
             atomic_write_png(out / f"{stem}_overlay.png", overlay_rgb(img.data, res.labels))
         row.update(summarize(res.labels, pixel_size))
     else:
-        from .core.inference import classify_tiled
-
-        class_map, confidence, tile_probs = classify_tiled(model, img.data, tile=args.tile, device=args.device_obj)
-        names = meta.get("classes") or [str(i) for i in range(tile_probs.shape[1])]
-        atomic_write_tiff(out / f"{stem}_classes.tif", class_map.astype(np.uint16), pixel_size_um=pixel_size)
-        atomic_write_tiff(out / f"{stem}_confidence.tif", confidence.astype(np.float32), pixel_size_um=pixel_size)
-        probs = tile_probs.mean(0)
-        row.update({"class": names[int(np.argmax(probs))], **{f"p_{n}": float(p) for n, p in zip(names, probs)}})
+        atomic_write_tiff(out / f"{stem}_classes.tif", res.class_map.astype(np.uint16), pixel_size_um=pixel_size)
+        atomic_write_tiff(out / f"{stem}_confidence.tif", res.confidence.astype(np.float32),
+                          pixel_size_um=pixel_size)
+        probs = res.class_probabilities
+        row.update({"class": res.image_class, **{f"p_{n}": float(p) for n, p in zip(res.classes, probs)}})
     return row
 
 

@@ -19,6 +19,8 @@ _EXPORTS = {
     "classical": ("classical_grains", "ridge_map"),
     "adapt": ("adapt_batchnorm", "intensity_quantiles", "match_histogram"),
     "segment": ("SegmentationResult", "default_min_size", "segment_image"),
+    "pipeline": ("PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
+                 "prepare_image"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

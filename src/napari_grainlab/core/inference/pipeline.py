@@ -1,0 +1,251 @@
+"""The whole prediction of one micrograph array, shared by the CLI, the napari dock and scripts.
+
+:func:`prepare_image` turns any image array (8/16-bit, float, RGB) into the engine's input, a
+grayscale float32 image in [0, 1]. :func:`predict_array` runs a loaded checkpoint on it with the
+optional domain adaptation (histogram matching to the training intensities, AdaBN) and returns a
+:class:`PredictionResult`: grain labels with the boundary and distance maps for a segmentation
+model, a class map with its confidence for a classification model. :func:`iter_predict` is the
+same call as a generator of :class:`PredictProgress` events, for callers that must not block
+(the prediction runs in a helper thread; closing the generator stops it).
+
+>>> model, meta = load_checkpoint("models/sem")                           # doctest: +SKIP
+>>> result = predict_array(model, meta, prepare_image(raw), adabn=True)    # doctest: +SKIP
+>>> result.labels.max()                                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.io import DataError, normalize_intensity, to_grayscale
+from ..models.checkpoint import CheckpointError
+from .adapt import adapt_batchnorm, match_histogram
+from .segment import segment_image
+from .tiling import Cancelled, _check_image, classify_tiled
+
+__all__ = ["PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
+           "prepare_image"]
+
+#: default tile of a segmentation model (px)
+SEGMENT_TILE = 512
+#: default tile of a classification model trained without a recorded patch size (px)
+CLASSIFY_TILE = 224
+
+
+@dataclass
+class PredictionResult:
+    """What a model made of one micrograph.
+
+    Segmentation (``task == "segment"``): ``labels`` (H, W) uint32 grain instances 1..n,
+    ``boundary`` and ``distance`` (H, W) float32 probability maps. Classification
+    (``task == "classify"``): ``class_map`` (H, W) uint16 class indices into ``classes``,
+    ``confidence`` (H, W) float32 and ``tile_probs`` (n_tiles, K) float32.
+    """
+
+    task: str
+    labels: np.ndarray | None = None
+    boundary: np.ndarray | None = None
+    distance: np.ndarray | None = None
+    class_map: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    tile_probs: np.ndarray | None = None
+    classes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def class_probabilities(self) -> np.ndarray | None:
+        """Whole-image class probabilities (K,): the mean over tiles (classification only)."""
+        return None if self.tile_probs is None else self.tile_probs.mean(axis=0)
+
+    @property
+    def image_class(self) -> str | None:
+        """Name of the most probable class of the whole image (classification only)."""
+        p = self.class_probabilities
+        return None if p is None else self.classes[int(np.argmax(p))]
+
+
+@dataclass(frozen=True)
+class PredictProgress:
+    """An event of :func:`iter_predict`.
+
+    ``stage`` is ``"adapt"`` (AdaBN), ``"tiles"`` (``done`` of ``total`` tiles predicted),
+    ``"postprocess"`` (watershed / class map) or ``"warning"`` (``message`` says what).
+    """
+
+    stage: str
+    done: int | None = None
+    total: int | None = None
+    message: str = ""
+
+
+def prepare_image(array: Any, source: str = "image", *, rgb: bool | None = None) -> np.ndarray:
+    """Any 2-D image array (8/16/32-bit, float, bool, RGB(A)) as grayscale float32 in [0, 1].
+
+    Colour becomes luminance (``rgb=True`` names the last axis as colour; None detects an
+    RGB(A) last axis), then the 0.1–99.9 percentile range is stretched to [0, 1], as
+    :func:`~napari_grainlab.core.data.io.read_image` does for files. Stacks and NaN / infinite
+    pixels raise :class:`~napari_grainlab.core.data.io.DataError`.
+    """
+    arr = np.asarray(array)
+    gray = to_grayscale(arr, source, -1 if rgb else None)
+    if gray.ndim != 2:
+        raise DataError(f"{source}: a stack of shape {arr.shape}; expected one 2-D image (grayscale or RGB)")
+    if gray.dtype.kind == "f" and not np.isfinite(gray).all():
+        raise DataError(f"{source}: the image contains NaN or infinite values")
+    return normalize_intensity(gray)
+
+
+def histogram_reference(meta: dict) -> np.ndarray:
+    """The training-intensity quantiles stored in a checkpoint's metadata (for histogram matching)."""
+    ref = (meta or {}).get("histogram_reference")
+    if not ref:
+        raise CheckpointError("the model records no intensity reference of its training data, so histogram "
+                              "matching is not possible; turn histogram matching off")
+    ref = np.asarray(ref, dtype=np.float32)
+    if ref.ndim != 1 or ref.size < 2 or not np.isfinite(ref).all() or np.any(np.diff(ref) < 0):
+        raise CheckpointError("the model's intensity reference is malformed; turn histogram matching off")
+    return ref
+
+
+def _default_tile(task: str, meta: dict) -> int:
+    if task == "segment":
+        return SEGMENT_TILE
+    patch = ((meta or {}).get("training") or {}).get("patch_size")
+    return int(patch) if isinstance(patch, (int, float)) and patch >= 32 else CLASSIFY_TILE
+
+
+def predict_array(
+    model: torch.nn.Module,
+    meta: dict,
+    image: np.ndarray,
+    *,
+    tta: bool = False,
+    adabn: bool = False,
+    histogram_match: bool = False,
+    tile: int | None = None,
+    overlap: int = 64,
+    batch_size: int = 4,
+    min_size: int | None = None,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    warn: Callable[[str], None] | None = None,
+    stage: Callable[[str], None] | None = None,
+) -> PredictionResult:
+    """Run a loaded checkpoint on one grayscale image in [0, 1] (see :func:`prepare_image`).
+
+    Parameters
+    ----------
+    model, meta
+        From :func:`~napari_grainlab.core.models.load_checkpoint`.
+    image : (H, W) float array in [0, 1]
+    tta : average over the four flips (slower, smoother).
+    adabn : re-estimate the BatchNorm statistics on this image first (a copy of the model).
+    histogram_match : map the intensities onto the model's training intensities first; a model
+        without a recorded reference raises :class:`~napari_grainlab.core.models.CheckpointError`.
+    tile : tile side in px (default 512 for segmentation, the training patch size for classification).
+    overlap, batch_size, device, amp, warn
+        See :func:`~napari_grainlab.core.inference.tiling.predict_tiled`.
+    min_size : smallest grain area in px (segmentation; default
+        :func:`~napari_grainlab.core.inference.segment.default_min_size`).
+    progress : called with (tiles done, tiles total) after every batch.
+    stop : polled before every batch; when it returns True,
+        :class:`~napari_grainlab.core.inference.tiling.Cancelled` is raised.
+    stage : called with ``"adapt"``, ``"tiles"`` and ``"postprocess"`` as the work proceeds.
+    """
+    task = getattr(model, "task", None) or (meta or {}).get("task", "segment")
+    if task not in ("segment", "classify"):
+        raise CheckpointError(f"unknown model task {task!r}")
+    image = _check_image(image)
+    tile = _default_tile(task, meta) if not tile else int(tile)
+
+    def at(name: str) -> None:
+        if stop is not None and stop():
+            raise Cancelled("prediction stopped")
+        if stage is not None:
+            stage(name)
+
+    if histogram_match:
+        image = match_histogram(image, histogram_reference(meta))
+    if adabn:
+        at("adapt")
+        model = adapt_batchnorm(model, [image], device=device)
+    at("tiles")
+
+    def tiles_done(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done, total)
+        if done == total and stage is not None:
+            stage("postprocess")
+
+    if task == "segment":
+        res = segment_image(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
+                            device=device, amp=amp, min_size=min_size, progress=tiles_done, stop=stop, warn=warn)
+        return PredictionResult("segment", labels=res.labels, boundary=res.boundary, distance=res.distance)
+    class_map, confidence, tile_probs = classify_tiled(model, image, tile=tile, batch_size=batch_size, tta=tta,
+                                                       device=device, amp=amp, progress=tiles_done, stop=stop,
+                                                       warn=warn)
+    k = tile_probs.shape[1]
+    names = [str(c) for c in ((meta or {}).get("classes") or [])]
+    if len(names) != k:
+        names = [str(i) for i in range(k)]
+    return PredictionResult("classify", class_map=class_map, confidence=confidence, tile_probs=tile_probs,
+                            classes=tuple(names))
+
+
+_DONE = object()
+
+
+def iter_predict(model: torch.nn.Module, meta: dict, image: np.ndarray, *,
+                 stop: Callable[[], bool] | None = None,
+                 **kwargs: Any) -> Generator[PredictProgress, None, PredictionResult]:
+    """:func:`predict_array` as a generator: yields :class:`PredictProgress`, returns the result.
+
+    The prediction runs in a helper thread; its callbacks become events here. ``stop`` is polled
+    before every batch of tiles (``Cancelled`` is then raised here). Closing the generator early
+    stops the prediction after its current batch. Exceptions of the prediction are re-raised.
+    """
+    for name in ("progress", "stage", "warn"):
+        if name in kwargs:
+            raise TypeError(f"iter_predict reports {name} as events; do not pass {name}=")
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    abandoned = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def should_stop() -> bool:
+        return abandoned.is_set() or (stop is not None and bool(stop()))
+
+    def body() -> None:
+        try:
+            outcome["value"] = predict_array(
+                model, meta, image, stop=should_stop,
+                progress=lambda d, t: events.put(PredictProgress("tiles", int(d), int(t))),
+                stage=lambda s: events.put(PredictProgress(s)),
+                warn=lambda m: events.put(PredictProgress("warning", message=str(m))),
+                **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = exc
+        finally:
+            events.put(_DONE)
+
+    thread = threading.Thread(target=body, name="grainlab-predict", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = events.get()
+            if item is _DONE:
+                break
+            yield item
+    finally:
+        abandoned.set()
+        thread.join()
+    if "error" in outcome:
+        raise outcome.pop("error")
+    return outcome["value"]

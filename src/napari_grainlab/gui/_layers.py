@@ -1,0 +1,185 @@
+"""Helpers the docks share: a layer picker that follows the viewer, the pixel size of a layer,
+and adding-or-updating result layers."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QComboBox, QSizePolicy, QWidget
+
+from ..core.data.io import PIXEL_SIZE_RANGE, DataError, read_pixel_size
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+__all__ = ["LayerCombo", "layer_pixel_size", "put_layer", "spatial_of"]
+
+log = logging.getLogger(__name__)
+
+
+def _plausible(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    lo, hi = PIXEL_SIZE_RANGE
+    return v if math.isfinite(v) and lo <= v <= hi else None
+
+
+def layer_pixel_size(layer: Layer) -> tuple[float | None, str]:
+    """The pixel size (µm) of ``layer`` and where it came from ("" when unknown).
+
+    Looked up in the layer's metadata (``grainlab.pixel_size_um``, ``pixel_size_um``), its scale
+    when its units are lengths (a scale other than 1 in pixel units, napari's default, counts as µm),
+    then the TIFF it was opened from (``layer.source.path``: FEI / Zeiss SEM tags, ImageJ, the
+    resolution tags).
+    """
+    meta = layer.metadata if isinstance(getattr(layer, "metadata", None), dict) else {}
+    own = meta.get("grainlab") if isinstance(meta.get("grainlab"), dict) else {}
+    for value in (own.get("pixel_size_um"), meta.get("pixel_size_um")):
+        if _plausible(value):
+            return float(value), "layer metadata"
+    scale = float(layer.scale[-1]) if len(layer.scale) else 1.0
+    units = getattr(layer, "units", None)
+    if units is not None and len(units):
+        try:
+            um = float((scale * units[-1]).to("micrometer").magnitude)
+        except Exception:  # noqa: BLE001 - pixels or another non-length unit
+            um = None
+        if _plausible(um):
+            return um, "layer scale"
+    if scale != 1.0 and _plausible(scale) and (units is None or not len(units) or str(units[-1]) == "pixel"):
+        return scale, "layer scale (taken as µm)"
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if path:
+        try:
+            value = read_pixel_size(path)
+        except (DataError, OSError) as exc:
+            log.debug("no pixel size from %s: %s", path, exc)
+            value = None
+        if _plausible(value):
+            return float(value), "TIFF metadata"
+    return None, ""
+
+
+def spatial_of(layer: Layer) -> dict[str, Any]:
+    """``scale``, ``translate`` (and ``units``) of a 2-D layer, to give its result layers."""
+    out: dict[str, Any] = {"scale": tuple(float(s) for s in layer.scale[-2:]),
+                           "translate": tuple(float(t) for t in layer.translate[-2:])}
+    units = getattr(layer, "units", None)
+    if units is not None and len(units) >= 2:
+        out["units"] = tuple(str(u) for u in units[-2:])
+    return out
+
+
+def put_layer(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, name: str, **kwargs: Any) -> Layer:
+    """Add layer ``name`` of ``kind`` ("image" / "labels"), or replace the data (and features,
+    metadata, placement) of an existing layer of that name and kind, keeping its display settings."""
+    from napari.layers import Image, Labels
+
+    cls = {"image": Image, "labels": Labels}[kind]
+    existing = next((ly for ly in viewer.layers if ly.name == name and isinstance(ly, cls)), None)
+    if existing is None:
+        return getattr(viewer, f"add_{kind}")(data, name=name, **kwargs)
+    layer = existing
+    if "metadata" in kwargs:
+        layer.metadata = kwargs["metadata"]
+    if "units" in kwargs and hasattr(layer, "units"):
+        try:
+            layer.units = kwargs["units"]
+        except Exception:  # noqa: BLE001 - an unknown unit name: keep the old units
+            pass
+    for key in ("scale", "translate"):
+        if key in kwargs and tuple(getattr(layer, key)) != tuple(kwargs[key]):
+            setattr(layer, key, kwargs[key])
+    if kind == "labels":
+        layer.features = kwargs.get("features", {})
+        layer.data = data
+    else:
+        layer.data = data
+        if "contrast_limits" in kwargs:
+            layer.contrast_limits = kwargs["contrast_limits"]
+    return layer
+
+
+class LayerCombo(QComboBox):
+    """A combo box of the viewer's layers of one type; follows insertions, removals, renames.
+
+    ``layer_changed(layer or None)`` is emitted when the chosen layer changes.
+    """
+
+    layer_changed = Signal(object)
+
+    def __init__(self, viewer: napari.viewer.Viewer, kind: type, placeholder: str,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.kind = kind
+        self.placeholder = placeholder
+        self._layers: list[Layer] = []
+        self._current: Layer | None = None
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.currentIndexChanged.connect(self._on_index)
+        events = viewer.layers.events
+        events.inserted.connect(self._on_inserted)
+        events.removed.connect(self.refresh)
+        events.moved.connect(self.refresh)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def layers(self) -> list[Layer]:
+        """The viewer's layers of this type, top first (as in the layer list)."""
+        return [ly for ly in reversed(list(self.viewer.layers)) if isinstance(ly, self.kind)]
+
+    def current_layer(self) -> Layer | None:
+        return self._current if self._current in self.viewer.layers else None
+
+    def set_current_layer(self, layer: Layer) -> None:
+        self.refresh()
+        if layer in self._layers:
+            self.setCurrentIndex(self._layers.index(layer))
+
+    def _on_inserted(self, event: Any) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.name.connect(self.refresh)
+        try:
+            self.refresh()
+            if isinstance(layer, self.kind) and self._current is None:
+                self.set_current_layer(layer)
+        except RuntimeError:  # the combo's C++ part is gone
+            pass
+
+    def refresh(self, *_: Any) -> None:
+        try:
+            layers = self.layers()
+            current = self._current if self._current in layers else (layers[0] if layers else None)
+            self.blockSignals(True)
+            self.clear()
+            self._layers = layers
+            if layers:
+                self.addItems([ly.name for ly in layers])
+                self.setCurrentIndex(layers.index(current))
+            else:
+                self.addItem(self.placeholder)
+            self.setEnabled(bool(layers))
+            self.blockSignals(False)
+        except RuntimeError:  # the combo's C++ part is gone (dock closed)
+            return
+        if current is not self._current:
+            self._current = current
+            self.layer_changed.emit(current)
+
+    def _on_index(self, index: int) -> None:
+        layer = self._layers[index] if 0 <= index < len(self._layers) else None
+        if layer is not self._current:
+            self._current = layer
+            self.layer_changed.emit(layer)

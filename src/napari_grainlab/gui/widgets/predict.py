@@ -1,0 +1,760 @@
+"""The *Predict* dock: segment (or classify) micrographs in the viewer with a trained model.
+
+Pick a model checkpoint (a folder with ``model.safetensors`` + ``model.json``, chosen with
+*Browse…* or from the recent list) and an image layer, or every open image. The prediction runs
+in a worker thread (:class:`~napari_grainlab.gui.workers.GeneratorTask`) with a progress bar and
+*Cancel*; the model is loaded once per run and kept for the next run. Results become layers:
+
+``<image> grains``
+    Labels, one label per grain, with the per-grain table as ``features`` (area, equivalent
+    diameter, aspect ratio, orientation, … in µm when the pixel size is known), so hovering over
+    a grain shows its numbers;
+``<image> boundary``
+    Image, the boundary probability (``inferno``, additive blending);
+``<image> classes`` / ``<image> confidence``
+    for a classification model: the class map (Labels whose features name the classes) and the
+    probability of the chosen class.
+
+Running again replaces the data of these layers and keeps their display settings. Every
+failure (a corrupt model, a pickle offered as a model, an image stack) becomes a napari
+notification; a pickle file is never unpickled (only ``model.json`` is read to describe a model,
+and weights are loaded with safetensors).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from ..._sample_data import grain_features
+from ...core.data.io import DataError
+from ...core.models.checkpoint import CheckpointError, checkpoint_files, read_metadata
+from .._engine import engine_loaded, preload_engine
+from .._layers import LayerCombo, layer_pixel_size, put_layer, spatial_of
+from .._settings import recent_checkpoints, remember_checkpoint
+from ..workers import GeneratorTask, TaskResult, report_error
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+__all__ = ["ImageDone", "ImageFailed", "PredictJob", "PredictOptions", "PredictStatus", "PredictWidget",
+           "predict_jobs"]
+
+ERROR_STYLE = "color: #f0524f;"
+HINT_STYLE = "color: #999999;"
+#: errors whose message says it all (no traceback in the notification)
+EXPECTED_ERRORS = (CheckpointError, DataError, OSError, MemoryError, ValueError)
+
+
+# ============================================================================ worker side
+@dataclass
+class PredictJob:
+    """One image to predict, read from its layer on the main thread."""
+
+    name: str
+    data: np.ndarray
+    rgb: bool
+    pixel_size: float | None
+    spatial: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """The dock's settings for one run."""
+
+    tta: bool = False
+    adabn: bool = False
+    histogram_match: bool = False
+    tile: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    min_size: int | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class PredictStatus:
+    """Progress of a run: ``message``, and ``done`` of ``total`` tiles of the current image."""
+
+    message: str
+    done: int | None = None
+    total: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageDone:
+    """One image predicted; ``table`` (segmentation) is its grain table, ``summary`` its ASTM numbers."""
+
+    job: PredictJob
+    result: Any  # core.inference.PredictionResult
+    table: dict[str, np.ndarray] | None
+    summary: dict[str, float]
+    elapsed: float
+    model_path: str
+
+
+@dataclass(frozen=True)
+class ImageFailed:
+    job: PredictJob
+    error: BaseException
+
+
+_STAGE_TEXT = {"adapt": "adapting BatchNorm (AdaBN)…", "tiles": "predicting tiles…",
+               "postprocess": "separating grains…"}
+
+
+def _load_model(checkpoint: Path, device: str, cache: dict) -> tuple[Any, dict, Any]:
+    """(model, metadata, torch device), reusing the model of the previous run when unchanged."""
+    from ...core.inference import resolve_device
+    from ...core.models import load_checkpoint
+
+    dev = resolve_device(device)
+    weights, meta_file = checkpoint_files(checkpoint)
+    key = (str(weights.resolve()), weights.stat().st_mtime_ns, meta_file.stat().st_mtime_ns, str(dev))
+    if cache.get("key") == key:
+        return cache["model"], cache["meta"], dev
+    cache.clear()
+    model, meta = load_checkpoint(checkpoint, device=dev)
+    cache.update(key=key, model=model, meta=meta)
+    return model, meta, dev
+
+
+def predict_jobs(jobs: list[PredictJob], checkpoint: str | Path, options: PredictOptions,
+                 cache: dict | None = None, *, stop: threading.Event) -> Generator[Any, None, int]:
+    """Worker body: load the model once, then predict every job (no Qt, no viewer).
+
+    Yields :class:`PredictStatus` (with tile progress), :class:`ImageDone` and
+    :class:`ImageFailed` (an image the model cannot take; the others go on). Returns the number of
+    images predicted. ``stop`` cancels within a batch of tiles.
+    """
+    from ...core.inference import Cancelled, histogram_reference, iter_predict, prepare_image
+    from ...core.measure import astm_grain_size, grain_table, summarize
+
+    yield PredictStatus("loading the model…")
+    model, meta, device = _load_model(Path(checkpoint), options.device, {} if cache is None else cache)
+    if options.histogram_match:
+        histogram_reference(meta)  # a model without a reference: fail before any image
+    done = 0
+    n = len(jobs)
+    for k, job in enumerate(jobs):
+        if stop.is_set():
+            break
+        prefix = f"{job.name} ({k + 1}/{n})" if n > 1 else job.name
+        yield PredictStatus(f"{prefix}: preparing the image…")
+        t0 = time.perf_counter()
+        try:
+            image = prepare_image(job.data, job.name, rgb=job.rgb)
+            events = iter_predict(model, meta, image, stop=stop.is_set, tta=options.tta, adabn=options.adabn,
+                                  histogram_match=options.histogram_match, tile=options.tile,
+                                  overlap=options.overlap, batch_size=options.batch_size,
+                                  min_size=options.min_size, device=device)
+            result = yield from _relay(events, prefix)
+            table, summary = None, {}
+            if result.task == "segment":
+                table = grain_table(result.labels, job.pixel_size)
+                summary = summarize(result.labels, job.pixel_size)
+                summary.update(astm_grain_size(result.labels, job.pixel_size))
+        except Cancelled:
+            break
+        except EXPECTED_ERRORS as exc:
+            yield ImageFailed(job, exc)
+            continue
+        done += 1
+        yield ImageDone(job, result, table, summary, time.perf_counter() - t0, str(checkpoint))
+    return done
+
+
+def _relay(events, prefix: str):
+    """Turn :class:`~napari_grainlab.core.inference.PredictProgress` events into :class:`PredictStatus`."""
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as fin:
+            return fin.value
+        if ev.stage == "tiles" and ev.done is not None:
+            yield PredictStatus(f"{prefix}: tile {ev.done} of {ev.total}", ev.done, ev.total)
+        elif ev.stage == "warning":
+            yield PredictStatus(f"{prefix}: {ev.message}")
+        else:
+            yield PredictStatus(f"{prefix}: {_STAGE_TEXT.get(ev.stage, ev.stage)}")
+
+
+# ============================================================================ main side
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:#.{digits}g}".rstrip(".")
+
+
+def _hline() -> QFrame:
+    line = QFrame()
+    line.setFrameShape(QFrame.Shape.HLine)
+    line.setFrameShadow(QFrame.Shadow.Sunken)
+    return line
+
+
+def _section_title(text: str) -> QLabel:
+    label = QLabel(f"<b>{text}</b>")
+    label.setContentsMargins(0, 4, 0, 0)
+    return label
+
+
+def _devices() -> list[str]:
+    out = ["auto", "cpu"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out.append("cuda")
+            if torch.cuda.device_count() > 1:
+                out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            out.append("mps")
+    except Exception:  # noqa: BLE001 - torch import problems show up when predicting
+        pass
+    return out
+
+
+def _is_prediction(layer: Layer) -> bool:
+    """A layer this dock made (a boundary or confidence map)."""
+    own = layer.metadata.get("grainlab") if isinstance(layer.metadata, dict) else None
+    return isinstance(own, dict) and own.get("source") == "prediction"
+
+
+class PredictWidget(QWidget):
+    """Dock that runs a trained GrainLab model on image layers.
+
+    Scripts and tests drive it with :meth:`set_checkpoint`, :meth:`set_image_layer`,
+    :meth:`set_pixel_size` and :meth:`run`; the file dialogs are the methods
+    :meth:`ask_checkpoint_folder` and :meth:`ask_checkpoint_file`, which may be replaced.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.setMinimumWidth(340)
+        self._task: GeneratorTask | None = None
+        self._checkpoint: Path | None = None
+        self._meta: dict | None = None
+        self._model_cache: dict = {}
+        self._pixel_typed = False
+        self._run_summaries: list[str] = []
+        self._run_failures = 0
+        self._run_total = 0
+        self.last_results: list[ImageDone] = []
+
+        # ------------------------------------------------------------------ model
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("model folder (model.safetensors + model.json)")
+        self.checkpoint_edit.setToolTip("<p>A GrainLab model: a folder with <tt>model.safetensors</tt> and "
+                                        "<tt>model.json</tt> (a training run folder uses its <tt>best/</tt> "
+                                        "model). Press Enter to check it.</p>")
+        self.checkpoint_edit.editingFinished.connect(self._on_edit_finished)
+        self.browse_button = QToolButton()
+        self.browse_button.setText("Browse…")
+        self.browse_button.setToolTip("choose a model folder (the arrow: choose model.json or model.safetensors)")
+        self.browse_button.setPopupMode(QToolButton.ToolButtonPopupMode.MenuButtonPopup)
+        menu = QMenu(self.browse_button)
+        menu.addAction("Model folder…", self._browse_folder)
+        menu.addAction("Model file (model.json / .safetensors)…", self._browse_file)
+        self.browse_button.setMenu(menu)
+        self.browse_button.clicked.connect(self._browse_folder)
+        metrics = self.browse_button.fontMetrics()
+        self.browse_button.setMinimumWidth(metrics.horizontalAdvance("Browse…") + 34)  # text + menu arrow
+        path_row = QHBoxLayout()
+        path_row.setContentsMargins(0, 0, 0, 0)
+        path_row.addWidget(self.checkpoint_edit, 1)
+        path_row.addWidget(self.browse_button)
+
+        self.recent_combo = QComboBox()
+        self.recent_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.recent_combo.setMinimumContentsLength(10)
+        self.recent_combo.setToolTip("models used recently")
+        self.recent_combo.activated.connect(self._on_recent)
+        self.model_info = QLabel("No model chosen.")
+        self.model_info.setWordWrap(True)
+        self.model_info.setStyleSheet(HINT_STYLE)
+        self.model_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        # ------------------------------------------------------------------ image
+        self.image_combo = LayerCombo(self.viewer, Image, "(no image layer)")
+        self.image_combo.setToolTip("the micrograph to segment (grayscale or RGB, any bit depth)")
+        self.image_combo.layer_changed.connect(self._on_layer_changed)
+        self.all_check = QCheckBox("All open images")
+        self.all_check.setToolTip("predict every image layer in the viewer, one after the other")
+        self.all_check.toggled.connect(self._on_all_toggled)
+        self.pixel_spin = QDoubleSpinBox()
+        self.pixel_spin.setRange(0.0, 10000.0)
+        self.pixel_spin.setDecimals(5)
+        self.pixel_spin.setSingleStep(0.01)
+        self.pixel_spin.setSuffix(" µm")
+        self.pixel_spin.setSpecialValueText("unknown (px)")
+        self.pixel_spin.setToolTip("<p>Size of one pixel in µm, for grain sizes in µm and ASTM G. Filled in from "
+                                   "the layer (its metadata or scale) or the TIFF it came from (SEM vendor "
+                                   "tags, ImageJ, resolution tags); a value typed here wins.</p>")
+        self.pixel_spin.valueChanged.connect(self._on_pixel_typed)
+        self.pixel_hint = QLabel("")
+        self.pixel_hint.setStyleSheet(HINT_STYLE)
+
+        # ---------------------------------------------------------------- options
+        self.tta_check = QCheckBox("Test-time augmentation")
+        self.tta_check.setToolTip("average the prediction over the four flips of the image: smoother "
+                                  "boundaries, four times slower")
+        self.adabn_check = QCheckBox("AdaBN")
+        self.adabn_check.setToolTip("<p>Domain adaptation: re-estimate the network's BatchNorm statistics on "
+                                    "each image before predicting. Helps when the micrographs look different "
+                                    "from the training data (another microscope, detector or contrast).</p>")
+        self.histogram_check = QCheckBox("Histogram match")
+        self.histogram_check.setToolTip("<p>Domain adaptation: map the image's intensities onto those of the "
+                                        "model's training data before predicting.</p>")
+        adapt_row = QHBoxLayout()
+        adapt_row.setContentsMargins(0, 0, 0, 0)
+        adapt_row.addWidget(self.adabn_check)
+        adapt_row.addWidget(self.histogram_check)
+        adapt_row.addStretch(1)
+
+        # --------------------------------------------------------------- advanced
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(64, 8192)
+        self.tile_spin.setSingleStep(32)
+        self.tile_spin.setValue(512)
+        self.tile_spin.setSuffix(" px")
+        self.tile_spin.setToolTip("images are predicted in tiles of this size (multiples of 32); smaller "
+                                  "tiles need less memory")
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setRange(0, 1024)
+        self.overlap_spin.setSingleStep(16)
+        self.overlap_spin.setValue(64)
+        self.overlap_spin.setSuffix(" px")
+        self.overlap_spin.setToolTip("overlap of neighbouring tiles, blended smoothly (no seams)")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setValue(4)
+        self.batch_spin.setToolTip("tiles per forward pass (halved automatically when memory runs out)")
+        self.min_size_spin = QSpinBox()
+        self.min_size_spin.setRange(0, 1_000_000)
+        self.min_size_spin.setSpecialValueText("auto")
+        self.min_size_spin.setSuffix(" px")
+        self.min_size_spin.setToolTip("smallest grain area in pixels; smaller fragments join a neighbour "
+                                      "(auto: 16 px, more on very large images)")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(_devices())
+        self.device_combo.setToolTip("auto: a CUDA or Apple GPU when there is one, else the CPU")
+        advanced = QWidget()
+        adv_form = QFormLayout(advanced)
+        adv_form.setContentsMargins(0, 0, 0, 0)
+        adv_form.addRow("Tile size", self.tile_spin)
+        adv_form.addRow("Tile overlap", self.overlap_spin)
+        adv_form.addRow("Batch size", self.batch_spin)
+        adv_form.addRow("Min. grain size", self.min_size_spin)
+        adv_form.addRow("Device", self.device_combo)
+        self.advanced_section = QCollapsible("Advanced", expandedIcon="▼", collapsedIcon="▶")
+        self.advanced_section.setDuration(120)
+        self.advanced_section.addWidget(advanced)
+
+        # ------------------------------------------------------------------- run
+        self.run_button = QPushButton("Predict")
+        self.run_button.setToolTip("run the model on the chosen image(s)")
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("stop after the current batch of tiles")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("")
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        run_row = QHBoxLayout()
+        run_row.setContentsMargins(0, 0, 0, 0)
+        run_row.addWidget(self.run_button, 1)
+        run_row.addWidget(self.cancel_button)
+
+        # ----------------------------------------------------------------- layout
+        form = QFormLayout()
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow(_section_title("Model"))
+        form.addRow(path_row)
+        form.addRow("Recent", self.recent_combo)
+        form.addRow(self.model_info)
+        form.addRow(_section_title("Image"))
+        form.addRow("Image", self.image_combo)
+        form.addRow("", self.all_check)
+        form.addRow("Pixel size", self.pixel_spin)
+        form.addRow("", self.pixel_hint)
+        form.addRow(_section_title("Options"))
+        form.addRow(self.tta_check)
+        form.addRow("Adaptation", adapt_row)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 4, 6, 6)
+        layout.setSpacing(4)
+        layout.addLayout(form)
+        layout.addWidget(self.advanced_section)
+        layout.addWidget(_hline())
+        layout.addLayout(run_row)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+
+        self._fill_recent()
+        self._update_model_dependent()
+        self._on_layer_changed(self.image_combo.current_layer())
+
+    # ------------------------------------------------------------------ model
+    def ask_checkpoint_folder(self) -> Path | None:
+        start = str(self._checkpoint.parent if self._checkpoint else Path.home())
+        path = QFileDialog.getExistingDirectory(self, "Model folder (model.safetensors + model.json)", start)
+        return Path(path) if path else None
+
+    def ask_checkpoint_file(self) -> Path | None:
+        start = str(self._checkpoint if self._checkpoint else Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", start,
+                                              "GrainLab model (model.json *.safetensors *.json);;All files (*)")
+        return Path(path) if path else None
+
+    def _browse_folder(self) -> None:
+        path = self.ask_checkpoint_folder()
+        if path is not None:
+            self.set_checkpoint(path)
+
+    def _browse_file(self) -> None:
+        path = self.ask_checkpoint_file()
+        if path is not None:
+            self.set_checkpoint(path)
+
+    def _on_edit_finished(self) -> None:
+        text = self.checkpoint_edit.text().strip()
+        if text and (self._checkpoint is None or Path(text).expanduser() != self._checkpoint):
+            self.set_checkpoint(text)
+
+    def _on_recent(self, index: int) -> None:
+        path = self.recent_combo.itemData(index)
+        if path:
+            self.set_checkpoint(path)
+
+    def _fill_recent(self) -> None:
+        recent = recent_checkpoints()
+        self.recent_combo.blockSignals(True)
+        self.recent_combo.clear()
+        if not recent:
+            self.recent_combo.addItem("(none yet)")
+        for p in recent:
+            path = Path(p)
+            label = f"{path.parent.name}/{path.name}" if path.name in ("best", "last") else path.name
+            self.recent_combo.addItem(label, p)
+            self.recent_combo.setItemData(self.recent_combo.count() - 1, p, Qt.ItemDataRole.ToolTipRole)
+        self.recent_combo.setEnabled(bool(recent))
+        self.recent_combo.setCurrentIndex(0)
+        self.recent_combo.blockSignals(False)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The validated model checkpoint, or None."""
+        return self._checkpoint
+
+    @property
+    def model_metadata(self) -> dict | None:
+        return self._meta
+
+    def set_checkpoint(self, path: str | Path) -> bool:
+        """Choose and check a model (reads only ``model.json``); False with a notification when it is no
+        GrainLab model (a corrupt description, a pickle, missing weights)."""
+        path = Path(path).expanduser()
+        self.checkpoint_edit.setText(str(path))
+        try:
+            weights, _ = checkpoint_files(path)
+            meta = read_metadata(path)
+            if not weights.stat().st_size:
+                raise CheckpointError(f"{weights}: the weights file is empty")
+        except (CheckpointError, OSError) as exc:
+            self._checkpoint, self._meta = None, None
+            self.model_info.setStyleSheet(ERROR_STYLE)
+            self.model_info.setText(f"Not a usable model: {exc}")
+            self._update_model_dependent()
+            show_error(f"Cannot use this model: {exc}")
+            return False
+        self._checkpoint, self._meta = path, meta
+        self.model_info.setStyleSheet(HINT_STYLE)
+        self.model_info.setText(self._describe(meta))
+        self.model_info.setToolTip(str(path))
+        remember_checkpoint(path)
+        self._fill_recent()
+        self._update_model_dependent()
+        return True
+
+    @staticmethod
+    def _describe(meta: dict) -> str:
+        task = meta.get("task", "segment")
+        parts = ["Segmentation" if task == "segment" else "Classification", str(meta.get("backbone", "?"))]
+        classes = meta.get("classes") or []
+        if task == "classify" and classes:
+            parts.append(f"{len(classes)} classes: {', '.join(map(str, classes))}")
+        metrics = meta.get("metrics") or {}
+        for key, label in (("boundary_f1", "boundary F1"), ("macro_f1", "macro F1"), ("accuracy", "accuracy")):
+            value = metrics.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                parts.append(f"{label} {value:.3f}")
+                break
+        epoch = meta.get("epoch")
+        if isinstance(epoch, int):
+            parts.append(f"epoch {epoch}")
+        return " · ".join(parts)
+
+    def _update_model_dependent(self) -> None:
+        meta = self._meta or {}
+        has_ref = bool(meta.get("histogram_reference"))
+        self.histogram_check.setEnabled(has_ref or self._meta is None)
+        if self._meta is not None and not has_ref:
+            self.histogram_check.setChecked(False)
+            self.histogram_check.setToolTip("this model records no intensity reference of its training data")
+        segment = meta.get("task", "segment") == "segment"
+        self.min_size_spin.setEnabled(segment)
+        if self._meta is not None:
+            patch = (meta.get("training") or {}).get("patch_size")
+            if not segment and isinstance(patch, int) and patch >= 64:
+                self.tile_spin.setValue(patch)
+            elif segment and self.tile_spin.value() < 256:
+                self.tile_spin.setValue(512)
+        self._update_run_enabled()
+
+    # ------------------------------------------------------------------ image
+    def set_image_layer(self, layer: Layer) -> None:
+        self.all_check.setChecked(False)
+        self.image_combo.set_current_layer(layer)
+
+    def _on_all_toggled(self, on: bool) -> None:
+        self._on_layer_changed(self.image_combo.current_layer())
+
+    def _on_layer_changed(self, layer: Layer | None) -> None:
+        if self._pixel_typed:
+            self._update_run_enabled()
+            return
+        value, source = layer_pixel_size(layer) if layer is not None else (None, "")
+        self.pixel_spin.blockSignals(True)
+        self.pixel_spin.setValue(value or 0.0)
+        self.pixel_spin.blockSignals(False)
+        if self.all_check.isChecked():
+            self.pixel_hint.setText("each image's own pixel size (type one to use it for all)")
+        elif value:
+            self.pixel_hint.setText(f"from the {source}")
+        elif layer is not None:
+            self.pixel_hint.setText("not in the metadata: type it in for sizes in µm")
+        else:
+            self.pixel_hint.setText("")
+        self._update_run_enabled()
+
+    def _on_pixel_typed(self, value: float) -> None:
+        self._pixel_typed = value > 0
+        if self._pixel_typed:
+            self.pixel_hint.setText("typed in")
+        else:
+            self._on_layer_changed(self.image_combo.current_layer())
+
+    def set_pixel_size(self, value: float | None) -> None:
+        """Type a pixel size in µm (None or 0: use each image's own)."""
+        self.pixel_spin.setValue(float(value or 0.0))
+
+    def _update_run_enabled(self) -> None:
+        if not self.is_running:
+            self.run_button.setEnabled(True)
+
+    # -------------------------------------------------------------------- run
+    @property
+    def is_running(self) -> bool:
+        return self._task is not None and self._task.is_running
+
+    @property
+    def task(self) -> GeneratorTask | None:
+        return self._task
+
+    def options(self) -> PredictOptions:
+        return PredictOptions(
+            tta=self.tta_check.isChecked(), adabn=self.adabn_check.isChecked(),
+            histogram_match=self.histogram_check.isChecked() and self.histogram_check.isEnabled(),
+            tile=int(self.tile_spin.value()), overlap=int(self.overlap_spin.value()),
+            batch_size=int(self.batch_spin.value()), min_size=int(self.min_size_spin.value()) or None,
+            device=self.device_combo.currentText())
+
+    def _on_run_clicked(self) -> None:
+        self.run()
+
+    def _jobs(self) -> list[PredictJob]:
+        if self.all_check.isChecked():  # every micrograph, not the maps predicted earlier
+            layers = [ly for ly in self.image_combo.layers() if not _is_prediction(ly)]
+        else:
+            layers = [self.image_combo.current_layer()]
+        typed = float(self.pixel_spin.value()) if self._pixel_typed else None
+        jobs = []
+        for layer in reversed([ly for ly in layers if ly is not None]):  # bottom first, as listed in napari
+            data = layer.data[0] if layer.multiscale else layer.data
+            pixel = typed if typed else layer_pixel_size(layer)[0]
+            jobs.append(PredictJob(layer.name, np.array(data, copy=True), bool(layer.rgb), pixel,
+                                   spatial_of(layer)))
+        return jobs
+
+    def run(self) -> GeneratorTask | None:
+        """Predict the chosen image(s) in a worker thread; None when nothing could start
+        (the reason is shown as a notification)."""
+        if self.is_running:
+            return None
+        text = self.checkpoint_edit.text().strip()
+        if text and (self._checkpoint is None or Path(text).expanduser() != self._checkpoint):
+            if not self.set_checkpoint(text):
+                return None
+        if self._checkpoint is None:
+            show_error("Choose a model first: a folder with model.safetensors and model.json")
+            return None
+        try:
+            jobs = self._jobs()
+        except (MemoryError, ValueError, TypeError) as exc:
+            show_error(f"Cannot read the image layer: {exc}")
+            return None
+        if not jobs:
+            show_error("No image layer to predict: open a micrograph first")
+            return None
+        options = self.options()
+        if not engine_loaded():
+            self._set_status("Loading PyTorch…")
+            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+            try:
+                QApplication.processEvents()
+                preload_engine()
+            except Exception as exc:  # noqa: BLE001 - a broken torch install: tell, do not crash
+                self._set_status(f"Cannot load PyTorch: {exc}", error=True)
+                report_error(exc, "Loading PyTorch")
+                return None
+            finally:
+                QApplication.restoreOverrideCursor()
+        self.last_results = []
+        self._run_summaries, self._run_failures, self._run_total = [], 0, len(jobs)
+        task = GeneratorTask(predict_jobs, jobs, self._checkpoint, options, self._model_cache,
+                             description="Predicting grains", progress_bar=self.progress_bar,
+                             cancel_button=self.cancel_button, notify_errors=False, parent=self)
+        task.yielded.connect(self._on_event)
+        task.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self._set_status(f"Predicting {len(jobs)} image{'s' if len(jobs) > 1 else ''}…")
+        if self._task is not None:
+            self._task.deleteLater()
+        self._task = task
+        task.start()
+        return task
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, PredictStatus):
+            self._set_status(event.message)
+        elif isinstance(event, ImageDone):
+            try:
+                self._show_result(event)
+            except Exception as exc:  # noqa: BLE001 - never let a layer problem escape into Qt
+                report_error(exc, f"Showing the prediction of {event.job.name}")
+                return
+            self.last_results.append(event)
+            self._run_summaries.append(self._summary_text(event))
+        elif isinstance(event, ImageFailed):
+            self._run_failures += 1
+            show_error(f"Cannot predict {event.job.name}: {event.error}")
+
+    def _summary_text(self, done: ImageDone) -> str:
+        res = done.result
+        if res.task != "segment":
+            probs = res.class_probabilities
+            return f"{done.job.name}: {res.image_class} ({float(probs.max()):.0%})"
+        s = done.summary
+        unit = "µm" if done.job.pixel_size else "px"
+        n = int(s.get("grains", 0))
+        text = f"{done.job.name}: {n} grain{'' if n == 1 else 's'}, mean ⌀ {_fmt(s.get('mean_diameter'))} {unit}"
+        if done.job.pixel_size:
+            text += f", ASTM G {_fmt(s.get('astm_g'), 3)}"
+        return text
+
+    def _show_result(self, done: ImageDone) -> None:
+        job, res = done.job, done.result
+        px = job.pixel_size
+        meta = {"grainlab": {"source": "prediction", "model": done.model_path, "image": job.name,
+                             "pixel_size_um": px}}
+        common = {**job.spatial, "metadata": meta}
+        if res.task == "segment":
+            put_layer(self.viewer, "image", res.boundary, f"{job.name} boundary", colormap="inferno",
+                      blending="additive", opacity=0.6, contrast_limits=(0.0, 1.0), **common)
+            grains = put_layer(self.viewer, "labels", res.labels, f"{job.name} grains",
+                               features=grain_features(done.table), opacity=0.45, **common)
+            self.viewer.layers.selection.active = grains
+        else:
+            k = len(res.classes)
+            probs = res.class_probabilities
+            area = np.bincount(res.class_map.ravel(), minlength=k)[:k] / res.class_map.size
+            features = {"index": np.arange(1, k + 1), "class": np.array(res.classes, dtype=object),
+                        "image_probability": probs.astype(np.float64), "area_fraction": area}
+            put_layer(self.viewer, "image", res.confidence, f"{job.name} confidence", colormap="viridis",
+                      opacity=0.5, contrast_limits=(0.0, 1.0), **common)
+            classes = put_layer(self.viewer, "labels", res.class_map.astype(np.uint32) + 1, f"{job.name} classes",
+                                features=features, opacity=0.45, **common)
+            self.viewer.layers.selection.active = classes
+
+    def _on_finished(self, result: TaskResult) -> None:
+        self.run_button.setEnabled(True)
+        n_done, total = len(self.last_results), self._run_total
+        lines = list(self._run_summaries)
+        if result.status == "completed":
+            head = f"Predicted {n_done} of {total} images in {result.elapsed:.1f} s" if total > 1 else \
+                f"Done in {result.elapsed:.1f} s"
+            if self._run_failures:
+                head += f" ({self._run_failures} failed)"
+            self._set_status("\n".join([head, *lines]), error=n_done == 0)
+        elif result.status == "cancelled":
+            self._set_status("\n".join([f"Cancelled: {n_done} of {total} images predicted", *lines]))
+            show_info(f"Prediction cancelled: {n_done} of {total} images done")
+        else:
+            error = result.error
+            self._set_status(f"Prediction failed: {error}", error=True)
+            if isinstance(error, EXPECTED_ERRORS):
+                show_error(f"Prediction failed: {error}")
+            else:
+                report_error(error, "Prediction")
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self.status_label.setStyleSheet(ERROR_STYLE if error else "")
+        self.status_label.setText(text)

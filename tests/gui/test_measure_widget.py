@@ -1,0 +1,155 @@
+"""The Measure dock (real napari viewers, pytest-qt): table, histogram, ASTM G, CSV, auto-refresh."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+pytest.importorskip("pytestqt")
+
+from napari_grainlab.core.measure import astm_grain_size, grain_table  # noqa: E402
+
+pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:System theme detection:UserWarning")]
+
+WAIT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from napari_grainlab.core.synthetic import SynthParams, TessellationParams, generate
+
+    return generate(SynthParams(height=160, width=160, tessellation=TessellationParams(grains=40)), seed=5)
+
+
+@pytest.fixture
+def dock(viewer):
+    from napari_grainlab.gui.widgets.measure import MeasureWidget
+
+    widget = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Measure")
+    return widget
+
+
+def wait_measured(qtbot, dock):
+    qtbot.waitUntil(lambda: not dock.busy and dock.measurement is not None, timeout=WAIT_MS)
+    return dock.measurement
+
+
+def test_table_histogram_and_astm_g(qtbot, viewer, dock, sample, notifications):
+    labels = viewer.add_labels(sample.labels, name="grains", metadata={"grainlab": {"pixel_size_um": 0.1}})
+    m = wait_measured(qtbot, dock)
+    assert dock.pixel_spin.value() == pytest.approx(0.1) and "metadata" in dock.pixel_hint.text()
+    n = len(np.unique(sample.labels[sample.labels > 0]))
+    assert dock.table_model.rowCount() == n and len(m.table["label"]) == n
+    expected = astm_grain_size(sample.labels, 0.1)
+    assert m.astm["astm_g"] == pytest.approx(expected["astm_g"])
+    text = dock.summary_label.text()
+    assert f"<b>{n}</b> grains" in text and f"{expected['astm_g']:#.3g}".rstrip(".") in text and "µm" in text
+    assert dock.histogram.n_bars > 1
+    from qtpy.QtCore import Qt
+
+    headers = [dock.table_model.headerData(i, Qt.Orientation.Horizontal)
+               for i in range(dock.table_model.columnCount())]
+    assert "⌀ eq. [µm]" in headers
+    # the measured table became the layer's features (hovering shows a grain's numbers)
+    assert {"index", "equivalent_diameter", "area"} <= set(labels.features.columns)
+    assert not notifications.messages("error")
+
+
+def test_without_pixel_size_g_is_a_dash_until_typed_in(qtbot, viewer, dock, sample):
+    viewer.add_labels(sample.labels, name="grains")
+    m = wait_measured(qtbot, dock)
+    assert m.pixel_size is None and "G = —" in dock.summary_label.text()
+    assert "needs the pixel size" in dock.summary_label.text()
+    assert "type it in" in dock.pixel_hint.text()
+    dock.set_pixel_size(0.2)
+    qtbot.waitUntil(lambda: not dock.busy and dock.measurement is not None and dock.measurement.pixel_size == 0.2,
+                    timeout=WAIT_MS)
+    assert dock.measurement.astm["astm_g"] == pytest.approx(astm_grain_size(sample.labels, 0.2)["astm_g"])
+    assert "typed" in dock.pixel_hint.text()
+
+
+def test_export_csv(qtbot, viewer, dock, sample, tmp_path):
+    viewer.add_labels(sample.labels, name="grains", scale=(0.1, 0.1))
+    m = wait_measured(qtbot, dock)
+    dock.ask_csv_path = lambda: tmp_path / "out.csv"
+    path = dock.export_csv()
+    assert path == tmp_path / "out.csv"
+    lines = path.read_text().splitlines()
+    assert "equivalent_diameter [um]" in lines[0] and len(lines) == 1 + len(m.table["label"])
+    assert not list(tmp_path.glob(".*.part"))  # atomic: no temporaries left
+
+
+def test_auto_refresh_follows_edits(qtbot, viewer, dock, sample):
+    layer = viewer.add_labels(sample.labels.copy(), name="grains")
+    before = len(wait_measured(qtbot, dock).table["label"])
+    merged = sample.labels.copy()
+    merged[merged == 2] = 1  # merge two grains
+    layer.data = merged
+    qtbot.waitUntil(lambda: not dock.busy and dock.measurement is not None
+                    and len(dock.measurement.table["label"]) == before - 1, timeout=WAIT_MS)
+    # painting (in place, as the brush does) is followed too
+    ys, xs = np.nonzero(merged == 3)
+    layer.paint((ys[0], xs[0]), 1, refresh=True)
+    layer.brush_size = 400
+    layer.paint((ys[0], xs[0]), 7, refresh=True)  # one brush stroke over the whole image: one grain
+    qtbot.waitUntil(lambda: not dock.busy and len(dock.measurement.table["label"]) == 1, timeout=WAIT_MS)
+    dock.auto_check.setChecked(False)
+    layer.data = sample.labels.copy()
+    qtbot.wait(600)
+    assert len(dock.measurement.table["label"]) == 1  # auto off: unchanged until Refresh
+    dock.refresh_button.click()
+    qtbot.waitUntil(lambda: not dock.busy and len(dock.measurement.table["label"]) == before, timeout=WAIT_MS)
+
+
+def test_sorting_and_selecting_a_grain(qtbot, viewer, dock, sample):
+    from qtpy.QtCore import Qt
+
+    layer = viewer.add_labels(sample.labels, name="grains")
+    m = wait_measured(qtbot, dock)
+    col = [c for c in range(dock.table_model.columnCount())
+           if dock.table_model.headerData(c, Qt.Orientation.Horizontal).startswith("⌀")][0]
+    dock.table_view.sortByColumn(col, Qt.SortOrder.DescendingOrder)
+    largest = int(m.table["label"][np.argmax(m.table["equivalent_diameter"])])
+    assert dock.table_model.label_at(0) == largest
+    dock.table_view.selectRow(0)
+    assert layer.selected_label == largest
+    dock.only_selected.setChecked(True)
+    assert layer.show_selected_label
+    dock._on_row_double_clicked(dock.table_model.index(0, 0))
+    t = grain_table(sample.labels)
+    row = int(np.nonzero(t["label"] == largest)[0][0])
+    scene = getattr(viewer, "scene", None)
+    camera = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+    assert camera.center[-2:] == pytest.approx((t["centroid_y"][row], t["centroid_x"][row]))
+
+
+def test_switching_layers_and_bad_layers(qtbot, viewer, dock, sample, notifications):
+    viewer.add_labels(sample.labels, name="grains")
+    wait_measured(qtbot, dock)
+    viewer.add_labels(np.zeros((3, 32, 32), np.uint16), name="stack")
+    dock.set_labels_layer(viewer.layers["stack"])
+    qtbot.waitUntil(lambda: not dock.busy, timeout=WAIT_MS)
+    assert dock.measurement is None and "2-D" in dock.summary_label.text()
+    assert not dock.export_button.isEnabled()
+    assert dock.export_csv("/nonexistent/x.csv") is None
+    assert any("Nothing to export" in m for m in notifications.messages("error"))
+    empty = viewer.add_labels(np.zeros((32, 32), np.uint16), name="empty")
+    dock.set_labels_layer(empty)
+    m = wait_measured(qtbot, dock)
+    assert len(m.table["label"]) == 0 and "no grains" in dock.histogram.axes.texts[0].get_text()
+    viewer.layers.clear()
+    qtbot.waitUntil(lambda: not dock.busy, timeout=WAIT_MS)
+    assert dock.current_layer() is None and "No labels layer" in dock.summary_label.text()
+
+
+def test_pixel_size_from_the_source_tiff(qtbot, viewer, dock, sample, tmp_path):
+    from napari_grainlab.core._io import write_tiff
+
+    path = tmp_path / "grains.tif"
+    write_tiff(path, sample.labels.astype(np.uint16), pixel_size_um=0.4)
+    layer = viewer.open(str(path), plugin="napari", layer_type="labels")[0]
+    dock.set_labels_layer(layer)
+    m = wait_measured(qtbot, dock)
+    assert m.pixel_size == pytest.approx(0.4) and "TIFF" in dock.pixel_hint.text()

@@ -1,0 +1,277 @@
+"""The Predict dock (real napari viewers, pytest-qt): layers with features, bad inputs as notifications."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+pytest.importorskip("pytestqt")
+
+pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:System theme detection:UserWarning")]
+
+WAIT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Small untrained checkpoints (resnet18): a segmentation model with an intensity reference, one
+    without, and a two-class classifier."""
+    import torch
+
+    from napari_grainlab.core.models import ModelSpec, build_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    seg = build_model(ModelSpec(task="segment", backbone="resnet18", decoder_channels=(16, 16, 8, 8, 8))).eval()
+    save_checkpoint(root / "seg", seg, {"histogram_reference": np.linspace(0, 1, 32).tolist(),
+                                        "metrics": {"boundary_f1": 0.5}})
+    save_checkpoint(root / "seg_noref", seg)
+    cls = build_model(ModelSpec(task="classify", backbone="resnet18", num_classes=2,
+                                classes=["ferrite", "pearlite"])).eval()
+    save_checkpoint(root / "cls", cls, {"training": {"patch_size": 64}})
+    return root
+
+
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAINLAB_CONFIG_DIR", str(tmp_path / "config"))
+    return tmp_path / "config"
+
+
+@pytest.fixture
+def micrograph():
+    from napari_grainlab.core.synthetic import SynthParams, TessellationParams, generate
+
+    return generate(SynthParams(height=96, width=96, tessellation=TessellationParams(grains=20)), seed=3).image
+
+
+@pytest.fixture
+def dock(viewer):
+    from napari_grainlab.gui.widgets.predict import PredictWidget
+
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    widget.tile_spin.setValue(64)
+    widget.overlap_spin.setValue(16)
+    widget.device_combo.setCurrentText("cpu")
+    return widget
+
+
+def run_and_wait(qtbot, dock):
+    task = dock.run()
+    assert task is not None
+    qtbot.waitUntil(lambda: task.result is not None, timeout=WAIT_MS)
+    return task.result
+
+
+def test_predict_adds_grains_and_boundary_layers_with_features(qtbot, viewer, dock, checkpoints, micrograph,
+                                                             notifications):
+    from napari.layers import Image, Labels
+
+    image = viewer.add_image(micrograph, name="sem", scale=(0.05, 0.05), translate=(3.0, 4.0))
+    assert dock.set_checkpoint(checkpoints / "seg")
+    assert "Segmentation" in dock.model_info.text() and "resnet18" in dock.model_info.text()
+    assert dock.pixel_spin.value() == pytest.approx(0.05)  # from the layer's scale
+    result = run_and_wait(qtbot, dock)
+    assert result.status == "completed", result.error
+
+    grains, boundary = viewer.layers["sem grains"], viewer.layers["sem boundary"]
+    assert isinstance(grains, Labels) and isinstance(boundary, Image)
+    assert grains.data.shape == micrograph.shape and grains.data.max() >= 1
+    features = grains.features
+    for col in ("index", "area", "equivalent_diameter", "aspect_ratio", "orientation"):
+        assert col in features.columns
+    assert sorted(features["index"]) == sorted(np.unique(grains.data[grains.data > 0]))
+    # areas in µm² with the 0.05 µm pixel: the areas sum to the labelled area
+    assert features["area"].sum() == pytest.approx(np.count_nonzero(grains.data) * 0.05 ** 2)
+    assert grains.metadata["grainlab"]["pixel_size_um"] == pytest.approx(0.05)
+    for layer in (grains, boundary):
+        assert tuple(layer.scale) == tuple(image.scale) and tuple(layer.translate) == tuple(image.translate)
+    assert boundary.colormap.name == "inferno" and str(boundary.blending) == "additive"
+    assert 0.0 <= boundary.data.min() and boundary.data.max() <= 1.0
+    assert viewer.layers.selection.active is grains
+    # hovering over a grain shows its numbers
+    label = int(features["index"].iloc[0])
+    y, x = np.argwhere(grains.data == label)[0]
+    status = grains.get_status(grains.data_to_world((y, x)), world=True)
+    text = json.dumps(status, default=str) if not isinstance(status, str) else status
+    assert "equivalent_diameter" in text
+    assert "grain" in dock.status_label.text() and "ASTM G" in dock.status_label.text()
+    assert not notifications.messages("error")
+
+    # a second run updates the same layers in place
+    n_layers = len(viewer.layers)
+    grains.opacity = 0.9
+    dock.tta_check.setChecked(True)
+    assert run_and_wait(qtbot, dock).status == "completed"
+    assert len(viewer.layers) == n_layers and viewer.layers["sem grains"] is grains and grains.opacity == 0.9
+
+
+def test_rgb_and_16_bit_images_and_all_images(qtbot, viewer, dock, checkpoints, micrograph, notifications):
+    rgb = np.stack([micrograph, micrograph // 2, micrograph], axis=-1).astype(np.uint8)
+    viewer.add_image(rgb, name="colour", rgb=True)
+    viewer.add_image(micrograph.astype(np.uint16) * 64 + 1000, name="deep")
+    dock.set_checkpoint(checkpoints / "seg")
+    dock.all_check.setChecked(True)
+    dock.adabn_check.setChecked(True)
+    dock.histogram_check.setChecked(True)
+    result = run_and_wait(qtbot, dock)
+    assert result.status == "completed", result.error
+    assert result.value == 2 and len(dock.last_results) == 2
+    for name in ("colour", "deep"):
+        assert viewer.layers[f"{name} grains"].data.shape == micrograph.shape
+        assert viewer.layers[f"{name} grains"].features["equivalent_diameter"].notna().all()
+    # again: the boundary maps of the first run are no micrographs to predict
+    assert run_and_wait(qtbot, dock).value == 2
+    assert not notifications.messages("error")
+
+
+def test_an_image_stack_is_a_notification(qtbot, viewer, dock, checkpoints, micrograph, notifications):
+    viewer.add_image(np.stack([micrograph] * 3), name="stack")
+    dock.set_checkpoint(checkpoints / "seg")
+    result = run_and_wait(qtbot, dock)
+    assert result.status == "completed" and result.value == 0
+    assert any("stack" in m for m in notifications.messages("error"))
+    assert "stack grains" not in viewer.layers
+
+
+def test_no_image_layer_and_no_model_are_notifications(viewer, dock, checkpoints, notifications, micrograph):
+    assert dock.run() is None  # no model yet
+    assert any("model" in m.lower() for m in notifications.messages("error"))
+    dock.set_checkpoint(checkpoints / "seg")
+    assert dock.run() is None  # no image layer
+    assert any("No image layer" in m for m in notifications.messages("error"))
+    assert dock.task is None
+
+
+def test_corrupt_checkpoints_are_notifications(qtbot, viewer, dock, checkpoints, micrograph, notifications,
+                                               tmp_path):
+    import shutil
+
+    viewer.add_image(micrograph, name="sem")
+    bad_json = tmp_path / "bad_json"
+    shutil.copytree(checkpoints / "seg", bad_json)
+    (bad_json / "model.json").write_text("{not json")
+    assert not dock.set_checkpoint(bad_json)
+    assert "Not a usable model" in dock.model_info.text()
+    assert any("unreadable metadata" in m for m in notifications.messages("error"))
+    assert dock.run() is None
+
+    bad_weights = tmp_path / "bad_weights"
+    shutil.copytree(checkpoints / "seg", bad_weights)
+    (bad_weights / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    assert dock.set_checkpoint(bad_weights)  # the description is fine; the weights fail when loaded
+    result = run_and_wait(qtbot, dock)
+    assert result.status == "failed"
+    assert any("corrupt weights" in m for m in notifications.messages("error"))
+    assert "failed" in dock.status_label.text() and dock.run_button.isEnabled()
+    assert "sem grains" not in viewer.layers
+
+    assert not dock.set_checkpoint(tmp_path / "nowhere")
+    assert not dock.set_checkpoint(tmp_path)  # a folder without model.json
+
+
+class _Payload:
+    """Unpickling this creates the file ``path``: proof that a pickle ran."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_pickle_is_refused_and_never_unpickled(qtbot, viewer, dock, checkpoints, micrograph, notifications,
+                                                  tmp_path):
+    import shutil
+
+    viewer.add_image(micrograph, name="sem")
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "model.pth"
+    evil.write_bytes(pickle.dumps(_Payload(marker)))
+    assert not dock.set_checkpoint(evil)
+    assert any("pickle" in m for m in notifications.messages("error"))
+    # a pickle disguised as the weights of a model folder
+    disguised = tmp_path / "disguised"
+    shutil.copytree(checkpoints / "seg", disguised)
+    (disguised / "model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    dock.set_checkpoint(disguised)
+    result = run_and_wait(qtbot, dock)
+    assert result.status == "failed"
+    assert not marker.exists()
+    assert "sem grains" not in viewer.layers
+
+
+def test_histogram_match_needs_a_reference(viewer, dock, checkpoints):
+    dock.set_checkpoint(checkpoints / "seg_noref")
+    assert not dock.histogram_check.isEnabled() and not dock.options().histogram_match
+    dock.set_checkpoint(checkpoints / "seg")
+    assert dock.histogram_check.isEnabled()
+    dock.histogram_check.setChecked(True)
+    assert dock.options().histogram_match
+
+
+def test_cancel_stops_the_run(qtbot, viewer, dock, checkpoints, micrograph):
+    viewer.add_image(np.tile(micrograph, (4, 4)), name="big")
+    dock.set_checkpoint(checkpoints / "seg")
+    task = dock.run()
+    assert dock.cancel_button.isEnabled()
+    task.cancel()
+    qtbot.waitUntil(lambda: task.result is not None, timeout=WAIT_MS)
+    assert task.result.status == "cancelled"
+    assert "big grains" not in viewer.layers
+    assert dock.run_button.isEnabled() and "Cancelled" in dock.status_label.text()
+
+
+def test_classification_adds_class_and_confidence_layers(qtbot, viewer, dock, checkpoints, micrograph,
+                                                         notifications):
+    viewer.add_image(micrograph, name="sem")
+    dock.set_checkpoint(checkpoints / "cls")
+    assert "Classification" in dock.model_info.text() and "pearlite" in dock.model_info.text()
+    assert dock.tile_spin.value() == 64  # the training patch size
+    result = run_and_wait(qtbot, dock)
+    assert result.status == "completed", result.error
+    classes, confidence = viewer.layers["sem classes"], viewer.layers["sem confidence"]
+    assert set(np.unique(classes.data)) <= {1, 2}
+    assert list(classes.features["class"]) == ["ferrite", "pearlite"]
+    assert list(classes.features["index"]) == [1, 2]
+    assert 0.5 <= confidence.data.min() and confidence.data.max() <= 1.0
+    assert "ferrite" in dock.status_label.text() or "pearlite" in dock.status_label.text()
+    assert not notifications.messages("error")
+
+
+def test_recent_checkpoints_are_remembered(viewer, checkpoints, config_dir):
+    from napari_grainlab.gui.widgets.predict import PredictWidget
+
+    first = PredictWidget(viewer)
+    first.set_checkpoint(checkpoints / "cls")
+    first.set_checkpoint(checkpoints / "seg")
+    assert (config_dir / "settings.json").is_file()
+    second = PredictWidget(viewer)
+    items = [second.recent_combo.itemData(i) for i in range(second.recent_combo.count())]
+    assert items == [str((checkpoints / "seg").resolve()), str((checkpoints / "cls").resolve())]
+    second._on_recent(1)
+    assert second.checkpoint == (checkpoints / "cls").resolve()
+
+
+def test_pixel_size_from_the_tiff_and_typed_in(qtbot, viewer, dock, checkpoints, micrograph, tmp_path):
+    from napari_grainlab.core._io import write_tiff
+
+    path = tmp_path / "calibrated.tif"
+    write_tiff(path, micrograph, pixel_size_um=0.25)
+    viewer.open(str(path), plugin="napari")
+    assert dock.pixel_spin.value() == pytest.approx(0.25)
+    assert "TIFF" in dock.pixel_hint.text()
+    dock.set_pixel_size(0.5)
+    assert "typed" in dock.pixel_hint.text()
+    dock.set_checkpoint(checkpoints / "seg")
+    assert run_and_wait(qtbot, dock).status == "completed"
+    grains = viewer.layers["calibrated grains"]
+    assert grains.metadata["grainlab"]["pixel_size_um"] == 0.5
+    done = dock.last_results[0]
+    assert done.summary["unit"] == "um" and np.isfinite(done.summary["astm_g"])
