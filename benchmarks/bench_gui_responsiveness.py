@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
 
-    # import torch & friends before the OpenGL context exists (see gui/_torch_guard.py)
+    # import torch & friends before the OpenGL context exists (see gui/_engine.py)
     import napari
     from qtpy.QtWidgets import QApplication
 

@@ -4,8 +4,14 @@ Run from the repository root (needs a display; on a headless machine use Xvfb)::
 
     xvfb-run -a python docs/scripts/screenshots.py [--out docs/images]
 
-Writes ``synthesize_dock.png`` (the viewer with the Synthesize dock and its live preview)
-and ``sample_data.png`` (File ▸ Open Sample ▸ Synthetic SEM grains, hovering over a grain).
+Writes one picture of each dock in use: ``annotate_dock.png`` (a classical proposal over
+partly annotated grains, ``shot_annotate.py``), ``train_dock.png`` (a short fine-tuning run
+with its live plot and a preview, ``shot_train.py``), ``predict_dock.png`` and
+``measure_dock.png`` (a prediction with its grain table, ``shot_predict.py``; without
+``--checkpoint`` a model is fine-tuned first, a few minutes on a CPU),
+``synthesize_dock.png`` (the Synthesize dock and its live preview) and ``sample_data.png``
+(File ▸ Open Sample ▸ Synthetic SEM grains, hovering over a grain). ``--only NAME ...``
+takes a subset.
 """
 
 from __future__ import annotations
@@ -91,12 +97,29 @@ def sample_data(out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from shot_annotate import annotate_dock
+    from shot_predict import measure_dock, predict_dock, train_model
+    from shot_train import train_dock
+
+    shots = {"annotate": annotate_dock, "train": train_dock, "predict": predict_dock, "measure": measure_dock,
+             "synthesize": synthesize_dock, "sample": sample_data}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "images")
+    parser.add_argument("--only", nargs="+", choices=list(shots), default=list(shots))
+    parser.add_argument("--checkpoint", type=Path, help="model for the Predict and Measure pictures")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for shoot in (synthesize_dock, sample_data):
-        print(shoot(args.out))
+    checkpoint = args.checkpoint
+    for name in args.only:
+        if name in ("predict", "measure"):
+            if checkpoint is None:
+                checkpoint = train_model()
+            print(shots[name](args.out, checkpoint))
+        else:
+            print(shots[name](args.out))
 
 
 if __name__ == "__main__":

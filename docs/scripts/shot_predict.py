@@ -13,6 +13,7 @@ Without ``--checkpoint`` a small model is first fine-tuned (about four minutes o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from functools import lru_cache
@@ -34,7 +35,7 @@ def train_model(out: Path | None = None) -> Path:
     from napari_grainlab.core.synthetic import generate
     from napari_grainlab.core.training import Epoch, Finished, TrainConfig, fit
 
-    out = Path(out or tempfile.mkdtemp(prefix="grainlab-shot-model-"))
+    out = Path(out or Path(tempfile.mkdtemp(prefix="grainlab-shot-")) / "models" / "sem")
     params = sem_sample_params()
     params.height = params.width = TRAIN_SIZE
     params.tessellation.grains = 45
@@ -63,7 +64,10 @@ def _predicted_viewer(checkpoint: Path):
     viewer.layers.remove("SEM grains labels")  # the ground truth; show the prediction instead
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-grainlab", "Predict")
     widget.set_image_layer(viewer.layers["SEM grains"])
-    widget.set_checkpoint(checkpoint)
+    # shown relative to its grandparent folder: the picture shows no path of the machine it was taken on
+    checkpoint = Path(checkpoint).resolve()
+    os.chdir(checkpoint.parents[2])
+    widget.set_checkpoint(checkpoint.relative_to(checkpoint.parents[2]))
     widget.device_combo.setCurrentText("cpu")
     task = widget.run()
     if task is None:

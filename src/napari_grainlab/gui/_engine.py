@@ -9,14 +9,16 @@ Two traps, both avoided by :func:`preload_engine`:
   ``libLLVM`` is already mapped and triton is not yet imported, triton is marked as unavailable
   (``sys.modules["triton"] = None``): torch then treats it as not installed, which costs nothing
   here (triton only serves ``torch.compile`` GPU kernels, which GrainLab does not use).
+  ``GRAINLAB_ALLOW_TRITON=1`` turns this guard off.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
-__all__ = ["engine_loaded", "preload_engine"]
+__all__ = ["avoid_triton_llvm_clash", "engine_loaded", "ensure_engine", "preload_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,17 @@ def _system_llvm_loaded() -> bool:
         return False
 
 
+def avoid_triton_llvm_clash() -> bool:
+    """Block the triton import when Mesa's ``libLLVM`` is loaded and triton is not; returns whether it did."""
+    if os.environ.get("GRAINLAB_ALLOW_TRITON", "") not in ("", "0") or "triton" in sys.modules:
+        return False
+    if _system_llvm_loaded():
+        log.info("the OpenGL driver loaded libLLVM: triton is disabled to keep it from crashing napari")
+        sys.modules["triton"] = None  # type: ignore[assignment]  # ``import triton`` now raises ImportError
+        return True
+    return False
+
+
 def engine_loaded() -> bool:
     return all(name in sys.modules for name in _MODULES)
 
@@ -42,12 +55,40 @@ def preload_engine() -> None:
     """Import torch, timm and the engine (call on the main thread; a few seconds the first time)."""
     if engine_loaded():
         return
-    if "triton" not in sys.modules and _system_llvm_loaded():
-        log.info("the OpenGL driver loaded libLLVM: triton is disabled to keep it from crashing napari")
-        sys.modules["triton"] = None  # type: ignore[assignment]
+    avoid_triton_llvm_clash()
     import timm  # noqa: F401
     import torch  # noqa: F401
 
     from ..core.inference import pipeline  # noqa: F401
     from ..core.models import networks  # noqa: F401
     from ..core import training  # noqa: F401
+
+
+def ensure_engine(status=None) -> bool:
+    """Load the engine on the main thread with a wait cursor; False (and a notification) if it fails.
+
+    ``status(text, error=False)`` is told what happens (e.g. a dock's status line).
+    """
+    if engine_loaded():
+        return True
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication
+
+    from .workers import report_error
+
+    if status is not None:
+        status("Loading PyTorch…")
+    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+    try:
+        QApplication.processEvents()
+        preload_engine()
+    except Exception as exc:  # noqa: BLE001 - a broken torch install: tell, do not crash
+        if status is not None:
+            status(f"Cannot load PyTorch: {exc}", error=True)
+        report_error(exc, "Loading PyTorch")
+        return False
+    finally:
+        QApplication.restoreOverrideCursor()
+    if status is not None:
+        status("")
+    return True

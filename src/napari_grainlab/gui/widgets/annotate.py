@@ -62,6 +62,7 @@ from superqt import QCollapsible, QLabeledDoubleSlider, QLabeledSlider
 
 from ...core import annotate as core
 from ...core.data.io import DataError, normalize_intensity, to_grayscale
+from .._engine import ensure_engine
 from .._forms import ComboBox, SpinBox
 from ..workers import GeneratorTask, LatestOnlyRunner, TaskProgress, TaskResult, report_error
 
@@ -1081,6 +1082,8 @@ class AnnotateWidget(QWidget):
             self.model_edit.setText(checkpoint)
         if not Path(checkpoint).exists():
             raise ValueError(f"no model at {checkpoint}")
+        if not ensure_engine(lambda text, error=False: self.proposal_label.setText(text)):
+            return None
         task = GeneratorTask(model_job, checkpoint, self._gray, description="Grain proposal from model",
                              progress_bar=self.model_progress, cancel_button=self.model_cancel, parent=self)
         started = time.perf_counter()

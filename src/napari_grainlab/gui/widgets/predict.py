@@ -36,7 +36,6 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -60,7 +59,7 @@ from superqt import QCollapsible
 from ..._sample_data import grain_features
 from ...core.data.io import DataError
 from ...core.models.checkpoint import CheckpointError, checkpoint_files, read_metadata
-from .._engine import engine_loaded, preload_engine
+from .._engine import ensure_engine
 from .._layers import LayerCombo, layer_pixel_size, put_layer, spatial_of
 from .._settings import recent_checkpoints, remember_checkpoint
 from ..workers import GeneratorTask, TaskResult, report_error
@@ -651,18 +650,8 @@ class PredictWidget(QWidget):
             show_error("No image layer to predict: open a micrograph first")
             return None
         options = self.options()
-        if not engine_loaded():
-            self._set_status("Loading PyTorch…")
-            QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-            try:
-                QApplication.processEvents()
-                preload_engine()
-            except Exception as exc:  # noqa: BLE001 - a broken torch install: tell, do not crash
-                self._set_status(f"Cannot load PyTorch: {exc}", error=True)
-                report_error(exc, "Loading PyTorch")
-                return None
-            finally:
-                QApplication.restoreOverrideCursor()
+        if not ensure_engine(self._set_status):
+            return None
         self.last_results = []
         self._run_summaries, self._run_failures, self._run_total = [], 0, len(jobs)
         task = GeneratorTask(predict_jobs, jobs, self._checkpoint, options, self._model_cache,

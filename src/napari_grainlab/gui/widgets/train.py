@@ -60,7 +60,7 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from .._torch_guard import avoid_triton_llvm_clash
+from .._engine import avoid_triton_llvm_clash
 
 avoid_triton_llvm_clash()  # again before timm / torchvision are first imported (see the module)
 
@@ -233,7 +233,7 @@ def find_pairs(layers) -> list[LayerPair]:
             continue
         match = None
         base = lab.name.removesuffix(" (preview)")
-        for suffix in (" grains", " labels", " annotations"):
+        for suffix in (" annotation", " grains", " labels", " annotations"):
             if base.endswith(suffix):
                 cand = by_name.get(base[: -len(suffix)])
                 if cand is not None and _spatial_shape(cand) == shape:
