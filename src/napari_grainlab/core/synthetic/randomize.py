@@ -232,10 +232,12 @@ class DomainRandomizer:
         if t > 0:
             sp.astigmatism_angle = rng.uniform(-90.0, 90.0)
         sp.dose = loglerp(sp.dose, 5.0, 500.0)
+        if event(0.3):  # fast scan / low beam current: a few electrons per pixel
+            sp.dose = math.exp(rng.uniform(math.log(2.0), math.log(25.0)))
         sp.read_noise = lerp(sp.read_noise, 0.0, 0.06)
         sp.scan_jitter = lerp(sp.scan_jitter, 0.0, 1.5)
         sp.drift = lerp(sp.drift, 0.0, 8.0)
-        sp.line_noise = lerp(sp.line_noise, 0.0, 0.05)
+        sp.line_noise = lerp(sp.line_noise, 0.0, 0.08)
         sp.charging = lerp(sp.charging, 0.0, 0.6)
         sp.scratches = lerp(sp.scratches, 0.0, 0.8)
         sp.dust = lerp(sp.dust, 0.0, 0.6)
