@@ -112,6 +112,23 @@ def test_predict_adds_grains_and_boundary_layers_with_features(qtbot, viewer, do
     assert len(viewer.layers) == n_layers and viewer.layers["sem grains"] is grains and grains.opacity == 0.9
 
 
+def test_prediction_never_overwrites_the_users_labels(qtbot, viewer, dock, checkpoints, micrograph, notifications):
+    viewer.add_image(micrograph, name="sem")
+    annotations = np.zeros(micrograph.shape, np.uint32)
+    annotations[10:40, 10:40] = 7
+    mine = viewer.add_labels(annotations.copy(), name="sem grains")  # the user's own layer
+    dock.set_checkpoint(checkpoints / "seg")
+    assert run_and_wait(qtbot, dock).status == "completed"
+    np.testing.assert_array_equal(mine.data, annotations)
+    predicted = viewer.layers["sem grains (prediction)"]
+    assert predicted.metadata["grainlab"]["prediction"] and predicted.data.max() >= 1
+    # a second run updates the prediction layer, still not the user's
+    assert run_and_wait(qtbot, dock).status == "completed"
+    assert "sem grains (prediction) (prediction)" not in viewer.layers
+    np.testing.assert_array_equal(mine.data, annotations)
+    assert not notifications.messages("error")
+
+
 def test_rgb_and_16_bit_images_and_all_images(qtbot, viewer, dock, checkpoints, micrograph, notifications):
     rgb = np.stack([micrograph, micrograph // 2, micrograph], axis=-1).astype(np.uint8)
     viewer.add_image(rgb, name="colour", rgb=True)

@@ -115,13 +115,13 @@ def test_trains_two_steps_from_layers_then_previews(viewer, dock, qtbot, tmp_pat
         qtbot.mouseClick(dock.preview_button, _left())
     assert blocker.args[0].status == "completed", blocker.args[0].error
     # the annotations keep their name and data; the prediction gets its own layers
-    grains = viewer.layers["micrograph B grains (preview)"]
+    grains = viewer.layers["micrograph B grains (prediction)"]
     boundary = viewer.layers["micrograph B boundary"]
     assert grains.data.shape == (96, 96) and grains.data.dtype == np.uint32
     assert boundary.data.dtype == np.float32 and 0 <= boundary.data.min() and boundary.data.max() <= 1
     assert grains.metadata["grainlab"]["prediction"]
     # predictions are listed for the next run, but not selected until the user checks them
-    pred = next(p for p in dock.pairs if p.labels.name == "micrograph B grains (preview)")
+    pred = next(p for p in dock.pairs if p.labels.name == "micrograph B grains (prediction)")
     assert pred.image.name == "micrograph B" and pred.prediction
     assert pred not in dock.selected_pairs() and len(dock.selected_pairs()) == 2
 

@@ -77,6 +77,26 @@ def spatial_of(layer: Layer) -> dict[str, Any]:
     return out
 
 
+def prediction_metadata(source: str, model: str, **extra: Any) -> dict[str, Any]:
+    """``layer.metadata`` of a layer holding a model's prediction (see :func:`is_prediction`)."""
+    return {"grainlab": {"prediction": True, "source": source, "model": str(model), **extra}}
+
+
+def is_prediction(layer: Layer) -> bool:
+    """The layer holds a model's prediction (made by the Predict dock or the Train dock's preview)."""
+    own = layer.metadata.get("grainlab") if isinstance(layer.metadata, dict) else None
+    return isinstance(own, dict) and bool(own.get("prediction"))
+
+
+def prediction_name(viewer: napari.viewer.Viewer, name: str) -> str:
+    """``name``, unless a layer of that name holds something else than a prediction (e.g. the user's
+    annotations, which a prediction must never overwrite): then ``name (prediction)``."""
+    taken = next((ly for ly in viewer.layers if ly.name == name), None)
+    if taken is None or is_prediction(taken):
+        return name
+    return f"{name} (prediction)"
+
+
 def put_layer(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, name: str, **kwargs: Any) -> Layer:
     """Add layer ``name`` of ``kind`` ("image" / "labels"), or replace the data (and features,
     metadata, placement) of an existing layer of that name and kind, keeping its display settings."""

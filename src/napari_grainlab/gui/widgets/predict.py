@@ -60,7 +60,15 @@ from ..._sample_data import grain_features
 from ...core.data.io import DataError
 from ...core.models.checkpoint import CheckpointError, checkpoint_files, read_metadata
 from .._engine import ensure_engine
-from .._layers import LayerCombo, layer_pixel_size, put_layer, spatial_of
+from .._layers import (
+    LayerCombo,
+    is_prediction,
+    layer_pixel_size,
+    prediction_metadata,
+    prediction_name,
+    put_layer,
+    spatial_of,
+)
 from .._settings import recent_checkpoints, remember_checkpoint
 from ..workers import GeneratorTask, TaskResult, report_error
 
@@ -211,6 +219,45 @@ def _relay(events, prefix: str):
 
 
 # ============================================================================ main side
+def job_from_layer(layer: Layer, pixel_size: float | None = None) -> PredictJob:
+    """A copy of an image layer's data (call on the main thread) with its pixel size and placement;
+    ``pixel_size`` (µm) overrides the one the layer or its file gives."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    pixel = pixel_size if pixel_size else layer_pixel_size(layer)[0]
+    return PredictJob(layer.name, np.array(data, copy=True), bool(layer.rgb), pixel, spatial_of(layer))
+
+
+def show_prediction(viewer: napari.viewer.Viewer, done: ImageDone, source: str) -> Layer:
+    """Add (or update) the layers of one prediction; returns the grains (or classes) layer.
+
+    Segmentation: ``<image> boundary`` (probability) and ``<image> grains`` (Labels with the
+    per-grain table as features); classification: ``<image> confidence`` and ``<image> classes``
+    (class names as features). A same-named layer that is not a prediction (the user's
+    annotations) is never overwritten: the result goes to ``<name> (prediction)``.
+    """
+    job, res = done.job, done.result
+    meta = prediction_metadata(source, done.model_path, image=job.name, pixel_size_um=job.pixel_size)
+    common = {**job.spatial, "metadata": meta}
+    if res.task == "segment":
+        put_layer(viewer, "image", res.boundary, prediction_name(viewer, f"{job.name} boundary"),
+                  colormap="inferno", blending="additive", opacity=0.6, contrast_limits=(0.0, 1.0), **common)
+        main = put_layer(viewer, "labels", res.labels, prediction_name(viewer, f"{job.name} grains"),
+                         features=grain_features(done.table), opacity=0.45, **common)
+    else:
+        k = len(res.classes)
+        probs = res.class_probabilities
+        area = np.bincount(res.class_map.ravel(), minlength=k)[:k] / res.class_map.size
+        features = {"index": np.arange(1, k + 1), "class": np.array(res.classes, dtype=object),
+                    "image_probability": probs.astype(np.float64), "area_fraction": area}
+        put_layer(viewer, "image", res.confidence, prediction_name(viewer, f"{job.name} confidence"),
+                  colormap="viridis", opacity=0.5, contrast_limits=(0.0, 1.0), **common)
+        main = put_layer(viewer, "labels", res.class_map.astype(np.uint32) + 1,
+                         prediction_name(viewer, f"{job.name} classes"), features=features, opacity=0.45,
+                         **common)
+    viewer.layers.selection.active = main
+    return main
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     if value is None or not math.isfinite(value):
         return "—"
@@ -245,12 +292,6 @@ def _devices() -> list[str]:
     except Exception:  # noqa: BLE001 - torch import problems show up when predicting
         pass
     return out
-
-
-def _is_prediction(layer: Layer) -> bool:
-    """A layer this dock made (a boundary or confidence map)."""
-    own = layer.metadata.get("grainlab") if isinstance(layer.metadata, dict) else None
-    return isinstance(own, dict) and own.get("source") == "prediction"
 
 
 class PredictWidget(QWidget):
@@ -617,17 +658,12 @@ class PredictWidget(QWidget):
 
     def _jobs(self) -> list[PredictJob]:
         if self.all_check.isChecked():  # every micrograph, not the maps predicted earlier
-            layers = [ly for ly in self.image_combo.layers() if not _is_prediction(ly)]
+            layers = [ly for ly in self.image_combo.layers() if not is_prediction(ly)]
         else:
             layers = [self.image_combo.current_layer()]
         typed = float(self.pixel_spin.value()) if self._pixel_typed else None
-        jobs = []
-        for layer in reversed([ly for ly in layers if ly is not None]):  # bottom first, as listed in napari
-            data = layer.data[0] if layer.multiscale else layer.data
-            pixel = typed if typed else layer_pixel_size(layer)[0]
-            jobs.append(PredictJob(layer.name, np.array(data, copy=True), bool(layer.rgb), pixel,
-                                   spatial_of(layer)))
-        return jobs
+        # bottom first, as listed in napari
+        return [job_from_layer(layer, typed) for layer in reversed([ly for ly in layers if ly is not None])]
 
     def run(self) -> GeneratorTask | None:
         """Predict the chosen image(s) in a worker thread; None when nothing could start
@@ -700,28 +736,7 @@ class PredictWidget(QWidget):
         return text
 
     def _show_result(self, done: ImageDone) -> None:
-        job, res = done.job, done.result
-        px = job.pixel_size
-        meta = {"grainlab": {"source": "prediction", "model": done.model_path, "image": job.name,
-                             "pixel_size_um": px}}
-        common = {**job.spatial, "metadata": meta}
-        if res.task == "segment":
-            put_layer(self.viewer, "image", res.boundary, f"{job.name} boundary", colormap="inferno",
-                      blending="additive", opacity=0.6, contrast_limits=(0.0, 1.0), **common)
-            grains = put_layer(self.viewer, "labels", res.labels, f"{job.name} grains",
-                               features=grain_features(done.table), opacity=0.45, **common)
-            self.viewer.layers.selection.active = grains
-        else:
-            k = len(res.classes)
-            probs = res.class_probabilities
-            area = np.bincount(res.class_map.ravel(), minlength=k)[:k] / res.class_map.size
-            features = {"index": np.arange(1, k + 1), "class": np.array(res.classes, dtype=object),
-                        "image_probability": probs.astype(np.float64), "area_fraction": area}
-            put_layer(self.viewer, "image", res.confidence, f"{job.name} confidence", colormap="viridis",
-                      opacity=0.5, contrast_limits=(0.0, 1.0), **common)
-            classes = put_layer(self.viewer, "labels", res.class_map.astype(np.uint32) + 1, f"{job.name} classes",
-                                features=features, opacity=0.45, **common)
-            self.viewer.layers.selection.active = classes
+        show_prediction(self.viewer, done, source="Predict dock")
 
     def _on_finished(self, result: TaskResult) -> None:
         self.run_button.setEnabled(True)

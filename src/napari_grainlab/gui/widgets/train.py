@@ -61,6 +61,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from .._engine import avoid_triton_llvm_clash
+from .._layers import is_prediction
 
 avoid_triton_llvm_clash()  # again before timm / torchvision are first imported (see the module)
 
@@ -82,6 +83,15 @@ from ...core.training import (  # noqa: E402
 from ...core.training.config import AUGMENT_PRESETS, DEVICES, STRATEGIES, TASKS  # noqa: E402
 from .._forms import ComboBox, DoubleSpinBox, SpinBox  # noqa: E402
 from ..workers import GeneratorTask, TaskProgress, TaskResult, report_error  # noqa: E402
+from .predict import (  # noqa: E402
+    ImageDone,
+    ImageFailed,
+    PredictOptions,
+    PredictStatus,
+    job_from_layer,
+    predict_jobs,
+    show_prediction,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -90,13 +100,11 @@ __all__ = [
     "BACKBONES",
     "DataStatus",
     "LayerPair",
-    "PreviewResult",
     "TrainJob",
     "TrainWidget",
     "TrainingPlot",
     "find_pairs",
     "fmt_duration",
-    "run_preview",
     "run_training",
 ]
 
@@ -132,7 +140,6 @@ DEVICE_TEXT = {"auto": "CUDA if available, else Apple MPS, else the CPU", "cuda"
 METRIC_NAMES = {"boundary_f1": "boundary F1", "macro_f1": "macro F1", "val_loss": "val loss",
                 "train_loss": "train loss", "accuracy": "accuracy"}
 #: the name of a preview layer, by kind
-PREVIEW_SUFFIX = {"labels": "grains", "boundary": "boundary", "classes": "classes", "confidence": "confidence"}
 ERROR_STYLE = "color: #f0524f;"
 HINT_STYLE = "color: #9aa0a6;"
 PLOT_REFRESH_MS = 1500  # at most one plot redraw every 1.5 s (a draw costs tens of ms of the main thread)
@@ -186,11 +193,6 @@ def _spatial_shape(layer) -> tuple[int, ...]:
     return shape[:-1] if isinstance(layer, Image) and layer.rgb else shape
 
 
-def _is_prediction(layer) -> bool:
-    meta = layer.metadata.get("grainlab", {}) if isinstance(layer.metadata, dict) else {}
-    return bool(isinstance(meta, dict) and meta.get("prediction"))
-
-
 @dataclass
 class LayerPair:
     """A Labels layer and the Image layer it annotates (``image`` None: no usable image; see ``problem``)."""
@@ -220,19 +222,19 @@ def find_pairs(layers) -> list[LayerPair]:
     Preference: the image named like the labels without a ``" grains"`` / ``" labels"``
     suffix, else the only (or the topmost) 2-D image of the same shape.
     """
-    images = [ly for ly in layers if isinstance(ly, Image) and not _is_prediction(ly)]
+    images = [ly for ly in layers if isinstance(ly, Image) and not is_prediction(ly)]
     by_name = {ly.name: ly for ly in images}
     pairs = []
     for lab in layers:
         if not isinstance(lab, Labels):
             continue
-        pred = _is_prediction(lab)
+        pred = is_prediction(lab)
         shape = _spatial_shape(lab)
         if len(shape) != 2:
             pairs.append(LayerPair(lab, None, f"{len(shape)}-D labels (only 2-D images can be used)", pred))
             continue
         match = None
-        base = lab.name.removesuffix(" (preview)")
+        base = lab.name.removesuffix(" (prediction)")
         for suffix in (" annotation", " grains", " labels", " annotations"):
             if base.endswith(suffix):
                 cand = by_name.get(base[: -len(suffix)])
@@ -327,40 +329,6 @@ def run_training(job: TrainJob, stop) -> Iterator[Any]:
         yield from cross_validate(cfg, samples, job.kfold, stop=stop)
         return None
     return (yield from fit(cfg, samples, None, stop=stop))
-
-
-@dataclass(frozen=True)
-class PreviewResult:
-    task: str
-    arrays: dict[str, np.ndarray]
-    classes: list[str]
-    seconds: float
-
-
-def run_preview(model_path: str, image: np.ndarray, device: str, stop) -> Iterator[Any]:
-    """Worker body of *Preview*: load the checkpoint and segment (or classify) ``image``."""
-    from ...core.data import normalize_intensity, to_grayscale
-    from ...core.models import load_checkpoint
-    from ...core.training import resolve_device
-
-    t0 = time.perf_counter()
-    yield DataStatus("Loading the model…")
-    dev = resolve_device(device)
-    model, meta = load_checkpoint(model_path, device=dev)
-    gray = normalize_intensity(to_grayscale(image, "image"))
-    yield DataStatus("Segmenting…" if model.task == "segment" else "Classifying…")
-    if model.task == "segment":
-        from ...core.inference import segment_image
-
-        res = segment_image(model, gray, tile=512, device=dev, stop=stop.is_set)
-        arrays = {"labels": res.labels, "boundary": res.boundary}
-        return PreviewResult("segment", arrays, [], time.perf_counter() - t0)
-    from ...core.inference import classify_tiled
-
-    tile = int(meta.get("training", {}).get("patch_size", 224))
-    cm = classify_tiled(model, gray, tile=tile, device=dev, stop=stop.is_set)
-    arrays = {"classes": cm.class_map.astype(np.uint32) + 1, "confidence": cm.confidence}
-    return PreviewResult("classify", arrays, list(meta.get("classes") or []), time.perf_counter() - t0)
 
 
 class _StepProgress:
@@ -670,6 +638,7 @@ class TrainWidget(QWidget):
         self._kfold = 0
         self._speed: float | None = None
         self._preview_layer_ref: Any = None
+        self._preview_done: Any = None
         self._connected_layers: list[Any] = []
         self._pending_step: Step | None = None
         self._label_timer = QTimer(self)
@@ -1654,7 +1623,7 @@ class TrainWidget(QWidget):
 
     def _preview_target(self) -> Any | None:
         active = self.viewer.layers.selection.active
-        if isinstance(active, Image) and not _is_prediction(active):
+        if isinstance(active, Image) and not is_prediction(active):
             return active
         if isinstance(active, Labels):
             for pair in self._pairs:
@@ -1664,7 +1633,7 @@ class TrainWidget(QWidget):
         if pairs:
             return pairs[0].image
         images = [ly for ly in self.viewer.layers
-                  if isinstance(ly, Image) and not _is_prediction(ly) and len(_spatial_shape(ly)) == 2]
+                  if isinstance(ly, Image) and not is_prediction(ly) and len(_spatial_shape(ly)) == 2]
         return images[-1] if images else None
 
     def _update_preview_button(self, *_: Any) -> None:
@@ -1691,18 +1660,18 @@ class TrainWidget(QWidget):
         if layer is None or not isinstance(layer, Image):
             show_error("Preview: select an image layer")
             return None
-        data = layer.data[0] if layer.multiscale else layer.data
-        image = np.array(data, copy=True)
-        ndim = image.ndim - (1 if layer.rgb else 0)
+        ndim = len(_spatial_shape(layer))
         if ndim != 2:
-            show_error(f"Preview: '{layer.name}' is not a 2-D image (shape {image.shape})")
+            show_error(f"Preview: '{layer.name}' is not a 2-D image (shape {layer.data.shape})")
             return None
+        job = job_from_layer(layer)
         self._preview_layer_ref = layer
-        task = GeneratorTask(run_preview, self._best_path, image, self.device_combo.currentData(),
-                             description=f"Segmenting {layer.name}", progress_bar=self.progress_bar,
-                             cancel_button=self.stop_button, progress_of=lambda ev: None, notify_errors=False,
-                             parent=self)
-        task.yielded.connect(lambda ev: self._set_status(ev.message) if isinstance(ev, DataStatus) else None)
+        self._preview_done = None
+        options = PredictOptions(device=self.device_combo.currentData() or "auto")
+        task = GeneratorTask(predict_jobs, [job], self._best_path, options, description=f"Segmenting {layer.name}",
+                             progress_bar=self.progress_bar, cancel_button=self.stop_button,
+                             progress_of=lambda ev: None, notify_errors=False, parent=self)
+        task.yielded.connect(self._on_preview_event)
         task.finished.connect(self._on_preview_finished)
         if self._preview_task is not None:
             self._preview_task.deleteLater()
@@ -1712,50 +1681,34 @@ class TrainWidget(QWidget):
         task.start()
         return task
 
+    def _on_preview_event(self, event: Any) -> None:
+        if isinstance(event, PredictStatus):
+            self._set_status(event.message)
+        elif isinstance(event, ImageDone):
+            self._preview_done = event
+        elif isinstance(event, ImageFailed):
+            show_error(f"Preview of {event.job.name} failed: {event.error}")
+
     def _on_preview_finished(self, result: TaskResult) -> None:
         self.start_button.setEnabled(True)
         layer, self._preview_layer_ref = self._preview_layer_ref, None
+        done, self._preview_done = self._preview_done, None
         if result.status == "failed":
             self._set_status(f"Preview failed: {result.error}", error=True)
             _notify_failure(result.error, "Preview")
-        elif result.status == "completed" and isinstance(result.value, PreviewResult) and layer is not None:
-            self._add_preview_layers(layer, result.value)
+        elif result.status == "completed" and done is not None and layer is not None:
+            try:
+                shown = show_prediction(self.viewer, done, source="Train dock preview")
+            except Exception as exc:  # noqa: BLE001 - never let a layer problem escape into Qt
+                report_error(exc, "Showing the preview")
+            else:
+                res = done.result
+                what = f"{int(res.labels.max())} grains" if res.task == "segment" else "class map"
+                self._set_status(f"Preview: {what} in '{shown.name}' ({fmt_duration(done.elapsed)}).")
+        elif result.status == "completed":
+            self._set_status("Preview failed: see the notification.", error=True)
         else:
             self._set_status("Preview cancelled.")
         self._update_preview_button()
         self.preview_finished.emit(result)
-
-    def _preview_name(self, image_name: str, kind: str) -> str:
-        """``<image> grains`` unless a layer of that name holds something else than a preview (annotations)."""
-        name = f"{image_name} {PREVIEW_SUFFIX[kind]}"
-        if name in self.viewer.layers and not _is_prediction(self.viewer.layers[name]):
-            name = f"{name} (preview)"
-        return name
-
-    def _add_preview_layers(self, image_layer: Any, res: PreviewResult) -> None:
-        meta = {"grainlab": {"prediction": True, "model": self._best_path, "source": "Train dock preview"}}
-        spatial = {"scale": tuple(image_layer.scale)[-2:], "translate": tuple(image_layer.translate)[-2:]}
-        units = getattr(image_layer, "units", None)
-        if units is not None:  # napari >= 0.5.4: layers of one viewer must agree on their units
-            spatial["units"] = tuple(units)[-2:]
-        added = []
-        for kind, data in res.arrays.items():
-            name = self._preview_name(image_layer.name, kind)
-            is_labels = kind in ("labels", "classes")
-            if name in self.viewer.layers:
-                existing = self.viewer.layers[name]
-                existing.data = data
-                existing.metadata = meta
-                for key, value in spatial.items():
-                    setattr(existing, key, value)
-            elif is_labels:
-                self.viewer.add_labels(data, name=name, metadata=meta, opacity=0.45, **spatial)
-            else:
-                self.viewer.add_image(data, name=name, metadata=meta, colormap="magma", blending="additive",
-                                      contrast_limits=(0.0, 1.0), visible=False, **spatial)
-            added.append(name)
-        n = int(res.arrays["labels"].max()) if "labels" in res.arrays else 0
-        what = f"{n} grains" if res.task == "segment" else "class map"
-        self._set_status(f"Preview: {what} in '{added[0]}' ({fmt_duration(res.seconds)}).")
-        self.viewer.layers.selection.active = _unwrap(self.viewer.layers[added[0]])
 
