@@ -92,10 +92,11 @@ def test_every_dock_opens(viewer, qtbot, display_name, python_name):
 
 
 # ------------------------------------------------------------------------ attaching
-def test_attach_creates_labels_and_shows_stats(dock, viewer):
+def test_attach_creates_labels_and_shows_stats(dock, viewer, qtbot):
     labels = dock.labels_layer
     assert labels.data.shape == (160, 192) and not labels.data.any()
-    assert dock.stats_label.text() == "0 grains · 0.0 % annotated"
+    # the counter follows the layer after a short debounce
+    qtbot.waitUntil(lambda: dock.stats_label.text() == "0 grains · 0.0 % annotated", timeout=5000)
     edit = core.LabelEdit.between(labels.data, np.pad(np.ones((80, 192), np.uint32), ((0, 80), (0, 0))))
     dock._apply_edit(edit)
     dock._refresh_stats()
