@@ -48,8 +48,11 @@ def segment_image(
     histogram_reference: np.ndarray | None = None,
     adabn: bool = False,
     min_size: int | None = None,
-    marker_threshold: float = 0.5,
+    marker_threshold: float = 0.25,
     boundary_threshold: float = 0.5,
+    smoothing: float = 1.5,
+    h: float = 0.1,
+    merge_threshold: float | None = 0.35,
     progress: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
     warn: Callable[[str], None] | None = None,
@@ -73,8 +76,9 @@ def segment_image(
         Re-estimate the BatchNorm statistics on this image first (on a copy of the model).
     min_size : int, optional
         Minimum grain area in px (default :func:`default_min_size`).
-    marker_threshold, boundary_threshold : float
-        Watershed marker thresholds, see
+    marker_threshold, boundary_threshold, smoothing, h, merge_threshold
+        Post-processing of the maps into grains (smoothing, h-maxima markers, watershed,
+        merging of borders with no boundary evidence), see
         :func:`~napari_grainlab.core.inference.postprocess.watershed_grains`.
 
     Returns
@@ -98,5 +102,6 @@ def segment_image(
     if min_size is None:
         min_size = default_min_size(image.shape)
     labels = watershed_grains(boundary, distance, marker_threshold=marker_threshold,
-                              boundary_threshold=boundary_threshold, min_size=int(min_size))
+                              boundary_threshold=boundary_threshold, min_size=int(min_size),
+                              smoothing=smoothing, h=h, merge_threshold=merge_threshold)
     return SegmentationResult(labels=labels, boundary=boundary, distance=distance)
