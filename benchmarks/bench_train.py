@@ -53,7 +53,7 @@ def bare(cfg, steps: int, device) -> float:
     t = time.perf_counter()
     for _ in range(steps):
         loss = step()
-    float(loss)
+    float(loss.detach())  # wait for the last step
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * b / (time.perf_counter() - t)
