@@ -272,3 +272,21 @@ def test_class_order_is_stable_across_images(tmp_path):
     assert one.classes == two.classes == ["b", "a"]
     assert (one.regions == 1).all() and (two.regions == 1).all()  # both mean "b"
     assert len(list((tmp_path / "b").glob("*.tif"))) == 8 and not (tmp_path / "a").exists()
+
+
+def test_same_name_other_pixels_is_refused_on_save_and_load(tmp_path):
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 255, (32, 40), dtype=np.uint8)
+    second = first.copy()
+    second[5, 5] ^= 1  # one pixel differs: another micrograph
+    labels = np.zeros((32, 40), np.uint32)
+    labels[:10, :10] = 3
+    A.save_segmentation(tmp_path, "m", first, labels)
+    with pytest.raises(ValueError, match="another image"):
+        A.save_segmentation(tmp_path, "m", second, labels)
+    with pytest.raises(ValueError, match="another image"):
+        A.load_segmentation(tmp_path, "m", shape=(32, 40), image=second)
+    np.testing.assert_array_equal(A.load_segmentation(tmp_path, "m", shape=(32, 40), image=first), labels)
+    # autosave names tell the two apart and are stable
+    assert A.autosave_name("m", first) != A.autosave_name("m", second)
+    assert A.autosave_name("m", first) == A.autosave_name("m", first.copy())

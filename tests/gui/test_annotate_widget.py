@@ -247,12 +247,14 @@ def test_autosave_file_appears_and_on_layer_switch(dock, viewer, qtbot, autosave
     data = np.zeros(labels.data.shape, np.uint32)
     data[10:50, 10:50] = 9
     dock._apply_edit(core.LabelEdit.between(labels.data, data))
-    target = autosave_dir / "labels" / "grains.tif"
-    assert not target.exists()
+    # autosaves are named after the image and a fingerprint of its pixels
+    stored = core.autosave_name("grains", viewer.layers["grains"].data)
+    target = autosave_dir / "labels" / f"{stored}.tif"
+    assert stored.startswith("grains-") and not target.exists()
     dock._autosave_timer.start(50)  # the spin box's minimum is 5 s; the test does not wait that long
     qtbot.waitUntil(target.exists, timeout=10_000)
     qtbot.waitUntil(lambda: not dock.autosave_busy, timeout=10_000)
-    np.testing.assert_array_equal(core.load_segmentation(autosave_dir, "grains"), data)
+    np.testing.assert_array_equal(core.load_segmentation(autosave_dir, stored), data)
     assert "Autosaved" in dock.save_status.text()
     # without a dataset folder the work still counts as unsaved for closing
     assert dock.has_unsaved_changes()
@@ -264,11 +266,30 @@ def test_autosave_file_appears_and_on_layer_switch(dock, viewer, qtbot, autosave
     dock.image_combo.setCurrentIndex(dock.image_combo.findText("second"))
     dock.image_combo.activated.emit(dock.image_combo.currentIndex())
     assert dock.image_layer is second and dock.labels_layer.name == "second annotation"
-    assert core.load_segmentation(autosave_dir, "grains")[100, 100] == 5
+    assert core.load_segmentation(autosave_dir, stored)[100, 100] == 5
     # and switching back reloads from the autosave when the layer is gone
     viewer.layers.remove("grains annotation")
     dock.attach(viewer.layers["grains"])
     assert dock.labels_layer.data[100, 100] == 5 and (dock.labels_layer.data == 9).sum() == 1600
+
+
+def test_another_micrograph_of_the_same_name_does_not_get_its_autosave(dock, viewer, qtbot, autosave_dir):
+    labels = dock.labels_layer
+    data = np.zeros(labels.data.shape, np.uint32)
+    data[20:60, 20:60] = 4
+    dock._apply_edit(core.LabelEdit.between(labels.data, data))
+    assert dock.autosave(wait=True)
+    viewer.layers.remove("grains annotation")
+    viewer.layers.remove("grains")
+    # a different micrograph of the same name and size: a fresh, empty annotation
+    other = viewer.add_image(micrograph(seed=5), name="grains")
+    dock.attach(other)
+    assert not dock.labels_layer.data.any()
+    # the first one's work is still there and comes back with its own pixels
+    viewer.layers.remove("grains annotation")
+    viewer.layers.remove("grains")
+    dock.attach(viewer.add_image(micrograph(), name="grains"))
+    np.testing.assert_array_equal(dock.labels_layer.data, data)
 
 
 def test_close_with_unsaved_changes_asks(dock, viewer, tmp_path, qtbot):

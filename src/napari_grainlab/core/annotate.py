@@ -51,7 +51,10 @@ __all__ = [
     "delete_grains",
     "fill_holes",
     "fill_unannotated",
+    "autosave_name",
     "find_annotation",
+    "labels_mtime",
+    "image_digest",
     "labels_dtype",
     "load_class_annotation",
     "load_segmentation",
@@ -389,6 +392,34 @@ def safe_name(name: str) -> str:
     return name or "image"
 
 
+def image_digest(image: np.ndarray) -> str:
+    """A short fingerprint of an image's pixels (as they would be stored), to tell micrographs
+    of the same name apart."""
+    import hashlib
+
+    stored = np.ascontiguousarray(_image_to_store(image))
+    h = hashlib.blake2b(digest_size=6)
+    h.update(f"{stored.shape}{stored.dtype.str}".encode())
+    h.update(memoryview(stored).cast("B"))
+    return h.hexdigest()
+
+
+def autosave_name(name: str, image: np.ndarray) -> str:
+    """The name an image's work gets in :func:`autosave_dir`: its name plus a fingerprint of its
+    pixels, so two micrographs of the same name never share (or reload) each other's autosave."""
+    return f"{safe_name(name)}-{image_digest(image)}"
+
+
+def _other_image(stored: np.ndarray, image: np.ndarray) -> bool:
+    """The stored image is evidently not ``image``: another size, or, for a grayscale file of the
+    same pixel type, other pixels (a file in another form, e.g. RGB, is compared by size only)."""
+    stored = np.squeeze(stored)
+    if stored.shape[:2] != image.shape:
+        return True
+    mine = _image_to_store(image)
+    return stored.ndim == 2 and stored.dtype == mine.dtype and not np.array_equal(stored, mine)
+
+
 def autosave_dir() -> Path:
     """Folder for autosaves when no dataset folder is chosen: ``$GRAINLAB_AUTOSAVE_DIR``, else
     the per-user cache folder (``~/.cache/napari-grainlab/autosave`` on Linux)."""
@@ -461,9 +492,10 @@ def save_segmentation(folder: str | Path, name: str, image: np.ndarray, labels: 
         atomic_write_tiff(image_path, _image_to_store(image), pixel_size_um=pixel_size)
     else:
         stored = _read_plane(image_path)
-        if stored.shape[:2] != image.shape:
-            raise ValueError(f"{image_path} is another image ({stored.shape[0]} x {stored.shape[1]} px, this one "
-                             f"{image.shape[0]} x {image.shape[1]}); rename the layer or choose another folder")
+        if _other_image(stored, image):
+            raise ValueError(f"{image_path} is another image of the same name ({stored.shape[0]} x "
+                             f"{stored.shape[1]} px, this one {image.shape[0]} x {image.shape[1]}); rename the layer "
+                             "or choose another folder")
     labels_path = folder / "labels" / f"{name}.tif"
     old = _existing(folder / "labels", name, _LABEL_SUFFIXES)
     atomic_write_tiff(labels_path, labels.astype(labels_dtype(labels), copy=False), pixel_size_um=pixel_size,
@@ -473,14 +505,20 @@ def save_segmentation(folder: str | Path, name: str, image: np.ndarray, labels: 
     return image_path, labels_path
 
 
-def load_segmentation(folder: str | Path, name: str, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+def load_segmentation(folder: str | Path, name: str, shape: tuple[int, int] | None = None,
+                      image: np.ndarray | None = None) -> np.ndarray | None:
     """The labels saved for ``NAME`` in ``folder`` exactly as written (None when there are none).
 
-    Raises ValueError when they do not have ``shape``.
+    Raises ValueError when they do not have ``shape``, or when ``image`` is given and the image
+    saved with them is another micrograph (see :func:`save_segmentation`).
     """
     path = _existing(Path(folder) / "labels", safe_name(name), _LABEL_SUFFIXES)
     if path is None:
         return None
+    if image is not None:
+        image_path = _existing(Path(folder) / "images", safe_name(name), _IMAGE_SUFFIXES)
+        if image_path is not None and _other_image(_read_plane(image_path), np.asarray(image)):
+            raise ValueError(f"{path} belongs to another image of the same name ({image_path})")
     arr = _read_plane(path)
     arr = np.squeeze(arr)
     if arr.ndim != 2 or arr.dtype.kind not in "uib":
@@ -488,6 +526,12 @@ def load_segmentation(folder: str | Path, name: str, shape: tuple[int, int] | No
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{path}: labels of shape {arr.shape}, but the image is {tuple(shape)}")
     return arr.astype(np.uint32) if arr.dtype.kind == "b" else arr
+
+
+def labels_mtime(folder: str | Path, name: str) -> float:
+    """Modification time of ``folder/labels/NAME.*`` (-1 when there is none)."""
+    path = _existing(Path(folder) / "labels", safe_name(name), _LABEL_SUFFIXES)
+    return path.stat().st_mtime if path is not None else -1.0
 
 
 def find_annotation(name: str, folders: Sequence[str | Path | None]) -> Path | None:

@@ -735,14 +735,25 @@ class AnnotateWidget(QWidget):
         return True
 
     def _find_saved(self, name: str, shape: tuple[int, int]) -> tuple[np.ndarray | None, Path | None]:
-        where = core.find_annotation(name, [self.folder, core.autosave_dir()])
-        if where is None:
+        # the dataset folder by name; the autosave folder by name and pixels (see core.autosave_name)
+        candidates = [(self.folder, name), (core.autosave_dir(), self._autosave_name(name))]
+        found = [(f, n, core.find_annotation(n, [f])) for f, n in candidates if f is not None]
+        found = [(f, n) for f, n, hit in found if hit is not None]
+        if not found:
             return None, None
+        where, stored_name = max(found, key=lambda fn: core.labels_mtime(fn[0], fn[1]))
         try:
-            return core.load_segmentation(where, name, shape=shape), where
+            return core.load_segmentation(where, stored_name, shape=shape, image=self._store), where
         except ValueError as exc:
             show_warning(f"Annotate: saved labels not used: {exc}")
             return None, None
+
+    def _autosave_name(self, name: str | None = None) -> str:
+        return core.autosave_name(self.name if name is None else name, self._store)
+
+    def _stored_name(self, folder: Path | None) -> str:
+        """The name of the current image's files in ``folder`` (the autosave folder adds a fingerprint)."""
+        return self._autosave_name() if folder is not None and folder == core.autosave_dir() else self.name
 
     def _connect_labels(self, labels: Labels) -> None:
         for ev in (labels.events.paint, labels.events.data, labels.events.set_data):
@@ -1207,9 +1218,9 @@ class AnnotateWidget(QWidget):
         for folder in (self.folder, where, core.autosave_dir()):
             if folder is None:
                 continue
-            folder = folder / CLASSIFICATION_DIR
             try:
-                ann = core.load_class_annotation(folder, self.name, shape=self._store.shape)
+                ann = core.load_class_annotation(folder / CLASSIFICATION_DIR, self._stored_name(folder),
+                                                 shape=self._store.shape)
             except ValueError as exc:
                 show_warning(f"Annotate: saved classes not used: {exc}")
                 continue
@@ -1360,7 +1371,7 @@ class AnnotateWidget(QWidget):
             return False
         target = self.folder or core.autosave_dir()
         in_dataset = self.folder is not None
-        args = (target, self.name, self._store, data, ann, self._pixel_size)
+        args = (target, self._stored_name(target), self._store, data, ann, self._pixel_size)
         if wait:
             try:
                 write_job(*args)
