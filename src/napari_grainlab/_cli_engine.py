@@ -75,38 +75,15 @@ def load_training_data(paths: list[str], task: str | None):
     """Samples (and class names) from dataset folders; the task is detected when not given."""
     import warnings
 
-    from .core.data.datasets import DataWarning, detect_task, load_classification_folder, load_segmentation_folder
+    from .core.data.datasets import DataWarning, load_dataset_folders
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
-        task, samples, classes = _load(paths, task, detect_task, load_classification_folder, load_segmentation_folder)
+        task, samples, classes = load_dataset_folders(paths, task)
     for w in caught:
         if issubclass(w.category, DataWarning):
             print(f"grainlab: warning: {' '.join(str(w.message).split())}", file=sys.stderr, flush=True)
     return task, samples, classes
-
-
-def _load(paths, task, detect_task, load_classification_folder, load_segmentation_folder):
-    samples, classes = [], None
-    for p in paths:
-        path = Path(p)
-        if not path.is_dir():
-            raise UserError(f"{p}: not a dataset folder (expected images/ + labels/, or one sub-folder per class)")
-        t = detect_task(path)
-        if task is None:
-            task = t
-        elif t != task:
-            raise UserError(f"{p}: a {t} dataset, but the task is {task}")
-        if t == "segment":
-            samples += load_segmentation_folder(path)
-        else:
-            s, names = load_classification_folder(path)
-            if classes is None:
-                classes = list(names)
-            elif list(names) != classes:
-                raise UserError(f"{p}: classes {names} differ from {classes} in the first folder")
-            samples += s
-    return task or "segment", samples, classes or []
 
 
 # ------------------------------------------------------------------------------------------ train

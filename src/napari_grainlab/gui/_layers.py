@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QSizePolicy, QWidget
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QSizePolicy, QWidget
 
 from ..core.data.io import PIXEL_SIZE_RANGE, DataError, read_pixel_size
 
@@ -65,6 +65,18 @@ def layer_pixel_size(layer: Layer) -> tuple[float | None, str]:
         if _plausible(value):
             return float(value), "TIFF metadata"
     return None, ""
+
+
+def pixel_size_spin(tooltip: str) -> QDoubleSpinBox:
+    """A spin box for the pixel size in µm; 0 shows as "unknown (px)"."""
+    spin = QDoubleSpinBox()
+    spin.setRange(0.0, 10000.0)
+    spin.setDecimals(5)
+    spin.setSingleStep(0.01)
+    spin.setSuffix(" µm")
+    spin.setSpecialValueText("unknown (px)")
+    spin.setToolTip(tooltip)
+    return spin
 
 
 def spatial_of(layer: Layer) -> dict[str, Any]:

@@ -41,6 +41,7 @@ __all__ = [
     "detect_task",
     "group_of",
     "load_classification_folder",
+    "load_dataset_folders",
     "load_segmentation_folder",
     "samples_from_arrays",
 ]
@@ -354,3 +355,32 @@ def detect_task(path: str | Path) -> str:
         return "classify"
     raise DataError(f"{root}: not a dataset folder; expected images/NAME.tif + labels/NAME.tif (segmentation) or "
                     f"one sub-folder of images per class, CLASS/NAME.tif (classification)")
+
+
+def load_dataset_folders(paths: Sequence[str | Path], task: str | None = None) -> tuple[str, list, list[str]]:
+    """Samples from several dataset folders of one task: ``(task, samples, class names)``.
+
+    The task is detected from the first folder when not given; a folder of another task, or a
+    classification folder whose classes differ from the first one's, raises :class:`DataError`.
+    """
+    samples: list = []
+    classes: list[str] | None = None
+    for p in paths:
+        path = Path(p)
+        if not path.is_dir():
+            raise DataError(f"{p}: not a dataset folder (expected images/ + labels/, or one sub-folder per class)")
+        kind = detect_task(path)
+        if task is None:
+            task = kind
+        elif kind != task:
+            raise DataError(f"{p}: a {kind} dataset, but the task is {task}")
+        if kind == "segment":
+            samples += load_segmentation_folder(path)
+        else:
+            s, names = load_classification_folder(path)
+            if classes is None:
+                classes = list(names)
+            elif list(names) != classes:
+                raise DataError(f"{p}: classes {list(names)} differ from {classes} in the first folder")
+            samples += s
+    return task or "segment", samples, classes or []

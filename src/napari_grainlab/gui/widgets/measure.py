@@ -31,7 +31,6 @@ from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -47,7 +46,7 @@ from qtpy.QtWidgets import (
 
 from ..._sample_data import grain_features
 from ...core.measure import astm_grain_size, grain_table, summarize, write_table_csv
-from .._layers import LayerCombo, layer_pixel_size
+from .._layers import LayerCombo, layer_pixel_size, pixel_size_spin
 from ..workers import LatestOnlyRunner, report_error
 
 if TYPE_CHECKING:
@@ -271,15 +270,9 @@ class MeasureWidget(QWidget):
         self.labels_combo = LayerCombo(self.viewer, Labels, "(no labels layer)")
         self.labels_combo.setToolTip("grain instances to measure (each grain one label, 0 = background)")
         self.labels_combo.layer_changed.connect(self._on_layer_changed)
-        self.pixel_spin = QDoubleSpinBox()
-        self.pixel_spin.setRange(0.0, 10000.0)
-        self.pixel_spin.setDecimals(5)
-        self.pixel_spin.setSingleStep(0.01)
-        self.pixel_spin.setSuffix(" µm")
-        self.pixel_spin.setSpecialValueText("unknown (px)")
-        self.pixel_spin.setToolTip("<p>Size of one pixel in µm. Filled in from the layer (metadata or scale) "
-                                   "or its source TIFF (SEM vendor tags, ImageJ, resolution tags); a typed "
-                                   "value wins. Needed for µm and ASTM G.</p>")
+        self.pixel_spin = pixel_size_spin("<p>Size of one pixel in µm. Filled in from the layer (metadata or scale) "
+                                          "or its source TIFF (SEM vendor tags, ImageJ, resolution tags); a typed "
+                                          "value wins. Needed for µm and ASTM G.</p>")
         self.pixel_spin.valueChanged.connect(self._on_pixel_typed)
         self.pixel_hint = QLabel("")
         self.pixel_hint.setStyleSheet(HINT_STYLE)

@@ -38,7 +38,6 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QFrame,
@@ -62,6 +61,7 @@ from ...core.models.checkpoint import CheckpointError, checkpoint_files, read_me
 from .._engine import ensure_engine
 from .._layers import (
     LayerCombo,
+    pixel_size_spin,
     is_prediction,
     layer_pixel_size,
     prediction_metadata,
@@ -356,15 +356,9 @@ class PredictWidget(QWidget):
         self.all_check = QCheckBox("All open images")
         self.all_check.setToolTip("predict every image layer in the viewer, one after the other")
         self.all_check.toggled.connect(self._on_all_toggled)
-        self.pixel_spin = QDoubleSpinBox()
-        self.pixel_spin.setRange(0.0, 10000.0)
-        self.pixel_spin.setDecimals(5)
-        self.pixel_spin.setSingleStep(0.01)
-        self.pixel_spin.setSuffix(" µm")
-        self.pixel_spin.setSpecialValueText("unknown (px)")
-        self.pixel_spin.setToolTip("<p>Size of one pixel in µm, for grain sizes in µm and ASTM G. Filled in from "
-                                   "the layer (its metadata or scale) or the TIFF it came from (SEM vendor "
-                                   "tags, ImageJ, resolution tags); a value typed here wins.</p>")
+        self.pixel_spin = pixel_size_spin("<p>Size of one pixel in µm, for grain sizes in µm and ASTM G. Filled in from "
+                                          "the layer (its metadata or scale) or the TIFF it came from (SEM vendor "
+                                          "tags, ImageJ, resolution tags); a value typed here wins.</p>")
         self.pixel_spin.valueChanged.connect(self._on_pixel_typed)
         self.pixel_hint = QLabel("")
         self.pixel_hint.setStyleSheet(HINT_STYLE)

@@ -65,7 +65,7 @@ from .._layers import is_prediction
 
 avoid_triton_llvm_clash()  # again before timm / torchvision are first imported (see the module)
 
-from ...core.data import DataError, DataWarning  # noqa: E402
+from ...core.data import DataError, DataWarning, load_dataset_folders  # noqa: E402
 from ...core.training import (  # noqa: E402
     Checkpoint,
     ConfigError,
@@ -274,26 +274,6 @@ class TrainJob:
     kfold: int = 0
 
 
-def _load_folders(job: TrainJob, task: str) -> tuple[list, list[str]]:
-    from ...core.data import detect_task, load_classification_folder, load_segmentation_folder
-
-    samples: list = []
-    classes: list[str] | None = None
-    for folder in job.folders:
-        kind = detect_task(folder)
-        if kind != task:
-            raise DataError(f"{folder}: a {kind} dataset, but the task is {task}")
-        if kind == "segment":
-            samples += load_segmentation_folder(folder)
-        else:
-            s, names = load_classification_folder(folder)
-            if classes is not None and list(names) != classes:
-                raise DataError(f"{folder}: classes {list(names)} differ from {classes} in the first folder")
-            classes = list(names)
-            samples += s
-    return samples, classes or []
-
-
 def run_training(job: TrainJob, stop) -> Iterator[Any]:
     """Worker body: read the data (layers, then folders), then ``yield from fit(...)``.
 
@@ -312,7 +292,7 @@ def run_training(job: TrainJob, stop) -> Iterator[Any]:
             samples += samples_from_arrays(job.images, job.labels, names=job.names, pixel_sizes=job.pixel_sizes)
         if job.folders:
             yield DataStatus(f"Reading {len(job.folders)} dataset folder(s)…")
-            more, classes = _load_folders(job, cfg.task)
+            _task, more, classes = load_dataset_folders(job.folders, cfg.task)
             samples += more
             if classes:
                 cfg = cfg.replace(classes=tuple(classes))
