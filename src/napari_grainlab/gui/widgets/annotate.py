@@ -1421,7 +1421,9 @@ class AnnotateWidget(QWidget):
     def _on_autosave_timer(self) -> None:
         if self.labels_layer is not None:
             try:
-                if stats_job(self.labels_layer.data, self._saved)[2] or self._class_state() != self._saved_classes:
+                # the flag the layer's events and the (off-thread) statistics keep: no full
+                # comparison of a large label image on the GUI thread every N seconds
+                if self._dirty:
                     self.autosave()
             except Exception as exc:  # noqa: BLE001 - never raise from a timer
                 report_error(exc, "Autosave")
