@@ -437,3 +437,90 @@ def test_layout_fits_a_narrow_dock(dock, viewer, qtbot, tmp_path):
         assert button.width() >= button.minimumSizeHint().width() - 1, button.text()
     assert dock.scroll_area.horizontalScrollBar().maximum() == 0
     dock.grab().save(str(tmp_path / "annotate_dock.png"))
+
+
+# --------------------------------------------------------------------- robustness
+def test_closed_dock_lets_go_of_the_layer(viewer, qtbot, tmp_path):
+    viewer.add_image(micrograph(), name="grains")
+    dock = make_widget(viewer, qtbot)
+    labels = dock.labels_layer
+    data = np.zeros(labels.data.shape, np.uint32)
+    data[10:30, 10:30] = 7
+    dock._apply_edit(core.LabelEdit.between(labels.data, data))
+    assert dock.save(tmp_path / "ds") is not None
+    dock.set_tool("delete")
+    viewer.window.remove_dock_widget(dock)  # napari only takes the widget out of its dock
+    assert not dock._autosave_timer.isActive()
+    assert dock._on_mouse not in labels.mouse_drag_callbacks
+    click(labels, (20, 20))  # an ordinary click on the layer no longer deletes the grain
+    assert (labels.data == 7).sum() == 400
+
+
+def test_model_proposal_for_another_image_is_dropped(dock, viewer, qtbot, monkeypatch, tmp_path):
+    import threading
+
+    from napari_grainlab.gui.widgets import annotate as widget_module
+
+    release = threading.Event()
+
+    def slow_proposal(checkpoint, gray, stop=None, **_):
+        release.wait(10)
+        return np.ones(gray.shape, np.int32)
+
+    monkeypatch.setattr(core, "propose_from_model", slow_proposal)
+    monkeypatch.setattr(widget_module, "ensure_engine", lambda *a, **k: True)
+    task = dock.propose_from_model(tmp_path)
+    other = viewer.add_image(micrograph(seed=2), name="other")
+    dock.attach(other)  # the user switches images while the model runs
+    release.set()
+    qtbot.waitUntil(lambda: task.result is not None, timeout=10_000)
+    assert dock.proposal_layer is None
+    assert not dock.labels_layer.data.any()
+
+
+def test_a_slow_autosave_never_overwrites_a_newer_save(dock, viewer, qtbot, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import tifffile
+
+    real = core.save_segmentation
+
+    def slow_off_main(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "save_segmentation", slow_off_main)
+    dock.set_folder(tmp_path / "ds")
+    labels = dock.labels_layer
+    first = np.zeros(labels.data.shape, np.uint32)
+    first[5:20, 5:20] = 3
+    dock._apply_edit(core.LabelEdit.between(labels.data, first))
+    assert dock.autosave()  # in a worker, slowly
+    second = first.copy()
+    second[30:50, 30:50] = 9
+    dock._apply_edit(core.LabelEdit.between(labels.data, second))
+    assert dock.save() is not None  # the user saves meanwhile
+    qtbot.waitUntil(lambda: not dock.autosave_busy, timeout=10_000)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "ds" / "labels" / "grains.tif"), second)
+    assert not dock.has_unsaved_changes()
+
+
+def test_replacing_with_more_ids_than_a_uint8_layer_holds_is_refused(viewer, qtbot, notifications):
+    viewer.add_image(micrograph(), name="grains")
+    small = viewer.add_labels(np.zeros((160, 192), np.uint8), name="png labels")
+    dock = make_widget(viewer, qtbot)
+    dock.attach(viewer.layers["grains"], small)
+    proposal = np.arange(160 * 192, dtype=np.uint32).reshape(160, 192) % 600 + 1
+    dock._show_proposal((proposal, 0.0), source="classical")
+    assert not dock.apply_proposal(mode="replace")
+    assert not small.data.any()
+    assert any("uint8" in m for m in notifications.messages("error"))
+
+
+def test_renamed_layers_stay_choosable(dock, viewer, qtbot):
+    second = viewer.add_image(micrograph(seed=3), name="B")
+    second.name = "C"
+    items = [dock.image_combo.itemText(i) for i in range(dock.image_combo.count())]
+    assert "C" in items and "B" not in items

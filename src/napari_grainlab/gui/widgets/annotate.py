@@ -26,6 +26,7 @@ The dialogs are methods (:meth:`AnnotateWidget.ask_directory`, :meth:`~AnnotateW
 from __future__ import annotations
 
 import functools
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -64,6 +65,7 @@ from ...core import annotate as core
 from ...core.data.io import DataError, normalize_intensity, to_grayscale
 from .._engine import ensure_engine
 from .._forms import ComboBox, SpinBox
+from .._layers import layer_pixel_size
 from ..workers import GeneratorTask, LatestOnlyRunner, TaskProgress, TaskResult, report_error
 
 if TYPE_CHECKING:
@@ -160,6 +162,19 @@ def stats_job(data: np.ndarray, saved: np.ndarray | None) -> tuple[int, float, b
     n, frac = core.annotation_stats(data)
     dirty = saved is None or saved.shape != data.shape or not np.array_equal(data, saved)
     return n, frac, dirty
+
+
+def ordered_write(state: dict[str, Any], seq: int, *args: Any) -> Path | None:
+    """:func:`write_job` for snapshot number ``seq``, one write at a time; a snapshot older than
+    the one already written is skipped (returns None), so a slow autosave never overwrites a
+    newer save. ``state`` holds the lock and the number written last (no Qt objects: it is
+    used from worker threads)."""
+    with state["lock"]:
+        if seq < state["written"]:
+            return None
+        folder = write_job(*args)
+        state["written"] = seq
+        return folder
 
 
 def write_job(folder: Path, name: str, image: np.ndarray, labels: np.ndarray | None,
@@ -260,8 +275,15 @@ class AnnotateWidget(QWidget):
         self._merge_first: int | None = None
         self._autosave_worker = None
         self._model_task: GeneratorTask | None = None
+        self._proposal_generation = 0  # bumped when the image changes: older model proposals are dropped
+        self._writes: dict[str, Any] = {"lock": threading.Lock(), "written": 0}
+        self._write_seq = 0  # snapshot numbers of saves and autosaves
+        self._recorded_seq = 0  # the newest snapshot recorded as saved
+        self._torn_down = False
         self._syncing = False
         self._dock_hooked = False
+        self._docked = False
+        self._main_window: weakref.ref | None = None
         self.proposals_shown = 0
 
         self._build()
@@ -292,6 +314,7 @@ class AnnotateWidget(QWidget):
         self._close_filter = _CloseFilter(self)  # installed on napari's main window once docked
         self.destroyed.connect(_make_shutdown(self._stats_runner, self._proposal_runner))
 
+        self._watch_names()
         self._refresh_layer_choices()
         self._update_tool_help()
         self._show_stats((0, 0.0, False))
@@ -621,7 +644,14 @@ class AnnotateWidget(QWidget):
         layer = next((x for x in self.viewer.layers if x.name == name), None)
         return layer if isinstance(layer, kind) else None
 
+    def _watch_names(self) -> None:
+        for layer in self.viewer.layers:
+            layer.events.name.connect(self._refresh_layer_choices)  # connecting twice is a no-op
+
     def _on_layers_changed(self, event=None) -> None:
+        if self._torn_down:
+            return
+        self._watch_names()
         self._refresh_layer_choices()
         if self.image_layer is None and event is not None and getattr(event, "type", "") == "inserted":
             if isinstance(event.value, Image):  # the first image: attach to it
@@ -786,6 +816,9 @@ class AnnotateWidget(QWidget):
                 self.viewer.layers.remove(layer)
         self._proposal_ref = self._line_ref = None
         self._proposal_runner.discard()
+        self._proposal_generation += 1
+        if self._model_task is not None and self._model_task.is_running:
+            self._model_task.cancel()
         self._image_ref = self._labels_ref = self._classes_ref = None
         self._store = self._gray = self._saved = None
         self._merge_first = None
@@ -981,7 +1014,7 @@ class AnnotateWidget(QWidget):
         if data.size <= SYNC_STATS_PIXELS:
             self._show_stats(stats_job(data, self._saved))
         else:
-            self._stats_runner.submit(stats_job, data, self._saved)
+            self._stats_runner.submit(stats_job, np.array(data, copy=True), self._saved)  # the user may paint on
 
     def _show_stats(self, stats: tuple[int, float, bool]) -> None:
         n, frac, dirty = stats
@@ -1099,16 +1132,19 @@ class AnnotateWidget(QWidget):
                              progress_bar=self.model_progress, cancel_button=self.model_cancel, parent=self)
         started = time.perf_counter()
         shape = self._gray.shape
-        task.finished.connect(lambda result: self._model_finished(result, shape, started))
+        generation = self._proposal_generation
+        task.finished.connect(lambda result: self._model_finished(result, shape, started, generation))
         self._model_task = task
         self.model_button.setEnabled(False)
         self.proposal_label.setText("Running the model…")
         task.start()
         return task
 
-    def _model_finished(self, result: TaskResult, shape: tuple[int, int], started: float) -> None:
+    def _model_finished(self, result: TaskResult, shape: tuple[int, int], started: float, generation: int) -> None:
         self.model_button.setEnabled(True)
-        if result.ok and result.value is not None and result.value.shape == shape:
+        if generation != self._proposal_generation:
+            self.proposal_label.setText("Model proposal dropped: the image changed while it ran")
+        elif result.ok and result.value is not None and result.value.shape == shape:
             self._show_proposal((result.value, time.perf_counter() - started), source="model")
         elif result.status == "cancelled" or result.value is None:
             self.proposal_label.setText("Model proposal cancelled")
@@ -1127,6 +1163,10 @@ class AnnotateWidget(QWidget):
         mode = mode or self.apply_mode.currentData()
         data = np.asarray(labels.data)
         if mode == "replace":
+            top = int(proposal.data.max(initial=0))
+            if data.dtype.kind in "iu" and top > np.iinfo(data.dtype).max:
+                raise ValueError(f"the proposal has grain ids up to {top}, more than the {data.dtype} labels layer "
+                                 f"{labels.name!r} can hold; choose 'New layer' under Grains for a uint32 layer")
             new = proposal.data.astype(data.dtype, copy=False)
             edit = core.LabelEdit.between(data, new)
         else:
@@ -1345,7 +1385,8 @@ class AnnotateWidget(QWidget):
                     return None
                 self.set_folder(chosen)
             data, ann = self._snapshot()
-            write_job(self.folder, self.name, self._store, data, ann, self._pixel_size)
+            seq = self._next_seq()
+            ordered_write(self._writes, seq, self.folder, self.name, self._store, data, ann, self._pixel_size)
         except (ValueError, OSError) as exc:
             show_error(f"Saving the annotation failed: {exc}")
             self._set_save_status(f"Save failed: {exc}", error=True)
@@ -1353,8 +1394,12 @@ class AnnotateWidget(QWidget):
         except Exception as exc:  # noqa: BLE001
             report_error(exc, "Saving the annotation")
             return None
-        self._saved_write(data, ann, self.folder, in_dataset=True)
+        self._saved_write(data, ann, self.folder, in_dataset=True, seq=seq)
         return self.folder
+
+    def _next_seq(self) -> int:
+        self._write_seq += 1
+        return self._write_seq
 
     def autosave(self, wait: bool = False, labels: Labels | None = None) -> bool:
         """Save changes now (dataset folder, else :func:`~napari_grainlab.core.annotate.autosave_dir`)
@@ -1372,21 +1417,41 @@ class AnnotateWidget(QWidget):
         target = self.folder or core.autosave_dir()
         in_dataset = self.folder is not None
         args = (target, self._stored_name(target), self._store, data, ann, self._pixel_size)
+        seq = self._next_seq()
         if wait:
             try:
-                write_job(*args)
+                ordered_write(self._writes, seq, *args)
             except (ValueError, OSError) as exc:
-                show_error(f"Autosave failed: {exc}")
-                return False
-            self._saved_write(data, ann, target, in_dataset, auto=True)
+                return self._autosave_failed(exc, data, ann, in_dataset, seq)
+            self._saved_write(data, ann, target, in_dataset, auto=True, seq=seq)
             return True
-        worker = create_worker(write_job, *args, _start_thread=False)
-        worker.returned.connect(lambda _f: self._saved_write(data, ann, target, in_dataset, auto=True))
-        worker.errored.connect(lambda exc: self._set_save_status(f"Autosave failed: {exc}", error=True))
+        worker = create_worker(ordered_write, self._writes, seq, *args, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(
+            lambda written: written is not None and self._saved_write(data, ann, target, in_dataset, auto=True, seq=seq))
+        worker.errored.connect(lambda exc: self._autosave_failed(exc, data, ann, in_dataset, seq))
         worker.finished.connect(self._autosave_done)
         self._autosave_worker = worker
         worker.start()
         return True
+
+    def _autosave_failed(self, exc: BaseException, data: np.ndarray, ann, in_dataset: bool, seq: int) -> bool:
+        """An autosave failed: when the dataset folder refused it, keep the work in the per-user
+        autosave folder instead; tell the user either way. Returns whether the work is on disk."""
+        if in_dataset and self._store is not None and isinstance(exc, (ValueError, OSError)):
+            fallback = core.autosave_dir()
+            try:
+                ordered_write(self._writes, seq, fallback, self._autosave_name(), self._store, data, ann,
+                              self._pixel_size)
+            except (ValueError, OSError) as second:
+                exc = second
+            else:
+                self._set_save_status(f"Autosave to the dataset folder failed ({exc}); kept in {fallback}",
+                                      error=True)
+                show_warning(f"Annotate: autosave to the dataset folder failed: {exc}. The work is kept in {fallback}")
+                return True
+        self._set_save_status(f"Autosave failed: {exc}", error=True)
+        show_error(f"Autosave failed: {exc}")
+        return False
 
     def _autosave_done(self) -> None:
         self._autosave_worker = None
@@ -1395,10 +1460,14 @@ class AnnotateWidget(QWidget):
     def autosave_busy(self) -> bool:
         return self._autosave_worker is not None
 
-    def _saved_write(self, data: np.ndarray, ann, folder: Path, in_dataset: bool, auto: bool = False) -> None:
+    def _saved_write(self, data: np.ndarray, ann, folder: Path, in_dataset: bool, auto: bool = False,
+                     seq: int = 0) -> None:
         labels = self.labels_layer
         if labels is None or labels.data.shape != data.shape:
             return  # switched image meanwhile; that write was for the previous one
+        if seq < self._recorded_seq:
+            return  # a newer snapshot was recorded already
+        self._recorded_seq = seq
         self._saved = data
         self._saved_classes = () if ann is None else (tuple(ann.classes), ann.image_class,
                                                       None if ann.regions is None else hash(ann.regions.tobytes()),
@@ -1449,19 +1518,38 @@ class AnnotateWidget(QWidget):
     # ================================================================ dock closing
     def showEvent(self, event) -> None:  # noqa: N802 (Qt override)
         super().showEvent(event)
-        if not self._dock_hooked:
+        if not self._dock_hooked or self._main_window is None:
             self._hook_dock_close()
 
+    def event(self, ev) -> bool:  # noqa: D401 (Qt override)
+        # docked: hook the dock's close button; taken out of its dock (napari's remove_dock_widget
+        # only unparents the widget): let go of the layers
+        if ev.type() == QEvent.Type.ParentChange and not self._torn_down:
+            if self.parent() is None:
+                if self._docked:
+                    self.teardown()
+            else:
+                self._docked = True
+                self._hook_dock_close()
+        return super().event(ev)
+
     def _hook_dock_close(self) -> None:
-        """Ask before napari's dock close button (or the main window) closes with unsaved work."""
+        """Ask before napari's dock close button (or the main window) closes with unsaved work.
+
+        Called when the widget is docked and when it is shown, until both hooks are in place
+        (the main window is an ancestor only once the dock is added to it)."""
+        if self._main_window is None:
+            main = self.parent()
+            while main is not None and not isinstance(main, QMainWindow):
+                main = main.parent()
+            if main is not None:
+                main.installEventFilter(self._close_filter)
+                self._main_window = weakref.ref(main)
+        if self._dock_hooked:
+            return
         dock = self.parent()
         while dock is not None and not hasattr(dock, "destroyOnClose"):
             dock = dock.parent()
-        main = self.parent()
-        while main is not None and not isinstance(main, QMainWindow):
-            main = main.parent()
-        if main is not None:
-            main.installEventFilter(self._close_filter)
         if dock is None:
             return
         original = dock.destroyOnClose
@@ -1469,12 +1557,38 @@ class AnnotateWidget(QWidget):
 
         def destroy_on_close() -> None:
             widget = me()
-            if widget is not None and not widget.confirm_close():
-                return
+            if widget is not None:
+                if not widget.confirm_close():
+                    return
+                widget.teardown()
             original()
 
         dock.destroyOnClose = destroy_on_close
         self._dock_hooked = True
+
+    def teardown(self) -> None:
+        """The dock is closing (its work was saved or discarded): let go of the layers, stop the
+        timers and the workers, and stop listening to the viewer, so that nothing of the closed
+        dock acts on a layer any more."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self._autosave_timer.stop()
+        self._stats_timer.stop()
+        labels = self.labels_layer
+        self._leave_current(autosave=False, labels=labels)
+        layers = self.viewer.layers
+        for handler, emitter in ((self._on_layers_changed, layers.events.inserted),
+                                 (self._on_layers_changed, layers.events.removed),
+                                 (self._on_layer_removed, layers.events.removed)):
+            emitter.disconnect(handler)
+        for layer in layers:
+            layer.events.name.disconnect(self._refresh_layer_choices)
+        main = self._main_window() if self._main_window is not None else None
+        if main is not None:
+            main.removeEventFilter(self._close_filter)
+        self._stats_runner.close()
+        self._proposal_runner.close()
 
 
 # ============================================================================ helpers
@@ -1493,13 +1607,8 @@ def _spatial(layer) -> dict[str, Any]:
 
 
 def _pixel_size(layer) -> float | None:
-    meta = getattr(layer, "metadata", {}) or {}
-    value = meta.get("grainlab", {}).get("pixel_size_um") if isinstance(meta.get("grainlab"), dict) else None
-    try:
-        value = float(value) if value else None
-    except (TypeError, ValueError):
-        value = None
-    return value if value and value > 0 else None
+    """µm per pixel from the layer (metadata, scale with units) or its source TIFF, as the other docks read it."""
+    return layer_pixel_size(layer)[0]
 
 
 def _make_shutdown(*runners: LatestOnlyRunner) -> Callable[..., None]:

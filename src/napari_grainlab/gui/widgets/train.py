@@ -61,7 +61,7 @@ from qtpy.QtWidgets import (
 from superqt import QCollapsible
 
 from .._engine import avoid_triton_llvm_clash
-from .._layers import is_prediction
+from .._layers import is_prediction, layer_pixel_size
 
 avoid_triton_llvm_clash()  # again before timm / torchvision are first imported (see the module)
 
@@ -1325,12 +1325,10 @@ class TrainWidget(QWidget):
                 continue
             if image.rgb:
                 notes.append(f"'{image.name}' is an RGB image: training uses its luminance")
-            meta = image.metadata.get("grainlab", {}) if isinstance(image.metadata, dict) else {}
-            px = meta.get("pixel_size_um") if isinstance(meta, dict) else None
             job.images.append(img)
             job.labels.append(lab)
             job.names.append(str(image.name))
-            job.pixel_sizes.append(float(px) if isinstance(px, (int, float)) and px > 0 else None)
+            job.pixel_sizes.append(layer_pixel_size(image)[0])
         if empty:
             names = ", ".join(f"'{n}'" for n in empty)
             if not job.images and not self._folders:
