@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -13,9 +14,44 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_tiff", "atom
            "write_tiff"]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode ``path`` would get from a plain ``open(path, "w")``: the replaced file's mode, else 0o666 & ~umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_writer(path: Path):
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
+
+    The temporary file is flushed to disk before the rename, and the result gets the mode of the
+    file it replaces (a new file: ``0o666 & ~umask``, as ``open()`` would give it; ``mkstemp``
+    alone would leave it readable by its owner only).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -23,6 +59,9 @@ def atomic_writer(path: Path):
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync_file(tmp_path)
+        with contextlib.suppress(OSError):  # e.g. file systems without permissions
+            os.chmod(tmp_path, _new_file_mode(path))
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -33,9 +72,7 @@ def atomic_writer(path: Path):
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_writer(path) as tmp:
         with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            fh.write(data)  # atomic_writer syncs it to disk before the rename
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -32,10 +32,27 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
     if labels.dtype.kind not in "iu":
         raise ValueError(f"labels must be integers, got {labels.dtype}")
     h, w = labels.shape
+    if labels.size == 0:
+        return _empty_table()
     flat = labels.ravel().astype(np.int64, copy=False)
-    if flat.size and flat.min() < 0:
+    if flat.min() < 0:
         raise ValueError("labels must be >= 0")
-    nl = int(flat.max()) + 1 if flat.size else 1
+    nl = int(flat.max()) + 1
+    ids_orig = None
+    if nl > flat.size + 1:
+        # sparse ids (e.g. {1, 20_000_000}): the per-label arrays below would be as long as the largest id;
+        # renumber compactly (0 stays 0) and report the original ids in the "label" column
+        uniq, inv = np.unique(flat, return_inverse=True)
+        inv = inv.reshape(-1)
+        if uniq[0] != 0:
+            uniq = np.concatenate([[0], uniq])
+            inv = inv + 1
+        ids_orig = uniq
+        if reference is not None:
+            reference = np.asarray(reference)[uniq]
+        flat = inv.astype(np.int64, copy=False)
+        labels = flat.reshape(h, w)
+        nl = int(uniq.size)
     area = np.bincount(flat, minlength=nl).astype(np.float64)
     ids = np.nonzero(area)[0]
     ids = ids[ids > 0]
@@ -75,7 +92,7 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
             touches[edge] = True
     scale = float(pixel_size) if pixel_size else 1.0
     out = {
-        "label": ids.astype(np.int64),
+        "label": (ids if ids_orig is None else ids_orig[ids]).astype(np.int64),
         "area": area[ids] * scale * scale,
         "equivalent_diameter": np.sqrt(4.0 * area[ids] / math.pi) * scale,
         "centroid_y": (my[ids] % h if periodic else my[ids]) * scale,
@@ -86,6 +103,13 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
         "orientation": orient[ids],
         "touches_border": touches[ids],
     }
+    return out
+
+
+def _empty_table() -> dict[str, np.ndarray]:
+    out = {c: np.zeros(0, dtype=np.float64) for c in TABLE_COLUMNS}
+    out["label"] = np.zeros(0, dtype=np.int64)
+    out["touches_border"] = np.zeros(0, dtype=bool)
     return out
 
 
@@ -102,17 +126,23 @@ def astm_grain_size(labels: np.ndarray, pixel_size: float | None) -> dict[str, f
         raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
     ids = np.unique(labels)
     ids = ids[ids > 0]
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    edge = edge[edge > 0]
+    if labels.size:
+        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        edge = edge[edge > 0]
+    else:
+        edge = ids
     n_edge = int(len(edge))
     n_inside = int(len(ids)) - n_edge
     counted = n_inside + 0.5 * n_edge
     out = {"grains": float(len(ids)), "grains_inside": float(n_inside), "grains_on_edge": float(n_edge),
            "grains_counted": counted, "grains_per_mm2": math.nan, "astm_g": math.nan}
-    if pixel_size and counted > 0:
-        area_mm2 = float(np.count_nonzero(labels)) * (float(pixel_size) * 1e-3) ** 2
-        if area_mm2 > 0:
-            n_a = counted / area_mm2
+    if pixel_size and math.isfinite(float(pixel_size)) and counted > 0:
+        try:
+            area_mm2 = float(np.count_nonzero(labels)) * (float(pixel_size) * 1e-3) ** 2
+        except OverflowError:
+            area_mm2 = math.inf
+        n_a = counted / area_mm2 if area_mm2 > 0 else math.inf
+        if 0 < n_a < math.inf:  # an absurd pixel size (1e-200, 1e200) makes no grain size
             out["grains_per_mm2"] = n_a
             out["astm_g"] = 3.321928 * math.log10(n_a) - 2.954
     return out

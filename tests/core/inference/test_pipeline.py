@@ -150,3 +150,33 @@ def test_prepare_image_takes_any_dtype_and_rgb_but_not_stacks():
         prepare_image(np.zeros((5, 32, 32), np.uint8), "stack")
     with pytest.raises(DataError, match="NaN"):
         prepare_image(np.full((8, 8), np.nan, np.float32))
+
+
+class NaNModel(nn.Module):
+    """A diverged network: NaN everywhere."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+        self.out_channels = 2
+
+    def forward(self, x):
+        n = x.shape[0]
+        if self.task == "segment":
+            return torch.full((n, 2, *x.shape[2:]), float("nan"))
+        return torch.full((n, 2), float("nan"))
+
+
+@pytest.mark.parametrize("task", ["segment", "classify"])
+def test_a_model_that_outputs_nan_raises_a_clear_error(task):
+    from napari_grainlab.core.inference import classify_image
+    from napari_grainlab.core.models import ModelError
+
+    image, _ = voronoi_image((64, 64))
+    with pytest.raises(ModelError, match="NaN or infinite values"):
+        predict_array(NaNModel(task), {}, image, tile=64)
+    with pytest.raises(ModelError, match="diverged"):
+        if task == "segment":
+            segment_image(NaNModel(task), image, tile=64)
+        else:
+            classify_image(NaNModel(task), image, 64)

@@ -239,3 +239,27 @@ def test_bad_labels():
         merge_small_grains(np.zeros((4, 4), np.float32), 3)
     with pytest.raises(ValueError, match=">= 0"):
         relabel_sequential(-np.ones((4, 4), np.int32))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("which", ["boundary", "distance"])
+@pytest.mark.parametrize("smoothing", [0.0, 1.5])
+def test_non_finite_maps_raise_instead_of_crashing(bad, which, smoothing):
+    # a NaN in the distance map used to segfault skimage's h_maxima
+    rng = np.random.default_rng(0)
+    maps = {"boundary": np.zeros((64, 64), np.float32), "distance": rng.random((64, 64)).astype(np.float32)}
+    maps[which][10, 10] = bad
+    with pytest.raises(ValueError, match=f"{which} contains NaN or infinite"):
+        watershed_grains(maps["boundary"], maps["distance"], smoothing=smoothing)
+    # float64 values beyond float32 become inf: caught too
+    big = np.full((8, 8), 1e300)
+    with pytest.raises(ValueError, match="infinite"):
+        watershed_grains(big, np.zeros((8, 8)))
+
+
+def test_empty_label_arrays_are_handled():
+    from napari_grainlab.core.inference.postprocess import merge_weak_borders
+
+    empty = np.zeros((0, 5), np.uint32)
+    assert merge_weak_borders(empty, np.zeros((0, 5)), 0.3).shape == (0, 5)
+    assert watershed_grains(np.zeros((0, 5)), np.zeros((0, 5))).shape == (0, 5)

@@ -320,3 +320,15 @@ def test_classify_image_is_mean_of_tiles():
 def test_classify_rejects_segmentation_output():
     with pytest.raises(ValueError, match="N x K"):
         classify_tiled(Pointwise(), np.zeros((64, 64), np.float32), tile=64)
+
+
+@pytest.mark.parametrize("name", ["foo", "tpu9", "", "cuda:x"])
+def test_resolve_device_raises_a_config_error_shared_with_training(name):
+    from napari_grainlab.core.inference.tiling import resolve_device
+    from napari_grainlab.core.training import ConfigError
+    from napari_grainlab.core.training import resolve_device as train_resolve_device
+
+    assert train_resolve_device is resolve_device  # one device check for training and prediction
+    with pytest.raises(ConfigError, match="device"):
+        resolve_device(name)
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(" CPU ") == torch.device("cpu")

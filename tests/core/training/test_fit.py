@@ -185,3 +185,38 @@ def test_classification_with_mixup_trains_and_reports_macro_f1(tmp_path):
     assert 0 <= ep.metrics["macro_f1"] <= 1 and 0 <= ep.metrics["accuracy"] <= 1
     model, meta = load_checkpoint(tmp_path / "c")
     assert meta["classes"] == ["sem", "optical"] and model(torch.rand(1, 1, 64, 64)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("lr", float("inf"), "finite"), ("lr", float("nan"), "finite"), ("weight_decay", -1.0, ">= 0"),
+    ("weight_decay", float("nan"), "finite"), ("backbone_lr_factor", float("nan"), "finite"),
+    ("mixup", float("inf"), "finite"), ("min_delta", float("nan"), "finite"), ("warmup_epochs", -1.0, ">= 0"),
+    ("min_lr_ratio", 2.0, "[0, 1]"), ("dropout", float("nan"), "finite"), ("lr", "0.1", "number"),
+])
+def test_config_rejects_non_finite_and_negative_floats(option, value, message):
+    from napari_grainlab.core.training import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{option}: .*{message}" if message != "[0, 1]" else option):
+        TrainConfig(**{option: value})
+
+
+def test_fit_stops_when_the_weights_become_non_finite(tmp_path, monkeypatch):
+    # one step at a huge learning rate can turn the weights into NaN with a finite loss; that model must not be
+    # saved as "best" with a normal finish
+    import importlib
+
+    fit_module = importlib.import_module("napari_grainlab.core.training.fit")
+    real = fit_module._train_step
+
+    def step(model, *args):
+        loss = real(model, *args)
+        with torch.no_grad():
+            next(model.parameters()).fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(fit_module, "_train_step", step)
+    cfg = TrainConfig(backbone="resnet18", weights="none", strategy="scratch", epochs=1, steps_per_epoch=1,
+                      batch_size=2, synthetic="none", out=str(tmp_path / "m"), val_fraction=0, **TINY)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        list(fit(cfg, sem_samples(2)))
+    assert not (tmp_path / "m" / "best" / "model.json").exists()

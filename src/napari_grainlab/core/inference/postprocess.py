@@ -37,7 +37,12 @@ def _as_map(name: str, arr, shape: tuple[int, int] | None = None) -> np.ndarray:
         raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, reported below
+        arr = arr.astype(np.float32, copy=False)
+    if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
+        # h_maxima and the watershed misbehave (skimage can even crash) on NaN / inf
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
 
 
 def _check_labels(labels, name: str = "labels") -> np.ndarray:
@@ -200,8 +205,10 @@ def merge_weak_borders(labels: np.ndarray, elevation: np.ndarray, threshold: flo
     """
     labels = relabel_sequential(labels)
     elevation = _as_map("elevation", elevation, labels.shape)
+    if labels.size == 0:
+        return labels
     n = int(labels.max()) + 1
-    if n <= 2 or labels.size == 0:
+    if n <= 2:
         return labels
     pa, pb, total, count = _border_table(labels, elevation)
     lut = np.arange(n, dtype=np.int64)

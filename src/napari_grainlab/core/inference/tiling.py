@@ -161,21 +161,34 @@ class _Grid:
 
 # ----------------------------------------------------------------------------- helpers
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; other names must be available on this machine."""
+    """``"auto"`` picks cuda, then mps, then cpu; other names must be available on this machine.
+
+    An unknown or unavailable device raises :class:`~napari_grainlab.core.training.ConfigError`
+    (a ``ValueError``) with a one-line message. Training uses this function too.
+    """
+    # the standard library only: no import cycle, no cost
+    from ..training.config import ConfigError
+
     mps = getattr(torch.backends, "mps", None)
     mps_ok = mps is not None and mps.is_available()
-    if isinstance(device, str) and device == "auto":
+    if isinstance(device, str) and device.strip().lower() == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps") if mps_ok else torch.device("cpu")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device: unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but no CUDA GPU is available (use cpu or auto)")
+        dev = torch.device(device.strip().lower() if isinstance(device, str) else device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(f"device: unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from exc
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device: unsupported device {device!r} (use auto, cpu, cuda, cuda:N or mps)")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r} requested but no CUDA GPU is available (use cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {device!r} requested but this machine has {torch.cuda.device_count()} "
+                              "CUDA GPU(s)")
     if dev.type == "mps" and not mps_ok:
-        raise ValueError(f"device: {device!r} requested but MPS is not available (use cpu or auto)")
+        raise ConfigError(f"device: {device!r} requested but MPS is not available (use cpu or auto)")
     return dev
 
 
@@ -200,6 +213,18 @@ def _check_tiling(tile: int, overlap: int, batch_size: int) -> None:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def _check_output(out: np.ndarray) -> np.ndarray:
+    """Raise :class:`~napari_grainlab.core.models.ModelError` when the network produced NaN / inf."""
+    # a float64 sum is finite exactly when every float32 value is (it cannot overflow), and unlike
+    # np.isfinite(out) it allocates no full-size mask
+    if not math.isfinite(float(out.sum(dtype=np.float64))):
+        from ..models.networks import ModelError
+
+        raise ModelError("the model produced NaN or infinite values; its weights may have diverged during "
+                         "training (retrain it, e.g. with a lower learning rate)")
+    return out
 
 
 def _activation(name: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -466,7 +491,7 @@ def predict_tiled(
     sy, sx = grid.sums
     out *= (1.0 / sy)[None, :, None]
     out *= (1.0 / sx)[None, None, :]
-    return out
+    return _check_output(out)
 
 
 # ----------------------------------------------------------------------------- classification
@@ -491,7 +516,7 @@ def _tile_probs(model, image: np.ndarray, grid: _Grid, batch_size: int, tta: boo
 
     with _EvalMode(model):
         _with_oom_retries(run, max(grid.tile), int(batch_size), device, warn, shrink_tile=False)
-    return np.stack(probs).astype(np.float32)
+    return _check_output(np.stack(probs).astype(np.float32))
 
 
 def classify_tiled(

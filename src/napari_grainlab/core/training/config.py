@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 STRATEGIES = ("scratch", "frozen", "finetune", "gradual")
@@ -90,8 +92,21 @@ class TrainConfig:
             bad("patch_size", f"{self.patch_size} must be a multiple of 32 and at least 32")
         if self.val_tile is not None and (self.val_tile < 32 or self.val_tile % 32):
             bad("val_tile", "must be a multiple of 32")
+        for name in ("lr", "weight_decay", "backbone_lr_factor", "warmup_epochs", "min_lr_ratio", "min_delta",
+                     "val_fraction", "synthetic_ratio", "dropout", "label_smoothing", "mixup", "cutmix"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                bad(name, f"expected a number, got {value!r}")
+            if not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value}")
         if not self.lr > 0:
             bad("lr", "must be > 0")
+        if self.weight_decay < 0:
+            bad("weight_decay", "must be >= 0")
+        if self.warmup_epochs < 0:
+            bad("warmup_epochs", "must be >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            bad("min_lr_ratio", "must be in [0, 1]")
         if not 0 < self.backbone_lr_factor <= 10:
             bad("backbone_lr_factor", "must be in (0, 10]")
         if not 0 <= self.val_fraction < 1:

@@ -6,6 +6,7 @@ keeps the ``best`` one.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from .._io import atomic_write_text
 from ..data.io import DataError
+from ..inference.tiling import resolve_device  # one device check for training and prediction
 from ..models import (CheckpointError, ModelSpec, build_model, is_checkpoint, load_into, load_state_dict_file,
                       resolve_weights, save_checkpoint)
 from ..models.checkpoint import load_state
@@ -27,22 +29,6 @@ from .events import (Checkpoint, CrossValidated, EarlyStopped, Epoch, Finished, 
                      TrainWarning, Unfrozen)
 from .losses import classification_loss, segmentation_loss
 from .strategies import apply_stages, param_groups, trainable_stages
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; explicit names are checked."""
-    name = str(name)
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but no CUDA GPU is available (use --device auto or cpu)")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ConfigError("device: mps requested but Apple MPS is not available (use --device auto or cpu)")
-    return torch.device(name)
 
 
 def _stopper(stop) -> Callable[[], bool]:
@@ -439,6 +425,7 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
         if not losses:
             break
         train_loss = float(np.mean(losses))
+        _check_finite_weights(model)  # before anything is saved: a step can blow up the weights with a finite loss
         t_val = time.perf_counter()
         if val_loader is not None:
             metrics = evaluate(model, val_loader, cfg, device, autocast)
@@ -486,6 +473,15 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
                         reason=reason, seconds=time.perf_counter() - t_start, history=history)
     yield finished
     return finished
+
+
+def _check_finite_weights(model: torch.nn.Module) -> None:
+    """Raise FloatingPointError when a parameter or buffer (BatchNorm statistics) is NaN / infinite."""
+    with torch.no_grad():
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise FloatingPointError("training diverged (the model weights are no longer finite): "
+                                         "lower the learning rate")
 
 
 def _train_step(model, batch: dict, optimizer, scaler, autocast, cfg: TrainConfig) -> float:
