@@ -43,12 +43,20 @@ def engine_errors() -> Iterator[None]:
         raise UserError(f"{where}: {exc.strerror or exc}" if where else str(exc)) from None
 
 
+def _finite_float(text: str) -> float:
+    """argparse type: a finite number (no nan / inf)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
 def _float_in(lo: float, hi: float):
     def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        v = _finite_float(text)
         if not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"must be in [{lo:g}, {hi:g}], got {v:g}")
         return v
@@ -57,13 +65,61 @@ def _float_in(lo: float, hi: float):
 
 
 def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _finite_float(text)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return v
+
+
+def _nonnegative_float(text: str) -> float:
+    v = _finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+#: largest pixel size accepted on the command line (µm): 1 m per pixel
+MAX_PIXEL_SIZE_UM = 1e6
+
+
+def _pixel_size(text: str) -> float:
+    v = _positive_float(text)
+    if v > MAX_PIXEL_SIZE_UM:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PIXEL_SIZE_UM:g} µm, got {text}")
+    return v
+
+
+#: smallest tile side (px): the networks downsample by 32
+MIN_TILE = 32
+
+
+def _tile(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if v < MIN_TILE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_TILE} px, got {v}")
+    return v
+
+
+def _json_safe(obj):
+    """``obj`` with NumPy values as Python ones and NaN / inf as None (JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):  # NumPy arrays and scalars
+        return _json_safe(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(_json_safe(obj), indent=2, allow_nan=False))
 
 
 def _progress(args) -> bool:
@@ -194,8 +250,28 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def predict_one(model, meta: dict, path: Path, out: Path, args, progress=None) -> dict:
-    """Segment / classify one image file and write its outputs; returns a summary row."""
+def _output_stems(paths: list[Path]) -> list[str]:
+    """One output name per input: the file stem, with ``_2``, ``_3``... for repeated stems.
+
+    ``d1/a.tif`` and ``d2/a.tif``, or ``a.tif`` and ``a.png``, would otherwise write the same files.
+    Compared without case (case-insensitive file systems).
+    """
+    used: set[str] = set()
+    stems = []
+    for path in paths:
+        base = _stem(path)
+        stem, k = base, 1
+        while stem.lower() in used:
+            k += 1
+            stem = f"{base}_{k}"
+        used.add(stem.lower())
+        stems.append(stem)
+    return stems
+
+
+def predict_one(model, meta: dict, path: Path, out: Path, args, progress=None, stem: str | None = None) -> dict:
+    """Segment / classify one image file and write its outputs (named ``stem``, default the file's);
+    returns a summary row."""
     import numpy as np
 
     from .core._io import atomic_write_png, atomic_write_tiff
@@ -204,8 +280,8 @@ def predict_one(model, meta: dict, path: Path, out: Path, args, progress=None) -
 
     img = read_image(path)
     pixel_size = args.pixel_size or img.pixel_size
-    stem = _stem(path)
-    row = {"image": path.name, "pixel_size_um": pixel_size or ""}
+    stem = stem or _stem(path)
+    row = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or ""}
     if args.histogram_match and not meta.get("histogram_reference"):
         raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
     from .core.inference import predict_array
@@ -271,13 +347,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             raise UserError("no images to predict")
         out.mkdir(parents=True, exist_ok=True)
     rows, failed = [], 0
+    stems = _output_stems(paths)
     with _StopOnInterrupt() as stop:
-        for path in tqdm(paths, desc="predict", unit="img", file=sys.stderr, disable=not _progress(args)):
+        for path, stem in tqdm(list(zip(paths, stems)), desc="predict", unit="img", file=sys.stderr,
+                               disable=not _progress(args)):
             if stop.requested:
                 break
             try:
                 with engine_errors():
-                    rows.append(predict_one(model, meta, path, out, args))
+                    rows.append(predict_one(model, meta, path, out, args, stem=stem))
             except UserError as exc:
                 failed += 1
                 print(f"grainlab: error: {path}: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
@@ -302,15 +380,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         model, meta = load_checkpoint(args.model, device=device)
         task, samples, classes = load_training_data([args.data], model.task)
         results = {"model": str(args.model), "data": str(args.data), "task": task, "images": len(samples)}
+        if args.histogram_match and not meta.get("histogram_reference"):
+            raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
+        from .core.inference import predict_array
+
+        def predict(image):
+            # the same call as 'grainlab predict': tile (default: the model's), TTA, AdaBN and histogram matching
+            # apply to segmentation and classification models alike
+            return predict_array(model, meta, image, tta=args.tta, adabn=args.adabn,
+                                 histogram_match=args.histogram_match, tile=args.tile, device=device)
+
         if task == "segment":
-            from .core.inference import classical_grains, segment_image
+            from .core.inference import classical_grains
             from .core.metrics import segmentation_metrics
 
             per, base = [], []
-            ref = meta.get("histogram_reference") if args.histogram_match else None
             for s in samples:
-                res = segment_image(model, s.image, tile=args.tile, tta=args.tta, device=device, adabn=args.adabn,
-                                    histogram_reference=np.asarray(ref, np.float32) if ref else None)
+                res = predict(s.image)
                 m = segmentation_metrics(res.labels, s.labels, tolerance=args.tolerance)
                 per.append({"image": s.name, **m})
                 if args.baseline:
@@ -322,7 +408,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             if args.per_image:
                 results["per_image"] = per
         else:
-            from .core.inference import classify_image
             from .core.metrics import classification_metrics
 
             names = meta.get("classes") or classes
@@ -333,16 +418,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 if true_name not in index:
                     raise UserError(f"class '{true_name}' in the data is unknown to the model ({names})")
                 y_true.append(index[true_name])
-                y_pred.append(int(np.argmax(classify_image(model, s.image, device=device))))
+                y_pred.append(int(np.argmax(predict(s.image).class_probabilities)))
             results["metrics"] = classification_metrics(np.array(y_true), np.array(y_pred), len(names), names)
-    print(json.dumps(results, indent=2, default=_json_default))
+    _print_json(results)
     return EXIT_OK
-
-
-def _json_default(o):
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
 
 
 def _mean_rows(rows: list[dict]) -> dict:
@@ -363,19 +442,19 @@ def _cmd_measure(args: argparse.Namespace) -> int:
         from .core.data.io import read_labels, read_pixel_size
         from .core.measure import grain_table, summarize, write_table_csv
 
-        for p in args.labels:
-            path = Path(p)
+        paths = [Path(p) for p in args.labels]
+        for path, stem in zip(paths, _output_stems(paths)):
             labels = read_labels(path)
             px = args.pixel_size or read_pixel_size(path)
-            row = {"labels": path.name, **summarize(labels, px)}
+            row = {"labels": path.name, **({"output": stem} if args.out else {}), **summarize(labels, px)}
             rows.append(row)
             if args.out:
                 out = Path(args.out)
                 out.mkdir(parents=True, exist_ok=True)
-                write_table_csv(out / f"{_stem(path)}_grains.csv", grain_table(labels, px), px)
+                write_table_csv(out / f"{stem}_grains.csv", grain_table(labels, px), px)
         if args.out:
             _write_rows(Path(args.out) / "summary.csv", rows)
-    print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2, default=_json_default))
+    _print_json(rows if len(rows) > 1 else rows[0])
     return EXIT_OK
 
 
@@ -411,7 +490,7 @@ def add_commands(sub) -> None:
                    help="default: from the amount of data")
     t.add_argument("--batch-size", type=_positive_int, default=8, metavar="B")
     t.add_argument("--lr", type=_positive_float, default=1e-3, metavar="LR")
-    t.add_argument("--weight-decay", type=float, default=1e-4, metavar="WD")
+    t.add_argument("--weight-decay", type=_nonnegative_float, default=1e-4, metavar="WD")
     t.add_argument("--patch-size", type=_positive_int, default=256, metavar="PX", help="multiple of 32")
     t.add_argument("--patience", type=_positive_int, default=8, metavar="P", help="early-stopping patience (epochs)")
     t.add_argument("--val", nargs="+", metavar="DATA", help="validation folders (default: a group split of DATA)")
@@ -428,8 +507,8 @@ def add_commands(sub) -> None:
                    help="fraction of training patches that are synthetic (1 = synthetic only)")
     t.add_argument("--dropout", type=_float_in(0, 0.95), default=0.1, metavar="P")
     t.add_argument("--label-smoothing", type=_float_in(0, 0.5), default=0.1, metavar="E")
-    t.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="classification: mixup alpha")
-    t.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA", help="classification: cutmix alpha")
+    t.add_argument("--mixup", type=_nonnegative_float, default=0.0, metavar="ALPHA", help="classification: mixup alpha")
+    t.add_argument("--cutmix", type=_nonnegative_float, default=0.0, metavar="ALPHA", help="classification: cutmix alpha")
     t.add_argument("--device", default="auto", metavar="DEV", help="auto | cpu | cuda | mps (default auto)")
     t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="mixed precision on CUDA")
     t.add_argument("--workers", type=_nonnegative_int, default=0, metavar="W", help="data loader processes")
@@ -440,7 +519,9 @@ def add_commands(sub) -> None:
     t.set_defaults(func=_cmd_train)
 
     def add_predict_options(p):
-        p.add_argument("--tile", type=_positive_int, default=512, metavar="PX")
+        p.add_argument("--tile", type=_tile, default=None, metavar="PX",
+                       help=f"tile side, at least {MIN_TILE} (default: 512 for segmentation, the training patch "
+                            "size for classification)")
         p.add_argument("--tta", action="store_true", help="average over flips (slower, smoother)")
         p.add_argument("--adabn", action="store_true",
                        help="domain adaptation: re-estimate BatchNorm statistics on each image")
@@ -461,7 +542,7 @@ def add_commands(sub) -> None:
     p.add_argument("--overlap", type=_nonnegative_int, default=64, metavar="PX")
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="B")
     p.add_argument("--min-size", type=_positive_int, default=None, metavar="PX", help="smallest grain area in px")
-    p.add_argument("--pixel-size", type=_positive_float, default=None, metavar="UM",
+    p.add_argument("--pixel-size", type=_pixel_size, default=None, metavar="UM",
                    help="pixel size in µm (default: from the image metadata)")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
@@ -478,7 +559,7 @@ def add_commands(sub) -> None:
 
     m = sub.add_parser("measure", help="grain table, mean size and ASTM E112 grain size number of label images")
     m.add_argument("labels", nargs="+", metavar="LABELS")
-    m.add_argument("--pixel-size", type=_positive_float, default=None, metavar="UM",
+    m.add_argument("--pixel-size", type=_pixel_size, default=None, metavar="UM",
                    help="pixel size in µm (default: from the TIFF metadata)")
     m.add_argument("--out", metavar="DIR", help="write NAME_grains.csv and summary.csv here")
     m.set_defaults(func=_cmd_measure)
