@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 import time
 from functools import partial
 from collections.abc import Callable, Generator, Iterator
@@ -42,6 +43,7 @@ __all__ = [
     "TaskResult",
     "default_progress",
     "report_error",
+    "shutdown_on_destroy",
 ]
 
 log = logging.getLogger(__name__)
@@ -431,3 +433,20 @@ class LatestOnlyRunner(QObject):
             self._launch(pending)
         else:
             self._set_busy(False)
+
+
+def shutdown_on_destroy(*runners: LatestOnlyRunner) -> Callable[..., None]:
+    """A slot for a widget's ``destroyed`` signal that closes ``runners`` without referencing the
+    widget (which is gone by then); runners already deleted are skipped."""
+    refs = [weakref.ref(r) for r in runners]
+
+    def shutdown(*_: Any) -> None:
+        for ref in refs:
+            runner = ref()
+            if runner is not None:
+                try:
+                    runner.close()
+                except RuntimeError:  # its C++ part is already gone
+                    pass
+
+    return shutdown

@@ -66,7 +66,7 @@ from ...core.data.io import DataError, normalize_intensity, to_grayscale
 from .._engine import ensure_engine
 from .._forms import ComboBox, SpinBox
 from .._layers import layer_pixel_size
-from ..workers import GeneratorTask, LatestOnlyRunner, TaskProgress, TaskResult, report_error
+from ..workers import GeneratorTask, LatestOnlyRunner, TaskProgress, TaskResult, report_error, shutdown_on_destroy
 
 if TYPE_CHECKING:
     import napari
@@ -312,7 +312,7 @@ class AnnotateWidget(QWidget):
         layers.events.removed.connect(self._on_layers_changed)
         layers.events.removed.connect(self._on_layer_removed)
         self._close_filter = _CloseFilter(self)  # installed on napari's main window once docked
-        self.destroyed.connect(_make_shutdown(self._stats_runner, self._proposal_runner))
+        self.destroyed.connect(shutdown_on_destroy(self._stats_runner, self._proposal_runner))
 
         self._watch_names()
         self._refresh_layer_choices()
@@ -1609,19 +1609,3 @@ def _spatial(layer) -> dict[str, Any]:
 def _pixel_size(layer) -> float | None:
     """µm per pixel from the layer (metadata, scale with units) or its source TIFF, as the other docks read it."""
     return layer_pixel_size(layer)[0]
-
-
-def _make_shutdown(*runners: LatestOnlyRunner) -> Callable[..., None]:
-    """A ``destroyed`` slot that stops the runners without referencing the widget."""
-    refs = [weakref.ref(r) for r in runners]
-
-    def shutdown(*_: Any) -> None:
-        for ref in refs:
-            runner = ref()
-            if runner is not None:
-                try:
-                    runner.close()
-                except RuntimeError:
-                    pass
-
-    return shutdown

@@ -47,7 +47,7 @@ from qtpy.QtWidgets import (
 from ..._sample_data import grain_features
 from ...core.measure import astm_grain_size, grain_table, summarize, write_table_csv
 from .._layers import LayerCombo, layer_pixel_size, pixel_size_spin
-from ..workers import LatestOnlyRunner, report_error
+from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
 
 if TYPE_CHECKING:
     import napari
@@ -353,7 +353,7 @@ class MeasureWidget(QWidget):
         self._runner = LatestOnlyRunner(self)
         self._runner.result.connect(self._show)
         self._runner.failed.connect(self._failed)
-        self.destroyed.connect(_make_shutdown(self._runner))
+        self.destroyed.connect(shutdown_on_destroy(self._runner))
         self.viewer.events.theme.connect(self._on_theme)
 
         self._on_layer_changed(self.labels_combo.current_layer())
@@ -562,20 +562,3 @@ class MeasureWidget(QWidget):
 
     def _on_export_clicked(self) -> None:
         self.export_csv()
-
-
-def _make_shutdown(runner: LatestOnlyRunner):
-    """A ``destroyed`` slot that stops the runner without referencing the widget."""
-    import weakref
-
-    ref = weakref.ref(runner)
-
-    def shutdown(*_: Any) -> None:
-        r = ref()
-        if r is not None:
-            try:
-                r.close()
-            except RuntimeError:
-                pass
-
-    return shutdown

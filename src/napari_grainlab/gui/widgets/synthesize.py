@@ -45,7 +45,7 @@ from superqt import QCollapsible
 from ..._sample_data import sample_layer_data
 from ...core.synthetic import ParameterError, SynthParams, generate, param_fields, write_dataset
 from .._forms import ParamsForm, SpinBox
-from ..workers import GeneratorTask, LatestOnlyRunner, TaskResult, report_error
+from ..workers import GeneratorTask, LatestOnlyRunner, TaskResult, report_error, shutdown_on_destroy
 
 if TYPE_CHECKING:
     import napari
@@ -301,7 +301,7 @@ class SynthesizeWidget(QWidget):
         self._runner.result.connect(self._show_preview)
         self._runner.failed.connect(self._preview_failed)
         self._runner.busy_changed.connect(self._on_busy_changed)
-        self.destroyed.connect(_make_shutdown(self._runner))
+        self.destroyed.connect(shutdown_on_destroy(self._runner))
 
         self._sync_style_sections()
         self._schedule_preview()
@@ -633,18 +633,3 @@ class SynthesizeWidget(QWidget):
             return None
         self._last_param_file = path
         return params
-
-
-def _make_shutdown(runner: LatestOnlyRunner) -> Callable[..., None]:
-    """A ``destroyed`` slot that stops the preview runner without referencing the widget."""
-    runner_ref = weakref.ref(runner)
-
-    def shutdown(*_: Any) -> None:
-        runner = runner_ref()
-        if runner is not None:
-            try:
-                runner.close()
-            except RuntimeError:  # its C++ part is already gone
-                pass
-
-    return shutdown
