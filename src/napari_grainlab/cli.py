@@ -726,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_engine import add_commands
 
     add_commands(sub)
+    from ._cli_export import add_export_commands
+
+    add_export_commands(sub)
     return parser
 
 

@@ -4,8 +4,8 @@
 >>> labels, ridge = classical_grains(image)                      # doctest: +SKIP
 >>> result = segment_image(model, image, tile=512, tta=True)     # doctest: +SKIP
 
-Submodules are imported on first use, so the classical baseline and the post-processing
-work without importing torch.
+Submodules are imported on first use, so the classical baseline, the post-processing, histogram
+matching and the tile geometry work without importing torch.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "tiling": ("Cancelled", "ClassMap", "classify_image", "classify_tiled", "model_multiple", "predict_tiled",
-               "resolve_device", "tile_positions", "tile_window"),
+    # torch-free modules first: these names import no torch
+    "_grid": ("Cancelled", "ClassMap", "tile_positions", "tile_window"),
+    "_histogram": ("intensity_quantiles", "match_histogram"),
+    "_result": ("PredictionResult", "default_min_size"),
     "postprocess": ("boundary_from_labels", "merge_small_grains", "relabel_sequential", "watershed_grains"),
     "classical": ("classical_grains", "ridge_map"),
-    "adapt": ("adapt_batchnorm", "intensity_quantiles", "match_histogram"),
-    "segment": ("SegmentationResult", "default_min_size", "segment_image"),
-    "pipeline": ("PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
-                 "prepare_image"),
+    # these import torch
+    "tiling": ("classify_image", "classify_tiled", "model_multiple", "predict_tiled", "resolve_device"),
+    "adapt": ("adapt_batchnorm",),
+    "segment": ("SegmentationResult", "segment_image"),
+    "pipeline": ("PredictProgress", "histogram_reference", "iter_predict", "predict_array", "prepare_image"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,49 +26,13 @@ import torch
 
 from ..data.io import DataError, normalize_intensity, to_grayscale
 from ..models.checkpoint import CheckpointError
+from ._result import CLASSIFY_TILE, SEGMENT_TILE, PredictionResult, _default_tile  # noqa: F401
 from .adapt import adapt_batchnorm, match_histogram
 from .segment import segment_image
 from .tiling import Cancelled, _check_image, classify_tiled
 
 __all__ = ["PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
            "prepare_image"]
-
-#: default tile of a segmentation model (px)
-SEGMENT_TILE = 512
-#: default tile of a classification model trained without a recorded patch size (px)
-CLASSIFY_TILE = 224
-
-
-@dataclass
-class PredictionResult:
-    """What a model made of one micrograph.
-
-    Segmentation (``task == "segment"``): ``labels`` (H, W) uint32 grain instances 1..n,
-    ``boundary`` and ``distance`` (H, W) float32 probability maps. Classification
-    (``task == "classify"``): ``class_map`` (H, W) uint16 class indices into ``classes``,
-    ``confidence`` (H, W) float32 and ``tile_probs`` (n_tiles, K) float32.
-    """
-
-    task: str
-    labels: np.ndarray | None = None
-    boundary: np.ndarray | None = None
-    distance: np.ndarray | None = None
-    class_map: np.ndarray | None = None
-    confidence: np.ndarray | None = None
-    tile_probs: np.ndarray | None = None
-    classes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def class_probabilities(self) -> np.ndarray | None:
-        """Whole-image class probabilities (K,): the mean over tiles (classification only)."""
-        return None if self.tile_probs is None else self.tile_probs.mean(axis=0)
-
-    @property
-    def image_class(self) -> str | None:
-        """Name of the most probable class of the whole image (classification only)."""
-        p = self.class_probabilities
-        return None if p is None else self.classes[int(np.argmax(p))]
-
 
 @dataclass(frozen=True)
 class PredictProgress:
@@ -111,13 +75,6 @@ def histogram_reference(meta: dict) -> np.ndarray:
     if ref.ndim != 1 or ref.size < 2 or not np.isfinite(ref).all() or np.any(np.diff(ref) < 0):
         raise CheckpointError("the model's intensity reference is malformed; turn histogram matching off")
     return ref
-
-
-def _default_tile(task: str, meta: dict) -> int:
-    if task == "segment":
-        return SEGMENT_TILE
-    patch = ((meta or {}).get("training") or {}).get("patch_size")
-    return int(patch) if isinstance(patch, (int, float)) and patch >= 32 else CLASSIFY_TILE
 
 
 def predict_array(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._result import default_min_size
 from .adapt import adapt_batchnorm, match_histogram
 from .postprocess import watershed_grains
 from .tiling import _check_image, predict_tiled
@@ -22,17 +23,6 @@ class SegmentationResult:
     labels: np.ndarray  # (H, W) uint32, grains 1..n
     boundary: np.ndarray  # (H, W) float32 boundary probability
     distance: np.ndarray  # (H, W) float32 normalised distance to the boundary (1 = grain centre)
-
-
-def default_min_size(shape: tuple[int, int]) -> int:
-    """Default minimum grain area (px): 16, or one millionth of the image area when larger.
-
-    Spurious fragments come from noise in the probability maps, whose scale is set by the
-    network (in px), not by the image; the area term only grows on images beyond 16 Mpx
-    (67 px on 8192 x 8192), where a 4 x 4 px "grain" is certainly a fragment.
-    """
-    h, w = shape
-    return max(16, int(round(h * w * 1e-6)))
 
 
 def segment_image(

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable
 
 import numpy as np
 import torch
+
+from ._grid import (_FLIPS, MIN_TILE, MULTIPLE, Cancelled, ClassMap, _axis_weights, _blend_tiles,  # noqa: F401
+                    _check_image, _check_output, _check_tiling, _class_map, _Grid, _normalise,
+                    _reflect_index, _round_up, tile_positions, tile_window)
 
 __all__ = [
     "Cancelled",
@@ -37,126 +40,13 @@ __all__ = [
     "tile_window",
 ]
 
-MULTIPLE = 32
-MIN_TILE = 64
-
-
-class Cancelled(Exception):
-    """Raised when the ``stop`` callable asks a running prediction to stop."""
-
-
-class ClassMap(NamedTuple):
-    """Result of :func:`classify_tiled`."""
-
-    class_map: np.ndarray  # (H, W) uint16, argmax of the blended class probabilities
-    confidence: np.ndarray  # (H, W) float32, the blended probability of that class
-    tile_probs: np.ndarray  # (n_tiles, K) float32, tiles in row-major order of the grid
-
-
 # ----------------------------------------------------------------------------- geometry
-def _round_up(n: int, m: int = MULTIPLE) -> int:
-    return -(-int(n) // m) * m
-
-
 def model_multiple(model: torch.nn.Module) -> int:
     """Input sides the model accepts are multiples of this: 32, or a multiple of ``model.stride`` when larger."""
     stride = getattr(model, "stride", None)
     if isinstance(stride, int) and stride > 0:
         return math.lcm(MULTIPLE, stride)
     return MULTIPLE
-
-
-def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
-    """Indices into an axis of length ``n`` for positions outside it (mirror without edge repeat)."""
-    if n == 1:
-        return np.zeros_like(idx)
-    period = 2 * n - 2
-    idx = np.mod(idx, period)
-    return np.where(idx >= n, period - idx, idx)
-
-
-def tile_positions(length: int, tile: int, overlap: int) -> list[int]:
-    """Start positions of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap`` overlap.
-
-    The last tile ends exactly at ``length`` (it may overlap its neighbour by more).
-    """
-    if tile >= length:
-        return [0]
-    stride = tile - overlap
-    if stride <= 0:
-        raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
-    pos = list(range(0, length - tile + 1, stride))
-    if pos[-1] != length - tile:
-        pos.append(length - tile)
-    return pos
-
-
-def tile_window(tile: int, overlap: int, start_inside: bool, end_inside: bool) -> np.ndarray:
-    """1-D blending weights of one tile (float32, length ``tile``).
-
-    Flat (1) towards a canvas border; where the tile has a neighbour (``start_inside`` /
-    ``end_inside``) the first / last ``overlap`` px are 0 for ``overlap // 4`` px, then rise as
-    a raised cosine to 1. Two neighbours overlapping by exactly ``overlap`` sum to 1.
-    """
-    w = np.ones(tile, dtype=np.float64)
-    if overlap > 0:
-        margin = overlap // 4
-        i = np.arange(overlap, dtype=np.float64)
-        u = np.clip((i - margin + 0.5) / (overlap - 2 * margin), 0.0, 1.0)
-        ramp = 0.5 - 0.5 * np.cos(np.pi * u)
-        ramp[:margin] = 0.0
-        if start_inside:
-            w[:overlap] *= ramp
-        if end_inside:
-            w[tile - overlap:] *= ramp[::-1]
-    return w.astype(np.float32)
-
-
-class _Grid:
-    """Tile grid over the padded canvas of an (H, W) image, with separable weights."""
-
-    def __init__(self, shape: tuple[int, int], tile: int, overlap: int, multiple: int = MULTIPLE):
-        self.shape = shape
-        self.canvas = tuple(_round_up(n, multiple) for n in shape)
-        tile = max(multiple, tile // multiple * multiple)
-        self.tile = tuple(min(tile, c) for c in self.canvas)
-        self.overlap = tuple(min(overlap, t // 2) for t in self.tile)
-        self.pos = [tile_positions(c, t, o) for c, t, o in zip(self.canvas, self.tile, self.overlap)]
-        self.windows = []
-        self.sums = []
-        for n, c, t, o, pos in zip(shape, self.canvas, self.tile, self.overlap, self.pos):
-            wins = [tile_window(t, o, p > 0, p + t < c) for p in pos]
-            total = np.zeros(c, dtype=np.float64)
-            for p, w in zip(pos, wins):
-                total[p:p + t] += w
-            self.windows.append(wins)
-            self.sums.append(total[:n].astype(np.float32))
-
-    def __len__(self) -> int:
-        return len(self.pos[0]) * len(self.pos[1])
-
-    def tiles(self) -> Iterator[tuple[int, int]]:
-        """(row index, column index) in row-major order."""
-        for i in range(len(self.pos[0])):
-            for j in range(len(self.pos[1])):
-                yield i, j
-
-    def extract(self, image: np.ndarray, i: int, j: int, out: np.ndarray) -> None:
-        (h, w), (th, tw) = self.shape, self.tile
-        y0, x0 = self.pos[0][i], self.pos[1][j]
-        if y0 + th <= h and x0 + tw <= w:
-            out[...] = image[y0:y0 + th, x0:x0 + tw]
-        else:
-            rows = _reflect_index(np.arange(y0, y0 + th), h)
-            cols = _reflect_index(np.arange(x0, x0 + tw), w)
-            out[...] = image[np.ix_(rows, cols)]
-
-    def valid(self, i: int, j: int) -> tuple[slice, slice, int, int]:
-        """Image slices covered by tile (i, j) and the size of its part inside the image."""
-        (h, w), (th, tw) = self.shape, self.tile
-        y0, x0 = self.pos[0][i], self.pos[1][j]
-        vh, vw = min(th, h - y0), min(tw, w - x0)
-        return slice(y0, y0 + vh), slice(x0, x0 + vw), vh, vw
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -190,41 +80,6 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     if dev.type == "mps" and not mps_ok:
         raise ConfigError(f"device: {device!r} requested but MPS is not available (use cpu or auto)")
     return dev
-
-
-def _check_image(image) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"image must be a 2-D grayscale array, got shape {image.shape}")
-    if image.size == 0:
-        raise ValueError("image is empty")
-    if image.dtype.kind not in "fiub":
-        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
-    image = image.astype(np.float32, copy=False)
-    if not np.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite values")
-    return image
-
-
-def _check_tiling(tile: int, overlap: int, batch_size: int) -> None:
-    if int(tile) < MULTIPLE:
-        raise ValueError(f"tile must be at least {MULTIPLE} px, got {tile}")
-    if int(overlap) < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-
-
-def _check_output(out: np.ndarray) -> np.ndarray:
-    """Raise :class:`~napari_grainlab.core.models.ModelError` when the network produced NaN / inf."""
-    # a float64 sum is finite exactly when every float32 value is (it cannot overflow), and unlike
-    # np.isfinite(out) it allocates no full-size mask
-    if not math.isfinite(float(out.sum(dtype=np.float64))):
-        from ..models.networks import ModelError
-
-        raise ModelError("the model produced NaN or infinite values; its weights may have diverged during "
-                         "training (retrain it, e.g. with a lower learning rate)")
-    return out
 
 
 def _activation(name: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -277,9 +132,6 @@ def _autocast(device: torch.device, amp: bool):
     else:
         dtype = torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-_FLIPS = ((), (-1,), (-2,), (-2, -1))
 
 
 def _forward(model, x: torch.Tensor, act, tta: bool, device: torch.device, amp: bool) -> torch.Tensor:
@@ -476,21 +328,14 @@ def predict_tiled(
                         f"model returned {y.shape[1]} channels, expected out_channels={out_channels}"
                     )
                 out = np.zeros((y.shape[1], h, w), dtype=np.float32)
-            for k, (i, j) in enumerate(chunk):
-                ys, xs, vh, vw = grid.valid(i, j)
-                pred = y[k, :, :vh, :vw]
-                pred *= grid.windows[0][i][:vh, None]
-                pred *= grid.windows[1][j][None, :vw]
-                out[:, ys, xs] += pred
+            _blend_tiles(out, grid, chunk, y)
 
         _run_batches(model, image, grid, state, batch_now, act, tta, device, amp, progress, stop, consume)
         return grid
 
     with _EvalMode(model):
         grid = _with_oom_retries(run, int(tile), int(batch_size), device, warn)
-    sy, sx = grid.sums
-    out *= (1.0 / sy)[None, :, None]
-    out *= (1.0 / sx)[None, None, :]
+    _normalise(out, grid)
     return _check_output(out)
 
 
@@ -567,36 +412,7 @@ def classify_tiled(
     model = _prepare_model(model, device)
     grid = _Grid(image.shape, int(tile), int(tile) - stride, model_multiple(model))
     probs = _tile_probs(model, image, grid, batch_size, tta, device, amp, activation, progress, stop, warn)
-    h, w = image.shape
-    nr, nc = len(grid.pos[0]), len(grid.pos[1])
-    k = probs.shape[1]
-    grid_probs = probs.reshape(nr, nc, k)
-    # normalised 1-D weights of every row / column position over the image: (H, nr), (W, nc)
-    ay = _axis_weights(grid, 0)
-    ax = _axis_weights(grid, 1)
-    # blend along x once: (nr, W, K), then per row block along y
-    px = np.einsum("wj,ijk->iwk", ax, grid_probs, optimize=True).astype(np.float32)
-    class_map = np.empty((h, w), dtype=np.uint16)
-    confidence = np.empty((h, w), dtype=np.float32)
-    block = max(1, (1 << 22) // max(1, w * k))
-    for y0 in range(0, h, block):
-        y1 = min(h, y0 + block)
-        p = np.einsum("yi,iwk->ywk", ay[y0:y1], px, optimize=True)
-        class_map[y0:y1] = p.argmax(axis=2)
-        confidence[y0:y1] = p.max(axis=2)
-    return ClassMap(class_map, confidence, probs)
-
-
-def _axis_weights(grid: _Grid, axis: int) -> np.ndarray:
-    n = grid.shape[axis]
-    t = grid.tile[axis]
-    a = np.zeros((n, len(grid.pos[axis])), dtype=np.float32)
-    for idx, (p, win) in enumerate(zip(grid.pos[axis], grid.windows[axis])):
-        vn = min(t, n - p)
-        if vn > 0:
-            a[p:p + vn, idx] = win[:vn]
-    a /= grid.sums[axis][:, None]
-    return a
+    return _class_map(grid, probs)
 
 
 def classify_image(

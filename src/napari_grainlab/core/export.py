@@ -1,0 +1,320 @@
+"""Export a trained model to ONNX (any image size), checked against PyTorch.
+
+:func:`export_onnx` loads a checkpoint (``model.safetensors`` + ``model.json``), exports the
+network with dynamic batch, height and width, stores the napari-grainlab description (task,
+classes, input size multiple, tile defaults, histogram reference, training summary, meaning of
+the output channels, post-processing parameters) as JSON in the ONNX ``metadata_props`` under
+``"napari_grainlab"``, and checks that onnxruntime reproduces the PyTorch outputs on random
+images of two sizes other than the one used for the export. The file alone is enough for
+:func:`napari_grainlab.core.onnx_predict.predict_onnx`, which needs no torch.
+
+>>> report = export_onnx("models/sem")         # writes models/sem/model.onnx   # doctest: +SKIP
+>>> print(report)                                                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import json
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._io import atomic_write_bytes
+from .inference._result import _default_tile
+from .inference.tiling import model_multiple
+from .models.checkpoint import checkpoint_files, load_checkpoint
+from .onnx_predict import METADATA_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, _first_line
+
+__all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "export_onnx", "onnx_metadata"]
+
+#: ONNX opset of the export (onnxruntime >= 1.14 runs it)
+DEFAULT_OPSET = 18
+#: exporters tried by ``exporter="auto"``, in order
+EXPORTERS = ("dynamo", "torchscript")
+#: training settings copied into the ONNX description
+_TRAINING_KEYS = ("task", "backbone", "weights", "strategy", "epochs", "patch_size", "batch_size", "lr",
+                  "augment", "synthetic", "synthetic_ratio", "dropout", "label_smoothing", "seed")
+
+
+class ExportError(ValueError):
+    """The model cannot be exported, or the exported model does not reproduce PyTorch."""
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_onnx` wrote and how well onnxruntime matched PyTorch."""
+
+    path: Path
+    task: str
+    exporter: str
+    opset: int
+    size_bytes: int
+    checked: bool
+    atol: float
+    rtol: float
+    #: per checked input shape (N, 1, H, W): the largest absolute difference of the outputs
+    max_abs_diff: dict[tuple[int, ...], float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_abs_diff.values()) if self.max_abs_diff else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "task": self.task, "exporter": self.exporter, "opset": self.opset,
+                "size_bytes": self.size_bytes, "checked": self.checked, "atol": self.atol, "rtol": self.rtol,
+                "max_abs_diff": {"x".join(map(str, k)): v for k, v in self.max_abs_diff.items()},
+                "seconds": round(self.seconds, 2)}
+
+    def __str__(self) -> str:
+        lines = [f"wrote {self.path} ({self.size_bytes / 1e6:.2f} MB, {self.task} model, opset {self.opset}, "
+                 f"{self.exporter} exporter)"]
+        if self.checked:
+            for shape, diff in self.max_abs_diff.items():
+                lines.append(f"check {'x'.join(map(str, shape))}: max abs diff onnxruntime vs PyTorch {diff:.3g}")
+            lines.append(f"check passed (tolerance atol={self.atol:g}, rtol={self.rtol:g})")
+        else:
+            lines.append("not checked against PyTorch")
+        return "\n".join(lines)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    return str(value)
+
+
+def onnx_metadata(model, meta: dict) -> dict:
+    """The napari-grainlab description stored in an exported ONNX file (JSON-serialisable)."""
+    from .inference.segment import segment_image
+
+    task = model.task
+    classes = [str(c) for c in (meta.get("classes") or model.spec.classes or [])]
+    if task == "segment":
+        output = {"name": "logits", "layout": "NCHW", "channels": ["boundary", "distance"], "activation": "sigmoid",
+                  "meaning": {"boundary": "grain-boundary probability after the sigmoid",
+                              "distance": "distance to the nearest boundary, normalised to 1 at grain centres, "
+                                          "after the sigmoid"}}
+        tile = {"size": _default_tile(task, meta), "overlap": 64}
+        sig = inspect.signature(segment_image).parameters
+        post = {k: sig[k].default for k in ("marker_threshold", "boundary_threshold", "smoothing", "h",
+                                            "merge_threshold")}
+    else:
+        names = classes if len(classes) == model.out_channels else [str(i) for i in range(model.out_channels)]
+        output = {"name": "logits", "layout": "NK", "channels": names, "activation": "softmax",
+                  "meaning": {"logits": "class scores of the whole input; softmax gives class probabilities"}}
+        size = _default_tile(task, meta)
+        tile = {"size": size, "stride": size // 2}
+        post = None
+    training = meta.get("training") or {}
+    summary = {k: training[k] for k in _TRAINING_KEYS if k in training}
+    from .. import __version__
+
+    return _jsonable({
+        "format": ONNX_FORMAT,
+        "format_version": ONNX_FORMAT_VERSION,
+        "napari_grainlab_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "task": task,
+        "backbone": model.spec.backbone,
+        "spec": model.spec.to_dict(),
+        "classes": classes,
+        "input": {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": int(model.spec.in_chans),
+                  "range": [0.0, 1.0], "size_multiple": int(model_multiple(model)),
+                  "normalization": "per-image percentile stretch (0.1, 99.9) to [0, 1] before the model; "
+                                   "(x - mean) / std inside the model",
+                  "mean": float(model.in_mean), "std": float(model.in_std)},
+        "output": output,
+        "tile": tile,
+        "postprocess": post,
+        "histogram_reference": meta.get("histogram_reference") or None,
+        "training": summary,
+        "metrics": meta.get("metrics") or {},
+        "source": {"created": meta.get("created"), "napari_grainlab_version": meta.get("napari_grainlab_version"),
+                   "epoch": meta.get("epoch"), "weights_source": meta.get("weights_source")},
+    })
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' progress prints, warnings and logging."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _export_dynamo(model, sample: torch.Tensor, opset: int, multiple: int):
+    dim = torch.export.Dim
+    batch = dim("batch", min=1, max=4096)
+    rows = dim("rows", min=1, max=4096)
+    cols = dim("cols", min=1, max=4096)
+    dynamic = ({0: batch, 2: multiple * rows, 3: multiple * cols},)
+    program = torch.onnx.export(model, (sample,), dynamo=True, dynamic_shapes=dynamic, input_names=["image"],
+                                output_names=["logits"], opset_version=opset, verbose=False, external_data=False)
+    return program.model_proto
+
+
+def _export_torchscript(model, sample: torch.Tensor, opset: int, multiple: int):
+    import onnx
+
+    axes = {"image": {0: "batch", 2: "height", 3: "width"}}
+    axes["logits"] = {0: "batch", 2: "height", 3: "width"} if model.task == "segment" else {0: "batch"}
+    buf = io.BytesIO()
+    torch.onnx.export(model, (sample,), buf, dynamo=False, input_names=["image"], output_names=["logits"],
+                      dynamic_axes=axes, opset_version=opset)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def _session(data: bytes):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def check_shapes(multiple: int) -> list[tuple[int, int, int, int]]:
+    """The two input shapes of the export check (neither is the export sample's)."""
+    return [(1, 1, 4 * multiple, 2 * multiple), (2, 1, 3 * multiple, 5 * multiple)]
+
+
+def _compare(model, session, shapes, atol: float, rtol: float, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    name = session.get_inputs()[0].name
+    diffs = {}
+    for shape in shapes:
+        x = rng.random(shape, dtype=np.float32)
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(x)).float().numpy()
+        try:
+            got = session.run(None, {name: x})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+            raise ExportError(f"the exported model fails on input {shape}: {_first_line(exc)}") from None
+        if got.shape != ref.shape:
+            raise ExportError(f"the exported model returns shape {got.shape} for input {shape}, PyTorch "
+                              f"{ref.shape}; it does not accept this image size")
+        diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+        diffs[tuple(shape)] = float(diff.max())
+        if not np.isfinite(got).all():
+            raise ExportError(f"the exported model gives NaN or infinite values on input {shape}")
+        bad = diff > atol + rtol * np.abs(ref)
+        if bad.any():
+            raise ExportError(f"onnxruntime output differs from PyTorch on input {shape}: max abs diff "
+                              f"{diffs[tuple(shape)]:.3g} exceeds atol={atol:g} + rtol={rtol:g} x |output| at "
+                              f"{int(bad.sum())} values; the file was not written (--no-check writes it anyway)")
+    return diffs
+
+
+def export_onnx(
+    model_path: str | Path,
+    out_path: str | Path | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    exporter: str = "auto",
+) -> ExportReport:
+    """Export the checkpoint at ``model_path`` to ONNX, check it and write it atomically.
+
+    Parameters
+    ----------
+    model_path : a model folder (or run folder, ``model.json`` / ``model.safetensors``).
+    out_path : the ``.onnx`` file (a folder gets ``model.onnx`` in it); default ``model.onnx`` next to
+        the checkpoint's ``model.safetensors``.
+    opset : ONNX opset version.
+    check : run onnxruntime and PyTorch on random images of two sizes (not the export sample's) and
+        raise :class:`ExportError` unless ``|onnx - torch| <= atol + rtol * |torch|`` everywhere; the
+        file is written only when the check passes.
+    exporter : ``"dynamo"`` (``torch.export``), ``"torchscript"`` (the tracing exporter) or ``"auto"``
+        (dynamo, and the tracing exporter when dynamo fails).
+
+    Returns
+    -------
+    ExportReport
+    """
+    if exporter not in ("auto", *EXPORTERS):
+        raise ExportError(f"exporter must be auto, dynamo or torchscript, got {exporter!r}")
+    if not 7 <= int(opset) <= 25:
+        raise ExportError(f"opset must be between 7 and 25, got {opset}")
+    if not (np.isfinite(atol) and np.isfinite(rtol) and atol >= 0 and rtol >= 0):
+        raise ExportError(f"atol and rtol must be finite and >= 0, got {atol}, {rtol}")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs the onnx, onnxscript and onnxruntime packages ({exc})") from None
+    t0 = time.perf_counter()
+    weights, _ = checkpoint_files(model_path)
+    out = Path(out_path).expanduser() if out_path is not None else weights.with_name("model.onnx")
+    if out.is_dir():
+        out = out / "model.onnx"
+    if not out.parent.is_dir():
+        raise ExportError(f"{out.parent}: no such folder")
+    model, meta = load_checkpoint(model_path, device="cpu")
+    model.eval()
+    multiple = model_multiple(model)
+    # export sample: batch 2, height != width, so no size is specialised into the graph
+    sample = torch.rand(2, 1, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
+    order = EXPORTERS if exporter == "auto" else (exporter,)
+    proto, used, errors = None, None, []
+    for name in order:
+        try:
+            with _quiet(), torch.inference_mode(False), torch.no_grad():
+                fn = _export_dynamo if name == "dynamo" else _export_torchscript
+                proto = fn(model, sample, int(opset), multiple)
+            used = name
+            break
+        except Exception as exc:  # noqa: BLE001 - the exporters raise many unrelated exception types
+            errors.append(f"{name}: {_first_line(exc)}")
+    if proto is None:
+        raise ExportError(f"ONNX export of this {model.task} model on {model.spec.backbone} failed ("
+                          + "; ".join(errors) + ")")
+    description = onnx_metadata(model, meta)
+    for key in list(proto.metadata_props):
+        if key.key == METADATA_KEY:
+            proto.metadata_props.remove(key)
+    prop = proto.metadata_props.add()
+    prop.key = METADATA_KEY
+    prop.value = json.dumps(description)
+    proto.doc_string = (f"napari-grainlab {model.task} model on {model.spec.backbone}; input N x 1 x H x W float32 "
+                        f"in [0, 1], H and W multiples of {multiple}; see the '{METADATA_KEY}' metadata")
+    try:
+        data = proto.SerializeToString()
+    except ValueError as exc:
+        raise ExportError(f"the exported model cannot be stored in one file ({_first_line(exc)})") from None
+    diffs: dict = {}
+    if check:
+        try:
+            session = _session(data)
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(exc)}") from None
+        diffs = _compare(model, session, check_shapes(multiple), float(atol), float(rtol))
+    atomic_write_bytes(out, data)
+    return ExportReport(path=out, task=model.task, exporter=used, opset=int(opset), size_bytes=len(data),
+                        checked=bool(check), atol=float(atol), rtol=float(rtol), max_abs_diff=diffs,
+                        seconds=time.perf_counter() - t0)
