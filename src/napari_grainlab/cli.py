@@ -729,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._cli_export import add_export_commands
 
     add_export_commands(sub)
+    from ._cli_experiment import add_experiment_command
+
+    add_experiment_command(sub)
     return parser
 
 
