@@ -48,7 +48,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 from .core.export import export_onnx
 
                 report = export_onnx(args.model, args.out, opset=args.opset, check=not args.no_check,
-                                     atol=args.atol, rtol=args.rtol)
+                                     atol=args.atol, rtol=args.rtol, exporter=args.exporter)
                 print(report)
             else:
                 from .core.export import export_bioimageio
@@ -56,7 +56,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 if not args.out:
                     raise UserError("--format bioimageio needs --out FOLDER (or FILE.zip)")
                 result = export_bioimageio(args.model, args.out, opset=args.opset, atol=args.atol, rtol=args.rtol,
-                                           authors=args.author, license=args.license, name=args.name)
+                                           authors=args.author, license=args.license, name=args.name,
+                                           exporter=args.exporter)
                 print(result)
         except ExportError as exc:
             raise UserError(str(exc)) from None
@@ -174,6 +175,8 @@ def add_export_commands(sub) -> None:
                         "or a .zip file")
     x.add_argument("--opset", type=_positive_int, default=18, metavar="N", help="ONNX opset (default 18)")
     x.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check (onnx format)")
+    x.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
+                   help="torch.export-based (dynamo) or tracing (torchscript) ONNX exporter; auto tries dynamo first")
     x.add_argument("--atol", type=_nonnegative_float, default=1e-4, metavar="A", help="absolute tolerance (default 1e-4)")
     x.add_argument("--rtol", type=_nonnegative_float, default=1e-3, metavar="R", help="relative tolerance (default 1e-3)")
     x.add_argument("--name", default=None, metavar="TEXT", help="bioimageio: model name")

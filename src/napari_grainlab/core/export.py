@@ -75,15 +75,18 @@ class ExportReport:
                 "seconds": round(self.seconds, 2)}
 
     def __str__(self) -> str:
-        lines = [f"wrote {self.path} ({self.size_bytes / 1e6:.2f} MB, {self.task} model, opset {self.opset}, "
-                 f"{self.exporter} exporter)"]
+        return "\n".join([f"wrote {self.path} ({self.size_bytes / 1e6:.2f} MB, {self.task} model, opset {self.opset}, "
+                          f"{self.exporter} exporter)", *self.check_lines()])
+
+    def check_lines(self) -> list[str]:
+        lines = []
         if self.checked:
             for shape, diff in self.max_abs_diff.items():
                 lines.append(f"check {'x'.join(map(str, shape))}: max abs diff onnxruntime vs PyTorch {diff:.3g}")
             lines.append(f"check passed (tolerance atol={self.atol:g}, rtol={self.rtol:g})")
         else:
             lines.append("not checked against PyTorch")
-        return "\n".join(lines)
+        return lines
 
 
 def _jsonable(value):
@@ -318,3 +321,242 @@ def export_onnx(
     return ExportReport(path=out, task=model.task, exporter=used, opset=int(opset), size_bytes=len(data),
                         checked=bool(check), atol=float(atol), rtol=float(rtol), max_abs_diff=diffs,
                         seconds=time.perf_counter() - t0)
+
+
+# ================================================================================== bioimage.io
+@dataclass
+class BioimageioReport:
+    """What :func:`export_bioimageio` wrote and the bioimage.io validation result."""
+
+    path: Path
+    onnx: ExportReport
+    status: str
+    spec_version: str
+
+    def __str__(self) -> str:
+        return "\n".join([*self.onnx.check_lines(),
+                          f"wrote bioimage.io model package {self.path} ({self.onnx.size_bytes / 1e6:.2f} MB ONNX "
+                          f"weights; bioimageio.spec {self.spec_version} validation: {self.status})"])
+
+
+def _sample_micrograph(size: int = 256, seed: int = 0) -> np.ndarray:
+    """A grain micrograph lookalike in [0, 1]: bright Voronoi boundaries, darker grains of varied shade."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    seeds = rng.random((int(size * size / 28 ** 2), 2)) * size
+    yy, xx = np.mgrid[:size, :size]
+    owner = np.argmin((yy[..., None] - seeds[:, 0]) ** 2 + (xx[..., None] - seeds[:, 1]) ** 2, axis=2)
+    edge = np.zeros((size, size), bool)
+    edge[:-1] |= owner[:-1] != owner[1:]
+    edge[:, :-1] |= owner[:, :-1] != owner[:, 1:]
+    shade = rng.uniform(0.15, 0.45, owner.max() + 1)[owner]
+    image = shade + 0.5 * np.exp(-ndi.distance_transform_edt(~edge) / 1.5) + rng.normal(0, 0.03, owner.shape)
+    from .data.io import normalize_intensity
+
+    return normalize_intensity(ndi.gaussian_filter(image, 0.7))
+
+
+def _documentation(description: dict, report: ExportReport) -> str:
+    task = description["task"]
+    multiple = description["input"]["size_multiple"]
+    lines = [f"# napari-grainlab {task} model ({description['backbone']})", ""]
+    if task == "segment":
+        lines += ["Grain segmentation of materials micrographs (SEM, optical). The network maps a grayscale "
+                  "micrograph to two maps (after the sigmoid of the package's post-processing): the probability "
+                  "of a grain boundary and the distance to the nearest boundary, normalised to 1 at grain "
+                  "centres. napari-grainlab turns them into grain instances with a marker-controlled watershed "
+                  f"(parameters: {json.dumps(description.get('postprocess'))}).", ""]
+    else:
+        lines += [f"Micrograph classification into {', '.join(description['classes'])}; the output is the "
+                  "softmax over the classes of the whole input tile.", ""]
+    lines += ["## Input", "",
+              f"One grayscale channel; height and width multiples of {multiple}. The 0.1 and 99.9 percentiles are "
+              "stretched to [0, 1] (clipped); the model normalises internally.", "",
+              "## Use with napari-grainlab", "",
+              "The ONNX file carries the napari-grainlab description in its metadata:", "",
+              "    grainlab predict-onnx weights.onnx IMAGE... --out DIR", "",
+              "## Training", "", "```json", json.dumps(description.get("training") or {}, indent=2), "```", ""]
+    lines += ["## Validation", "", "The ONNX weights were checked against the PyTorch model on random inputs:", "",
+              *[f"- {line}" for line in report.check_lines()], ""]
+    if description.get("metrics"):
+        lines += ["Metrics on the validation data during training:", "", "```json",
+                  json.dumps(description["metrics"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _cover(image: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """Input and output side by side (8-bit RGB, 1:2)."""
+    right = result if result.ndim == 2 else np.full(image.shape, float(result.max()), dtype=np.float32)
+    both = np.concatenate([image, np.clip(right, 0, 1)], axis=1)
+    return np.repeat((both * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+
+
+def export_bioimageio(
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    name: str | None = None,
+    authors: list[str] | None = None,
+    license: str = "CC-BY-4.0",
+    summary_text: str | None = None,
+    cite: list[tuple[str, str | None]] | None = None,
+    test_image: np.ndarray | None = None,
+    exporter: str = "auto",
+) -> BioimageioReport:
+    """Write a bioimage.io model-zoo package: ONNX weights, test tensors, cover, documentation, ``rdf.yaml``.
+
+    ``out`` is a folder (created; files of the same names inside are replaced) or a ``.zip`` file.
+    The ONNX export is checked as in :func:`export_onnx`; the description is validated with
+    ``bioimageio.spec`` (offline: format, file hashes) and :class:`ExportError` is raised unless it
+    passes. The package's input pre-processing is the percentile stretch napari-grainlab applies
+    (0.1 - 99.9 % to [0, 1], clipped), its output post-processing the sigmoid (segmentation) or
+    softmax (classification).
+
+    Parameters
+    ----------
+    name, summary_text : model name and one-paragraph description (defaults from the model).
+    authors : author names (default ``["napari-grainlab user"]``).
+    license : SPDX license identifier of the weights.
+    cite : ``(text, doi or None)`` pairs (default: napari-grainlab itself).
+    test_image : grayscale (H, W) image for the test tensors (default: a synthetic micrograph); it
+        is cropped to multiples of the model's input size multiple and percentile-stretched.
+    exporter : see :func:`export_onnx`.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    try:
+        import bioimageio.spec as bs
+        from bioimageio.spec.model import v0_5 as bm
+    except ImportError:
+        raise ExportError("bioimage.io export needs the bioimageio.spec package "
+                          "(pip install 'napari-grainlab[bioimageio]')") from None
+    from ._io import atomic_write_png
+    from .data.io import normalize_intensity
+
+    out = Path(out).expanduser()
+    as_zip = out.suffix.lower() == ".zip"
+    if out.exists() and not as_zip and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder")
+    parent = out.parent
+    if not parent.is_dir():
+        raise ExportError(f"{parent}: no such folder")
+    with tempfile.TemporaryDirectory(prefix=".grainlab-bioimageio-", dir=parent) as tmp:
+        stage = Path(tmp)
+        report = export_onnx(model_path, stage / "weights.onnx", opset=opset, check=True, atol=atol, rtol=rtol,
+                             exporter=exporter)
+        session = _session((stage / "weights.onnx").read_bytes())
+        info = json.loads(next(p.value for p in _onnx_props(stage / "weights.onnx") if p.key == METADATA_KEY))
+        multiple = int(info["input"]["size_multiple"])
+        image = _sample_micrograph(max(256, multiple * 2)) if test_image is None else np.asarray(test_image, "f4")
+        if image.ndim != 2 or min(image.shape) < multiple:
+            raise ExportError(f"test image must be 2-D and at least {multiple} px on each side")
+        h, w = (s // multiple * multiple for s in image.shape)
+        image = normalize_intensity(np.ascontiguousarray(image[:h, :w], dtype=np.float32))
+        x = image[None, None]
+        logits = session.run(None, {"image": x})[0]
+        task = report.task
+        if task == "segment":
+            y = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        else:
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            y = e / e.sum(axis=1, keepdims=True)
+        y = y.astype(np.float32)
+        np.save(stage / "test_input.npy", x)
+        np.save(stage / "test_output.npy", y)
+        atomic_write_png(stage / "cover.png", _cover(image, y[0, 0] if task == "segment" else y[0]))
+        (stage / "README.md").write_text(_documentation(info, report), encoding="utf-8")
+
+        yx = [bm.AxisId("y"), bm.AxisId("x")]
+        inputs = [bm.InputTensorDescr(
+            id=bm.TensorId("image"),
+            description="grayscale micrograph",
+            axes=[bm.BatchAxis(), bm.ChannelAxis(channel_names=[bm.Identifier("gray")]),
+                  *[bm.SpaceInputAxis(id=a, size=bm.ParameterizedSize(min=multiple, step=multiple)) for a in yx]],
+            test_tensor=bm.FileDescr(source=stage / "test_input.npy"),
+            data=bm.IntervalOrRatioDataDescr(type="float32"),
+            preprocessing=[bm.ScaleRangeDescr(kwargs=bm.ScaleRangeKwargs(axes=yx, min_percentile=0.1,
+                                                                           max_percentile=99.9)),
+                           bm.ClipDescr(kwargs=bm.ClipKwargs(min=0.0, max=1.0))],
+        )]
+        channels = [bm.Identifier(str(c)) for c in info["output"]["channels"]]
+        if task == "segment":
+            out_axes = [bm.BatchAxis(), bm.ChannelAxis(channel_names=channels),
+                        *[bm.SpaceOutputAxis(id=a, size=bm.SizeReference(tensor_id=bm.TensorId("image"), axis_id=a))
+                          for a in yx]]
+            post = [bm.SigmoidDescr()]
+            out_text = "grain-boundary probability and normalised distance to the boundary"
+        else:
+            out_axes = [bm.BatchAxis(), bm.ChannelAxis(channel_names=channels)]
+            post = [bm.SoftmaxDescr(kwargs=bm.SoftmaxKwargs(axis=bm.AxisId("channel")))]
+            out_text = "class probabilities"
+        outputs = [bm.OutputTensorDescr(id=bm.TensorId("probabilities"), description=out_text, axes=out_axes,
+                                        test_tensor=bm.FileDescr(source=stage / "test_output.npy"),
+                                        postprocessing=post)]
+        from .. import __version__
+
+        names = [a for a in (authors or []) if a.strip()] or ["napari-grainlab user"]
+        citations = cite or [("napari-grainlab: grain segmentation for materials micrographs in napari", None)]
+        try:
+            descr = bm.ModelDescr(
+                name=name or f"napari-grainlab {task} {info['backbone']}",
+                description=summary_text or description_text(task, info),
+                authors=[bm.Author(name=a) for a in names],
+                cite=[bm.CiteEntry(text=t, doi=bm.Doi(d) if d else None,
+                                   url=None if d else "https://github.com/napari-grainlab/napari-grainlab")
+                      for t, d in citations],
+                license=license,
+                documentation=bm.FileDescr(source=stage / "README.md"),
+                covers=[bm.FileDescr(source=stage / "cover.png")],
+                tags=["napari-grainlab", "materials-science", "grains", "micrograph",
+                      "segmentation" if task == "segment" else "classification", "onnx", "2d"],
+                inputs=inputs,
+                outputs=outputs,
+                weights=bm.WeightsDescr(onnx=bm.OnnxWeightsDescr(source=stage / "weights.onnx",
+                                                                  opset_version=report.opset)),
+                version="0.1.0",
+                config={"napari_grainlab": {"version": __version__, "onnx_metadata_key": METADATA_KEY}},
+            )
+        except Exception as exc:  # noqa: BLE001 - pydantic validation errors
+            raise ExportError(f"bioimage.io description rejected: {' '.join(str(exc).split())[:400]}") from None
+        target = stage / "package" if not as_zip else stage / "package.zip"
+        with _quiet():
+            if as_zip:
+                bs.save_bioimageio_package(descr, output_path=target)
+            else:
+                bs.save_bioimageio_package_as_folder(descr, output_path=target)
+            loaded = bs.load_description(target, perform_io_checks=True)
+        summary = loaded.validation_summary
+        if isinstance(loaded, bs.InvalidDescr) or summary.status not in ("passed", "valid-format"):
+            errors = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for d in summary.details for e in d.errors)
+            raise ExportError(f"the bioimage.io description does not validate ({errors[:400] or summary.status})")
+        if as_zip:
+            os.replace(target, out)
+        else:
+            out.mkdir(exist_ok=True)
+            for f in sorted(target.iterdir()):
+                dest = out / f.name
+                if dest.is_dir():
+                    shutil.rmtree(dest)
+                shutil.move(str(f), str(dest))
+        onnx_final = ExportReport(**{**report.__dict__, "path": out if as_zip else out / "weights.onnx"})
+        return BioimageioReport(path=out, onnx=onnx_final, status=str(summary.status),
+                                spec_version=str(getattr(bs, "__version__", "?")))
+
+
+def description_text(task: str, description: dict) -> str:
+    if task == "segment":
+        return ("Grain segmentation of materials micrographs: grain-boundary probability and distance-to-boundary "
+                f"maps from a U-Net on {description['backbone']}, for napari-grainlab's watershed.")
+    return f"Micrograph classification ({', '.join(description['classes'])}) with {description['backbone']}."
+
+
+def _onnx_props(path: Path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).metadata_props
