@@ -26,13 +26,14 @@ STRATEGY_HELP = {
 @contextlib.contextmanager
 def engine_errors() -> Iterator[None]:
     """Map the engine's user-facing exceptions to :class:`UserError` (one line, exit code 2)."""
+    from .core.batch import BatchError
     from .core.data.io import DataError
     from .core.models import CheckpointError, ModelError, WeightsError
     from .core.training import ConfigError
 
     try:
         yield
-    except (DataError, CheckpointError, ModelError, WeightsError, ConfigError) as exc:
+    except (DataError, CheckpointError, ModelError, WeightsError, ConfigError, BatchError) as exc:
         raise UserError(str(exc)) from None
     except MemoryError as exc:
         raise UserError(f"out of memory: {exc}") from None
@@ -242,130 +243,77 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- predict
-def _stem(path: Path) -> str:
-    name = path.name
-    for suf in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(suf):
-            return name[: -len(suf)]
-    return path.stem
-
-
 def _output_stems(paths: list[Path]) -> list[str]:
-    """One output name per input: the file stem, with ``_2``, ``_3``... for repeated stems.
+    """One output name per input (the file stem, ``_2``, ``_3``... for repeated stems)."""
+    from .core.batch import output_stems
 
-    ``d1/a.tif`` and ``d2/a.tif``, or ``a.tif`` and ``a.png``, would otherwise write the same files.
-    Compared without case (case-insensitive file systems).
-    """
-    used: set[str] = set()
-    stems = []
-    for path in paths:
-        base = _stem(path)
-        stem, k = base, 1
-        while stem.lower() in used:
-            k += 1
-            stem = f"{base}_{k}"
-        used.add(stem.lower())
-        stems.append(stem)
-    return stems
-
-
-def predict_one(model, meta: dict, path: Path, out: Path, args, progress=None, stem: str | None = None) -> dict:
-    """Segment / classify one image file and write its outputs (named ``stem``, default the file's);
-    returns a summary row."""
-    import numpy as np
-
-    from .core._io import atomic_write_png, atomic_write_tiff
-    from .core.data.io import read_image
-    from .core.measure import grain_table, summarize, write_table_csv
-
-    img = read_image(path)
-    pixel_size = args.pixel_size or img.pixel_size
-    stem = stem or _stem(path)
-    row = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or ""}
-    if args.histogram_match and not meta.get("histogram_reference"):
-        raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
-    from .core.inference import predict_array
-
-    res = predict_array(model, meta, img.data, tta=args.tta, adabn=args.adabn, histogram_match=args.histogram_match,
-                        tile=args.tile, overlap=getattr(args, "overlap", 64),
-                        batch_size=getattr(args, "batch_size", 4), min_size=getattr(args, "min_size", None),
-                        device=args.device_obj, progress=progress,
-                        warn=lambda m: print(f"grainlab: warning: {m}", file=sys.stderr))
-    if res.task == "segment":
-        atomic_write_tiff(out / f"{stem}_labels.tif", res.labels.astype(np.uint32), pixel_size_um=pixel_size)
-        atomic_write_tiff(out / f"{stem}_boundary.tif", res.boundary.astype(np.float32), pixel_size_um=pixel_size)
-        write_table_csv(out / f"{stem}_grains.csv", grain_table(res.labels, pixel_size), pixel_size)
-        if args.overlay:
-            from .core.visualize import overlay_rgb
-
-            atomic_write_png(out / f"{stem}_overlay.png", overlay_rgb(img.data, res.labels))
-        row.update(summarize(res.labels, pixel_size))
-    else:
-        atomic_write_tiff(out / f"{stem}_classes.tif", res.class_map.astype(np.uint16), pixel_size_um=pixel_size)
-        atomic_write_tiff(out / f"{stem}_confidence.tif", res.confidence.astype(np.float32),
-                          pixel_size_um=pixel_size)
-        probs = res.class_probabilities
-        row.update({"class": res.image_class, **{f"p_{n}": float(p) for n, p in zip(res.classes, probs)}})
-    return row
+    return output_stems(paths)
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    from .core._io import atomic_write_text
+    from .core.batch import write_rows_csv
 
-    keys: list[str] = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-
-    def fmt(v):
-        if isinstance(v, float):
-            return "" if math.isnan(v) else f"{v:.6g}"
-        return str(v).replace(",", ";")
-
-    atomic_write_text(path, "\n".join([",".join(keys)] + [",".join(fmt(r.get(k, "")) for k in keys)
-                                                          for r in rows]) + "\n")
+    write_rows_csv(path, rows)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """Batch prediction (:func:`napari_grainlab.core.batch.run_batch`): Dask workers, resumable."""
     from tqdm import tqdm
 
     out = Path(args.out)
+    show = _progress(args)
+    bar = None
+    end = None
     with engine_errors():
-        from .core.models import load_checkpoint
-        from .core.training import resolve_device
+        from .core.batch import (BatchFinished, BatchImageDone, BatchImageFailed, BatchOptions, BatchStarted,
+                                 run_batch)
+        from .core.models.checkpoint import read_metadata
 
-        args.device_obj = resolve_device(args.device)
-        model, meta = load_checkpoint(args.model, device=args.device_obj)
-        paths = []
-        for p in args.images:
-            q = Path(p)
-            if q.is_dir():
-                paths += sorted(f for f in q.iterdir() if f.suffix.lower() in (".tif", ".tiff", ".png", ".jpg",
-                                                                                ".jpeg", ".bmp"))
+        if args.histogram_match and not read_metadata(args.model).get("histogram_reference"):
+            raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
+        options = BatchOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                               min_size=args.min_size, tta=args.tta, adabn=args.adabn,
+                               histogram_match=args.histogram_match, pixel_size=args.pixel_size,
+                               overlay=args.overlay)
+
+        def say(line: str) -> None:
+            if bar is not None and show:
+                bar.write(line, file=sys.stderr)
             else:
-                paths.append(q)
-        if not paths:
-            raise UserError("no images to predict")
-        out.mkdir(parents=True, exist_ok=True)
-    rows, failed = [], 0
-    stems = _output_stems(paths)
-    with _StopOnInterrupt() as stop:
-        for path, stem in tqdm(list(zip(paths, stems)), desc="predict", unit="img", file=sys.stderr,
-                               disable=not _progress(args)):
-            if stop.requested:
-                break
+                print(line, file=sys.stderr, flush=True)
+
+        with _StopOnInterrupt() as stop:
+            events = run_batch(args.model, args.images, out, scheduler=args.scheduler, workers=args.workers,
+                               device=args.device, overwrite=args.overwrite, options=options, stop=stop)
             try:
-                with engine_errors():
-                    rows.append(predict_one(model, meta, path, out, args, stem=stem))
-            except UserError as exc:
-                failed += 1
-                print(f"grainlab: error: {path}: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-    if rows:
-        _write_rows(out / "summary.csv", rows)
-    print(f"predicted {len(rows)} of {len(paths)} image{'s' if len(paths) != 1 else ''} into {out}"
-          + (f" ({failed} failed)" if failed else ""))
-    if stop.requested:
-        raise Interrupted(f"{len(rows)} images done in {out}")
-    return EXIT_USAGE if failed else EXIT_OK
+                for ev in events:
+                    if isinstance(ev, BatchStarted):
+                        bar = tqdm(total=ev.total, initial=ev.skipped, desc="predict", unit="img", file=sys.stderr,
+                                   disable=not show, dynamic_ncols=True)
+                        if show:
+                            bar.write(f"grainlab: {ev}", file=sys.stderr)
+                    elif isinstance(ev, BatchImageDone):
+                        for w in ev.warnings:
+                            say(f"grainlab: warning: {ev.path}: {' '.join(w.split())}")
+                        bar.update(1)
+                    elif isinstance(ev, BatchImageFailed):
+                        say(f"grainlab: error: {ev.path}: {ev.error}")
+                        bar.update(1)
+                    elif isinstance(ev, BatchFinished):
+                        end = ev
+            finally:
+                if bar is not None:
+                    bar.close()
+                events.close()
+    assert end is not None
+    extra = [f"{end.skipped} already done"] if end.skipped else []
+    if end.failed:
+        extra.append(f"{end.failed} failed")
+    print(f"predicted {end.ok} of {end.total} image{'s' if end.total != 1 else ''} into {out}"
+          + (f" ({', '.join(extra)})" if extra else ""))
+    if end.cancelled:
+        raise Interrupted(f"{end.ok} of {end.total} images done in {out}; run the same command again to continue")
+    return EXIT_USAGE if end.failed else EXIT_OK
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -530,14 +478,29 @@ def add_commands(sub) -> None:
         p.add_argument("--device", default="auto", metavar="DEV")
 
     p = sub.add_parser(
-        "predict", help="segment micrographs with a trained model",
+        "predict", help="segment micrographs with a trained model (batch, on Dask workers)",
         description="Writes OUT/NAME_labels.tif (grain instances), NAME_boundary.tif (boundary probability), "
-                    "NAME_grains.csv (per-grain table) and summary.csv. Classification models write "
-                    "NAME_classes.tif and NAME_confidence.tif.",
+                    "NAME_grains.csv (per-grain table) and summary.csv (per image: grain count, mean diameter, "
+                    "ASTM G, status). Classification models write NAME_classes.tif and NAME_confidence.tif. "
+                    "The images are shared among Dask workers: a local cluster (one worker per core, or per GPU) "
+                    "or an existing one (--scheduler). Images whose outputs are complete are skipped, so "
+                    "running the same command again continues an interrupted batch. One image, or --workers 1, "
+                    "runs in this process without a cluster.",
+        epilog="examples:\n"
+               "  grainlab predict models/sem data/ --out results\n"
+               "  grainlab predict models/sem 'data/**/*.tif' --out results --workers 4\n"
+               "  grainlab predict models/sem data/ --out results --scheduler tcp://10.0.0.5:8786",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", metavar="MODEL", help="model folder (or its model.json / model.safetensors)")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="image files, folders or glob patterns (quote them; ** matches sub-folders)")
     p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="local Dask workers (default: one per CPU core, or one per GPU)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing Dask cluster, e.g. tcp://host:8786 (left running)")
+    p.add_argument("--overwrite", action="store_true", help="predict again images whose outputs exist")
     add_predict_options(p)
     p.add_argument("--overlap", type=_nonnegative_int, default=64, metavar="PX")
     p.add_argument("--batch-size", type=_positive_int, default=4, metavar="B")

@@ -117,7 +117,7 @@ def test_existing_scheduler_resume_overwrite_and_the_cluster_stays_up(model_dir,
     summary = (out / "summary.csv").read_text()
 
     # an image whose record is missing (half written) and one with a missing output are redone
-    (out / ".grainlab" / "m1.json").unlink()
+    (out / ".m1.grainlab.json").unlink()
     (out / "m3_labels.tif").unlink()
     second = collect(run_batch(model_dir / "seg", [image_dir], out, scheduler=address, device="cpu",
                                options=OPTS))

@@ -292,3 +292,71 @@ def test_pixel_size_from_the_tiff_and_typed_in(qtbot, viewer, dock, checkpoints,
     assert grains.metadata["grainlab"]["pixel_size_um"] == 0.5
     done = dock.last_results[0]
     assert done.summary["unit"] == "um" and np.isfinite(done.summary["astm_g"])
+
+
+# ------------------------------------------------------------------------------ Predict folder…
+def _folder(root: Path, micrograph, n: int, side: int = 96) -> Path:
+    import tifffile
+
+    root.mkdir()
+    for i in range(n):
+        tifffile.imwrite(root / f"img{i}.tif", np.roll(np.tile(micrograph, (side // 96, side // 96)), 7 * i, axis=0))
+    return root
+
+
+def test_predict_folder_runs_the_batch_on_dask_workers_and_resumes(qtbot, viewer, dock, checkpoints, micrograph,
+                                                                   notifications, tmp_path, monkeypatch):
+    import tifffile
+
+    src = _folder(tmp_path / "in", micrograph, 3)
+    (src / "broken.tif").write_bytes(np.random.default_rng(0).bytes(400))
+    out = tmp_path / "out"
+    asked = []
+    monkeypatch.setattr(dock, "ask_input_folder", lambda: src)
+    monkeypatch.setattr(dock, "ask_output_folder", lambda start: asked.append(start) or out)
+    dock.set_checkpoint(checkpoints / "seg")
+    n_layers = len(viewer.layers)
+    dock.folder_button.click()
+    task = dock.task
+    assert asked == [src] and task is not None and task.is_running  # the batch runs in a worker thread
+    assert not dock.folder_button.isEnabled() and not dock.run_button.isEnabled()
+    assert dock.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: task.result is not None, timeout=60_000)
+    assert task.result.status == "completed", task.result.error
+    end = dock.last_batch
+    assert (end.total, end.predicted, end.failed, end.skipped) == (4, 3, 1, 0)
+    for i in range(3):
+        assert tifffile.imread(out / f"img{i}_labels.tif").shape == micrograph.shape
+    assert len((out / "summary.csv").read_text().splitlines()) == 5
+    assert len(viewer.layers) == n_layers  # results go to files, not layers
+    assert any("broken.tif" in m for m in notifications.messages("error"))
+    assert any("3 of 4 images done, 1 failed" in m for m in notifications.messages("info"))
+    assert (dock.progress_bar.value(), dock.progress_bar.maximum()) == (4, 4)
+    assert "summary.csv" in dock.status_label.text() and dock.folder_button.isEnabled()
+
+    # again: the three done images are skipped, only the broken one is tried again
+    task = dock.predict_folder(src, out)
+    qtbot.waitUntil(lambda: task.result is not None, timeout=WAIT_MS)
+    assert (dock.last_batch.skipped, dock.last_batch.failed) == (3, 1)
+    assert "3 already done" in dock.status_label.text()
+
+
+def test_predict_folder_cancel_and_dialogs_closed(qtbot, viewer, dock, checkpoints, micrograph, notifications,
+                                                  tmp_path, monkeypatch):
+    from napari_grainlab.gui.widgets import predict
+
+    monkeypatch.setattr(predict, "FOLDER_WORKERS", 1)  # in the worker thread itself, no cluster
+    src = _folder(tmp_path / "in", micrograph, 3, side=384)
+    dock.set_checkpoint(checkpoints / "seg")
+    monkeypatch.setattr(dock, "ask_input_folder", lambda: None)  # the dialog was closed
+    assert dock.predict_folder() is None and dock.task is None
+    assert dock.predict_folder(tmp_path / "nowhere", tmp_path / "o") is None
+    assert any("Not a folder" in m for m in notifications.messages("error"))
+
+    task = dock.predict_folder(src, tmp_path / "out")
+    task.cancel()
+    qtbot.waitUntil(lambda: task.result is not None, timeout=WAIT_MS)
+    assert task.result.status == "cancelled"
+    assert dock.last_batch is not None and dock.last_batch.cancelled and dock.last_batch.predicted < 3
+    assert "Cancelled" in dock.status_label.text() and dock.folder_button.isEnabled()
+    assert any("cancelled" in m for m in notifications.messages("info"))

@@ -17,10 +17,10 @@ images are predicted in this process without starting a cluster.
 Per image ``NAME`` (the file stem, ``NAME_2``... for repeated stems) the output folder gets
 ``NAME_labels.tif``, ``NAME_boundary.tif``, ``NAME_grains.csv`` and optionally
 ``NAME_overlay.png`` (segmentation), or ``NAME_classes.tif`` and ``NAME_confidence.tif``
-(classification), and last ``.grainlab/NAME.json``: the record that the image is complete, with
-its summary row. An image counts as done when its record names the same image file (path, size,
-modification time), the same model and the same result-changing settings, and every output it
-lists exists.
+(classification), and last the hidden ``.NAME.grainlab.json``: the record that the image is
+complete, with its summary row. An image counts as done when its record names the same image file
+(path, size, modification time), the same model and the same result-changing settings, and every
+output it lists exists.
 
 Only the standard library is imported at module level (the command line imports this module).
 """
@@ -51,7 +51,7 @@ IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 OUTPUT_SUFFIXES = ("_labels.tif", "_boundary.tif", "_classes.tif", "_confidence.tif", "_overlay.png",
                    "_grains.csv")
 SUMMARY_NAME = "summary.csv"
-RECORD_DIR = ".grainlab"
+RECORD_SUFFIX = ".grainlab.json"
 RECORD_FORMAT = "napari-grainlab-batch-image"
 RECORD_VERSION = 1
 _GLOB_CHARS = frozenset("*?[")
@@ -388,7 +388,7 @@ def _model_id(model: str | os.PathLike) -> dict:
 
 
 def _record_path(out: Path, stem: str) -> Path:
-    return out / RECORD_DIR / f"{stem}.json"
+    return out / f".{stem}{RECORD_SUFFIX}"
 
 
 def _worker_name() -> str:

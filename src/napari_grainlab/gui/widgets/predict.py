@@ -15,7 +15,14 @@ in a worker thread (:class:`~napari_grainlab.gui.workers.GeneratorTask`) with a 
     for a classification model: the class map (Labels whose features name the classes) and the
     probability of the chosen class.
 
-Running again replaces the data of these layers and keeps their display settings. Every
+Running again replaces the data of these layers and keeps their display settings.
+
+*Predict folder…* runs the model on every image of a folder and writes the results into an output
+folder (``NAME_labels.tif``, ``NAME_boundary.tif``, ``NAME_grains.csv``, ``summary.csv``), the same
+batch as ``grainlab predict`` (:func:`~napari_grainlab.core.batch.run_batch`): on local Dask
+workers (at most two) or the Dask scheduler named under *Advanced*, in a worker thread with a
+progress bar and *Cancel*. Images whose outputs are already there are skipped, so running it again
+continues a cancelled batch. No layers are added. Every
 failure (a corrupt model, a pickle offered as a model, an image stack) becomes a napari
 notification; a pickle file is never unpickled (only ``model.json`` is read to describe a model,
 and weights are loaded with safetensors).
@@ -77,12 +84,16 @@ if TYPE_CHECKING:
     from napari.layers import Layer
 
 __all__ = ["ImageDone", "ImageFailed", "PredictJob", "PredictOptions", "PredictStatus", "PredictWidget",
-           "predict_jobs"]
+           "predict_folder_events", "predict_jobs"]
 
 ERROR_STYLE = "color: #f0524f;"
 HINT_STYLE = "color: #999999;"
 #: errors whose message says it all (no traceback in the notification)
 EXPECTED_ERRORS = (CheckpointError, DataError, OSError, MemoryError, ValueError)
+#: most local Dask workers a folder prediction from the dock starts (napari keeps working meanwhile)
+FOLDER_WORKERS = 2
+#: failures shown one by one as notifications; the rest are counted in the final message
+FOLDER_FAILURES_SHOWN = 3
 
 
 # ============================================================================ worker side
@@ -218,6 +229,22 @@ def _relay(events, prefix: str):
             yield PredictStatus(f"{prefix}: {_STAGE_TEXT.get(ev.stage, ev.stage)}")
 
 
+def predict_folder_events(checkpoint: str | Path, inputs: list[str | Path], out: str | Path,
+                          options: PredictOptions, *, pixel_size: float | None = None, workers: int | None = None,
+                          scheduler: str | None = None, stop: threading.Event) -> Generator[Any, None, Any]:
+    """Worker body of *Predict folder…*: :func:`~napari_grainlab.core.batch.run_batch` with the dock's
+    options (no Qt, no viewer). Yields its events; returns its :class:`~napari_grainlab.core.batch.BatchFinished`."""
+    from ...core.batch import BatchOptions, default_workers, run_batch
+
+    batch = BatchOptions(tile=options.tile, overlap=options.overlap, batch_size=options.batch_size,
+                         min_size=options.min_size, tta=options.tta, adabn=options.adabn,
+                         histogram_match=options.histogram_match, pixel_size=pixel_size)
+    if workers is None and not scheduler:
+        workers = min(FOLDER_WORKERS, default_workers(options.device))
+    return (yield from run_batch(checkpoint, inputs, out, scheduler=scheduler or None, workers=workers,
+                                 device=options.device, options=batch, stop=stop))
+
+
 # ============================================================================ main side
 def job_from_layer(layer: Layer, pixel_size: float | None = None) -> PredictJob:
     """A copy of an image layer's data (call on the main thread) with its pixel size and placement;
@@ -315,6 +342,11 @@ class PredictWidget(QWidget):
         self._run_failures = 0
         self._run_total = 0
         self.last_results: list[ImageDone] = []
+        self._folder_input: Path | None = None
+        self._folder_output: Path | None = None
+        self._folder_failures: list[Any] = []
+        #: the end of the last folder prediction (a ``core.batch.BatchFinished``), or None
+        self.last_batch: Any = None
 
         # ------------------------------------------------------------------ model
         self.checkpoint_edit = QLineEdit()
@@ -407,6 +439,12 @@ class PredictWidget(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.addItems(_devices())
         self.device_combo.setToolTip("auto: a CUDA or Apple GPU when there is one, else the CPU")
+        self.scheduler_edit = QLineEdit()
+        self.scheduler_edit.setPlaceholderText(f"local ({FOLDER_WORKERS} workers)")
+        self.scheduler_edit.setToolTip("<p><i>Predict folder…</i> runs on local Dask workers, or on the Dask "
+                                       "cluster whose scheduler address is given here "
+                                       "(<tt>tcp://host:8786</tt>). Its workers must reach the model, the "
+                                       "images and the output folder under the same paths.</p>")
         advanced = QWidget()
         adv_form = QFormLayout(advanced)
         adv_form.setContentsMargins(0, 0, 0, 0)
@@ -415,6 +453,7 @@ class PredictWidget(QWidget):
         adv_form.addRow("Batch size", self.batch_spin)
         adv_form.addRow("Min. grain size", self.min_size_spin)
         adv_form.addRow("Device", self.device_combo)
+        adv_form.addRow("Dask scheduler", self.scheduler_edit)
         self.advanced_section = QCollapsible("Advanced", expandedIcon="▼", collapsedIcon="▶")
         self.advanced_section.setDuration(120)
         self.advanced_section.addWidget(advanced)
@@ -435,9 +474,16 @@ class PredictWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.folder_button = QPushButton("Predict folder…")
+        self.folder_button.setToolTip("<p>Run the model on every image of a folder and write the results (label "
+                                      "images, grain tables, <tt>summary.csv</tt>) into an output folder, on "
+                                      "Dask workers. Images already done there are skipped, so running it again "
+                                      "continues a cancelled batch.</p>")
+        self.folder_button.clicked.connect(self._on_folder_clicked)
         run_row = QHBoxLayout()
         run_row.setContentsMargins(0, 0, 0, 0)
         run_row.addWidget(self.run_button, 1)
+        run_row.addWidget(self.folder_button, 1)
         run_row.addWidget(self.cancel_button)
 
         # ----------------------------------------------------------------- layout
@@ -628,7 +674,11 @@ class PredictWidget(QWidget):
 
     def _update_run_enabled(self) -> None:
         if not self.is_running:
-            self.run_button.setEnabled(True)
+            self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.run_button.setEnabled(not busy)
+        self.folder_button.setEnabled(not busy)
 
     # -------------------------------------------------------------------- run
     @property
@@ -689,7 +739,7 @@ class PredictWidget(QWidget):
                              cancel_button=self.cancel_button, notify_errors=False, parent=self)
         task.yielded.connect(self._on_event)
         task.finished.connect(self._on_finished)
-        self.run_button.setEnabled(False)
+        self._set_busy(True)
         self._set_status(f"Predicting {len(jobs)} image{'s' if len(jobs) > 1 else ''}…")
         if self._task is not None:
             self._task.deleteLater()
@@ -733,7 +783,7 @@ class PredictWidget(QWidget):
         show_prediction(self.viewer, done, source="Predict dock")
 
     def _on_finished(self, result: TaskResult) -> None:
-        self.run_button.setEnabled(True)
+        self._set_busy(False)
         n_done, total = len(self.last_results), self._run_total
         lines = list(self._run_summaries)
         if result.status == "completed":
@@ -752,6 +802,116 @@ class PredictWidget(QWidget):
                 show_error(f"Prediction failed: {error}")
             else:
                 report_error(error, "Prediction")
+
+    # --------------------------------------------------------- folder batch
+    def ask_input_folder(self) -> Path | None:
+        start = str(self._folder_input or Path.home())
+        path = QFileDialog.getExistingDirectory(self, "Folder of micrographs to predict", start)
+        return Path(path) if path else None
+
+    def ask_output_folder(self, input_folder: Path) -> Path | None:
+        start = str(self._folder_output or input_folder)
+        path = QFileDialog.getExistingDirectory(self, "Output folder (label images, grain tables, summary.csv)",
+                                                start)
+        return Path(path) if path else None
+
+    def _on_folder_clicked(self) -> None:
+        self.predict_folder()
+
+    def _ready_model(self) -> bool:
+        text = self.checkpoint_edit.text().strip()
+        if text and (self._checkpoint is None or Path(text).expanduser() != self._checkpoint):
+            if not self.set_checkpoint(text):
+                return False
+        if self._checkpoint is None:
+            show_error("Choose a model first: a folder with model.safetensors and model.json")
+            return False
+        return True
+
+    def predict_folder(self, input_folder: str | Path | None = None,
+                       output_folder: str | Path | None = None) -> GeneratorTask | None:
+        """Predict every image of ``input_folder`` into ``output_folder`` (asked for when None) in a
+        worker thread; None when nothing started (the reason is a notification)."""
+        if self.is_running or not self._ready_model():
+            return None
+        source = Path(input_folder) if input_folder is not None else self.ask_input_folder()
+        if source is None:
+            return None
+        if not source.is_dir():
+            show_error(f"Not a folder: {source}")
+            return None
+        out = Path(output_folder) if output_folder is not None else self.ask_output_folder(source)
+        if out is None:
+            return None
+        if out.exists() and not out.is_dir():
+            show_error(f"The output {out} exists and is not a folder")
+            return None
+        if not ensure_engine(self._set_status):
+            return None
+        self._folder_input, self._folder_output = source, out
+        self._folder_failures = []
+        self.last_batch = None
+        typed = float(self.pixel_spin.value()) if self._pixel_typed else None
+        scheduler = self.scheduler_edit.text().strip() or None
+        task = GeneratorTask(predict_folder_events, self._checkpoint, [source], out, self.options(),
+                             pixel_size=typed, scheduler=scheduler, description="Predicting a folder",
+                             progress_bar=self.progress_bar, cancel_button=self.cancel_button,
+                             notify_errors=False, parent=self)
+        task.yielded.connect(self._on_folder_event)
+        task.finished.connect(self._on_folder_finished)
+        self._set_busy(True)
+        where = scheduler or "local Dask workers"
+        self._set_status(f"Predicting the images of {source} into {out} ({where}): starting…")
+        if self._task is not None:
+            self._task.deleteLater()
+        self._task = task
+        task.start()
+        return task
+
+    def _on_folder_event(self, event: Any) -> None:
+        from ...core.batch import BatchFinished, BatchImageDone, BatchImageFailed, BatchStarted
+
+        if isinstance(event, BatchStarted):
+            self._set_status(str(event))
+        elif isinstance(event, BatchImageDone):
+            self._set_status(f"{Path(event.path).name} done ({event.done} of {event.total})")
+        elif isinstance(event, BatchImageFailed):
+            self._folder_failures.append(event)
+            if len(self._folder_failures) <= FOLDER_FAILURES_SHOWN:
+                show_error(f"Cannot predict {event.path}: {event.error}")
+        elif isinstance(event, BatchFinished):
+            self.last_batch = event
+
+    def _on_folder_finished(self, result: TaskResult) -> None:
+        self._set_busy(False)
+        end = self.last_batch
+        out = self._folder_output
+        if result.status == "failed" or end is None:
+            error = result.error
+            if error is None:  # cancelled before the batch started
+                self._set_status("Cancelled before any image was predicted")
+                return
+            self._set_status(f"Folder prediction failed: {error}", error=True)
+            if isinstance(error, EXPECTED_ERRORS):
+                show_error(f"Folder prediction failed: {error}")
+            else:
+                report_error(error, "Folder prediction")
+            return
+        text = f"{end.ok} of {end.total} images done"
+        extra = [f"{end.skipped} already done"] if end.skipped else []
+        if end.failed:
+            extra.append(f"{end.failed} failed")
+        text += (f" ({', '.join(extra)})" if extra else "") + f". Results and summary.csv in {out}"
+        more = len(self._folder_failures) - FOLDER_FAILURES_SHOWN
+        if more > 0:
+            text += f"; {more} more failures are listed in summary.csv"
+        if end.cancelled:
+            self._set_status(f"Cancelled: {text}. Predict the folder again to continue.")
+            show_info(f"Folder prediction cancelled: {end.ok} of {end.total} images done")
+        else:
+            self._set_status(text, error=end.ok == 0 and end.failed > 0)
+            show_info(f"Folder prediction: {end.ok} of {end.total} images done"
+                      + (f", {end.failed} failed" if end.failed else "") + f" ({out})")
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self.status_label.setStyleSheet(ERROR_STYLE if error else "")
