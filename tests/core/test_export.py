@@ -214,3 +214,19 @@ def test_default_output_next_to_checkpoint(models):
     root = models[0]
     report = export_onnx(root / "cls" / "model.json", check=False, exporter="torchscript")
     assert report.path == root / "cls" / "model.onnx" and report.path.is_file()
+
+
+def test_auto_falls_back_to_the_tracing_exporter(models, monkeypatch):
+    root = models[0]
+    from napari_grainlab.core import export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("cannot capture this model\nmore detail")
+
+    monkeypatch.setattr(export, "_export_dynamo", broken)
+    report = export_onnx(root / "cls", root / "fallback.onnx")
+    assert report.exporter == "torchscript" and report.checked and report.worst < 1e-4
+    monkeypatch.setattr(export, "_export_torchscript", broken)
+    with pytest.raises(ExportError, match="dynamo: cannot capture this model; torchscript: cannot capture"):
+        export_onnx(root / "cls", root / "never.onnx")
+    assert not (root / "never.onnx").exists()

@@ -228,8 +228,24 @@ def _compare(model, session, shapes, atol: float, rtol: float, seed: int = 0) ->
         if bad.any():
             raise ExportError(f"onnxruntime output differs from PyTorch on input {shape}: max abs diff "
                               f"{diffs[tuple(shape)]:.3g} exceeds atol={atol:g} + rtol={rtol:g} x |output| at "
-                              f"{int(bad.sum())} values; the file was not written (--no-check writes it anyway)")
+                              f"{int(bad.sum())} values; the file was not written (check=False, --no-check on the command line, writes it anyway)")
     return diffs
+
+
+def _with_description(proto, description: str, model, multiple: int) -> bytes:
+    """The serialised model with the napari-grainlab description in its ``metadata_props``."""
+    for prop in list(proto.metadata_props):
+        if prop.key == METADATA_KEY:
+            proto.metadata_props.remove(prop)
+    prop = proto.metadata_props.add()
+    prop.key = METADATA_KEY
+    prop.value = description
+    proto.doc_string = (f"napari-grainlab {model.task} model on {model.spec.backbone}; input N x 1 x H x W float32 "
+                        f"in [0, 1], H and W multiples of {multiple}; see the '{METADATA_KEY}' metadata")
+    try:
+        return proto.SerializeToString()
+    except ValueError as exc:
+        raise ExportError(f"the exported model cannot be stored in one file ({_first_line(exc)})") from None
 
 
 def export_onnx(
@@ -254,7 +270,7 @@ def export_onnx(
         raise :class:`ExportError` unless ``|onnx - torch| <= atol + rtol * |torch|`` everywhere; the
         file is written only when the check passes.
     exporter : ``"dynamo"`` (``torch.export``), ``"torchscript"`` (the tracing exporter) or ``"auto"``
-        (dynamo, and the tracing exporter when dynamo fails).
+        (dynamo, and the tracing exporter when dynamo fails or its export fails the check).
 
     Returns
     -------
@@ -284,39 +300,36 @@ def export_onnx(
     # export sample: batch 2, height != width, so no size is specialised into the graph
     sample = torch.rand(2, 1, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
     order = EXPORTERS if exporter == "auto" else (exporter,)
-    proto, used, errors = None, None, []
+    description = json.dumps(onnx_metadata(model, meta))
+    data, used, diffs, errors = None, None, {}, []
     for name in order:
         try:
             with _quiet(), torch.inference_mode(False), torch.no_grad():
                 fn = _export_dynamo if name == "dynamo" else _export_torchscript
                 proto = fn(model, sample, int(opset), multiple)
-            used = name
-            break
         except Exception as exc:  # noqa: BLE001 - the exporters raise many unrelated exception types
             errors.append(f"{name}: {_first_line(exc)}")
-    if proto is None:
+            continue
+        candidate = _with_description(proto, description, model, multiple)
+        if check:
+            try:
+                try:
+                    session = _session(candidate)
+                except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+                    raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(exc)}") from None
+                diffs = _compare(model, session, check_shapes(multiple), float(atol), float(rtol))
+            except ExportError as exc:
+                if name == order[-1]:
+                    if errors:
+                        raise ExportError("; ".join([*errors, f"{name}: {exc}"])) from None
+                    raise
+                errors.append(f"{name}: {exc}")
+                continue
+        data, used = candidate, name
+        break
+    if data is None:
         raise ExportError(f"ONNX export of this {model.task} model on {model.spec.backbone} failed ("
                           + "; ".join(errors) + ")")
-    description = onnx_metadata(model, meta)
-    for key in list(proto.metadata_props):
-        if key.key == METADATA_KEY:
-            proto.metadata_props.remove(key)
-    prop = proto.metadata_props.add()
-    prop.key = METADATA_KEY
-    prop.value = json.dumps(description)
-    proto.doc_string = (f"napari-grainlab {model.task} model on {model.spec.backbone}; input N x 1 x H x W float32 "
-                        f"in [0, 1], H and W multiples of {multiple}; see the '{METADATA_KEY}' metadata")
-    try:
-        data = proto.SerializeToString()
-    except ValueError as exc:
-        raise ExportError(f"the exported model cannot be stored in one file ({_first_line(exc)})") from None
-    diffs: dict = {}
-    if check:
-        try:
-            session = _session(data)
-        except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(exc)}") from None
-        diffs = _compare(model, session, check_shapes(multiple), float(atol), float(rtol))
     atomic_write_bytes(out, data)
     return ExportReport(path=out, task=model.task, exporter=used, opset=int(opset), size_bytes=len(data),
                         checked=bool(check), atol=float(atol), rtol=float(rtol), max_abs_diff=diffs,
