@@ -118,3 +118,28 @@ def test_bad_worker_counts_and_unreachable_schedulers_are_one_line(model, images
     assert main(["predict", str(model), str(images), "--out", str(tmp_path / "o"), "--scheduler",
                  "tcp://127.0.0.1:9", *TILE]) == 2
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in error_lines(capsys.readouterr().err)[-1]
+
+
+def test_ctrl_c_cancels_the_rest_and_writes_the_partial_summary(model, images, tmp_path, capsys, monkeypatch):
+    from napari_grainlab import _cli_engine
+    from napari_grainlab.cli import EXIT_INTERRUPTED
+
+    out = tmp_path / "out"
+
+    class CtrlCAfterFirstImage(_cli_engine._StopOnInterrupt):
+        """Ctrl-C pressed as soon as the first image's outputs exist."""
+
+        def __call__(self) -> bool:
+            self.requested = self.requested or (out / "s0_labels.tif").exists()
+            return self.requested
+
+    monkeypatch.setattr(_cli_engine, "_StopOnInterrupt", CtrlCAfterFirstImage)
+    argv = ["predict", str(model), str(images), str(images / "sub"), "--out", str(out), "--workers", "1", *TILE]
+    assert main(argv) == EXIT_INTERRUPTED
+    assert "1 of 3 images done" in capsys.readouterr().err
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("s0.tif,")
+    assert not (out / "s1_labels.tif").exists()
+    monkeypatch.undo()
+    assert main(argv) == 0  # the same command continues
+    assert "(1 already done)" in capsys.readouterr().out

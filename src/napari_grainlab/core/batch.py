@@ -447,6 +447,9 @@ def _run_job(job: _Job, stop: Callable[[], bool] | None = None) -> dict:
             if torch.get_num_threads() != job.torch_threads:
                 torch.set_num_threads(job.torch_threads)
         device = _job_device(job)
+    except expected as exc:  # e.g. --device cuda on a worker without a GPU
+        return {**result, "error": f"worker {result['worker']}: {_one_line(exc)}", "fatal": True}
+    try:
         model, meta, loads = cached_model(job.model, device)
     except expected as exc:
         return {**result, "error": f"cannot load the model {job.model}: {_one_line(exc)}", "fatal": True}
