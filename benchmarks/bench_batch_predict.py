@@ -9,11 +9,13 @@ the wall time from the call to the end (cluster start and close included) and th
 once every worker has finished its first image (start-up and model load behind it); then the
 ratios 2 workers / 1 worker.
 
-A local worker gets ``cores // workers`` torch threads: 1 worker uses every core in one process,
-2 workers split them, so the ratio measures what the Dask split adds on the same machine.
+By default a local worker gets ``cores // workers`` torch threads: 1 worker uses every core in one
+process, 2 workers split them, so the ratio measures the Dask split against one multi-threaded
+process on the same machine. ``--torch-threads 1`` gives every worker (and the in-process run)
+one thread: the ratio then measures how the throughput scales with the number of workers.
 
     python benchmarks/bench_batch_predict.py [--images 12] [--size 512] [--tile 512] [--device cpu]
-        [--workers 1,2] [--in-process]
+        [--workers 1,2] [--in-process] [--torch-threads N]
 """
 
 from __future__ import annotations
@@ -53,14 +55,19 @@ def make_images(root: Path, n: int, size: int) -> Path:
     return folder
 
 
-def run(model: Path, images: Path, out: Path, workers: int, in_process: bool, device: str, tile: int) -> dict:
+def run(model: Path, images: Path, out: Path, workers: int, in_process: bool, device: str, tile: int,
+        torch_threads: int | None) -> dict:
     from napari_grainlab.core.batch import BatchFinished, BatchImageDone, BatchOptions, run_batch
 
     t0 = time.perf_counter()
     stamps = []
     end = None
+    if in_process and torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     for ev in run_batch(model, [images], out, workers=workers, in_process=in_process, device=device,
-                        options=BatchOptions(tile=tile, overlap=64)):
+                        torch_threads=torch_threads, options=BatchOptions(tile=tile, overlap=64)):
         if isinstance(ev, BatchImageDone):
             stamps.append(time.perf_counter() - t0)
         elif isinstance(ev, BatchFinished):
@@ -84,10 +91,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts to compare (Dask each)")
     p.add_argument("--in-process", action="store_true", help="also measure the in-process path (no cluster)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="PyTorch threads per worker (default: run_batch's, cores // workers)")
     args = p.parse_args()
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    threads = args.torch_threads or "cores // workers"
     print(f"{args.images} synthetic images of {args.size} x {args.size} px, tile {args.tile}, device {args.device}, "
-          f"{os.cpu_count()} CPU cores")
+          f"{os.cpu_count()} CPU cores, torch threads per worker: {threads}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = make_model(root, args.backbone)
@@ -96,7 +106,7 @@ def main() -> None:
         configs = [("in-process", 1, True)] if args.in_process else []
         configs += [(f"{w} worker{'s' if w > 1 else ''}", w, False) for w in counts]
         for k, (name, w, local) in enumerate(configs):
-            r = run(model, images, root / f"out{k}", w, local, args.device, args.tile)
+            r = run(model, images, root / f"out{k}", w, local, args.device, args.tile, args.torch_threads)
             results[name] = r
             print(f"  {name:<11} {r['wall_rate']:.3f} images/s overall ({r['wall_s']:.1f} s, first image after "
                   f"{r['first_s']:.1f} s), {r['steady_rate']:.3f} images/s steady")

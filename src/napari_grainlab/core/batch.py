@@ -92,7 +92,8 @@ class BatchOptions:
 @dataclass(frozen=True)
 class BatchStarted:
     """The inputs are known: ``total`` images, ``skipped`` of them already done, the rest goes to
-    ``workers`` workers at ``where`` ("this process", "LocalCluster" or the scheduler address)."""
+    ``workers`` workers at ``where`` ("this process", "LocalCluster", or the scheduler address with
+    ``workers`` 0: the cluster's own workers)."""
 
     total: int
     skipped: int
@@ -114,6 +115,8 @@ class BatchStarted:
             head += f" ({self.skipped} already done)"
         if not todo:
             return f"{head}: nothing to predict"
+        if not self.workers:
+            return f"{head}: predicting {todo} on the Dask cluster at {self.where}"
         return f"{head}: predicting {todo} on {self.workers} worker{'s' if self.workers != 1 else ''} " \
                f"({self.where})"
 
@@ -612,7 +615,7 @@ def _check_model(model: str | os.PathLike, options: BatchOptions) -> dict:
 def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
               scheduler: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
               device: str = "auto", overwrite: bool = False, options: BatchOptions | None = None,
-              in_process: bool | None = None, stop: Any = None,
+              in_process: bool | None = None, torch_threads: int | None = None, stop: Any = None,
               ) -> Generator[BatchStarted | BatchImageDone | BatchImageFailed | BatchFinished, None, BatchFinished]:
     """Predict every image of ``inputs`` into the folder ``out``; yields progress events.
 
@@ -630,8 +633,8 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
         processes with ``threads_per_worker`` threads each, closed at the end.
     workers
         Local workers (default :func:`default_workers`: one per core, or one per GPU), at most
-        one per image to predict. Each gets ``cores // (workers * threads)`` torch threads and,
-        with several GPUs, its own GPU.
+        one per image to predict. Each gets ``torch_threads`` PyTorch threads (default
+        ``cores // (workers * threads_per_worker)``, at least 1) and, with several GPUs, its own GPU.
     device
         ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, resolved on each worker.
     overwrite
@@ -660,6 +663,8 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
         raise BatchError(f"threads per worker must be at least 1, got {threads_per_worker}")
     if workers is not None and workers < 1:
         raise BatchError(f"workers must be at least 1, got {workers}")
+    if torch_threads is not None and torch_threads < 1:
+        raise BatchError(f"torch threads must be at least 1, got {torch_threads}")
     _check_model(model, options)
     if scheduler is None:
         resolve_device(device)  # an unknown or missing device: ConfigError before any work
@@ -697,7 +702,7 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
             if in_process:
                 results = _in_process(todo, stopped)
             else:
-                results = _on_dask(todo, scheduler, n_workers, threads_per_worker, stopped)
+                results = _on_dask(todo, scheduler, n_workers, threads_per_worker, torch_threads, stopped)
             try:
                 for res in results:
                     job = paths[res["index"]]
@@ -744,7 +749,7 @@ def _in_process(todo: list[_Job], stopped: Callable[[], bool]) -> Generator[dict
         yield res
 
 
-def _on_dask(todo: list[_Job], scheduler: str | None, n_workers: int, threads: int,
+def _on_dask(todo: list[_Job], scheduler: str | None, n_workers: int, threads: int, torch_threads: int | None,
              stopped: Callable[[], bool]) -> Generator[dict, None, None]:
     from distributed import Client, LocalCluster, as_completed
 
@@ -757,7 +762,7 @@ def _on_dask(todo: list[_Job], scheduler: str | None, n_workers: int, threads: i
             except (OSError, TimeoutError, ValueError) as exc:
                 raise BatchError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(exc)}") from None
         else:
-            torch_threads = max(1, (os.cpu_count() or 1) // (n_workers * threads))
+            torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // (n_workers * threads))
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
                                    dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
             client = Client(cluster, set_as_default=False)
