@@ -706,17 +706,18 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
             try:
                 for res in results:
                     job = paths[res["index"]]
+                    full = os.path.abspath(job)
                     done = skipped + predicted + failed + 1
                     if "row" in res:
                         predicted += 1
-                        rows[res["index"]] = {**res["row"], "status": "ok", "path": str(job)}
+                        rows[res["index"]] = {**res["row"], "status": "ok", "path": full}
                         yield BatchImageDone(str(job), res["row"], done, total, tuple(res.get("warnings", ())),
                                              res.get("worker", ""), res.get("model_loads", 0), res.get("seconds", 0.0))
                     else:
                         failed += 1
                         stem = stems[res["index"]]
                         rows[res["index"]] = {"image": job.name, "output": stem, "status": "error",
-                                              "error": res["error"], "path": str(job)}
+                                              "error": res["error"], "path": full}
                         yield BatchImageFailed(str(job), res["error"], done, total, res.get("worker", ""))
                         if res.get("fatal"):
                             raise BatchError(res["error"])
