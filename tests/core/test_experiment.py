@@ -180,6 +180,15 @@ def test_results_of_another_configuration_are_not_mixed(finished):
         list(run_experiment(other, out, device="cpu"))
 
 
+def test_adding_a_study_keeps_finished_runs(finished):
+    _, out, _ = finished
+    data = tiny()
+    data["studies"]["curve2"] = {"kind": "learning_curve", "strategies": ["finetune", "frozen"]}
+    events = list(run_experiment(parse_config(data), out, device="cpu", only=["curve2"]))
+    ran = {e.id for e in events if isinstance(e, RunDone)}
+    assert ran == {f"train/imagenet/frozen/n{n}/f{f}" for n in (1, 2) for f in (0, 1)}  # finetune runs were kept
+
+
 def test_stop_keeps_finished_runs(tmp_path):
     cfg = parse_config(tiny(studies={"curve": {"kind": "learning_curve", "strategies": ["finetune"]}}))
     calls = {"n": 0}

@@ -232,9 +232,10 @@ def evaluate_model(model_dir: str | Path, samples: list, *, mode: str = "none", 
                             histogram_match=mode in ("histogram", "both"), tile=tile, device=device)
         m = segmentation_metrics(res.labels, s.labels)
         rows.append([float(m[k]) for k in SCORED])
-    arr = np.array(rows, dtype=float)
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(arr, axis=0) if len(arr) else np.full(len(SCORED), np.nan)
+    arr = np.array(rows, dtype=float).reshape(-1, len(SCORED))
+    finite = np.isfinite(arr)
+    counts = finite.sum(axis=0)
+    mean = np.where(counts > 0, np.where(finite, arr, 0).sum(axis=0) / np.maximum(counts, 1), np.nan)
     return {k: float(v) for k, v in zip(SCORED, mean)}
 
 
@@ -415,6 +416,24 @@ def split_tiles(tiles: list, how: str, val_fraction: float, seed: int) -> tuple[
     return [tiles[i] for i in sorted(tr)], [tiles[i] for i in sorted(va)]
 
 
+#: study options that change what a run computes (the others only choose which runs a study asks for)
+_RUN_OPTIONS = {"pretraining": ("synthetic",), "leakage": ("images", "tiles_per_image", "tile", "val_fraction",
+                                                          "strategy", "training")}
+
+
+def fingerprint(cfg: ExperimentConfig) -> dict:
+    """What the stored results depend on: data, training and the run-defining study options.
+
+    Adding a study, a strategy or a label count to a configuration keeps the finished runs.
+    """
+    d = cfg.to_dict()
+    d.pop("studies")
+    d.pop("name")
+    d["runs"] = {s.kind: {k: s.options[k] for k in _RUN_OPTIONS.get(s.kind, ()) if k in s.options}
+                 for s in cfg.studies if s.kind in _RUN_OPTIONS}
+    return d
+
+
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, device: str = "auto", overwrite: bool = False,
                    only: list[str] | None = None, stop=None) -> Iterator:
     """Run (or resume) ``cfg`` into ``out``; yields :class:`ExperimentStarted`, :class:`RunStarted`,
@@ -439,7 +458,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, device: str = "aut
         wanted = {i for s in only for i in by_study[s]}
         wanted |= {n for r in runs if r.id in wanted for n in r.needs}
         runs = [r for r in runs if r.id in wanted]
-    stored = cfg.to_dict()
+    stored = fingerprint(cfg)
     old = out / CONFIG
     if overwrite and out.exists():
         for name in (RESULTS, CONFIG):
@@ -450,12 +469,13 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, device: str = "aut
             previous = json.loads(old.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             previous = None
-        if previous is not None and previous.get("experiment") != stored:
+        if previous is not None and previous.get("fingerprint") != stored:
             raise ExperimentError(f"{out} holds results of a different configuration; use another output folder "
                                   "or overwrite")
     runner = _Runner(cfg, out, device, should_stop)
     runner.work.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(old, json.dumps({"experiment": stored, "by_study": by_study}, indent=2))
+    atomic_write_text(old, json.dumps({"experiment": cfg.to_dict(), "fingerprint": stored, "by_study": by_study},
+                                      indent=2))
     results = load_results(out)
     env = _environment(runner.device)
     todo = [r for r in runs if r.id not in results]
