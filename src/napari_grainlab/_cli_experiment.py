@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import EXIT_OK, Interrupted, UserError, _StopOnInterrupt
+from .cli import EXIT_OK, Interrupted, UserError, _positive_int, _StopOnInterrupt
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -26,7 +26,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
                 bar = None
                 with _StopOnInterrupt() as stop:
                     events = run_experiment(cfg, out, device=args.device, overwrite=args.overwrite, only=args.only,
-                                            stop=stop)
+                                            workers=args.workers, threads=args.threads, stop=stop)
                     try:
                         for ev in events:
                             if isinstance(ev, ExperimentStarted):
@@ -78,6 +78,10 @@ def add_experiment_command(sub) -> None:
     x.add_argument("--only", nargs="+", metavar="STUDY", help="run only these studies (and what they need)")
     x.add_argument("--report", metavar="FILE", help="write the Markdown report (figures go to FILE's stem folder)")
     x.add_argument("--report-only", action="store_true", help="do not run anything; report the stored results")
+    x.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="runs at once, in N worker processes (on a CPU: one per core uses it best; default 1)")
+    x.add_argument("--threads", type=_positive_int, default=None, metavar="T",
+                   help="PyTorch threads per worker process (default: the cores shared out)")
     x.add_argument("--device", default="auto", metavar="DEV", help="auto | cpu | cuda | mps (default auto)")
     x.add_argument("--overwrite", action="store_true", help="discard earlier results in DIR")
     x.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)

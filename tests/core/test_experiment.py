@@ -202,6 +202,22 @@ def test_stop_keeps_finished_runs(tmp_path):
     assert 1 <= len(load_results(tmp_path)) < len(plan(cfg)[0])
 
 
+def test_worker_processes_give_the_same_results_as_one_process(finished, tmp_path):
+    cfg, out, _ = finished
+    events = list(run_experiment(cfg, tmp_path, device="cpu", only=["adapt"], workers=2, threads=1))
+    assert isinstance(events[-1].__class__, type) and not events[-1].stopped
+    mine, ref = load_results(tmp_path), load_results(out)
+    assert set(mine) == {"pretrain/source", "eval/source/none/f0", "eval/source/none/f1", "eval/source/histogram/f0",
+                         "eval/source/histogram/f1"}
+    assert mine["pretrain/source"]["environment"]["workers"] == 2
+    # the pre-training ran first (its dependants need it); the same seeds give the same scores
+    for k in mine:
+        if k.startswith("eval/"):
+            assert mine[k]["metrics"]["boundary_f1"] == pytest.approx(ref[k]["metrics"]["boundary_f1"], abs=0.02)
+    with pytest.raises(ExperimentError, match="workers"):
+        list(run_experiment(cfg, tmp_path, device="cpu", workers=0))
+
+
 def test_only_runs_the_named_study_and_what_it_needs(tmp_path):
     cfg = parse_config(tiny())
     events = list(run_experiment(cfg, tmp_path, device="cpu", only=["adapt"]))
