@@ -142,7 +142,12 @@ def _cmd_predict_onnx(args: argparse.Namespace) -> int:
                     rows.append(_predict_onnx_one(model, path, out, args, stem))
             except UserError as exc:
                 failed += 1
-                print(f"grainlab: error: {path}: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+                text = " ".join(str(exc).split())
+                for p in (str(path), str(path.resolve()), path.name):
+                    if text.startswith(p + ": "):
+                        text = text[len(p) + 2:]
+                        break
+                print(f"grainlab: error: {path}: {text}", file=sys.stderr, flush=True)
     if rows:
         write_rows_csv(out / "summary.csv", rows, first=("image", "output"))
     print(f"predicted {len(rows)} of {len(paths)} image{'s' if len(paths) != 1 else ''} into {out} "

@@ -108,6 +108,21 @@ def test_plan_shares_runs_and_orders_pretraining_first():
     assert runs[0].action == runs[1].action == "pretrain"
 
 
+def test_a_study_can_train_with_its_own_budget():
+    data = tiny(studies={"curve": {"kind": "learning_curve", "strategies": ["finetune"]},
+                         "long": {"kind": "learning_curve", "strategies": ["finetune"], "label_counts": [2],
+                                  "training": {"steps_per_epoch": 5}}})
+    runs, by_study = plan(parse_config(data))
+    long = [r for r in runs if r.id in by_study["long"]]
+    assert {r.id for r in long} == {"train/imagenet/finetune@steps_per_epoch=5/n2/f0",
+                                    "train/imagenet/finetune@steps_per_epoch=5/n2/f1"}
+    assert all(r.overrides == {"steps_per_epoch": 5} for r in long)
+    assert not set(by_study["long"]) & set(by_study["curve"])
+    data["studies"]["long"]["training"] = {"steps_per_epoch": 0}
+    with pytest.raises(ExperimentError, match=r"\[studies.long\].*steps_per_epoch"):
+        parse_config(data)
+
+
 def test_folds_hold_out_every_target_image_once_and_pools_are_nested():
     cfg = parse_config(tiny(target_images=9, folds=3, label_counts=[1, 2, 5]))
     data = ExperimentData(cfg)

@@ -469,10 +469,18 @@ def _run_job(job: _Job, stop: Callable[[], bool] | None = None) -> dict:
 
         atomic_write_text(_record_path(out, job.stem), json.dumps(record, indent=1, allow_nan=False))
     except expected as exc:
-        return {**result, "error": _one_line(exc)}
+        return {**result, "error": _without_path(_one_line(exc), path)}
     except Exception as exc:  # noqa: BLE001 - an odd image must not stop the batch; the message says what
-        return {**result, "error": f"{type(exc).__name__}: {_one_line(exc)}"}
+        return {**result, "error": f"{type(exc).__name__}: {_without_path(_one_line(exc), path)}"}
     return {**result, "row": row, "seconds": time.perf_counter() - t0}
+
+
+def _without_path(message: str, path: Path) -> str:
+    """``message`` without a leading ``PATH: `` (the image's path is reported next to it anyway)."""
+    for p in (str(path), str(path.resolve()), path.name):
+        if message.startswith(p + ": "):
+            return message[len(p) + 2:]
+    return message
 
 
 def predict_task(job: _Job) -> dict:

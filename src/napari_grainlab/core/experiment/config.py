@@ -212,6 +212,13 @@ def parse_config(data: dict, *, quick: bool = False, path: str = "") -> Experime
         for m in opts.get("modes", []):
             if m not in ADAPT_MODES:
                 raise ExperimentError(f"[studies.{name}] mode {m!r} is not one of {', '.join(ADAPT_MODES)}")
+        if "training" in opts:
+            if not isinstance(opts["training"], dict):
+                raise ExperimentError(f"[studies.{name}] training must be a table of training options")
+            try:
+                cfg.train_config(**opts["training"])
+            except ExperimentError as exc:
+                raise ExperimentError(f"[studies.{name}] {exc}") from None
         bad = [n for n in opts.get("label_counts", []) if n not in cfg.label_counts]
         if bad:
             raise ExperimentError(f"[studies.{name}] label_counts {bad} are not in the top-level label_counts")

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from .config import ExperimentError
-from .runner import CONFIG, load_results
+from .runner import CONFIG, load_results, override_tag
 
 METRIC_NAMES = {"boundary_f1": "boundary F1", "grain_f1": "grain F1 (IoU ≥ 0.5)",
                 "adapted_rand_error": "adapted Rand error", "diameter_relative_error": "mean-diameter error"}
@@ -136,6 +136,10 @@ def _curve(res: _Results, pattern: str, counts, metrics):
     return means, sds
 
 
+def _budget(over: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(over.items()))
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
             + ["| " + " | ".join(r) + " |" for r in rows] + [""])
@@ -197,20 +201,46 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
         counts = st.get("label_counts", cfg["label_counts"])
         if kind == "learning_curve":
             strategies = st.get("strategies", ["scratch", "frozen", "finetune", "gradual"])
+            over = st.get("training", {})
+            tag = override_tag(over)
             series, trows = [], []
             for s in strategies:
                 init = "scratch" if s == "scratch" else "imagenet"
-                pat = f"train/{init}/{s}/n{{n}}/f{{f}}"
+                pat = f"train/{init}/{s}{tag}/n{{n}}/f{{f}}"
                 means, sds = _curve(res, pat, counts, metrics)
                 series.append((STRATEGY_NAMES.get(s, s), counts, means, sds))
                 for i, n in enumerate(counts):
                     trows.append([STRATEGY_NAMES.get(s, s), str(n)] + [_fmt(means[m][i], sds[m][i]) for m in metrics])
             fig = figdir / f"{name}.png"
+            if over:
+                # the same strategies at the shared budget, for comparison
+                for s in strategies:
+                    init = "scratch" if s == "scratch" else "imagenet"
+                    means, sds = _curve(res, f"train/{init}/{s}/n{{n}}/f{{f}}", counts, metrics)
+                    series.append((STRATEGY_NAMES.get(s, s) + " (shared budget)", counts, means, sds))
+                    for i, n in enumerate(counts):
+                        trows.append([STRATEGY_NAMES.get(s, s) + " (shared budget)", str(n)]
+                                     + [_fmt(means[m][i], sds[m][i]) for m in metrics])
+                series[:len(strategies)] = [(label + f" ({_budget(over)})", *rest)
+                                            for label, *rest in series[:len(strategies)]]
+                trows = [[r[0] + f" ({_budget(over)})" if "(shared budget)" not in r[0] else r[0], *r[1:]]
+                         for r in trows]
             _plot_curves(fig, series, metrics, "Learning curves on the held-out target look")
-            lines += [f"## Learning curves: scratch vs ImageNet frozen / fine-tune / gradual (`{name}`)", "",
-                      f"![learning curves]({rel}/{fig.name})", ""]
+            title = (f"## Learning curves with a different training budget: {_budget(over)} (`{name}`)" if over
+                     else f"## Learning curves: scratch vs ImageNet frozen / fine-tune / gradual (`{name}`)")
+            lines += [title, "", f"![learning curves]({rel}/{fig.name})", ""]
             lines += _table(["strategy", "labels"] + [METRIC_NAMES[m] for m in metrics], trows)
-            if "scratch" in strategies:
+            if over:
+                drows = []
+                for s in strategies:
+                    init = "scratch" if s == "scratch" else "imagenet"
+                    for n in counts:
+                        drows.append([f"{s}: {_budget(over)} − shared budget", str(n)] + [_diff(*res.paired(
+                            f"train/{init}/{s}{tag}/n{n}/f{{f}}", f"train/{init}/{s}/n{n}/f{{f}}", m))
+                            for m in metrics])
+                lines += ["Fold-wise differences:", ""]
+                lines += _table(["comparison", "labels"] + [METRIC_NAMES[m] for m in metrics], drows)
+            if "scratch" in strategies and not over:
                 drows = []
                 for s in strategies:
                     if s == "scratch":

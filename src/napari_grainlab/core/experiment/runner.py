@@ -158,10 +158,16 @@ class Run:
     on: str = "target"  # evaluated look (eval)
     split: str | None = None  # leakage: random | group
     needs: tuple[str, ...] = ()
+    overrides: dict = field(default_factory=dict)  # the study's own training options
 
 
-def _train_id(init: str, strategy: str, n: int, fold: int) -> str:
-    return f"train/{init}/{strategy}/n{n}/f{fold}"
+def _train_id(init: str, strategy: str, n: int, fold: int, tag: str = "") -> str:
+    return f"train/{init}/{strategy}{tag}/n{n}/f{fold}"
+
+
+def override_tag(overrides: dict) -> str:
+    """The run-id suffix of a study's own training options (``@epochs=20,lr=0.003``; empty without)."""
+    return "@" + ",".join(f"{k}={overrides[k]}" for k in sorted(overrides)) if overrides else ""
 
 
 def plan(cfg: ExperimentConfig) -> tuple[list[Run], dict[str, list[str]]]:
@@ -177,11 +183,13 @@ def plan(cfg: ExperimentConfig) -> tuple[list[Run], dict[str, list[str]]]:
     for st in cfg.studies:
         counts = tuple(st.get("label_counts", cfg.label_counts))
         if st.kind == "learning_curve":
+            over = dict(st.get("training", {}))
             for s in st.get("strategies", ["scratch", "frozen", "finetune", "gradual"]):
                 init = "scratch" if s == "scratch" else "imagenet"
                 for f in folds:
                     for n in counts:
-                        add(Run(_train_id(init, s, n, f), "train", f, n, init, s), st.name)
+                        add(Run(_train_id(init, s, n, f, override_tag(over)), "train", f, n, init, s, overrides=over),
+                            st.name)
         elif st.kind in ("pretraining", "transfer"):
             pre = "synthetic" if st.kind == "pretraining" else "source"
             s = st.get("strategy", "finetune")
@@ -342,7 +350,8 @@ class _Runner:
         train = self.data.pool(run.fold)[: run.n]
         with tempfile.TemporaryDirectory(prefix="grainlab-exp-", dir=self.work) as tmp:
             cfg = self._train_cfg(Path(tmp) / "run", strategy=run.strategy, weights=weights, synthetic="none",
-                                  synthetic_ratio=0.0, val_fraction=0.0, seed=self.cfg.seed + run.fold)
+                                  synthetic_ratio=0.0, val_fraction=0.0, seed=self.cfg.seed + run.fold,
+                                  **run.overrides)
             path = self._fit(cfg, train)
             metrics = evaluate_model(path, self.data.test(run.fold), device=self.device, stop=self.stop)
         return {"metrics": metrics, "train_images": [s.name for s in train]}
