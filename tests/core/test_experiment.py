@@ -260,6 +260,8 @@ def test_report_numbers_come_from_the_results(finished, tmp_path):
         assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
         assert f"(report/{name}.png)" in text
     assert "random split of augmented tiles" in text and "grainlab experiment tiny.toml" in text
+    copied = [json.loads(ln) for ln in (tmp_path / "report" / "results.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in copied} == set(rows)
 
 
 def test_report_needs_results(tmp_path):

@@ -516,8 +516,10 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, device: str = "aut
     index = {r.id: i for i, r in enumerate(runs)}
     todo = [r for r in runs if r.id not in results]
     workers = min(workers, max(1, len(todo)))
+    per = threads or max(1, (os.cpu_count() or 1) // workers)
     if workers > 1:
         env["workers"] = workers
+        env["threads_per_worker"] = per
     yield ExperimentStarted(total=len(runs), done=len(runs) - len(todo), out=str(out), device=env["device"])
     done_ids = set(results)
 
@@ -555,8 +557,6 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, device: str = "aut
         import concurrent.futures as cf
         import multiprocessing
 
-        cores = os.cpu_count() or 1
-        per = threads or max(1, cores // workers)
         pending = list(todo)
         running: dict = {}
         pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
