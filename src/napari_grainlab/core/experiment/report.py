@@ -162,7 +162,7 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
     figdir.mkdir(parents=True, exist_ok=True)
     rel = figdir.name
     metrics = [m for m in cfg["metrics"] if m in METRIC_NAMES] or ["boundary_f1", "grain_f1"]
-    env = next(iter(rows.values())).get("environment", {})
+    env = max((r.get("environment") or {} for r in rows.values()), key=len)
     wall = sum(r.get("seconds", 0.0) for r in rows.values())
     cpu = sum(r.get("cpu_seconds", 0.0) for r in rows.values())
     from ..training.config import TrainConfig
