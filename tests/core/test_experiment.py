@@ -175,6 +175,7 @@ def test_run_writes_every_planned_result(finished):
         assert row["seconds"] > 0
     leak = rows["leakage/random/f0"]
     assert leak["train_tiles"] + leak["val_tiles"] == 6 and "boundary_f1" in leak["val"]
+    assert 0 <= leak["test_tiles"]["boundary_f1"] <= 1
     assert rows["train/imagenet/finetune/n2/f1"]["train_images"][:1] == rows["train/imagenet/finetune/n1/f1"][
         "train_images"]
     assert (out / "models" / "pretrain-source" / "model").is_dir()
