@@ -23,7 +23,8 @@ def tiny(**changes) -> dict:
                      "device": "cpu"},
         "studies": {"curve": {"kind": "learning_curve", "strategies": ["scratch", "finetune"]},
                     "adapt": {"kind": "adaptation", "models": ["source"], "modes": ["none", "histogram"]},
-                    "leak": {"kind": "leakage", "images": 2, "tiles_per_image": 3, "tile": 32}},
+                    "leak": {"kind": "leakage", "images": 2, "tiles_per_image": 3, "tile": 32,
+                             "session_variation": 1.0}},
     }
     data.update(changes)
     return data
@@ -137,6 +138,17 @@ def test_folds_hold_out_every_target_image_once_and_pools_are_nested():
     assert data.target[0].image.shape == (64, 64)
 
 
+def test_session_look_changes_the_image_not_the_labels():
+    from napari_grainlab.core.experiment.runner import session_look
+
+    s = ExperimentData(parse_config(tiny())).target[0]
+    a, b = session_look(s, 1.0, seed=(0, 1)), session_look(s, 1.0, seed=(0, 2))
+    assert a.labels is s.labels and a.image.dtype == np.float32 and 0 <= a.image.min() and a.image.max() <= 1
+    assert np.abs(a.image - s.image).mean() > 0.01 and np.abs(a.image - b.image).mean() > 0.01
+    assert np.array_equal(session_look(s, 1.0, seed=(0, 1)).image, a.image)  # reproducible
+    assert np.allclose(session_look(s, 0.0, seed=(0, 1)).image, np.clip(s.image, 0, 1), atol=1e-6)
+
+
 def test_random_split_of_augmented_tiles_leaks_and_group_split_does_not():
     cfg = parse_config(tiny())
     data = ExperimentData(cfg)
@@ -176,6 +188,7 @@ def test_run_writes_every_planned_result(finished):
     leak = rows["leakage/random/f0"]
     assert leak["train_tiles"] + leak["val_tiles"] == 6 and "boundary_f1" in leak["val"]
     assert 0 <= leak["test_tiles"]["boundary_f1"] <= 1
+    assert "leakage/group@session/f1" in rows
     assert rows["train/imagenet/finetune/n2/f1"]["train_images"][:1] == rows["train/imagenet/finetune/n1/f1"][
         "train_images"]
     assert (out / "models" / "pretrain-source" / "model").is_dir()

@@ -309,24 +309,6 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
             lines += ["Fold-wise differences:", ""]
             lines += _table(["model", "comparison"] + [METRIC_NAMES[m] for m in metrics], drows)
         elif kind == "leakage":
-            trows, bars = [], []
-            for split, label in (("random", "random split of augmented tiles"),
-                                 ("group", "group split by source micrograph")):
-                pat = f"leakage/{split}/f{{f}}"
-                row = [label]
-                pair = []
-                for m in metrics:
-                    v = res.stats(pat, m, "val")[:2]
-                    te = res.stats(pat, m, "test_tiles")[:2]
-                    gap = res.paired(pat, pat, m, "val", "test_tiles")
-                    row += [_fmt(*v), _fmt(*te), _diff(*gap)]
-                    if m == metrics[0]:
-                        pair = [v, te, res.stats(pat, m)[:2]]
-                trows.append(row)
-                bars.append((label, pair))
-            fig = figdir / f"{name}.png"
-            _plot_bars(fig, ["validation tiles", "tiles of new micrographs", "whole new micrographs"], bars,
-                       METRIC_NAMES[metrics[0]], "What the validation split promises vs what new micrographs give")
             lines += [f"## Leakage: random split of augmented tiles vs group split (`{name}`)", "",
                       f"{st.get('images', 4)} labelled target micrographs, {st.get('tiles_per_image', 16)} "
                       f"overlapping, flipped / rotated, intensity- and noise-augmented {st.get('tile', 128)}² tiles "
@@ -334,17 +316,41 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
                       f"{int(100 * st.get('val_fraction', 0.25))} either at random or by source micrograph. The "
                       "model is chosen on the validation tiles and scored on them, on tiles cut the same way from the "
                       "fold's held-out micrographs (the honest counterpart of the validation score: same tile size, "
-                      "same augmentation) and on those micrographs whole.", "", f"![leakage]({rel}/{fig.name})", ""]
-            head = ["split"]
-            for m in metrics:
-                head += [f"validation {METRIC_NAMES[m]}", f"new-micrograph tiles {METRIC_NAMES[m]}",
-                         "validation − new (optimism)"]
-            lines += _table(head, trows)
-            wrows = []
-            for split, label in (("random", "random split"), ("group", "group split")):
-                wrows.append([label] + [_fmt(*res.stats(f"leakage/{split}/f{{f}}", m)[:2]) for m in metrics])
-            lines += ["Scored on the held-out micrographs whole:", ""]
-            lines += _table(["model chosen with", *[METRIC_NAMES[m] for m in metrics]], wrows)
+                      "same augmentation) and on those micrographs whole.", ""]
+            variants = [("", "micrographs that differ only in their grains")]
+            if float(st.get("session_variation", 0.0)) > 0:
+                variants.append(("@session", "every micrograph from its own acquisition session (exposure, focus "
+                                             f"and noise drawn per micrograph, strength {st['session_variation']:g})"))
+            for tag, what in variants:
+                trows, bars = [], []
+                for split, label in (("random", "random split of augmented tiles"),
+                                     ("group", "group split by source micrograph")):
+                    pat = f"leakage/{split}{tag}/f{{f}}"
+                    row = [label]
+                    pair = []
+                    for m in metrics:
+                        v = res.stats(pat, m, "val")[:2]
+                        te = res.stats(pat, m, "test_tiles")[:2]
+                        gap = res.paired(pat, pat, m, "val", "test_tiles")
+                        row += [_fmt(*v), _fmt(*te), _diff(*gap)]
+                        if m == metrics[0]:
+                            pair = [v, te, res.stats(pat, m)[:2]]
+                    trows.append(row)
+                    bars.append((label, pair))
+                fig = figdir / f"{name}{tag.replace('@', '-')}.png"
+                _plot_bars(fig, ["validation tiles", "tiles of new micrographs", "whole new micrographs"], bars,
+                           METRIC_NAMES[metrics[0]], "Validation promise vs new micrographs: " + what.split(" (")[0])
+                lines += [f"### {what[0].upper()}{what[1:]}", "", f"![leakage]({rel}/{fig.name})", ""]
+                head = ["split"]
+                for m in metrics:
+                    head += [f"validation {METRIC_NAMES[m]}", f"new-micrograph tiles {METRIC_NAMES[m]}",
+                             "validation − new (optimism)"]
+                lines += _table(head, trows)
+                wrows = []
+                for split, label in (("random", "random split"), ("group", "group split")):
+                    wrows.append([label] + [_fmt(*res.stats(f"leakage/{split}{tag}/f{{f}}", m)[:2]) for m in metrics])
+                lines += ["Scored on the held-out micrographs whole:", ""]
+                lines += _table(["model chosen with", *[METRIC_NAMES[m] for m in metrics]], wrows)
     # the raw per-run results next to the figures, so every number above can be checked
     atomic_write_text(figdir / "results.jsonl",
                       "".join(json.dumps(rows[k], allow_nan=False) + "\n" for k in sorted(rows)))

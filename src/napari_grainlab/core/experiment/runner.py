@@ -212,9 +212,14 @@ def plan(cfg: ExperimentConfig) -> tuple[list[Run], dict[str, list[str]]]:
                         add(Run(f"eval/{model}/{mode}/f{f}", "eval", f, 0, mode=mode, model=model,
                                 needs=(f"pretrain/{model}",)), st.name)
         elif st.kind == "leakage":
-            for split in ("random", "group"):
-                for f in folds:
-                    add(Run(f"leakage/{split}/f{f}", "leakage", f, split=split), st.name)
+            variants = [("", 0.0)]
+            if float(st.get("session_variation", 0.0)) > 0:
+                variants.append(("@session", float(st.get("session_variation"))))
+            for tag, session in variants:
+                for split in ("random", "group"):
+                    for f in folds:
+                        add(Run(f"leakage/{split}{tag}/f{f}", "leakage", f, split=split,
+                                overrides={"session_variation": session}), st.name)
     order = sorted(runs.values(), key=lambda r: (r.action != "pretrain", r.fold or 0, r.n or 0, r.id))
     return order, by_study
 
@@ -368,6 +373,12 @@ class _Runner:
         tile = int(st.get("tile", 128))
         val_fraction = float(st.get("val_fraction", 0.25))
         sources = self.data.pool(run.fold)[:m]
+        tests = self.data.test(run.fold)
+        session = float(run.overrides.get("session_variation", 0.0))
+        if session > 0:
+            # every micrograph its own acquisition session (exposure, focus, noise), as in a real lab
+            sources = [session_look(s, session, seed=(self.cfg.seed, run.fold, 0, i)) for i, s in enumerate(sources)]
+            tests = [session_look(s, session, seed=(self.cfg.seed, run.fold, 1, i)) for i, s in enumerate(tests)]
         tiles = augmented_tiles(sources, per, tile, seed=self.cfg.seed + run.fold)
         train, val = split_tiles(tiles, run.split, val_fraction, seed=self.cfg.seed + run.fold)
         with tempfile.TemporaryDirectory(prefix="grainlab-exp-", dir=self.work) as tmp:
@@ -376,13 +387,32 @@ class _Runner:
                                   seed=self.cfg.seed + run.fold, **st.get("training", {}))
             path = self._fit(cfg, train, val)
             val_metrics = evaluate_model(path, val, device=self.device, stop=self.stop)
-            test_metrics = evaluate_model(path, self.data.test(run.fold), device=self.device, stop=self.stop)
+            test_metrics = evaluate_model(path, tests, device=self.device, stop=self.stop)
             # tiles of the held-out micrographs made the same way: the validation score's honest counterpart
-            test_tiles = augmented_tiles(self.data.test(run.fold), max(1, per // 4), tile,
+            test_tiles = augmented_tiles(tests, max(1, per // 4), tile,
                                          seed=self.cfg.seed + run.fold + 1000)
             tile_metrics = evaluate_model(path, test_tiles, device=self.device, stop=self.stop)
         return {"val": val_metrics, "test_tiles": tile_metrics, "metrics": test_metrics, "train_tiles": len(train),
                 "val_tiles": len(val)}
+
+
+def session_look(sample, strength: float, seed) -> object:
+    """``sample`` as if imaged in its own session: a random gamma, contrast and offset, probe blur and
+    noise level (``strength`` 1: gamma x/÷ 1.5, blur up to 1.5 px, noise sd up to 0.06). Labels unchanged."""
+    from scipy import ndimage as ndi
+
+    from ..data.datasets import SegSample
+
+    rng = np.random.default_rng(list(np.atleast_1d(seed)) + [303])
+    img = np.clip(sample.image.astype(np.float32), 0, 1)
+    img = img ** np.float32(np.exp(rng.normal(0, 0.4 * strength)))
+    img = (img - 0.5) * np.float32(np.exp(rng.normal(0, 0.25 * strength))) + 0.5 + np.float32(rng.normal(0, 0.08 * strength))
+    sigma = rng.uniform(0, 1.5 * strength)
+    if sigma > 0.2:
+        img = ndi.gaussian_filter(img, sigma)
+    img = img + rng.normal(0, rng.uniform(0, 0.06 * strength), img.shape).astype(np.float32)
+    return SegSample(name=sample.name, image=np.clip(img, 0, 1).astype(np.float32), labels=sample.labels,
+                     group=sample.group, pixel_size=sample.pixel_size)
 
 
 def augmented_tiles(samples: list, per_image: int, tile: int, seed: int) -> list:
@@ -432,7 +462,7 @@ def split_tiles(tiles: list, how: str, val_fraction: float, seed: int) -> tuple[
 
 #: study options that change what a run computes (the others only choose which runs a study asks for)
 _RUN_OPTIONS = {"pretraining": ("synthetic",), "leakage": ("images", "tiles_per_image", "tile", "val_fraction",
-                                                          "strategy", "training")}
+                                                          "strategy", "training", "session_variation")}
 
 
 def fingerprint(cfg: ExperimentConfig) -> dict:
@@ -592,4 +622,4 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, device: str = "aut
 
 
 __all__ = ["ExperimentData", "ExperimentFinished", "ExperimentStarted", "Run", "RunDone", "RunStarted",
-           "augmented_tiles", "evaluate_model", "load_results", "plan", "run_experiment", "split_tiles"]
+           "augmented_tiles", "evaluate_model", "session_look", "load_results", "plan", "run_experiment", "split_tiles"]
