@@ -91,7 +91,9 @@ def _plot_curves(path: Path, series: list[tuple[str, list, list, list]], metrics
         ax.set_xticklabels([str(x) for x in xs_all])
         ax.set_xlabel("labelled target images")
         ax.set_ylabel(METRIC_NAMES.get(metric, metric))
-        ax.set_ylim(0, 1)
+        lows = [m - s for _, _, means, sds in series for m, s in zip(means[metric], sds[metric]) if math.isfinite(m)]
+        lows += [val[metric][0] - val[metric][1] for _, val in hlines if math.isfinite(val[metric][0])]
+        ax.set_ylim(max(0.0, math.floor(10 * min(lows, default=0.0) - 0.5) / 10), 1)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
@@ -119,7 +121,7 @@ def _plot_bars(path: Path, groups: list[str], bars: list[tuple[str, list[tuple[f
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -339,7 +341,8 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
                     bars.append((label, pair))
                 fig = figdir / f"{name}{tag.replace('@', '-')}.png"
                 _plot_bars(fig, ["validation tiles", "tiles of new micrographs", "whole new micrographs"], bars,
-                           METRIC_NAMES[metrics[0]], "Validation promise vs new micrographs: " + what.split(" (")[0])
+                           METRIC_NAMES[metrics[0]], "Leakage: " + ("one acquisition session per micrograph"
+                                                                     if tag else "micrographs differ only in grains"))
                 lines += [f"### {what[0].upper()}{what[1:]}", "", f"![leakage]({rel}/{fig.name})", ""]
                 head = ["split"]
                 for m in metrics:
