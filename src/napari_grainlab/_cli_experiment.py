@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from .cli import EXIT_OK, Interrupted, UserError, _positive_int, _StopOnInterrupt
+
+#: most worker processes chosen automatically (each holds a model and its data: about 1.5 GB)
+MAX_AUTO_WORKERS = 4
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
@@ -22,11 +26,18 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             command = " ".join(["grainlab experiment", args.config] + (["--quick"] if args.quick else [])
                                + ["--out", str(args.out or out)] + (["--report", args.report] if args.report else []))
             finished = None
+            workers = args.workers
+            if workers is None and not args.report_only:
+                from .core.training import resolve_device
+
+                # on a CPU, single-threaded runs side by side use the cores far better than one process
+                cpu = resolve_device(args.device).type == "cpu"
+                workers = min(os.cpu_count() or 1, MAX_AUTO_WORKERS) if cpu else 1
             if not args.report_only:
                 bar = None
                 with _StopOnInterrupt() as stop:
                     events = run_experiment(cfg, out, device=args.device, overwrite=args.overwrite, only=args.only,
-                                            workers=args.workers, threads=args.threads, stop=stop)
+                                            workers=workers, threads=args.threads, stop=stop)
                     try:
                         for ev in events:
                             if isinstance(ev, ExperimentStarted):
@@ -78,8 +89,9 @@ def add_experiment_command(sub) -> None:
     x.add_argument("--only", nargs="+", metavar="STUDY", help="run only these studies (and what they need)")
     x.add_argument("--report", metavar="FILE", help="write the Markdown report (figures go to FILE's stem folder)")
     x.add_argument("--report-only", action="store_true", help="do not run anything; report the stored results")
-    x.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                   help="runs at once, in N worker processes (on a CPU: one per core uses it best; default 1)")
+    x.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help=f"runs at once, in N worker processes (default: one per CPU core, at most {MAX_AUTO_WORKERS}, "
+                        "when training on the CPU; 1 on a GPU)")
     x.add_argument("--threads", type=_positive_int, default=None, metavar="T",
                    help="PyTorch threads per worker process (default: the cores shared out)")
     x.add_argument("--device", default="auto", metavar="DEV", help="auto | cpu | cuda | mps (default auto)")
