@@ -19,6 +19,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from .core.experiment import (ExperimentError, ExperimentFinished, ExperimentStarted, RunDone, RunStarted,
                                   load_config, run_experiment, write_report)
 
+    if args.report_only and not args.report:
+        raise UserError("--report-only needs --report FILE")
     try:
         with engine_errors():
             cfg = load_config(args.config, quick=args.quick)

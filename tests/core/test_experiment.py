@@ -60,10 +60,30 @@ def test_committed_configs_parse_full_and_quick():
     ({"training": {"lr": -1}}, "lr"),
     ({"training": {"out": "x"}}, "must not set out"),
     ({"studies": {}}, "nothing to run"),
+    ({"metrics": 5}, "metrics must be"),
+    ({"metrics": ["nope"]}, "metrics must be"),
+    ({"training": [1]}, "[training] must be a table"),
+    ({"studies": {"x": {"kind": "learning_curve", "label_counts": 2}}}, "label_counts must be a list"),
+    ({"studies": {"x": {"kind": "learning_curve", "strategies": "scratch"}}}, "strategies must be a non-empty list"),
+    ({"studies": {"x": {"kind": "transfer", "strategy": "sideways"}}}, "strategy 'sideways'"),
+    ({"studies": {"x": {"kind": "adaptation", "models": ["other"]}}}, "model 'other'"),
+    ({"studies": {"x": {"kind": "pretraining", "synthetic": "bogus"}}}, "bogus"),
+    ({"studies": {"x": {"kind": "leakage", "tile": 128}}}, "at most image_size"),
+    ({"studies": {"x": {"kind": "leakage", "tile": 32, "images": 0}}}, "images must be"),
+    ({"studies": {"x": {"kind": "leakage", "tile": 32, "images": 2, "val_fraction": 1.5}}}, "val_fraction must be in (0, 1)"),
+    ({"studies": {"x": {"kind": "leakage", "tile": 32, "images": 2, "session_variation": "a"}}}, "session_variation must be"),
+    ({"studies": {"x": {"kind": "leakage", "tile": 32, "images": 2}, "y": {"kind": "leakage", "tile": 32, "images": 2}}}, "only one leakage"),
 ])
 def test_bad_configs_are_one_clear_error(change, message):
     with pytest.raises(ExperimentError, match=re.escape(message)):
         parse_config(tiny(**change))
+
+
+def test_material_set_must_be_a_table():
+    data = tiny()
+    data["materials"]["target"]["set"] = [1]
+    with pytest.raises(ExperimentError, match="set must be a table"):
+        parse_config(data)
 
 
 def test_bad_material_parameter_is_reported_before_running():
@@ -317,6 +337,9 @@ strategies = ["frozen"]
     assert "train/imagenet/frozen/n1/f1" in printed and (tmp_path / "rep.md").exists()
     stored = json.loads((out / "config.json").read_text())
     assert stored["experiment"]["name"] == "cli"
+    rc = main(["experiment", str(cfg), "--report-only"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--report-only needs --report" in err
     rc = main(["experiment", str(tmp_path / "nope.toml")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "no such experiment file" in err

@@ -23,6 +23,8 @@ from ..training.config import STRATEGIES, ConfigError, TrainConfig
 #: the kinds of study an experiment can hold, in the order the report shows them
 STUDY_KINDS = ("learning_curve", "pretraining", "transfer", "adaptation", "leakage")
 ADAPT_MODES = ("none", "adabn", "histogram", "both")
+#: the scores an experiment can report (means over the test images of a fold)
+METRICS = ("boundary_f1", "grain_f1", "adapted_rand_error", "diameter_relative_error")
 
 
 class ExperimentError(ValueError):
@@ -135,6 +137,8 @@ def _material(name: str, d) -> Material:
     md = d.get("mean_diameter", 24.0)
     if isinstance(md, bool) or not isinstance(md, (int, float)) or not math.isfinite(md) or md < 4:
         raise ExperimentError(f"[materials.{name}] mean_diameter must be a number >= 4 px, got {md!r}")
+    if not isinstance(d.get("set", {}), dict):
+        raise ExperimentError(f"[materials.{name}] set must be a table of generator parameters")
     m = Material(name=name, preset=str(d.get("preset", "sem")), mean_diameter=float(md),
                  set=dict(d.get("set", {})), description=str(d.get("description", "")))
     m.params(64)  # validates preset and overrides now, not in the middle of a run
@@ -179,13 +183,19 @@ def parse_config(data: dict, *, quick: bool = False, path: str = "") -> Experime
     if (not isinstance(counts, list) or not counts
             or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts)):
         raise ExperimentError(f"label_counts must be a list of whole numbers >= 1, got {counts!r}")
+    metrics = data.get("metrics", ["boundary_f1", "grain_f1"])
+    if (not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics)
+            or set(metrics) - set(METRICS)):
+        raise ExperimentError(f"metrics must be a non-empty list of {', '.join(METRICS)}, got {metrics!r}")
+    if not isinstance(data.get("training", {}), dict):
+        raise ExperimentError("[training] must be a table of training options")
     cfg = ExperimentConfig(
         name=str(data.get("name", Path(path).stem or "experiment")),
         source=_material("source", mats["source"]), target=_material("target", mats["target"]),
         image_size=size, target_images=_positive_int(data, "target_images", 40, 2),
         source_images=_positive_int(data, "source_images", 40, 2), folds=_positive_int(data, "folds", 3, 2),
         label_counts=tuple(sorted(set(counts))), seed=_positive_int(data, "seed", 0, 0),
-        metrics=tuple(data.get("metrics", ("boundary_f1", "grain_f1"))),
+        metrics=tuple(metrics),
         training=dict(data.get("training") or {}), pretrain_steps=_positive_int(data, "pretrain_steps", 150),
         quick=quick, path=str(path), findings=str(data.get("findings", "")))
     if "out" in cfg.training or "resume" in cfg.training:
@@ -206,12 +216,7 @@ def parse_config(data: dict, *, quick: bool = False, path: str = "") -> Experime
         kind = opts.pop("kind")
         if kind not in STUDY_KINDS:
             raise ExperimentError(f"[studies.{name}] kind {kind!r} is not one of {', '.join(STUDY_KINDS)}")
-        for s in opts.get("strategies", []):
-            if s not in STRATEGIES:
-                raise ExperimentError(f"[studies.{name}] strategy {s!r} is not one of {', '.join(STRATEGIES)}")
-        for m in opts.get("modes", []):
-            if m not in ADAPT_MODES:
-                raise ExperimentError(f"[studies.{name}] mode {m!r} is not one of {', '.join(ADAPT_MODES)}")
+        _check_study(name, kind, opts, cfg)
         if "training" in opts:
             if not isinstance(opts["training"], dict):
                 raise ExperimentError(f"[studies.{name}] training must be a table of training options")
@@ -222,9 +227,60 @@ def parse_config(data: dict, *, quick: bool = False, path: str = "") -> Experime
         bad = [n for n in opts.get("label_counts", []) if n not in cfg.label_counts]
         if bad:
             raise ExperimentError(f"[studies.{name}] label_counts {bad} are not in the top-level label_counts")
+        if kind in ("leakage", "pretraining") and any(st.kind == kind for st in cfg.studies):
+            raise ExperimentError(f"[studies.{name}]: only one {kind} study per experiment")
         cfg.studies.append(Study(name=str(name), kind=kind, options=opts))
     cfg.studies.sort(key=lambda s: STUDY_KINDS.index(s.kind))
     return cfg
+
+
+def _names(name: str, opts: dict, key: str, allowed: tuple[str, ...]) -> None:
+    if key not in opts:
+        return
+    v = opts[key]
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+        raise ExperimentError(f"[studies.{name}] {key} must be a non-empty list of names from {', '.join(allowed)}")
+    for x in v:
+        if x not in allowed:
+            one = {"strategies": "strategy", "modes": "mode", "models": "model"}[key]
+            raise ExperimentError(f"[studies.{name}] {one} {x!r} is not one of {', '.join(allowed)}")
+
+
+def _check_study(name: str, kind: str, opts: dict, cfg: ExperimentConfig) -> None:
+    """One-line errors for study options that would otherwise fail half-way through an experiment."""
+    _names(name, opts, "strategies", STRATEGIES)
+    _names(name, opts, "modes", ADAPT_MODES)
+    _names(name, opts, "models", ("source", "synthetic"))
+    if "strategy" in opts and opts["strategy"] not in STRATEGIES:
+        raise ExperimentError(f"[studies.{name}] strategy {opts['strategy']!r} is not one of {', '.join(STRATEGIES)}")
+    counts = opts.get("label_counts", [])
+    if not isinstance(counts, list) or any(isinstance(n, bool) or not isinstance(n, int) for n in counts):
+        raise ExperimentError(f"[studies.{name}] label_counts must be a list of whole numbers")
+    if kind == "pretraining" and "synthetic" in opts:
+        from ..training.sources import synthetic_source
+
+        try:
+            synthetic_source(str(opts["synthetic"]))
+        except ValueError as exc:
+            raise ExperimentError(f"[studies.{name}] {exc}") from None
+    if kind == "leakage":
+        for key, lo in (("images", 2), ("tiles_per_image", 1), ("tile", 32)):
+            v = opts.get(key, {"images": 4, "tiles_per_image": 16, "tile": 128}[key])
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ExperimentError(f"[studies.{name}] {key} must be a whole number >= {lo}, got {v!r}")
+        if opts.get("tile", 128) > cfg.image_size or opts.get("tile", 128) % 32:
+            raise ExperimentError(f"[studies.{name}] tile must be a multiple of 32 and at most image_size "
+                                  f"({cfg.image_size}), got {opts.get('tile', 128)}")
+        pool = cfg.target_images - math.ceil(cfg.target_images / cfg.folds)
+        if opts.get("images", 4) > pool:
+            raise ExperimentError(f"[studies.{name}] images must be at most the {pool} training images of a fold")
+        for key, lo, hi, default in (("val_fraction", 0.0, 1.0, 0.25), ("session_variation", 0.0, 3.0, 0.0)):
+            v = opts.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ExperimentError(f"[studies.{name}] {key} must be a number, got {v!r}")
+            if not (lo < v < hi if key == "val_fraction" else lo <= v <= hi):
+                raise ExperimentError(f"[studies.{name}] {key} must be in {'(' if key == 'val_fraction' else '['}"
+                                      f"{lo:g}, {hi:g}{')' if key == 'val_fraction' else ']'}, got {v}")
 
 
 def load_config(path: str | Path, *, quick: bool = False) -> ExperimentConfig:

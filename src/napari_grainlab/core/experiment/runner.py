@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_text
-from .config import ExperimentConfig, ExperimentError
+from .config import METRICS, ExperimentConfig, ExperimentError
 
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
@@ -225,7 +225,7 @@ def plan(cfg: ExperimentConfig) -> tuple[list[Run], dict[str, list[str]]]:
 
 
 # ------------------------------------------------------------------------------------------ metrics
-SCORED = ("boundary_f1", "grain_f1", "adapted_rand_error", "diameter_relative_error")
+SCORED = METRICS
 
 
 def evaluate_model(model_dir: str | Path, samples: list, *, mode: str = "none", device="cpu",
@@ -331,7 +331,7 @@ class _Runner:
         target = self.work / f"pretrain-{run.init}"
         tmp = self.work / f".tmp-pretrain-{run.init}"
         shutil.rmtree(tmp, ignore_errors=True)
-        st = self.cfg.study("pretraining") if run.init == "synthetic" else None
+        st = next((s for s in self.cfg.studies if s.kind == "pretraining"), None) if run.init == "synthetic" else None
         epochs = max(1, int(self.cfg.training.get("epochs", 5)))
         steps = max(1, math.ceil(self.cfg.pretrain_steps / epochs))
         if run.init == "synthetic":
