@@ -130,7 +130,7 @@ def _cmd_predict_onnx(args: argparse.Namespace) -> int:
         if not paths:
             raise UserError("no images to predict")
         out.mkdir(parents=True, exist_ok=True)
-    from .core.batch import output_stems, write_rows_csv
+    from .core.batch import output_stems, without_path, write_rows_csv
 
     rows, failed = [], 0
     with _StopOnInterrupt() as stop:
@@ -142,11 +142,7 @@ def _cmd_predict_onnx(args: argparse.Namespace) -> int:
                     rows.append(_predict_onnx_one(model, path, out, args, stem))
             except UserError as exc:
                 failed += 1
-                text = " ".join(str(exc).split())
-                for p in (str(path), str(path.resolve()), path.name):
-                    if text.startswith(p + ": "):
-                        text = text[len(p) + 2:]
-                        break
+                text = without_path(" ".join(str(exc).split()), path)
                 print(f"grainlab: error: {path}: {text}", file=sys.stderr, flush=True)
     if rows:
         write_rows_csv(out / "summary.csv", rows, first=("image", "output"))

@@ -44,7 +44,7 @@ from typing import Any
 __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", "BatchFinished",
            "BatchImageDone", "BatchImageFailed", "BatchOptions", "BatchStarted", "cached_model",
            "default_workers", "expand_inputs", "is_output_name", "model_loads", "output_stem", "output_stems",
-           "predict_image_file", "predict_task", "run_batch", "write_rows_csv"]
+           "predict_image_file", "predict_task", "run_batch", "without_path", "write_rows_csv"]
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: names of the files a prediction writes (never inputs when found in the output folder)
@@ -469,14 +469,15 @@ def _run_job(job: _Job, stop: Callable[[], bool] | None = None) -> dict:
 
         atomic_write_text(_record_path(out, job.stem), json.dumps(record, indent=1, allow_nan=False))
     except expected as exc:
-        return {**result, "error": _without_path(_one_line(exc), path)}
+        return {**result, "error": without_path(_one_line(exc), path)}
     except Exception as exc:  # noqa: BLE001 - an odd image must not stop the batch; the message says what
-        return {**result, "error": f"{type(exc).__name__}: {_without_path(_one_line(exc), path)}"}
+        return {**result, "error": f"{type(exc).__name__}: {without_path(_one_line(exc), path)}"}
     return {**result, "row": row, "seconds": time.perf_counter() - t0}
 
 
-def _without_path(message: str, path: Path) -> str:
+def without_path(message: str, path: str | Path) -> str:
     """``message`` without a leading ``PATH: `` (the image's path is reported next to it anyway)."""
+    path = Path(path)
     for p in (str(path), str(path.resolve()), path.name):
         if message.startswith(p + ": "):
             return message[len(p) + 2:]

@@ -59,6 +59,11 @@ class _Results:
         return m, s, sum(1 for x in d if x > 0), n
 
 
+def _diffs(res: _Results, a: str, b: str, metrics) -> list[str]:
+    """One cell per metric: the fold-wise paired difference ``a - b`` of two run-id patterns."""
+    return [_diff(*res.paired(a, b, m)) for m in metrics]
+
+
 def _diff(m: float, s: float, wins: int, n: int) -> str:
     if not n:
         return "–"
@@ -239,9 +244,8 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
                 for s in strategies:
                     init = "scratch" if s == "scratch" else "imagenet"
                     for n in counts:
-                        drows.append([f"{s}: {_budget(over)} − shared budget", str(n)] + [_diff(*res.paired(
-                            f"train/{init}/{s}{tag}/n{n}/f{{f}}", f"train/{init}/{s}/n{n}/f{{f}}", m))
-                            for m in metrics])
+                        drows.append([f"{s}: {_budget(over)} − shared budget", str(n)] + _diffs(
+                            res, f"train/{init}/{s}{tag}/n{n}/f{{f}}", f"train/{init}/{s}/n{n}/f{{f}}", metrics))
                 lines += ["Fold-wise differences:", ""]
                 lines += _table(["comparison", "labels"] + [METRIC_NAMES[m] for m in metrics], drows)
             if "scratch" in strategies and not over:
@@ -250,9 +254,8 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
                     if s == "scratch":
                         continue
                     for n in counts:
-                        drows.append([f"{s} − scratch", str(n)] + [_diff(*res.paired(
-                            f"train/imagenet/{s}/n{n}/f{{f}}", f"train/scratch/scratch/n{n}/f{{f}}", m))
-                            for m in metrics])
+                        drows.append([f"{s} − scratch", str(n)] + _diffs(
+                            res, f"train/imagenet/{s}/n{n}/f{{f}}", f"train/scratch/scratch/n{n}/f{{f}}", metrics))
                 lines += ["Fold-wise differences (paired on the same training images and test fold):", ""]
                 lines += _table(["comparison", "labels"] + [METRIC_NAMES[m] for m in metrics], drows)
         elif kind in ("pretraining", "transfer"):
@@ -280,8 +283,8 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
             for i, n in enumerate(counts):
                 for label, _, means, sds in series:
                     trows.append([label, str(n)] + [_fmt(means[m][i], sds[m][i]) for m in metrics])
-                drows.append([f"{pre} − ImageNet only", str(n)] + [_diff(*res.paired(
-                    f"train/{pre}/{s}/n{n}/f{{f}}", f"train/imagenet/{s}/n{n}/f{{f}}", m)) for m in metrics])
+                drows.append([f"{pre} − ImageNet only", str(n)] + _diffs(
+                    res, f"train/{pre}/{s}/n{n}/f{{f}}", f"train/imagenet/{s}/n{n}/f{{f}}", metrics))
             lines += _table(["recipe", "labels"] + [METRIC_NAMES[m] for m in metrics], trows)
             lines += ["Fold-wise differences:", ""]
             lines += _table(["comparison", "labels"] + [METRIC_NAMES[m] for m in metrics], drows)
@@ -299,8 +302,8 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
                     trows.append(row)
                     vals.append(res.stats(f"eval/{model}/{mode}/f{{f}}", metrics[0])[:2])
                     if mode != "none":
-                        drows.append([label, f"{MODE_NAMES.get(mode, mode)} − off"] + [_diff(*res.paired(
-                            f"eval/{model}/{mode}/f{{f}}", f"eval/{model}/none/f{{f}}", m)) for m in metrics])
+                        drows.append([label, f"{MODE_NAMES.get(mode, mode)} − off"] + _diffs(
+                            res, f"eval/{model}/{mode}/f{{f}}", f"eval/{model}/none/f{{f}}", metrics))
                 bars.append((label, vals))
             fig = figdir / f"{name}.png"
             _plot_bars(fig, [MODE_NAMES.get(m, m) for m in modes], bars, METRIC_NAMES[metrics[0]],
