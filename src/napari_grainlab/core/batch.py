@@ -40,6 +40,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from .errors import BatchError
 
 __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", "BatchFinished",
            "BatchImageDone", "BatchImageFailed", "BatchOptions", "BatchStarted", "cached_model",
@@ -59,8 +60,6 @@ _POLL_S = 0.05
 _CONNECT_TIMEOUT = "10s"
 
 
-class BatchError(ValueError):
-    """The batch as a whole cannot run (no images, no scheduler, a model the workers cannot load)."""
 
 
 # ============================================================================== options and events

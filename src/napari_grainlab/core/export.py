@@ -32,6 +32,7 @@ from .inference._result import _default_tile
 from .inference.tiling import model_multiple
 from .models.checkpoint import checkpoint_files, load_checkpoint
 from .onnx_predict import METADATA_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, _first_line
+from .errors import ExportError
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "export_onnx", "onnx_metadata"]
 
@@ -44,8 +45,6 @@ _TRAINING_KEYS = ("task", "backbone", "weights", "strategy", "epochs", "patch_si
                   "augment", "synthetic", "synthetic_ratio", "dropout", "label_smoothing", "seed")
 
 
-class ExportError(ValueError):
-    """The model cannot be exported, or the exported model does not reproduce PyTorch."""
 
 
 @dataclass

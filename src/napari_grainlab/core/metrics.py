@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 from scipy import sparse
+from .errors import MetricError
 
 __all__ = [
     "boundary_f1",
@@ -31,8 +32,6 @@ __all__ = [
 ]
 
 
-class MetricError(ValueError):
-    """Inputs a metric cannot be computed on."""
 
 
 def _labels(arr, name: str) -> np.ndarray:

@@ -25,6 +25,7 @@ from .inference._grid import (_FLIPS, MULTIPLE, Cancelled, _blend_tiles, _check_
                               _class_map, _Grid, _normalise)
 from .inference._histogram import _check_reference, match_histogram
 from .inference._result import PredictionResult, _default_tile, default_min_size
+from .errors import OnnxModelError
 
 __all__ = ["METADATA_KEY", "ONNX_FORMAT", "OnnxModel", "OnnxModelError", "default_providers", "predict_onnx"]
 
@@ -37,8 +38,6 @@ ONNX_FORMAT_VERSION = 1
 _POSTPROCESS_KEYS = ("marker_threshold", "boundary_threshold", "smoothing", "h", "merge_threshold")
 
 
-class OnnxModelError(ValueError):
-    """An ONNX file is missing, corrupt, not a napari-grainlab model, or fails to run."""
 
 
 def default_providers() -> list[str]:

@@ -1,5 +1,14 @@
-"""Helpers the docks share: a layer picker that follows the viewer, the pixel size of a layer,
-and adding-or-updating result layers."""
+"""Helpers the docks share: layer roles, a layer picker that follows the viewer, the pixel size
+of a layer, and adding-or-updating result layers.
+
+**Layer roles.** What a layer *is* to napari-grainlab (the user's annotation, an unapplied
+proposal, a prediction's boundary map, ...) lives in ``layer.metadata["grainlab"]["role"]``,
+never in its name: users rename layers, and a layer called ``"x annotation"`` that the user made
+is not ours.  :data:`ROLES` lists the roles with the name a new layer of that role gets
+(:func:`role_name`); :func:`set_role` / :func:`role_metadata` tag a layer, :func:`role_of` and
+:func:`layers_with_role` read the tags.  The ``source`` of a tagged layer is the name of the
+image layer it belongs to when it was made.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +26,27 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
-__all__ = ["LayerCombo", "layer_pixel_size", "put_layer", "spatial_of"]
+__all__ = ["PREDICTION_ROLES", "ROLES", "LayerCombo", "grainlab_metadata", "is_prediction", "layer_pixel_size",
+           "layers_with_role", "prediction_metadata", "prediction_name", "put_layer", "role_metadata", "role_name",
+           "role_of", "set_role", "spatial_of"]
+
+#: layer roles and the suffix of the name a new layer of that role gets (``"<image> <suffix>"``)
+ROLES: dict[str, str] = {
+    "annotation": "annotation",          # Labels: the user's grain annotation of an image (Annotate)
+    "proposal": "proposal",              # Labels: an unapplied proposal (Annotate); not training data
+    "classes": "classes",                # Labels: per-grain class painting (Annotate)
+    "split_line": "split line",          # Shapes: the line drawn to split a grain (Annotate)
+    "grains": "grains",                  # Labels: predicted grain instances (Predict, Train preview)
+    "boundary": "boundary",              # Image: predicted boundary probability
+    "class_map": "classes",              # Labels: predicted class per pixel / tile
+    "confidence": "confidence",          # Image: confidence of the predicted class
+    "synthetic_image": "",               # Image: a synthetic micrograph (Synthesize)
+    "synthetic_labels": "labels",        # Labels: its ground-truth grains
+    "synthetic_boundary": "boundary",    # Labels/Image: its ground-truth boundary mask
+    "measurement": "measurement",        # a layer made by the Measure dock
+}
+#: the roles of layers that hold a model's prediction (never training data, may be replaced)
+PREDICTION_ROLES = frozenset({"grains", "boundary", "class_map", "confidence"})
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +118,63 @@ def spatial_of(layer: Layer) -> dict[str, Any]:
     return out
 
 
-def prediction_metadata(source: str, model: str, **extra: Any) -> dict[str, Any]:
+def grainlab_metadata(layer: Layer) -> dict[str, Any]:
+    """The napari-grainlab part of ``layer.metadata`` (an empty dict when there is none)."""
+    meta = getattr(layer, "metadata", None)
+    own = meta.get("grainlab") if isinstance(meta, dict) else None
+    return own if isinstance(own, dict) else {}
+
+
+def role_metadata(role: str, source: str | None = None, **info: Any) -> dict[str, Any]:
+    """``metadata=`` for a new layer of ``role`` (one of :data:`ROLES`) made from image ``source``."""
+    if role not in ROLES:
+        raise KeyError(f"unknown layer role {role!r}")
+    own: dict[str, Any] = {"role": role, **info}
+    if source is not None:
+        own["source"] = source
+    if role in PREDICTION_ROLES:
+        own.setdefault("prediction", True)
+    return {"grainlab": own}
+
+
+def set_role(layer: Layer, role: str, source: str | None = None, **info: Any) -> None:
+    """Tag an existing layer with ``role`` (keeps the rest of its metadata)."""
+    meta = dict(layer.metadata) if isinstance(layer.metadata, dict) else {}
+    own = dict(grainlab_metadata(layer))
+    own.update(role_metadata(role, source, **info)["grainlab"])
+    meta["grainlab"] = own
+    layer.metadata = meta
+
+
+def role_of(layer: Layer) -> str | None:
+    """The role of ``layer`` (``None`` for a layer napari-grainlab did not tag)."""
+    role = grainlab_metadata(layer).get("role")
+    if role is None and grainlab_metadata(layer).get("prediction"):
+        return "grains"  # tagged before roles existed
+    return role if isinstance(role, str) else None
+
+
+def layers_with_role(layers: Any, role: str, source: str | None = None) -> list[Layer]:
+    """The layers (of a viewer or a layer list) with ``role`` (and made from image ``source``)."""
+    layers = getattr(layers, "layers", layers)
+    return [ly for ly in layers if role_of(ly) == role
+            and (source is None or grainlab_metadata(ly).get("source") == source)]
+
+
+def role_name(base: str, role: str) -> str:
+    """The name a new layer of ``role`` made from the image layer ``base`` gets."""
+    suffix = ROLES[role]
+    return f"{base} {suffix}" if suffix else base
+
+
+def prediction_metadata(source: str, model: str, role: str = "grains", **extra: Any) -> dict[str, Any]:
     """``layer.metadata`` of a layer holding a model's prediction (see :func:`is_prediction`)."""
-    return {"grainlab": {"prediction": True, "source": source, "model": str(model), **extra}}
+    return role_metadata(role, source, model=str(model), prediction=True, **extra)
 
 
 def is_prediction(layer: Layer) -> bool:
     """The layer holds a model's prediction (made by the Predict dock or the Train dock's preview)."""
-    own = layer.metadata.get("grainlab") if isinstance(layer.metadata, dict) else None
-    return isinstance(own, dict) and bool(own.get("prediction"))
+    return bool(grainlab_metadata(layer).get("prediction")) or role_of(layer) in PREDICTION_ROLES
 
 
 def prediction_name(viewer: napari.viewer.Viewer, name: str) -> str:

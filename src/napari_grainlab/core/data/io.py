@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
+from ..errors import DataError
 
 __all__ = [
     "DataError",
@@ -49,8 +50,6 @@ _UNIT_UM = {
 }
 
 
-class DataError(ValueError):
-    """Bad input data: unreadable, empty or inconsistent files and arrays (the message names the culprit)."""
 
 
 @dataclass(frozen=True)

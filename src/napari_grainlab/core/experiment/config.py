@@ -19,6 +19,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from ..synthetic.params import ParameterError, SynthParams
 from ..training.config import STRATEGIES, ConfigError, TrainConfig
+from ..errors import ExperimentError
 
 #: the kinds of study an experiment can hold, in the order the report shows them
 STUDY_KINDS = ("learning_curve", "pretraining", "transfer", "adaptation", "leakage")
@@ -27,8 +28,6 @@ ADAPT_MODES = ("none", "adabn", "histogram", "both")
 METRICS = ("boundary_f1", "grain_f1", "adapted_rand_error", "diameter_relative_error")
 
 
-class ExperimentError(ValueError):
-    """An experiment configuration is missing something or is inconsistent."""
 
 
 @dataclass

@@ -15,13 +15,12 @@ import torch
 
 from .._io import atomic_write_bytes, atomic_write_text
 from .networks import SEG_OUTPUTS, ModelSpec, build_model
+from ..errors import CheckpointError
 
 FORMAT = "napari-grainlab-model"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or of an unknown format."""
 
 
 def checkpoint_files(path: str | Path) -> tuple[Path, Path]:

@@ -14,12 +14,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ..errors import ModelError
 
 SEG_OUTPUTS = ("boundary", "distance")
 
 
-class ModelError(ValueError):
-    """The model cannot be built (unknown backbone, bad options)."""
 
 
 @dataclass

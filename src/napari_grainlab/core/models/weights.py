@@ -23,6 +23,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+from ..errors import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ PACKAGE_WEIGHTS = {
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl", ".tar")
 
 
-class WeightsError(ValueError):
-    """Pretrained weights could not be found or do not fit the model."""
 
 
 def _is_tensor_dict(obj) -> bool:

@@ -31,6 +31,7 @@ import numpy as np
 from .._io import atomic_write_text, atomic_writer, write_tiff
 from .generate import SyntheticSample, generate, item_seed
 from .params import ParameterError, SynthParams
+from ..errors import OutputExistsError
 
 __all__ = ["DatasetProgress", "OutputExistsError", "write_dataset", "synthetic_stream", "write_sample",
            "DATASET_SUBDIRS"]
@@ -40,8 +41,6 @@ FORMAT = "napari-grainlab-dataset"
 FORMAT_VERSION = 1
 
 
-class OutputExistsError(FileExistsError):
-    """The output folder is not empty and overwriting was not requested."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+from ..errors import ParameterError
 
 __all__ = [
     "ParameterError",
@@ -31,8 +32,6 @@ __all__ = [
 MAX_PIXELS = 16384 * 16384
 
 
-class ParameterError(ValueError):
-    """A generator parameter is out of range or inconsistent (message names the parameter)."""
 
 
 def _p(default, lo=None, hi=None, help: str = "", choices=None, step=None, label=None):

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from dataclasses import asdict, dataclass, field, fields
+
+from .._schema import check_options, option
+from ..errors import ConfigError
 
 STRATEGIES = ("scratch", "frozen", "finetune", "gradual")
 TASKS = ("segment", "classify")
@@ -12,8 +13,38 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 AUGMENT_PRESETS = ("geometric", "intensity", "noise", "sem")
 
 
-class ConfigError(ValueError):
-    """A training option is out of range or inconsistent."""
+
+
+#: offered in the backbone box and in ``--help`` (any timm model name works)
+BACKBONES = ("efficientnet_lite0", "resnet18", "resnet34", "resnet50", "convnext_tiny", "efficientnet_b0",
+             "mobilenetv3_large_100", "regnety_008")
+STRATEGY_HELP = {
+    "scratch": "train every layer from random weights (needs much more data than the others)",
+    "frozen": "keep the pretrained backbone fixed (weights and BatchNorm statistics); train only the decoder/head",
+    "finetune": "also train the last backbone stages (finetune_stages) at a lower learning rate, plus the head",
+    "gradual": "start frozen, unfreeze one more backbone stage (deepest first) every unfreeze_every epochs",
+}
+AUGMENT_HELP = {
+    "geometric": "flips, 90° turns, free rotation and isotropic scaling",
+    "intensity": "brightness, contrast and gamma",
+    "noise": "Gaussian noise, Poisson shot noise at a random dose, and blur",
+    "sem": "SEM artefacts: scan-line shifts, line noise, charging, scratches, dust, shading",
+}
+SYNTHETIC_HELP = {
+    "none": "no synthetic data",
+    "randomized": "domain randomisation: every look and artefact of the generator varied widely (SEM and optical, "
+                  "faint or missing boundaries, charging, noise, inverted polarity)",
+    "sem": "preset: the generator's SEM look, grain size varied",
+    "sem-elongated": "preset: SEM look with elongated grains",
+    "sem-twins": "preset: SEM look with annealing twins",
+    "optical": "preset: etched light-optical look (dark boundary lines)",
+    "porous": "preset: SEM look with pores and second-phase particles",
+}
+DEVICE_HELP = {"auto": "CUDA if available, else Apple MPS, else the CPU", "cpu": "CPU", "cuda": "CUDA GPU",
+               "mps": "Apple MPS"}
+
+#: option groups, in the order forms and ``--help`` show them
+GROUPS = ("Model", "Training", "Augmentation", "Synthetic data", "Validation", "Regularisation", "Advanced")
 
 
 @dataclass
@@ -24,47 +55,110 @@ class TrainConfig:
     backbone (weights and BatchNorm statistics) fixed and trains only the decoder / head; ``finetune``
     also trains the last ``finetune_stages`` backbone stages at ``lr * backbone_lr_factor``; ``gradual``
     starts frozen and unfreezes one more backbone stage, deepest first, every ``unfreeze_every`` epochs.
+
+    Every field declares its range, help and group once (``field.metadata``, see
+    :mod:`napari_grainlab.core._schema`): :meth:`validate`, ``grainlab train``'s flags and the
+    Train dock's option sections are derived from it.
     """
 
-    task: str = "segment"
-    backbone: str = "efficientnet_lite0"
-    weights: str = "imagenet"  # imagenet | none | PATH (.safetensors / .pth / our model folder)
-    strategy: str = "finetune"
-    finetune_stages: int = 2
-    unfreeze_every: int = 2
-    backbone_lr_factor: float = 0.1
-    epochs: int = 30
-    steps_per_epoch: int | None = None  # None: from the amount of annotated data
-    batch_size: int = 8
-    patch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    patience: int = 8
-    min_delta: float = 1e-3
-    monitor: str = "auto"  # auto: boundary_f1 (segment) / macro_f1 (classify); or val_loss
-    val_fraction: float = 0.2
-    val_tile: int | None = None  # validation tile size (default: 2 x patch size)
-    augment: tuple[str, ...] = AUGMENT_PRESETS
-    oriented_growth: bool = False
-    synthetic: str = "randomized"  # source of synthetic data: randomized | none | a preset name (sem, optical, ...)
-    synthetic_ratio: float = 0.0  # fraction of training patches drawn from the synthetic source
-    val_synthetic: int = 8  # synthetic validation images when there is no real data to validate on
-    dropout: float = 0.1
-    label_smoothing: float = 0.1
-    mixup: float = 0.0  # classification: mixup alpha (0 = off)
-    cutmix: float = 0.0  # classification: cutmix alpha (0 = off)
-    boundary_width: int = 2
-    device: str = "auto"
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported)
-    workers: int = 0  # DataLoader worker processes
-    seed: int = 0
-    out: str | None = None
-    resume: bool = False
-    classes: tuple[str, ...] = ()
-    decoder_channels: tuple[int, ...] = (64, 48, 32, 24, 16)
-    log_every: int = 1  # emit a Step event every N steps
+    # ------------------------------------------------------------------ model
+    task: str = option("segment", choices=TASKS, group="Model", cli=False,
+                       descriptions={"segment": "grain boundaries and instances (U-Net)",
+                                     "classify": "one class per image or tile, from class folders"},
+                       help="segment: grain boundaries and instances (U-Net); classify: one class per image or "
+                            "tile, from class folders")
+    backbone: str = option("efficientnet_lite0", suggest=BACKBONES, group="Model", metavar="NAME",
+                           help="any timm model name, e.g. resnet18, resnet50, convnext_tiny")
+    weights: str = option("imagenet", suggest=("imagenet", "none"), group="Model", metavar="SRC", widget="hidden",
+                          help="imagenet | none | PATH (.safetensors, .pth state dict, or a grainlab model folder)")
+    strategy: str = option("finetune", choices=STRATEGIES, descriptions=STRATEGY_HELP, group="Model",
+                           help="how much of the pretrained backbone trains")
+    finetune_stages: int = option(2, min=1, max=16, group="Advanced", label="Fine-tuned stages", metavar="K",
+                                  help="finetune: how many of the deepest backbone stages train")
+    unfreeze_every: int = option(2, min=1, max=1000, group="Advanced", suffix=" epochs", metavar="E",
+                                 help="gradual: epochs between unfreezing one more backbone stage")
+    backbone_lr_factor: float = option(0.1, min=0.0, max=10.0, min_open=True, step=0.05, prefix="× ",
+                                       group="Advanced", label="Backbone LR", metavar="F",
+                                       help="learning rate of the trained backbone stages relative to the "
+                                            "decoder's (backbone LR = LR x F)")
+    # --------------------------------------------------------------- training
+    epochs: int = option(30, min=1, max=100_000, group="Training", metavar="N",
+                         help="passes over the training patches; early stopping may end sooner")
+    steps_per_epoch: int | None = option(None, min=1, max=1_000_000, group="Advanced", label="Steps / epoch",
+                                         special="auto", metavar="S",
+                                         help="training steps per epoch; auto (default): from the annotated "
+                                              "area (10 to 500)")
+    batch_size: int = option(8, min=1, max=4096, group="Training", metavar="B",
+                             help="patches per step; halved automatically when the GPU runs out of memory")
+    patch_size: int = option(256, min=32, max=4096, multiple_of=32, step=32, suffix=" px", group="Training",
+                             metavar="PX", help="side of the square training patches (a multiple of 32)")
+    lr: float = option(1e-3, min=0.0, max=1.0, min_open=True, widget="log", group="Training",
+                       label="Learning rate", metavar="LR",
+                       help="learning rate of the decoder / head (AdamW, warm-up then cosine decay)")
+    weight_decay: float = option(1e-4, min=0.0, group="Regularisation", metavar="WD", help="AdamW weight decay")
+    warmup_epochs: float = option(1.0, min=0.0, group="Advanced", widget="hidden", cli=False,
+                                  help="epochs of linear learning-rate warm-up")
+    min_lr_ratio: float = option(0.01, min=0.0, max=1.0, group="Advanced", widget="hidden", cli=False,
+                                 help="final learning rate of the cosine decay, relative to lr")
+    patience: int = option(8, min=1, max=10_000, suffix=" epochs", group="Advanced", metavar="P",
+                           help="early stopping: stop after this many epochs without improvement of the "
+                                "validation metric")
+    min_delta: float = option(1e-3, min=0.0, group="Advanced", widget="hidden", cli=False,
+                              help="smallest change of the monitored metric that counts as an improvement")
+    monitor: str = option("auto", group="Advanced", widget="hidden", cli=False,
+                          help="metric for early stopping and the best model: auto (boundary_f1 for "
+                               "segmentation, macro_f1 for classification) or val_loss")
+    # -------------------------------------------------------------- validation
+    val_fraction: float = option(0.2, min=0.0, max=0.9, group="Validation", scale=100, suffix=" %",
+                                 metavar="F", widget="hidden",
+                                 help="fraction of the micrographs held out for validation (tiles of one "
+                                      "micrograph stay together); with a single image, a spatial cut of it")
+    val_tile: int | None = option(None, min=32, max=8192, multiple_of=32, group="Validation", widget="hidden",
+                                  cli=False, help="validation tile size (default: 2 x patch size)")
+    # ------------------------------------------------------------ augmentation
+    augment: tuple[str, ...] = option(AUGMENT_PRESETS, choices=AUGMENT_PRESETS + ("invert",),
+                                      descriptions=AUGMENT_HELP, widget="checklist", group="Augmentation",
+                                      metavar="LIST", help="augmentation presets, applied after the split")
+    oriented_growth: bool = option(False, group="Augmentation",
+                                   help="the microstructure has a growth direction (e.g. columnar or rolled): "
+                                        "no rotations or flips that change it, only zoom and the 180° turn")
+    # ---------------------------------------------------------- synthetic data
+    synthetic: str = option("randomized", suggest=tuple(SYNTHETIC_HELP), descriptions=SYNTHETIC_HELP,
+                            group="Synthetic data", metavar="SRC", widget="hidden",
+                            help="synthetic source: randomized (domain randomisation), a preset (sem, optical, "
+                                 "...), or none")
+    synthetic_ratio: float = option(0.0, min=0.0, max=1.0, group="Synthetic data", metavar="R", widget="hidden",
+                                    help="fraction of training patches that are synthetic (1 = synthetic only)")
+    val_synthetic: int = option(8, min=0, max=10_000, group="Synthetic data", widget="hidden", cli=False,
+                                help="synthetic validation images when there is no real data to validate on")
+    # ---------------------------------------------------------- regularisation
+    dropout: float = option(0.1, min=0.0, max=0.95, step=0.05, group="Regularisation", metavar="P",
+                            help="dropout before the head")
+    label_smoothing: float = option(0.1, min=0.0, max=0.5, step=0.05, group="Regularisation", metavar="E",
+                                    help="label smoothing of the targets")
+    mixup: float = option(0.0, min=0.0, group="Regularisation", metavar="ALPHA",
+                          help="classification: mixup alpha (0 = off)")
+    cutmix: float = option(0.0, min=0.0, group="Regularisation", metavar="ALPHA",
+                           help="classification: cutmix alpha (0 = off)")
+    boundary_width: int = option(2, min=1, max=32, group="Advanced", widget="hidden", cli=False,
+                                 help="width in px of the boundary class of the segmentation targets")
+    # ------------------------------------------------------------------ running
+    device: str = option("auto", suggest=DEVICES, descriptions=DEVICE_HELP, group="Advanced", metavar="DEV",
+                         help="where to train: auto | cpu | cuda | cuda:N | mps")
+    amp: bool = option(True, group="Advanced", label="Mixed precision (AMP, CUDA only)",
+                       help="bf16 where the GPU supports it, fp16 with a gradient scaler otherwise; ignored on "
+                            "the CPU and MPS")
+    workers: int = option(0, min=0, max=256, group="Advanced", widget="hidden", metavar="W",
+                          help="data loader processes")
+    seed: int = option(0, min=0, max=2**31 - 1, group="Advanced", metavar="S",
+                       help="runs with the same seed, data and settings draw the same patches")
+    out: str | None = option(None, widget="hidden", cli=False, help="output folder (best/ and last/ checkpoints)")
+    resume: bool = option(False, widget="hidden", help="continue the run in MODEL from its last checkpoint")
+    classes: tuple[str, ...] = option((), widget="hidden", cli=False, help="class names (classification)")
+    decoder_channels: tuple[int, ...] = option((64, 48, 32, 24, 16), min=1, max=4096, widget="hidden", cli=False,
+                                               help="channels of the U-Net decoder stages")
+    log_every: int = option(1, min=1, max=1_000_000, widget="hidden", cli=False,
+                            help="emit a Step event every N steps")
 
     def __post_init__(self):
         self.augment = tuple(self.augment)
@@ -73,57 +167,11 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        def bad(name, msg):
-            raise ConfigError(f"{name}: {msg}")
-
-        if self.task not in TASKS:
-            bad("task", f"'{self.task}' is not one of {', '.join(TASKS)}")
-        if self.strategy not in STRATEGIES:
-            bad("strategy", f"'{self.strategy}' is not one of {', '.join(STRATEGIES)}")
-        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            bad("device", f"'{self.device}' is not one of {', '.join(DEVICES)}")
-        for name, lo in (("epochs", 1), ("batch_size", 1), ("finetune_stages", 1), ("unfreeze_every", 1),
-                         ("patience", 1), ("boundary_width", 1), ("log_every", 1)):
-            if int(getattr(self, name)) < lo:
-                bad(name, f"must be >= {lo}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            bad("steps_per_epoch", "must be >= 1")
-        if self.patch_size < 32 or self.patch_size % 32:
-            bad("patch_size", f"{self.patch_size} must be a multiple of 32 and at least 32")
-        if self.val_tile is not None and (self.val_tile < 32 or self.val_tile % 32):
-            bad("val_tile", "must be a multiple of 32")
-        for name in ("lr", "weight_decay", "backbone_lr_factor", "warmup_epochs", "min_lr_ratio", "min_delta",
-                     "val_fraction", "synthetic_ratio", "dropout", "label_smoothing", "mixup", "cutmix"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                bad(name, f"expected a number, got {value!r}")
-            if not math.isfinite(value):
-                bad(name, f"must be a finite number, got {value}")
-        if not self.lr > 0:
-            bad("lr", "must be > 0")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
-        if self.warmup_epochs < 0:
-            bad("warmup_epochs", "must be >= 0")
-        if not 0 <= self.min_lr_ratio <= 1:
-            bad("min_lr_ratio", "must be in [0, 1]")
-        if not 0 < self.backbone_lr_factor <= 10:
-            bad("backbone_lr_factor", "must be in (0, 10]")
-        if not 0 <= self.val_fraction < 1:
-            bad("val_fraction", "must be in [0, 1)")
-        if not 0 <= self.synthetic_ratio <= 1:
-            bad("synthetic_ratio", "must be in [0, 1]")
-        if not 0 <= self.dropout < 1:
-            bad("dropout", "must be in [0, 1)")
-        if not 0 <= self.label_smoothing < 1:
-            bad("label_smoothing", "must be in [0, 1)")
-        if self.mixup < 0 or self.cutmix < 0:
-            bad("mixup", "alphas must be >= 0")
-        unknown = set(self.augment) - set(AUGMENT_PRESETS) - {"invert"}
-        if unknown:
-            bad("augment", f"unknown preset(s) {sorted(unknown)}; choose from {', '.join(AUGMENT_PRESETS)}")
-        if self.workers < 0:
-            bad("workers", "must be >= 0")
+        """Check every option against its declared type and range (``field.metadata``), then the
+        rules that involve more than one option; raises :class:`ConfigError` naming the option."""
+        check_options(self, ConfigError)
+        if self.device not in DEVICES and not (self.device.startswith("cuda:") and self.device[5:].isdigit()):
+            raise ConfigError(f"device: '{self.device}' is not one of {', '.join(DEVICES)} (or cuda:N)")
 
     @property
     def monitor_metric(self) -> str:
@@ -151,4 +199,5 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
 
-__all__ = ["AUGMENT_PRESETS", "ConfigError", "DEVICES", "STRATEGIES", "TASKS", "TrainConfig", "field"]
+__all__ = ["AUGMENT_HELP", "AUGMENT_PRESETS", "BACKBONES", "ConfigError", "DEVICES", "DEVICE_HELP", "GROUPS", "STRATEGIES",
+           "STRATEGY_HELP", "SYNTHETIC_HELP", "TASKS", "TrainConfig", "field"]
