@@ -40,7 +40,9 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from ._schema import option
 from .errors import BatchError
+from .inference.options import InferenceOptions
 
 __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", "BatchFinished",
            "BatchImageDone", "BatchImageFailed", "BatchOptions", "BatchStarted", "cached_model",
@@ -64,27 +66,23 @@ _CONNECT_TIMEOUT = "10s"
 
 # ============================================================================== options and events
 @dataclass(frozen=True)
-class BatchOptions:
-    """Prediction settings of a batch (see :func:`~napari_grainlab.core.inference.predict_array`).
+class BatchOptions(InferenceOptions):
+    """Prediction settings of a batch: every :class:`~napari_grainlab.core.inference.options.InferenceOptions`
+    field (see :func:`~napari_grainlab.core.inference.predict_array`) plus what a batch writes.
 
     ``pixel_size`` (µm) overrides the one read from each image; ``overlay`` also writes
     ``NAME_overlay.png`` (segmentation).
     """
 
-    tile: int | None = None
-    overlap: int = 64
-    batch_size: int = 4
-    min_size: int | None = None
-    tta: bool = False
-    adabn: bool = False
-    histogram_match: bool = False
-    pixel_size: float | None = None
-    overlay: bool = False
+    pixel_size: float | None = option(None, min=1e-6, max=1e6, group="Output", metavar="UM",
+                                      help="pixel size in µm (default: from the image metadata)")
+    overlay: bool = option(False, group="Output", help="also write NAME_overlay.png")
 
     def result_key(self) -> dict:
         """The settings that change the outputs (the batch size and device do not)."""
         d = asdict(self)
-        d.pop("batch_size")
+        for name in ("batch_size", "device", "amp"):
+            d.pop(name)
         return d
 
 
@@ -310,7 +308,7 @@ def model_loads() -> dict[str, int]:
 
 
 def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os.PathLike, stem: str | None = None,
-                       options: BatchOptions | None = None, device: Any = "cpu", *,
+                       options: BatchOptions | None = None, device: Any = None, *,
                        progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None,
                        warn: Callable[[str], None] | None = None) -> tuple[dict, list[str]]:
     """Segment / classify one image file and write its outputs (named ``stem``, default the file's) atomically.
@@ -328,15 +326,14 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
     from .measure import grain_table, summarize, write_table_csv
 
     options = options or BatchOptions()
+    device = options.device if device is None else device
     path, out = Path(path), Path(out)
     img = read_image(path)
     pixel_size = options.pixel_size or img.pixel_size
     stem = stem or output_stem(path)
     row: dict[str, Any] = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or ""}
-    res = predict_array(model, meta, img.data, tta=options.tta, adabn=options.adabn,
-                        histogram_match=options.histogram_match, tile=options.tile, overlap=options.overlap,
-                        batch_size=options.batch_size, min_size=options.min_size, device=device,
-                        progress=progress, stop=stop, warn=warn)
+    res = predict_array(model, meta, img.data, options.inference(), device=device, progress=progress, stop=stop,
+                        warn=warn)
     written: list[str] = []
 
     def name(suffix: str) -> Path:
@@ -622,7 +619,7 @@ def _check_model(model: str | os.PathLike, options: BatchOptions) -> dict:
 
 def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
               scheduler: str | None = None, workers: int | None = None, threads_per_worker: int = 1,
-              device: str = "auto", overwrite: bool = False, options: BatchOptions | None = None,
+              device: str | None = None, overwrite: bool = False, options: BatchOptions | None = None,
               in_process: bool | None = None, torch_threads: int | None = None, stop: Any = None,
               ) -> Generator[BatchStarted | BatchImageDone | BatchImageFailed | BatchFinished, None, BatchFinished]:
     """Predict every image of ``inputs`` into the folder ``out``; yields progress events.
@@ -644,7 +641,8 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
         one per image to predict. Each gets ``torch_threads`` PyTorch threads (default
         ``cores // (workers * threads_per_worker)``, at least 1) and, with several GPUs, its own GPU.
     device
-        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, resolved on each worker.
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, resolved on each worker (default:
+        ``options.device``).
     overwrite
         Redo images whose outputs are complete (default: skip them, keeping their stored rows).
     in_process
@@ -663,6 +661,9 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
 
     t0 = time.perf_counter()
     options = options or BatchOptions()
+    if not isinstance(options, BatchOptions):
+        options = BatchOptions(**options.to_dict())
+    device = options.device if device is None else device
     stopped = _stop_fn(stop)
     out_dir = Path(out).expanduser()
     if out_dir.exists() and not out_dir.is_dir():

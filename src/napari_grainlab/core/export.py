@@ -15,7 +15,6 @@ images of two sizes other than the one used for the export. The file alone is en
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
 import logging
@@ -104,7 +103,7 @@ def _jsonable(value):
 
 def onnx_metadata(model, meta: dict) -> dict:
     """The napari-grainlab description stored in an exported ONNX file (JSON-serialisable)."""
-    from .inference.segment import segment_image
+    from .inference.options import DEFAULTS
 
     task = model.task
     classes = [str(c) for c in (meta.get("classes") or model.spec.classes or [])]
@@ -114,9 +113,7 @@ def onnx_metadata(model, meta: dict) -> dict:
                               "distance": "distance to the nearest boundary, normalised to 1 at grain centres, "
                                           "after the sigmoid"}}
         tile = {"size": _default_tile(task, meta), "overlap": 64}
-        sig = inspect.signature(segment_image).parameters
-        post = {k: sig[k].default for k in ("marker_threshold", "boundary_threshold", "smoothing", "h",
-                                            "merge_threshold")}
+        post = DEFAULTS.watershed()
     else:
         names = classes if len(classes) == model.out_channels else [str(i) for i in range(model.out_channels)]
         output = {"name": "logits", "layout": "NK", "channels": names, "activation": "softmax",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from .inference._grid import (_FLIPS, MULTIPLE, Cancelled, _blend_tiles, _check_
 from .inference._histogram import _check_reference, match_histogram
 from .inference._result import PredictionResult, _default_tile, default_min_size
 from .errors import OnnxModelError
+from .inference.options import DEFAULTS as _D
+from .inference.options import WATERSHED_FIELDS, InferenceOptions, resolve_options
 
 __all__ = ["METADATA_KEY", "ONNX_FORMAT", "OnnxModel", "OnnxModelError", "default_providers", "predict_onnx"]
 
@@ -35,7 +38,7 @@ METADATA_KEY = "napari_grainlab"
 ONNX_FORMAT = "napari-grainlab-onnx"
 ONNX_FORMAT_VERSION = 1
 #: post-processing parameters read from the metadata (see ``watershed_grains``)
-_POSTPROCESS_KEYS = ("marker_threshold", "boundary_threshold", "smoothing", "h", "merge_threshold")
+_POSTPROCESS_KEYS = WATERSHED_FIELDS
 
 
 
@@ -198,7 +201,8 @@ def _run_tiles(model: OnnxModel, image: np.ndarray, grid: _Grid, batch_size: int
             progress(done + len(chunk), total)
 
 
-def predict_maps(model: OnnxModel, image: np.ndarray, *, tile: int = 512, overlap: int = 64, batch_size: int = 4,
+def predict_maps(model: OnnxModel, image: np.ndarray, *, tile: int = 512, overlap: int = _D.overlap,
+                 batch_size: int = _D.batch_size,
                  tta: bool = False, progress: Callable[[int, int], None] | None = None,
                  stop: Callable[[], bool] | None = None) -> np.ndarray:
     """Blended sigmoid outputs (C, H, W) float32 of a segmentation model, tiled as ``predict_tiled`` does."""
@@ -234,15 +238,11 @@ def _as_model(model) -> OnnxModel:
 def predict_onnx(
     model: OnnxModel | str | Path,
     image: np.ndarray,
+    options: InferenceOptions | None = None,
     *,
-    tile: int | None = None,
-    overlap: int = 64,
-    batch_size: int = 4,
-    tta: bool = False,
-    histogram_match: bool = False,
-    min_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    **overrides: Any,
 ) -> PredictionResult:
     """Segment or classify one grayscale image in [0, 1] with an exported ONNX model.
 
@@ -255,12 +255,14 @@ def predict_onnx(
     model : OnnxModel, or the path of an ``.onnx`` file
     image : (H, W) float array in [0, 1]
         See :func:`~napari_grainlab.core.data.io.read_image` / ``normalize_intensity``.
-    tile : tile side in px (default 512 for segmentation, the training patch size for classification).
-    overlap : overlap of neighbouring tiles in px (segmentation; classification tiles overlap by half).
-    batch_size : tiles per onnxruntime call.
-    tta : average over the four flips.
-    histogram_match : map the intensities onto the model's training intensities first.
-    min_size : smallest grain area in px (default ``default_min_size``).
+    options : InferenceOptions, optional
+        The settings of :func:`~napari_grainlab.core.inference.predict_array` (``**overrides``: the
+        same as keywords): ``tile`` (default 512 for segmentation, the training patch size for
+        classification), ``overlap`` (segmentation; classification tiles overlap by half),
+        ``batch_size`` (tiles per onnxruntime call), ``tta``, ``histogram_match``, ``min_size`` and
+        the watershed settings (default: those stored in the model). ``adabn`` is not available:
+        the BatchNorm statistics are folded into the exported graph. ``device`` is ignored (the
+        onnxruntime providers of the model decide).
     progress : called with (tiles done, tiles total) after every batch.
     stop : polled before every batch; True raises ``Cancelled``.
 
@@ -268,10 +270,15 @@ def predict_onnx(
     -------
     PredictionResult
     """
+    opts = resolve_options(options, overrides)
+    if opts.adabn:
+        raise OnnxModelError("AdaBN is not available for ONNX models (their BatchNorm statistics are folded into "
+                             "the graph); predict with the PyTorch model instead")
+    tile, overlap, batch_size, tta, min_size = opts.tile, opts.overlap, opts.batch_size, opts.tta, opts.min_size
     model = _as_model(model)
     image = _check_image(image)
     tile = _default_tile(model.task, model.meta) if not tile else int(tile)
-    if histogram_match:
+    if opts.histogram_match:
         image = match_histogram(image, model.histogram_reference)
     if model.task == "segment":
         probs = predict_maps(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
@@ -282,6 +289,7 @@ def predict_onnx(
 
         boundary, distance = probs[0], probs[1]
         post = {k: v for k, v in (model.meta.get("postprocess") or {}).items() if k in _POSTPROCESS_KEYS}
+        post.update(opts.watershed_changes())
         if min_size is None:
             min_size = default_min_size(image.shape)
         labels = watershed_grains(boundary, distance, min_size=int(min_size), **post)

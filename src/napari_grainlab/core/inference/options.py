@@ -19,7 +19,7 @@ from typing import Any
 from .._schema import check_options, option, option_fields
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_OVERLAP", "MIN_TILE", "WATERSHED_FIELDS", "InferenceOptions", "resolve_options"]
+__all__ = ["DEFAULTS", "DEFAULT_OVERLAP", "MIN_TILE", "WATERSHED_FIELDS", "InferenceOptions", "resolve_options"]
 
 #: smallest tile side a prediction accepts (px)
 MIN_TILE = 32
@@ -110,6 +110,10 @@ class InferenceOptions:
         """The watershed options that differ from their defaults."""
         defaults = InferenceOptions()
         return {k: v for k, v in self.watershed().items() if getattr(defaults, k) != v}
+
+
+#: the default options (their values are the defaults of the lower-level functions too)
+DEFAULTS = InferenceOptions()
 
 
 def resolve_options(options: InferenceOptions | None, overrides: dict[str, Any]) -> InferenceOptions:

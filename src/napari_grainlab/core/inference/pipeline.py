@@ -29,7 +29,8 @@ from ..models.checkpoint import CheckpointError
 from ._result import CLASSIFY_TILE, SEGMENT_TILE, PredictionResult, _default_tile  # noqa: F401
 from .adapt import adapt_batchnorm, match_histogram
 from .segment import segment_image
-from .tiling import Cancelled, _check_image, classify_tiled
+from .options import InferenceOptions, resolve_options
+from .tiling import Cancelled, _check_image, classify_tiled, resolve_device
 
 __all__ = ["PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
            "prepare_image"]
@@ -81,20 +82,13 @@ def predict_array(
     model: torch.nn.Module,
     meta: dict,
     image: np.ndarray,
+    options: InferenceOptions | None = None,
     *,
-    tta: bool = False,
-    adabn: bool = False,
-    histogram_match: bool = False,
-    tile: int | None = None,
-    overlap: int = 64,
-    batch_size: int = 4,
-    min_size: int | None = None,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
     progress: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
     warn: Callable[[str], None] | None = None,
     stage: Callable[[str], None] | None = None,
+    **overrides: Any,
 ) -> PredictionResult:
     """Run a loaded checkpoint on one grayscale image in [0, 1] (see :func:`prepare_image`).
 
@@ -103,20 +97,34 @@ def predict_array(
     model, meta
         From :func:`~napari_grainlab.core.models.load_checkpoint`.
     image : (H, W) float array in [0, 1]
-    tta : average over the four flips (slower, smoother).
-    adabn : re-estimate the BatchNorm statistics on this image first (a copy of the model).
-    histogram_match : map the intensities onto the model's training intensities first; a model
-        without a recorded reference raises :class:`~napari_grainlab.core.models.CheckpointError`.
-    tile : tile side in px (default 512 for segmentation, the training patch size for classification).
-    overlap, batch_size, device, amp, warn
-        See :func:`~napari_grainlab.core.inference.tiling.predict_tiled`.
-    min_size : smallest grain area in px (segmentation; default
-        :func:`~napari_grainlab.core.inference.segment.default_min_size`).
+    options : InferenceOptions, optional
+        Tiling, test-time augmentation, domain adaptation, watershed and device (see
+        :class:`~napari_grainlab.core.inference.options.InferenceOptions`; default: its defaults).
+    **overrides
+        The same settings as keywords (``tta=True``, ``tile=256``, ...), applied on top of
+        ``options``. ``device`` may also be a ``torch.device``.
+
+        - ``tta``: average over the four flips (slower, smoother);
+        - ``adabn``: re-estimate the BatchNorm statistics on this image first (a copy of the model);
+        - ``histogram_match``: map the intensities onto the model's training intensities first; a
+          model without a recorded reference raises :class:`~napari_grainlab.core.models.CheckpointError`;
+        - ``tile``: tile side in px (default 512 for segmentation, the training patch size for
+          classification); ``overlap``, ``batch_size``, ``device``, ``amp``: see
+          :func:`~napari_grainlab.core.inference.tiling.predict_tiled`;
+        - ``min_size``: smallest grain area in px (default
+          :func:`~napari_grainlab.core.inference.segment.default_min_size`); ``marker_threshold``,
+          ``boundary_threshold``, ``smoothing``, ``h``, ``merge_threshold``: the watershed.
     progress : called with (tiles done, tiles total) after every batch.
     stop : polled before every batch; when it returns True,
         :class:`~napari_grainlab.core.inference.tiling.Cancelled` is raised.
+    warn : called with a message when the prediction falls back (smaller batches on out-of-memory).
     stage : called with ``"adapt"``, ``"tiles"`` and ``"postprocess"`` as the work proceeds.
     """
+    device = overrides.pop("device", None)
+    opts = resolve_options(options, {**overrides, **({"device": device} if isinstance(device, str) else {})})
+    if device is None or isinstance(device, str):
+        device = resolve_device(opts.device)
+    tta, tile, overlap, batch_size, amp = opts.tta, opts.tile, opts.overlap, opts.batch_size, opts.amp
     task = getattr(model, "task", None) or (meta or {}).get("task", "segment")
     if task not in ("segment", "classify"):
         raise CheckpointError(f"unknown model task {task!r}")
@@ -129,9 +137,9 @@ def predict_array(
         if stage is not None:
             stage(name)
 
-    if histogram_match:
+    if opts.histogram_match:
         image = match_histogram(image, histogram_reference(meta))
-    if adabn:
+    if opts.adabn:
         at("adapt")
         model = adapt_batchnorm(model, [image], device=device)
     at("tiles")
@@ -144,7 +152,8 @@ def predict_array(
 
     if task == "segment":
         res = segment_image(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
-                            device=device, amp=amp, min_size=min_size, progress=tiles_done, stop=stop, warn=warn)
+                            device=device, amp=amp, min_size=opts.min_size, progress=tiles_done, stop=stop,
+                            warn=warn, **opts.watershed())
         return PredictionResult("segment", labels=res.labels, boundary=res.boundary, distance=res.distance)
     class_map, confidence, tile_probs = classify_tiled(model, image, tile=tile, batch_size=batch_size, tta=tta,
                                                        device=device, amp=amp, progress=tiles_done, stop=stop,
@@ -160,10 +169,12 @@ def predict_array(
 _DONE = object()
 
 
-def iter_predict(model: torch.nn.Module, meta: dict, image: np.ndarray, *,
+def iter_predict(model: torch.nn.Module, meta: dict, image: np.ndarray, options: InferenceOptions | None = None, *,
                  stop: Callable[[], bool] | None = None,
                  **kwargs: Any) -> Generator[PredictProgress, None, PredictionResult]:
     """:func:`predict_array` as a generator: yields :class:`PredictProgress`, returns the result.
+
+    ``options`` and the keyword settings are those of :func:`predict_array`.
 
     The prediction runs in a helper thread; its callbacks become events here. ``stop`` is polled
     before every batch of tiles (``Cancelled`` is then raised here). Closing the generator early
@@ -172,6 +183,10 @@ def iter_predict(model: torch.nn.Module, meta: dict, image: np.ndarray, *,
     for name in ("progress", "stage", "warn"):
         if name in kwargs:
             raise TypeError(f"iter_predict reports {name} as events; do not pass {name}=")
+    device = kwargs.pop("device", None)
+    opts = resolve_options(options, {**kwargs, **({"device": device} if isinstance(device, str) else {})})
+    kwargs = {} if device is None or isinstance(device, str) else {"device": device}
+    options = opts  # checked here, in the caller's thread
     events: queue.SimpleQueue = queue.SimpleQueue()
     abandoned = threading.Event()
     outcome: dict[str, Any] = {}
@@ -182,7 +197,7 @@ def iter_predict(model: torch.nn.Module, meta: dict, image: np.ndarray, *,
     def body() -> None:
         try:
             outcome["value"] = predict_array(
-                model, meta, image, stop=should_stop,
+                model, meta, image, options, stop=should_stop,
                 progress=lambda d, t: events.put(PredictProgress("tiles", int(d), int(t))),
                 stage=lambda s: events.put(PredictProgress(s)),
                 warn=lambda m: events.put(PredictProgress("warning", message=str(m))),

@@ -25,6 +25,8 @@ from scipy.sparse import csgraph
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from .options import DEFAULTS as _D
+
 __all__ = ["boundary_from_labels", "merge_small_grains", "merge_weak_borders", "relabel_sequential",
            "watershed_grains"]
 
@@ -256,15 +258,15 @@ def watershed_grains(
     boundary: np.ndarray,
     distance: np.ndarray,
     *,
-    marker_threshold: float = 0.25,
-    boundary_threshold: float = 0.5,
+    marker_threshold: float = _D.marker_threshold,
+    boundary_threshold: float = _D.boundary_threshold,
     min_size: int = 16,
     min_marker_size: int = 1,
     mask: np.ndarray | None = None,
     compactness: float = 0.0,
-    smoothing: float = 1.5,
-    h: float = 0.1,
-    merge_threshold: float | None = 0.35,
+    smoothing: float = _D.smoothing,
+    h: float = _D.h,
+    merge_threshold: float | None = _D.merge_threshold,
 ) -> np.ndarray:
     """Grain instances from boundary and distance-to-boundary probability maps.
 

@@ -10,6 +10,7 @@ import torch
 
 from ._result import default_min_size
 from .adapt import adapt_batchnorm, match_histogram
+from .options import DEFAULTS as _D
 from .postprocess import watershed_grains
 from .tiling import _check_image, predict_tiled
 
@@ -30,19 +31,19 @@ def segment_image(
     image: np.ndarray,
     *,
     tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
+    overlap: int = _D.overlap,
+    batch_size: int = _D.batch_size,
     tta: bool = False,
     device: str | torch.device = "cpu",
     amp: bool = False,
     histogram_reference: np.ndarray | None = None,
     adabn: bool = False,
     min_size: int | None = None,
-    marker_threshold: float = 0.25,
-    boundary_threshold: float = 0.5,
-    smoothing: float = 1.5,
-    h: float = 0.1,
-    merge_threshold: float | None = 0.35,
+    marker_threshold: float = _D.marker_threshold,
+    boundary_threshold: float = _D.boundary_threshold,
+    smoothing: float = _D.smoothing,
+    h: float = _D.h,
+    merge_threshold: float | None = _D.merge_threshold,
     progress: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
     warn: Callable[[str], None] | None = None,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .options import DEFAULTS as _D
 from ._grid import (_FLIPS, MIN_TILE, MULTIPLE, Cancelled, ClassMap, _axis_weights, _blend_tiles,  # noqa: F401
                     _check_image, _check_output, _check_tiling, _class_map, _Grid, _normalise,
                     _reflect_index, _round_up, tile_positions, tile_window)
@@ -237,8 +238,8 @@ def predict_tiled(
     model: torch.nn.Module,
     image: np.ndarray,
     tile: int = 512,
-    overlap: int = 64,
-    batch_size: int = 4,
+    overlap: int = _D.overlap,
+    batch_size: int = _D.batch_size,
     tta: bool = False,
     device: str | torch.device = "cpu",
     amp: bool = False,

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +63,7 @@ from .._layers import is_prediction, layer_pixel_size
 
 avoid_triton_llvm_clash()  # again before timm / torchvision are first imported (see the module)
 
-from ...core.data import DataError, DataWarning, load_dataset_folders  # noqa: E402
+from ...core.data import DataError  # noqa: E402
 from ...core.training import (  # noqa: E402
     Checkpoint,
     ConfigError,
@@ -82,16 +80,10 @@ from ...core.training import (  # noqa: E402
 )
 from ...core.training.config import AUGMENT_PRESETS, DEVICES, STRATEGIES, TASKS  # noqa: E402
 from .._forms import ComboBox, DoubleSpinBox, SpinBox  # noqa: E402
-from ..workers import GeneratorTask, TaskProgress, TaskResult, report_error  # noqa: E402
-from .predict import (  # noqa: E402
-    ImageDone,
-    ImageFailed,
-    PredictOptions,
-    PredictStatus,
-    job_from_layer,
-    predict_jobs,
-    show_prediction,
-)
+from ..workers import GeneratorTask, TaskResult, report_error  # noqa: E402
+from ...core.inference.options import InferenceOptions  # noqa: E402
+from ..jobs.predict import ImageDone, ImageFailed, PredictStatus, job_from_layer, predict_jobs, show_prediction  # noqa: E402
+from ..jobs.train import DataStatus, StepProgress, TrainJob, run_training  # noqa: E402
 
 if TYPE_CHECKING:
     import napari
@@ -144,7 +136,6 @@ ERROR_STYLE = "color: #f0524f;"
 HINT_STYLE = "color: #9aa0a6;"
 PLOT_REFRESH_MS = 1500  # at most one plot redraw every 1.5 s (a draw costs tens of ms of the main thread)
 LABEL_REFRESH_MS = 1000  # speed / ETA labels and the progress-bar text
-PROGRESS_INTERVAL_S = 1.0  # progress-bar value (every repaint recomposes the window, in software on VMs)
 SPINNER_SPEED = 10  # % of normal speed of napari's activity animation while training (see _throttle_spinner)
 
 
@@ -251,84 +242,6 @@ def find_pairs(layers) -> list[LayerPair]:
         else:
             pairs.append(LayerPair(lab, match, "", pred))
     return pairs
-
-
-# ========================================================================== worker side
-@dataclass(frozen=True)
-class DataStatus:
-    """What the training job is doing before ``fit()`` starts (shown in the dock's status line)."""
-
-    message: str
-
-
-@dataclass
-class TrainJob:
-    """Everything a training run needs, detached from the viewer (copies of the layer data)."""
-
-    config: TrainConfig
-    images: list[np.ndarray] = field(default_factory=list)
-    labels: list[np.ndarray] = field(default_factory=list)
-    names: list[str] = field(default_factory=list)
-    pixel_sizes: list[float | None] = field(default_factory=list)
-    folders: list[str] = field(default_factory=list)
-    kfold: int = 0
-
-
-def run_training(job: TrainJob, stop) -> Iterator[Any]:
-    """Worker body: read the data (layers, then folders), then ``yield from fit(...)``.
-
-    Yields :class:`DataStatus`, ``TrainWarning`` for skipped data, then the events of
-    :func:`~napari_grainlab.core.training.fit` (or ``cross_validate`` when ``job.kfold`` ≥ 2).
-    """
-    from ...core.data import samples_from_arrays
-    from ...core.training import cross_validate, fit
-
-    cfg = job.config
-    samples: list = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        if job.images:
-            yield DataStatus(f"Reading {len(job.images)} annotated layer(s)…")
-            samples += samples_from_arrays(job.images, job.labels, names=job.names, pixel_sizes=job.pixel_sizes)
-        if job.folders:
-            yield DataStatus(f"Reading {len(job.folders)} dataset folder(s)…")
-            _task, more, classes = load_dataset_folders(job.folders, cfg.task)
-            samples += more
-            if classes:
-                cfg = cfg.replace(classes=tuple(classes))
-    for w in caught:
-        if issubclass(w.category, DataWarning):
-            yield TrainWarning(message=" ".join(str(w.message).split()))
-    if stop.is_set():
-        return None
-    what = f"{len(samples)} image(s)" if samples else "synthetic images only"
-    yield DataStatus(f"Building the model; training on {what}…")
-    if job.kfold >= 2:
-        if not samples:
-            raise DataError("K-fold cross-validation needs annotated images (layers or dataset folders)")
-        yield from cross_validate(cfg, samples, job.kfold, stop=stop)
-        return None
-    return (yield from fit(cfg, samples, None, stop=stop))
-
-
-class _StepProgress:
-    """``progress_of`` for training: global steps (over all folds when cross-validating), at most
-    every :data:`PROGRESS_INTERVAL_S` (and always for the first and the last step of a fold)."""
-
-    def __init__(self, folds: int, interval: float = PROGRESS_INTERVAL_S) -> None:
-        self.folds = max(1, folds)
-        self.interval = interval
-        self._last = -math.inf
-
-    def __call__(self, ev: Any) -> TaskProgress | None:
-        if not isinstance(ev, Step):
-            return None
-        now = time.perf_counter()
-        if now - self._last < self.interval and 1 < ev.step < ev.total_steps:
-            return None
-        self._last = now
-        fold = ev.fold or 0
-        return TaskProgress(fold * ev.total_steps + ev.step, self.folds * ev.total_steps)
 
 
 # ================================================================================= plot
@@ -1424,7 +1337,7 @@ class TrainWidget(QWidget):
         self._reset_run_display(job.config)
         self._kfold = job.kfold
         task = GeneratorTask(run_training, job, description="Training", progress_bar=self.progress_bar,
-                             cancel_button=self.stop_button, progress_of=_StepProgress(job.kfold),
+                             cancel_button=self.stop_button, progress_of=StepProgress(job.kfold),
                              notify_errors=False, parent=self)
         task.yielded.connect(self._on_event)
         task.finished.connect(self._on_training_finished)
@@ -1645,7 +1558,7 @@ class TrainWidget(QWidget):
         job = job_from_layer(layer)
         self._preview_layer_ref = layer
         self._preview_done = None
-        options = PredictOptions(device=self.device_combo.currentData() or "auto")
+        options = InferenceOptions(device=self.device_combo.currentData() or "auto")
         task = GeneratorTask(predict_jobs, [job], self._best_path, options, description=f"Segmenting {layer.name}",
                              progress_bar=self.progress_bar, cancel_button=self.stop_button,
                              progress_of=lambda ev: None, notify_errors=False, parent=self)
