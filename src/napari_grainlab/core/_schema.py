@@ -188,3 +188,35 @@ def check_options(obj: Any, error: type[Exception], section: str = "") -> None:
                 _check_value(name, item, f, kind, error)
             continue
         _check_value(name, value, f, kind, error)
+
+
+def cli_flag(f: dataclasses.Field) -> str | None:
+    """The command-line flag of an option (``--batch-size``), or None when it has none."""
+    cli = f.metadata.get("cli")
+    if cli is False:
+        return None
+    return "--" + (cli if isinstance(cli, str) else f.name.replace("_", "-"))
+
+
+def markdown_table(cls: type, groups: typing.Sequence[str] | None = None) -> str:
+    """The reference of the options of ``cls`` as Markdown tables, one per group (``docs/``)."""
+    obj = cls()
+    by_group: dict[str, list[dataclasses.Field]] = {}
+    for f in option_fields(cls):
+        by_group.setdefault(f.metadata.get("group") or "Other", []).append(f)
+    order = [g for g in (groups or ()) if g in by_group] + [g for g in by_group if g not in (groups or ())]
+    out: list[str] = []
+    for group in order:
+        out += [f"#### {group}", "", "| option | flag | default | allowed | meaning |", "|---|---|---|---|---|"]
+        for f in by_group[group]:
+            default = getattr(obj, f.name)
+            if isinstance(default, tuple):
+                default = ",".join(str(v) for v in default) or "none"
+            allowed = option_range_text(f)
+            if not allowed and f.metadata.get("suggest"):
+                allowed = "e.g. " + ", ".join(str(v) for v in f.metadata["suggest"])
+            flag = cli_flag(f)
+            text = " ".join(str(f.metadata.get("help") or "").split()).replace("|", "\\|")
+            out.append(f"| `{f.name}` | {f'`{flag}`' if flag else '—'} | `{default}` | {allowed} | {text} |")
+        out.append("")
+    return "\n".join(out)

@@ -9,13 +9,12 @@ switches the effect off.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+from .._schema import check_options, option, option_fields
 from ..errors import ParameterError
 
 __all__ = [
@@ -35,37 +34,12 @@ MAX_PIXELS = 16384 * 16384
 
 
 def _p(default, lo=None, hi=None, help: str = "", choices=None, step=None, label=None):
-    meta = {"min": lo, "max": hi, "help": help, "choices": choices, "step": step, "label": label}
-    return field(default=default, metadata=meta)
+    return option(default, min=lo, max=hi, help=help, choices=choices, step=step, label=label)
 
 
 def param_fields(obj_or_cls) -> list[dataclasses.Field]:
     """The parameter fields of a params dataclass (in definition order)."""
-    return [f for f in dataclasses.fields(obj_or_cls) if not f.name.startswith("_")]
-
-
-_KIND_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "text"}
-
-
-@functools.lru_cache(maxsize=None)
-def _field_kind(cls: type, name: str) -> tuple[type | None, bool]:
-    """(scalar type, whether None is allowed) of a params field, from its annotation."""
-    hint = typing.get_type_hints(cls)[name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    kinds = [a for a in args if a is not type(None)] if args else [hint]
-    kind = kinds[0] if len(kinds) == 1 and kinds[0] in (bool, int, float, str) else None
-    return kind, optional
-
-
-def _is_kind(value: Any, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
+    return option_fields(obj_or_cls)
 
 
 class _Params:
@@ -74,34 +48,7 @@ class _Params:
     section: ClassVar[str] = ""
 
     def _check_ranges(self) -> None:
-        for f in param_fields(self):
-            value = getattr(self, f.name)
-            meta = f.metadata
-            name = f"{self.section}.{f.name}" if self.section else f.name
-            kind, optional = _field_kind(type(self), f.name)
-            if value is None:
-                if not optional:
-                    raise ParameterError(f"{name}: a value is required")
-                continue
-            if kind is not None and not _is_kind(value, kind):
-                raise ParameterError(f"{name}: expected {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
-            if meta.get("choices") is not None:
-                if value not in meta["choices"]:
-                    opts = ", ".join(repr(c) for c in meta["choices"])
-                    raise ParameterError(f"{name}: unknown value {value!r}; choose one of {opts}")
-                continue
-            if isinstance(f.default, bool):
-                if not isinstance(value, bool):
-                    raise ParameterError(f"{name}: expected true/false, got {value!r}")
-                continue
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                if not math.isfinite(value):
-                    raise ParameterError(f"{name}: must be a finite number, got {value!r}")
-                lo, hi = meta.get("min"), meta.get("max")
-                if lo is not None and value < lo:
-                    raise ParameterError(f"{name}: must be >= {lo}, got {value!r}")
-                if hi is not None and value > hi:
-                    raise ParameterError(f"{name}: must be <= {hi}, got {value!r}")
+        check_options(self, ParameterError, self.section)
 
     def validate(self) -> None:
         self._check_ranges()

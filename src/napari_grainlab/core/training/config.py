@@ -66,7 +66,7 @@ class TrainConfig:
                        descriptions={"segment": "grain boundaries and instances (U-Net)",
                                      "classify": "one class per image or tile, from class folders"},
                        help="segment: grain boundaries and instances (U-Net); classify: one class per image or "
-                            "tile, from class folders")
+                            "tile, from class folders (grainlab train --task; default: detected from the data)")
     backbone: str = option("efficientnet_lite0", suggest=BACKBONES, group="Model", metavar="NAME",
                            help="any timm model name, e.g. resnet18, resnet50, convnext_tiny")
     weights: str = option("imagenet", suggest=("imagenet", "none"), group="Model", metavar="SRC", widget="hidden",
