@@ -37,7 +37,7 @@ def autosave_dir(tmp_path, monkeypatch):
 
 
 def make_widget(viewer, qtbot):
-    from napari_grainlab.gui.widgets.annotate import AnnotateWidget
+    from napari_grainlab.gui.annotate import AnnotateWidget
 
     widget = AnnotateWidget(viewer)
     widget.ask_unsaved = lambda: "discard"  # never block on a dialog
@@ -459,7 +459,7 @@ def test_closed_dock_lets_go_of_the_layer(viewer, qtbot, tmp_path):
 def test_model_proposal_for_another_image_is_dropped(dock, viewer, qtbot, monkeypatch, tmp_path):
     import threading
 
-    from napari_grainlab.gui.widgets import annotate as widget_module
+    from napari_grainlab.gui.annotate import proposals as widget_module
 
     release = threading.Event()
 

@@ -40,6 +40,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._io import atomic_write_text, atomic_write_tiff
+from .errors import ConfigError, DataError, ModelError
 
 __all__ = [
     "AUTOSAVE_ENV",
@@ -120,9 +121,9 @@ class LabelEdit:
 def _check_labels(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be a 2-D array, got shape {labels.shape}")
+        raise DataError(f"labels must be a 2-D array, got shape {labels.shape}")
     if labels.dtype.kind not in "ui":
-        raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
+        raise DataError(f"labels must be integers, got dtype {labels.dtype}")
     return labels
 
 
@@ -261,7 +262,7 @@ def split_grain(labels: np.ndarray, points: np.ndarray, *, width: int = 1, min_s
         new_value[order[0]] = g
         for p in order[1:]:
             if next_id > max_id:
-                raise ValueError(f"no free grain id in a {labels.dtype} label array")
+                raise DataError(f"no free grain id in a {labels.dtype} label array")
             new_value[p] = next_id
             new_ids.append(next_id)
             next_id += 1
@@ -326,7 +327,7 @@ def fill_unannotated(labels: np.ndarray, proposal: np.ndarray, *, min_fraction: 
     labels = _check_labels(labels)
     proposal = _check_labels(proposal)
     if proposal.shape != labels.shape:
-        raise ValueError(f"proposal shape {proposal.shape} does not match the labels shape {labels.shape}")
+        raise DataError(f"proposal shape {proposal.shape} does not match the labels shape {labels.shape}")
     free = labels == 0
     if not free.any():
         return LabelEdit.empty(labels.dtype)
@@ -339,7 +340,7 @@ def fill_unannotated(labels: np.ndarray, proposal: np.ndarray, *, min_fraction: 
         return LabelEdit.empty(labels.dtype)
     start = int(labels.max()) + 1
     if start + kept.size - 1 > np.iinfo(labels.dtype).max:
-        raise ValueError(f"no free grain ids in a {labels.dtype} label array")
+        raise DataError(f"no free grain ids in a {labels.dtype} label array")
     lut = np.zeros(total.size, dtype=np.int64)
     lut[kept] = np.arange(start, start + kept.size)
     target = free & keep[proposal]
@@ -373,9 +374,9 @@ def labels_dtype(labels: np.ndarray) -> np.dtype:
     """uint16 when every id fits, else uint32 (the contract's label types)."""
     top = int(np.max(labels)) if np.size(labels) else 0
     if top < 0:
-        raise ValueError("labels must not be negative")
+        raise DataError("labels must not be negative")
     if top > np.iinfo(np.uint32).max:
-        raise ValueError(f"grain id {top} does not fit into uint32")
+        raise DataError(f"grain id {top} does not fit into uint32")
     return np.dtype(np.uint16 if top <= np.iinfo(np.uint16).max else np.uint32)
 
 
@@ -458,7 +459,7 @@ def _read_plane(path: Path) -> np.ndarray:
 def _image_to_store(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2:
-        raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
+        raise DataError(f"expected a 2-D grayscale image, got shape {image.shape}")
     if image.dtype == np.bool_:
         return image.astype(np.uint8) * 255
     if image.dtype.kind == "f" and image.dtype != np.float32:
@@ -485,7 +486,7 @@ def save_segmentation(folder: str | Path, name: str, image: np.ndarray, labels: 
     labels = _check_labels(labels)
     image = np.asarray(image)
     if image.shape[:2] != labels.shape or image.ndim != 2:
-        raise ValueError(f"{name}: labels shape {labels.shape} does not match the image shape {image.shape}")
+        raise DataError(f"{name}: labels shape {labels.shape} does not match the image shape {image.shape}")
     image_path = _existing(folder / "images", name, _IMAGE_SUFFIXES)
     if image_path is None:
         image_path = folder / "images" / f"{name}.tif"
@@ -493,7 +494,7 @@ def save_segmentation(folder: str | Path, name: str, image: np.ndarray, labels: 
     else:
         stored = _read_plane(image_path)
         if _other_image(stored, image):
-            raise ValueError(f"{image_path} is another image of the same name ({stored.shape[0]} x "
+            raise DataError(f"{image_path} is another image of the same name ({stored.shape[0]} x "
                              f"{stored.shape[1]} px, this one {image.shape[0]} x {image.shape[1]}); rename the layer "
                              "or choose another folder")
     labels_path = folder / "labels" / f"{name}.tif"
@@ -518,13 +519,13 @@ def load_segmentation(folder: str | Path, name: str, shape: tuple[int, int] | No
     if image is not None:
         image_path = _existing(Path(folder) / "images", safe_name(name), _IMAGE_SUFFIXES)
         if image_path is not None and _other_image(_read_plane(image_path), np.asarray(image)):
-            raise ValueError(f"{path} belongs to another image of the same name ({image_path})")
+            raise DataError(f"{path} belongs to another image of the same name ({image_path})")
     arr = _read_plane(path)
     arr = np.squeeze(arr)
     if arr.ndim != 2 or arr.dtype.kind not in "uib":
-        raise ValueError(f"{path}: not a 2-D integer label image (shape {arr.shape}, {arr.dtype})")
+        raise DataError(f"{path}: not a 2-D integer label image (shape {arr.shape}, {arr.dtype})")
     if shape is not None and arr.shape != tuple(shape):
-        raise ValueError(f"{path}: labels of shape {arr.shape}, but the image is {tuple(shape)}")
+        raise DataError(f"{path}: labels of shape {arr.shape}, but the image is {tuple(shape)}")
     return arr.astype(np.uint32) if arr.dtype.kind == "b" else arr
 
 
@@ -571,7 +572,7 @@ class ClassAnnotation:
 def _check_class_name(name: str) -> str:
     name = str(name).strip()
     if not name or name.startswith(".") or re.search(r'[\\/:*?"<>|]', name) or name.lower() in _RESERVED:
-        raise ValueError(f"invalid class name {name!r} (a folder name; not {', '.join(sorted(_RESERVED))})")
+        raise DataError(f"invalid class name {name!r} (a folder name; not {', '.join(sorted(_RESERVED))})")
     return name
 
 
@@ -586,7 +587,7 @@ def class_tiles(regions: np.ndarray, tile: int, min_fraction: float = 0.9) -> li
     regions = np.asarray(regions)
     tile = int(tile)
     if tile < 8:
-        raise ValueError(f"tile must be at least 8 px, got {tile}")
+        raise ConfigError(f"tile must be at least 8 px, got {tile}")
     h, w = regions.shape
     out = []
     for r, y in enumerate(range(0, max(1, h - tile + 1), tile)):
@@ -608,7 +609,7 @@ def _read_classes_json(folder: Path) -> dict:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not a valid JSON file ({exc})") from None
+        raise DataError(f"{path}: not a valid JSON file ({exc})") from None
     return meta if isinstance(meta, dict) else {}
 
 
@@ -626,19 +627,19 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
     name = safe_name(name)
     image = np.asarray(image)
     if image.ndim != 2:
-        raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
+        raise DataError(f"expected a 2-D grayscale image, got shape {image.shape}")
     classes = [_check_class_name(c) for c in ann.classes]
     if len(set(classes)) != len(classes):
-        raise ValueError(f"duplicate class names: {classes}")
+        raise DataError(f"duplicate class names: {classes}")
     if ann.image_class is not None and ann.image_class not in classes:
-        raise ValueError(f"class {ann.image_class!r} is not one of {classes}")
+        raise DataError(f"class {ann.image_class!r} is not one of {classes}")
     regions = None
     if ann.regions is not None:
         regions = np.asarray(ann.regions)
         if regions.shape != image.shape:
-            raise ValueError(f"class regions of shape {regions.shape} do not match the image {image.shape}")
+            raise DataError(f"class regions of shape {regions.shape} do not match the image {image.shape}")
         if int(regions.max(initial=0)) > len(classes):
-            raise ValueError(f"class regions use index {int(regions.max())}, but there are {len(classes)} classes")
+            raise DataError(f"class regions use index {int(regions.max())}, but there are {len(classes)} classes")
     meta = _read_classes_json(folder)
     known = [c for c in meta.get("classes", []) if isinstance(c, str)]
     merged = known + [c for c in classes if c not in known]  # stored indices never change meaning
@@ -649,7 +650,7 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
     elif region_path.is_file():  # None: keep the saved regions (already in the folder's order)
         regions = np.squeeze(_read_plane(region_path))
         if regions.shape != image.shape:
-            raise ValueError(f"{region_path}: class regions of shape {regions.shape}, but the image is {image.shape}")
+            raise DataError(f"{region_path}: class regions of shape {regions.shape}, but the image is {image.shape}")
     images = meta.get("images") if isinstance(meta.get("images"), dict) else {}
     images = {k: v for k, v in images.items() if k != name}
     if ann.image_class is not None:
@@ -705,7 +706,7 @@ def load_class_annotation(folder: str | Path, name: str, shape: tuple[int, int] 
     if path.is_file():
         regions = np.squeeze(_read_plane(path))
         if shape is not None and regions.shape != tuple(shape):
-            raise ValueError(f"{path}: class regions of shape {regions.shape}, but the image is {tuple(shape)}")
+            raise DataError(f"{path}: class regions of shape {regions.shape}, but the image is {tuple(shape)}")
     tiling = meta.get("tiling") if isinstance(meta.get("tiling"), dict) else {}
     mine = tiling.get(name) if isinstance(tiling.get(name), dict) else {}
     return ClassAnnotation(classes=classes, image_class=image_class if image_class in classes else None,
@@ -726,7 +727,7 @@ def propose_from_model(checkpoint: str | Path, image: np.ndarray, *, device: str
     dev = resolve_device(device)
     model, _meta = load_checkpoint(checkpoint, device=dev)
     if getattr(model, "task", "segment") != "segment":
-        raise ValueError(f"{checkpoint}: a {model.task} model; grain proposals need a segmentation model")
+        raise ModelError(f"{checkpoint}: a {model.task} model; grain proposals need a segmentation model")
     result = segment_image(model, np.asarray(image, dtype=np.float32), tile=tile, device=dev, stop=stop,
                            progress=progress)
     return result.labels

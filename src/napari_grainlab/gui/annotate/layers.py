@@ -1,0 +1,105 @@
+"""The layer choice of the Annotate dock: the *Image* and *Grains* combo boxes, and the image
+plane that is annotated (a 2-D grayscale image; RGB is annotated as gray)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_warning
+from qtpy.QtWidgets import QFormLayout, QWidget
+
+from ...core.data.io import normalize_intensity, to_grayscale
+from ...core.errors import DataError
+from .._forms import ComboBox
+from .._layers import role_of
+
+__all__ = ["HELPER_ROLES", "NEW_LAYER", "LayerPicker", "image_plane"]
+
+NEW_LAYER = "New layer"
+#: roles of the dock's helper layers: never offered as the grain annotation
+HELPER_ROLES = frozenset({"proposal", "classes"})
+
+
+def image_plane(layer: Image) -> tuple[np.ndarray, np.ndarray]:
+    """(image to store, float image in [0, 1] for proposals) of an image layer; raises DataError."""
+    if getattr(layer, "multiscale", False):
+        raise DataError(f"{layer.name!r} is a multiscale image; open one resolution level to annotate it")
+    data = np.asarray(layer.data)
+    if layer.rgb:
+        gray = to_grayscale(data, f"image {layer.name!r}", channel_axis=data.ndim - 1)
+        if data.dtype.kind in "ui":
+            gray = np.clip(np.round(gray), 0, np.iinfo(data.dtype).max).astype(data.dtype)
+        show_warning(f"Annotate: {layer.name!r} is an RGB image; it is annotated and saved as grayscale "
+                     "(luminance)")
+        data = gray
+    elif data.ndim != 2:
+        raise DataError(f"{layer.name!r} has shape {data.shape}: annotate one 2-D image (for a stack, "
+                        "take one plane into its own layer)")
+    if data.dtype.kind not in "buif":
+        raise DataError(f"{layer.name!r} has unsupported pixels ({data.dtype})")
+    if min(data.shape) < 8:
+        raise DataError(f"{layer.name!r} is too small ({data.shape[0]} x {data.shape[1]} px)")
+    return data, normalize_intensity(data)
+
+
+class LayerPicker(QWidget):
+    """The *Image* and *Grains* combo boxes, listing the viewer's layers by name."""
+
+    def __init__(self, viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.syncing = False  # True while the combos are refilled (their signals mean nothing then)
+        self.image_combo = ComboBox()
+        self.image_combo.setToolTip("the micrograph to annotate (a 2-D grayscale image; RGB is annotated as gray)")
+        self.image_combo.setSizeAdjustPolicy(ComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.image_combo.setMinimumContentsLength(8)
+        self.labels_combo = ComboBox()
+        self.labels_combo.setToolTip(f"the grain Labels layer; '{NEW_LAYER}' creates 'NAME annotation' "
+                                     "(with the saved labels when there are any)")
+        self.labels_combo.setSizeAdjustPolicy(ComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.labels_combo.setMinimumContentsLength(8)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Grains", self.labels_combo)
+
+    def refresh(self, image: Image | None, labels: Labels | None, *_: Any) -> None:
+        """Refill both combos from the viewer, keeping ``image`` and ``labels`` chosen."""
+        self.syncing = True
+        try:
+            self.image_combo.clear()
+            for layer in self.viewer.layers:
+                if isinstance(layer, Image):
+                    self.image_combo.addItem(layer.name)
+            if image is not None:
+                self.image_combo.setCurrentIndex(max(0, self.image_combo.findText(image.name)))
+            self.labels_combo.clear()
+            self.labels_combo.addItem(NEW_LAYER)
+            for layer in self.viewer.layers:
+                if isinstance(layer, Labels) and role_of(layer) not in HELPER_ROLES:
+                    self.labels_combo.addItem(layer.name)
+            if labels is not None:
+                self.labels_combo.setCurrentIndex(max(0, self.labels_combo.findText(labels.name)))
+        finally:
+            self.syncing = False
+
+    def choose_image(self, layer: Image) -> None:
+        self.image_combo.setCurrentIndex(max(0, self.image_combo.findText(layer.name)))
+
+    def chosen_image(self) -> Image | None:
+        return self._chosen(self.image_combo, Image)
+
+    def chosen_labels(self) -> Labels | None:
+        """The Labels layer chosen under *Grains* (None: 'New layer')."""
+        return self._chosen(self.labels_combo, Labels)
+
+    def _chosen(self, combo: ComboBox, kind: type):
+        index = combo.currentIndex()
+        if index < 0 or (combo is self.labels_combo and index == 0):
+            return None
+        name = combo.itemText(index)
+        layer = next((x for x in self.viewer.layers if x.name == name), None)
+        return layer if isinstance(layer, kind) else None

@@ -1,0 +1,258 @@
+"""The Annotate dock's save state machine without a display (core/annotation_store.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_grainlab.core import _io
+from napari_grainlab.core import annotate as A
+from napari_grainlab.core.annotation_store import AnnotationStore, class_state, labels_differ
+from napari_grainlab.core.errors import DataError, GrainLabError
+
+
+def micrograph(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (48, 64), dtype=np.uint8)
+
+
+def grains(*ids: int) -> np.ndarray:
+    lab = np.zeros((48, 64), np.uint32)
+    for i, gid in enumerate(ids):
+        lab[4 + 10 * i: 12 + 10 * i, 4:40] = gid
+    return lab
+
+
+@pytest.fixture
+def spare(tmp_path):
+    """The per-user autosave folder."""
+    return tmp_path / "autosave"
+
+
+@pytest.fixture
+def store(spare):
+    s = AnnotationStore(fallback_dir=lambda: spare)
+    s.open("sample", micrograph())
+    s.adopt(*s.find_saved())
+    return s
+
+
+def stored_labels(folder, name):
+    return tifffile.imread(folder / "labels" / f"{name}.tif")
+
+
+# ------------------------------------------------------------------------ ordering
+def test_an_older_write_finishing_after_a_newer_one_does_not_win(store, tmp_path):
+    store.set_folder(tmp_path / "ds")
+    old = store.snapshot(grains(3), None, auto=True)
+    new = store.snapshot(grains(3, 9), None)
+    assert new.seq > old.seq
+    assert store.write(new).folder == tmp_path / "ds"
+    skipped = store.write(old, fallback=True)
+    assert skipped.folder is None and not skipped.fell_back
+    np.testing.assert_array_equal(stored_labels(tmp_path / "ds", "sample"), grains(3, 9))
+    # the results arrive in the same wrong order on the GUI thread: the older one is not recorded
+    assert store.record(new)
+    assert not store.record(old)
+    np.testing.assert_array_equal(store.saved, grains(3, 9))
+    assert not store.has_unsaved_changes(grains(3, 9), ())
+
+
+def test_a_slow_older_write_in_a_thread_is_overwritten_by_the_newer(store, tmp_path, monkeypatch):
+    store.set_folder(tmp_path / "ds")
+    inside, release = threading.Event(), threading.Event()
+    real = A.save_segmentation
+
+    def slow_in_thread(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            inside.set()
+            assert release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(A, "save_segmentation", slow_in_thread)
+    old = store.snapshot(grains(3), None, auto=True)
+    new = store.snapshot(grains(3, 9), None)
+    results = {}
+    worker = threading.Thread(target=lambda: results.setdefault("old", store.write(old, fallback=True)))
+    worker.start()
+    assert inside.wait(10)  # the autosave is writing (and holds the write lock)
+    saver = threading.Thread(target=lambda: results.setdefault("new", store.write(new)))
+    saver.start()  # the user's save waits for it ...
+    saver.join(0.2)
+    assert saver.is_alive()
+    release.set()
+    worker.join(10)
+    saver.join(10)
+    assert results["old"].folder == results["new"].folder == tmp_path / "ds"
+    # ... and is written after it: the newer work is on disk
+    np.testing.assert_array_equal(stored_labels(tmp_path / "ds", "sample"), grains(3, 9))
+
+
+def test_a_write_for_the_previous_image_is_not_recorded_for_the_next(store, tmp_path):
+    job = store.snapshot(grains(5), None, auto=True)
+    store.write(job)
+    store.open("other", micrograph(seed=1))
+    store.adopt(*store.find_saved())
+    assert not store.record(job)
+    assert not store.saved.any()
+
+
+# ------------------------------------------------------------------------ dirty flag
+def test_dirty_flag_and_unsaved_changes(store, tmp_path, spare):
+    empty = grains()
+    assert not store.dirty and not store.has_unsaved_changes(empty, ())
+    store.mark_changed()
+    assert store.dirty
+    assert not store.update_dirty(labels_differ(empty, store.saved), ())  # the edit was undone
+    work = grains(4)
+    store.mark_changed()
+    assert store.update_dirty(labels_differ(work, store.saved), ())
+    assert store.has_unsaved_changes(work, ())
+    # an autosave without a dataset folder: saved somewhere, still unsaved for closing
+    job = store.snapshot(work, None, auto=True)
+    assert job.folder == spare and job.name == A.autosave_name("sample", store.image)
+    assert store.record(store.write(job).job)
+    assert not store.update_dirty(labels_differ(work, store.saved), ())
+    assert store.has_unsaved_changes(work, ())
+    # saved into the dataset folder: nothing unsaved
+    store.set_folder(tmp_path / "ds")
+    assert store.record(store.write(store.snapshot(work, None)).job)
+    assert store.in_dataset and store.last_saved == tmp_path / "ds"
+    assert not store.has_unsaved_changes(work, ())
+    # the classification work counts too
+    ann = A.ClassAnnotation(classes=["ferrite"], image_class="ferrite")
+    assert store.has_unsaved_changes(work, class_state(ann))
+    assert store.update_dirty(False, class_state(ann))
+    # discarding takes the current work as saved
+    store.discard(grains(4, 5), class_state(ann))
+    assert not store.has_unsaved_changes(grains(4, 5), class_state(ann))
+    store.close()
+    assert not store.is_open and not store.has_unsaved_changes(work, ())
+
+
+def test_snapshot_copies_and_checks_the_labels(store, tmp_path):
+    work = grains(2)
+    job = store.snapshot(work, None, auto=True)
+    work[:] = 7  # the user paints on
+    assert (job.labels == 7).sum() == 0
+    with pytest.raises(DataError, match="negative"):
+        store.snapshot(np.full((48, 64), -1, np.int32), None, auto=True)
+    with pytest.raises(DataError, match="2-D integer"):
+        store.snapshot(np.zeros((48, 64), np.float32), None, auto=True)
+    with pytest.raises(GrainLabError, match="no dataset folder"):
+        store.snapshot(grains(2), None)  # a save needs the dataset folder
+
+
+# ------------------------------------------------------------------------ fallback folder
+def test_autosave_falls_back_to_the_user_folder_when_the_dataset_folder_refuses(store, tmp_path, spare):
+    blocked = tmp_path / "ds"
+    blocked.write_text("a file where the dataset folder should be")
+    store.set_folder(blocked)
+    work = grains(6)
+    job = store.snapshot(work, None, auto=True)
+    assert job.in_dataset
+    result = store.write(job, fallback=True)
+    assert result.fell_back and isinstance(result.error, OSError)
+    assert result.folder == spare and result.job.folder == spare and not result.job.in_dataset
+    name = A.autosave_name("sample", store.image)
+    np.testing.assert_array_equal(stored_labels(spare, name), work)
+    # not the dataset folder's state: still unsaved, and found again by name and pixels
+    assert store.has_unsaved_changes(work, ())
+    store.set_folder(None)
+    saved, where = store.find_saved()
+    assert where == spare
+    np.testing.assert_array_equal(saved, work)
+    # a save (no fallback) reports the error
+    store.set_folder(blocked)
+    with pytest.raises(OSError):
+        store.write(store.snapshot(work, None))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_autosave_falls_back_from_a_read_only_dataset_folder(store, tmp_path, spare):
+    ds = tmp_path / "ds"
+    (ds / "labels").mkdir(parents=True)
+    (ds / "images").mkdir()
+    os.chmod(ds / "labels", 0o500)
+    try:
+        store.set_folder(ds)
+        result = store.write(store.snapshot(grains(1), None, auto=True), fallback=True)
+        assert result.fell_back and result.folder == spare
+    finally:
+        os.chmod(ds / "labels", 0o700)
+
+
+def test_another_image_of_the_same_name_is_a_user_error_and_falls_back(store, tmp_path, spare):
+    ds = tmp_path / "ds"
+    A.save_segmentation(ds, "sample", micrograph(seed=7), grains(1))  # another micrograph called "sample"
+    store.set_folder(ds)
+    with pytest.raises(DataError, match="another image"):
+        store.write(store.snapshot(grains(2), None))
+    result = store.write(store.snapshot(grains(2), None, auto=True), fallback=True)
+    assert isinstance(result.error, DataError) and result.folder == spare
+    np.testing.assert_array_equal(stored_labels(ds, "sample"), grains(1))  # theirs is untouched
+
+
+# ------------------------------------------------------------------------ atomic writes
+def test_a_write_failing_half_way_leaves_the_previous_files(store, tmp_path, monkeypatch):
+    ds = tmp_path / "ds"
+    store.set_folder(ds)
+    store.write(store.snapshot(grains(1), None))
+    before = (ds / "labels" / "sample.tif").read_bytes()
+
+    def broken(path, *args, **kwargs):
+        with open(path, "wb") as fh:
+            fh.write(b"II*\x00 half a TIFF")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_io, "write_tiff", broken)
+    with pytest.raises(OSError, match="disk full"):
+        store.write(store.snapshot(grains(1, 2), None))
+    assert (ds / "labels" / "sample.tif").read_bytes() == before
+    assert not [p for p in ds.rglob("*") if p.name.endswith(".part")]
+    assert store.saved is not None and not store.saved.any()  # nothing recorded
+
+
+def test_saved_labels_and_classes_are_found_again(tmp_path, spare):
+    ds = tmp_path / "ds"
+    image = micrograph()
+    store = AnnotationStore(ds, fallback_dir=lambda: spare)
+    store.open("sample", image)
+    regions = np.zeros(image.shape, np.uint8)
+    regions[:, :32] = 1
+    ann = A.ClassAnnotation(classes=["ferrite", "pearlite"], image_class="pearlite", regions=regions, tile=32)
+    job = store.snapshot(grains(3), ann)
+    assert store.record(store.write(job).job)
+    assert (ds / "classification" / "pearlite" / "sample.tif").is_file()
+    fresh = AnnotationStore(ds, fallback_dir=lambda: spare)
+    fresh.open("sample", image)
+    saved, where = fresh.find_saved()
+    assert where == ds
+    np.testing.assert_array_equal(saved, grains(3))
+    fresh.adopt(saved, where)
+    assert fresh.in_dataset
+    loaded = fresh.find_classes(where)
+    assert loaded.image_class == "pearlite"
+    np.testing.assert_array_equal(loaded.regions, regions)
+    assert class_state(loaded) == store.saved_classes
+    # unusable saved labels are reported, not raised
+    warnings = []
+    other = AnnotationStore(ds, fallback_dir=lambda: spare, warn=warnings.append)
+    other.open("sample", micrograph(seed=3))
+    assert other.find_saved() == (None, None)
+    assert warnings and "another image" in warnings[0]
+
+
+def test_annotation_store_has_no_gui_imports():
+    import ast
+    import inspect
+
+    from napari_grainlab.core import annotation_store
+
+    tree = ast.parse(inspect.getsource(annotation_store))
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not names & {"qtpy", "napari", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6"}
