@@ -15,8 +15,7 @@ import pytest
 import tifffile
 
 import napari_grainlab
-from napari_grainlab import cli
-from napari_grainlab.cli import main
+from napari_grainlab.cli import _synthetic, main
 from napari_grainlab.core.synthetic import SynthParams, param_fields
 
 SMALL = ["--size", "64x96", "--grains", "12"]
@@ -216,10 +215,10 @@ def test_every_listed_parameter_can_be_set(capsys):
 def test_help_lists_the_choices_the_generator_accepts():
     meta = {f.name: f.metadata for f in param_fields(SynthParams)}
     tmeta = {f.name: f.metadata for f in param_fields(type(SynthParams().tessellation))}
-    assert cli.STYLES == tuple(meta["style"]["choices"])
-    assert cli.BIT_DEPTHS == tuple(meta["bit_depth"]["choices"])
-    assert cli.METHODS == tuple(tmeta["method"]["choices"])
-    for name in cli.PRESETS:
+    assert _synthetic.STYLES == tuple(meta["style"]["choices"])
+    assert _synthetic.BIT_DEPTHS == tuple(meta["bit_depth"]["choices"])
+    assert _synthetic.METHODS == tuple(tmeta["method"]["choices"])
+    for name in _synthetic.PRESETS:
         SynthParams.preset(name).validate()
 
 

@@ -121,19 +121,18 @@ def test_bad_worker_counts_and_unreachable_schedulers_are_one_line(model, images
 
 
 def test_ctrl_c_cancels_the_rest_and_writes_the_partial_summary(model, images, tmp_path, capsys, monkeypatch):
-    from napari_grainlab import _cli_engine
-    from napari_grainlab.cli import EXIT_INTERRUPTED
+    from napari_grainlab.cli import EXIT_INTERRUPTED, predict
 
     out = tmp_path / "out"
 
-    class CtrlCAfterFirstImage(_cli_engine._StopOnInterrupt):
+    class CtrlCAfterFirstImage(predict.StopOnInterrupt):
         """Ctrl-C pressed as soon as the first image's outputs exist."""
 
         def __call__(self) -> bool:
             self.requested = self.requested or (out / "s0_labels.tif").exists()
             return self.requested
 
-    monkeypatch.setattr(_cli_engine, "_StopOnInterrupt", CtrlCAfterFirstImage)
+    monkeypatch.setattr(predict, "StopOnInterrupt", CtrlCAfterFirstImage)
     argv = ["predict", str(model), str(images), str(images / "sub"), "--out", str(out), "--workers", "1", *TILE]
     assert main(argv) == EXIT_INTERRUPTED
     assert "1 of 3 images done" in capsys.readouterr().err

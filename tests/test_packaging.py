@@ -156,7 +156,7 @@ def test_wheel_ships_the_manifest_with_real_content(built):
         ep = z.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
     assert "napari-grainlab = napari_grainlab:napari.yaml" in ep
     assert "grainlab = napari_grainlab.cli:main" in ep
-    assert {"napari_grainlab/__init__.py", "napari_grainlab/cli.py", "napari_grainlab/__main__.py",
+    assert {"napari_grainlab/__init__.py", "napari_grainlab/cli/__init__.py", "napari_grainlab/__main__.py",
             "napari_grainlab/core/synthetic/params.py", "napari_grainlab/core/visualize.py"} <= names
     assert not any(n.startswith(("tests/", "scripts/", ".venv/")) for n in names)
 

@@ -1,0 +1,101 @@
+"""``grainlab predict``: batch prediction with a trained model on Dask workers, resumable.
+
+The prediction flags come from :class:`~napari_grainlab.core.batch.BatchOptions`' field metadata
+(the :class:`~napari_grainlab.core.inference.options.InferenceOptions` ones plus the pixel size and
+the overlay); the Dask flags are this command's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.batch import BatchOptions
+from ._common import (EXIT_OK, EXIT_USAGE, Interrupted, StopOnInterrupt, UserError, add_options, options_from_args,
+                      positive_int, show_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Batch prediction (:func:`napari_grainlab.core.batch.run_batch`)."""
+    from tqdm import tqdm
+
+    from ..core.batch import BatchFinished, BatchImageDone, BatchImageFailed, BatchStarted, run_batch
+    from ..core.models.checkpoint import read_metadata
+
+    out = Path(args.out)
+    show = show_progress(args)
+    bar = None
+    end = None
+    options = options_from_args(BatchOptions, args)
+    if options.histogram_match and not read_metadata(args.model).get("histogram_reference"):
+        raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
+
+    def say(line: str) -> None:
+        if bar is not None and show:
+            bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    with StopOnInterrupt() as stop:
+        events = run_batch(args.model, args.images, out, scheduler=args.scheduler, workers=args.workers,
+                           overwrite=args.overwrite, options=options, stop=stop)
+        try:
+            for ev in events:
+                if isinstance(ev, BatchStarted):
+                    bar = tqdm(total=ev.total, initial=ev.skipped, desc="predict", unit="img", file=sys.stderr,
+                               disable=not show, dynamic_ncols=True)
+                    if show:
+                        bar.write(f"grainlab: {ev}", file=sys.stderr)
+                elif isinstance(ev, BatchImageDone):
+                    for w in ev.warnings:
+                        say(f"grainlab: warning: {ev.path}: {' '.join(w.split())}")
+                    bar.update(1)
+                elif isinstance(ev, BatchImageFailed):
+                    say(f"grainlab: error: {ev.path}: {ev.error}")
+                    bar.update(1)
+                elif isinstance(ev, BatchFinished):
+                    end = ev
+        finally:
+            if bar is not None:
+                bar.close()
+            events.close()
+    assert end is not None
+    extra = [f"{end.skipped} already done"] if end.skipped else []
+    if end.failed:
+        extra.append(f"{end.failed} failed")
+    print(f"predicted {end.ok} of {end.total} image{'s' if end.total != 1 else ''} into {out}"
+          + (f" ({', '.join(extra)})" if extra else ""))
+    if end.cancelled:
+        raise Interrupted(f"{end.ok} of {end.total} images done in {out}; run the same command again to continue")
+    return EXIT_USAGE if end.failed else EXIT_OK
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="segment micrographs with a trained model (batch, on Dask workers)",
+        description="Writes OUT/NAME_labels.tif (grain instances), NAME_boundary.tif (boundary probability), "
+                    "NAME_grains.csv (per-grain table) and summary.csv (per image: grain count, mean diameter, "
+                    "ASTM G, status). Classification models write NAME_classes.tif and NAME_confidence.tif. "
+                    "The images are shared among Dask workers: a local cluster (one worker per core, or per GPU) "
+                    "or an existing one (--scheduler). Images whose outputs are complete are skipped, so "
+                    "running the same command again continues an interrupted batch. One image, or --workers 1, "
+                    "runs in this process without a cluster.",
+        epilog="examples:\n"
+               "  grainlab predict models/sem data/ --out results\n"
+               "  grainlab predict models/sem 'data/**/*.tif' --out results --workers 4\n"
+               "  grainlab predict models/sem data/ --out results --scheduler tcp://10.0.0.5:8786",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="model folder (or its model.json / model.safetensors)")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="image files, folders or glob patterns (quote them; ** matches sub-folders)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="local Dask workers (default: one per CPU core, or one per GPU)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on an existing Dask cluster, e.g. tcp://host:8786 (left running)")
+    p.add_argument("--overwrite", action="store_true", help="predict again images whose outputs exist")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    add_options(p, BatchOptions)
+    p.set_defaults(func=run)
