@@ -52,10 +52,29 @@ def test_lower_level_defaults_are_the_options_defaults():
         sig = inspect.signature(fn).parameters
         assert sig["overlap"].default == DEFAULTS.overlap
         assert sig["batch_size"].default == DEFAULTS.batch_size
-    for fn in (segment_image, watershed_grains):
-        sig = inspect.signature(fn).parameters
-        for name, value in DEFAULTS.watershed().items():
-            assert sig[name].default == value, name
+    sig = inspect.signature(watershed_grains).parameters
+    for name, value in DEFAULTS.watershed().items():
+        assert sig[name].default == value, name
+    sig = inspect.signature(segment_image).parameters
+    for name, value in DEFAULTS.watershed().items():
+        assert name not in sig or sig[name].default == value, name
+
+
+def test_every_watershed_option_reaches_the_watershed(monkeypatch):
+    """A "Grains" option declared in InferenceOptions arrives in watershed_grains with no other edit."""
+    import napari_grainlab.core.inference.segment as segment
+
+    seen = {}
+    real = segment.watershed_grains
+
+    def spy(boundary, distance, **kwargs):
+        seen.update(kwargs)
+        return real(boundary, distance, **kwargs)
+
+    monkeypatch.setattr(segment, "watershed_grains", spy)
+    opts = InferenceOptions(tile=64, compactness=0.5, h=0.2, smoothing=1.0)
+    predict_array(LineModel(), {}, _image(), opts, device="cpu")
+    assert {k: seen[k] for k in opts.watershed()} == opts.watershed()
 
 
 def test_options_and_keywords_give_the_same_prediction():

@@ -25,8 +25,6 @@ __all__ = ["DEFAULTS", "DEFAULT_OVERLAP", "MIN_TILE", "WATERSHED_FIELDS", "Infer
 MIN_TILE = 32
 #: overlap of neighbouring segmentation tiles (px)
 DEFAULT_OVERLAP = 64
-#: the options of the marker-controlled watershed (see ``postprocess.watershed_grains``)
-WATERSHED_FIELDS = ("marker_threshold", "boundary_threshold", "smoothing", "h", "merge_threshold")
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,9 @@ class InferenceOptions:
     merge_threshold: float | None = option(0.35, min=0.0, max=1.0, step=0.05, group="Grains", cli=False,
                                            help="merge neighbouring grains whose shared boundary is weaker than "
                                                 "this (None: never)")
+    compactness: float = option(0.0, min=0.0, max=1e6, group="Grains", cli=False,
+                                help="compact watershed: larger values give more regular, convex grains (0: the "
+                                     "plain watershed)")
     # ------------------------------------------------------------------ device
     device: str = option("auto", suggest=("auto", "cpu", "cuda", "mps"), group="Device", metavar="DEV",
                          help="auto | cpu | cuda | cuda:N | mps")
@@ -112,6 +113,10 @@ class InferenceOptions:
         return {k: v for k, v in self.watershed().items() if getattr(defaults, k) != v}
 
 
+#: the options of the marker-controlled watershed (keyword arguments of ``postprocess.watershed_grains``):
+#: every "Grains" option but ``min_size``
+WATERSHED_FIELDS = tuple(f.name for f in option_fields(InferenceOptions)
+                         if f.metadata["group"] == "Grains" and f.name != "min_size")
 #: the default options (their values are the defaults of the lower-level functions too)
 DEFAULTS = InferenceOptions()
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import ModelError
 from ._result import default_min_size
 from .adapt import adapt_batchnorm, match_histogram
 from .options import DEFAULTS as _D
@@ -47,6 +49,7 @@ def segment_image(
     progress: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
     warn: Callable[[str], None] | None = None,
+    **watershed: Any,
 ) -> SegmentationResult:
     """Segment a micrograph into grains with a boundary / distance model.
 
@@ -70,7 +73,8 @@ def segment_image(
     marker_threshold, boundary_threshold, smoothing, h, merge_threshold
         Post-processing of the maps into grains (smoothing, h-maxima markers, watershed,
         merging of borders with no boundary evidence), see
-        :func:`~napari_grainlab.core.inference.postprocess.watershed_grains`.
+        :func:`~napari_grainlab.core.inference.postprocess.watershed_grains`; ``**watershed``: its
+        other keyword arguments (e.g. ``compactness``).
 
     Returns
     -------
@@ -78,10 +82,10 @@ def segment_image(
     """
     task = getattr(model, "task", "segment")
     if task != "segment":
-        raise ValueError(f"model: expected a segmentation model, got task {task!r}")
+        raise ModelError(f"model: expected a segmentation model, got task {task!r}")
     out_channels = getattr(model, "out_channels", 2)
     if out_channels != 2:
-        raise ValueError(f"model: a segmentation model has 2 output channels, this one has {out_channels}")
+        raise ModelError(f"model: a segmentation model has 2 output channels, this one has {out_channels}")
     image = _check_image(image)
     if histogram_reference is not None:
         image = match_histogram(image, histogram_reference)
@@ -94,5 +98,5 @@ def segment_image(
         min_size = default_min_size(image.shape)
     labels = watershed_grains(boundary, distance, marker_threshold=marker_threshold,
                               boundary_threshold=boundary_threshold, min_size=int(min_size),
-                              smoothing=smoothing, h=h, merge_threshold=merge_threshold)
+                              smoothing=smoothing, h=h, merge_threshold=merge_threshold, **watershed)
     return SegmentationResult(labels=labels, boundary=boundary, distance=distance)
