@@ -30,7 +30,7 @@ TRAIN_SIZE = 256
 @lru_cache(maxsize=1)
 def train_model(out: Path | None = None) -> Path:
     """Fine-tune a small segmentation model on synthetic SEM micrographs; returns its best checkpoint."""
-    from napari_grainlab._sample_data import sem_sample_params
+    from napari_grainlab.core.synthetic.samples import sem_sample_params
     from napari_grainlab.core.data.datasets import samples_from_arrays
     from napari_grainlab.core.synthetic import generate
     from napari_grainlab.core.training import Epoch, Finished, TrainConfig, fit

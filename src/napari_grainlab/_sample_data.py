@@ -18,9 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from .core.synthetic import SynthParams, SyntheticSample, TessellationParams, generate
+from .core.synthetic import SyntheticSample, generate
+from .core.synthetic.samples import OPTICAL_SEED, SAMPLE_SIZE, SEM_SEED, optical_sample_params, sem_sample_params
 
 __all__ = [
+    "OPTICAL_SEED",
+    "SAMPLE_SIZE",
+    "SEM_SEED",
     "grain_features",
     "layer_metadata",
     "optical_sample_params",
@@ -31,35 +35,9 @@ __all__ = [
     "spatial_kwargs",
 ]
 
-SAMPLE_SIZE = 768
-SEM_SEED = 20240531
-OPTICAL_SEED = 1017
-
 LayerDataTuple = tuple[np.ndarray, dict[str, Any], str]
 
 _STATUS_FIRST = ("equivalent_diameter", "area", "aspect_ratio", "orientation", "phase", "twinned")
-
-
-def sem_sample_params() -> SynthParams:
-    """SEM secondary-electron look, annealed microstructure with some twins (50 nm px)."""
-    return SynthParams(
-        height=SAMPLE_SIZE,
-        width=SAMPLE_SIZE,
-        style="sem",
-        pixel_size=0.05,
-        tessellation=TessellationParams(grains=160, hard_core=0.35, size_sigma=0.3, twin_fraction=0.3),
-    )
-
-
-def optical_sample_params() -> SynthParams:
-    """Etched light-optical look, finer grains (0.5 µm px)."""
-    return SynthParams(
-        height=SAMPLE_SIZE,
-        width=SAMPLE_SIZE,
-        style="optical",
-        pixel_size=0.5,
-        tessellation=TessellationParams(grains=260, hard_core=0.3, size_sigma=0.35, lloyd_steps=1),
-    )
 
 
 def grain_features(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -117,7 +117,7 @@ def _demo_segment(ctx: _DemoContext) -> dict:
     """Segment a fresh synthetic micrograph and the built-in sample; score against the ground truth."""
     import numpy as np
 
-    from .._sample_data import SEM_SEED, sem_sample_params
+    from ..core.synthetic.samples import SEM_SEED, sem_sample_params
     from ..core._io import atomic_write_png, atomic_write_tiff
     from ..core.inference import classical_grains, segment_image
     from ..core.measure import grain_table, summarize, write_table_csv
