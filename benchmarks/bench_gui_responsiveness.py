@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_grainlab.core.data import samples_from_arrays
-    from napari_grainlab.gui.widgets.train import TrainWidget
+    from napari_grainlab.gui.train import TrainWidget
 
     data = make_data(args.size)
     samples = samples_from_arrays([d[1] for d in data], [d[2] for d in data], names=[d[0] for d in data])

@@ -24,7 +24,7 @@ from screenshots import _new_viewer, _process_until, _save, _settle  # noqa: E40
 
 def train_dock(out: Path) -> Path:
     from napari_grainlab.core.training import TrainConfig
-    from napari_grainlab.gui.widgets.train import TrainWidget  # noqa: F401  (torch before OpenGL)
+    from napari_grainlab.gui.train import TrainWidget  # noqa: F401  (torch before OpenGL)
 
     viewer = _new_viewer()
     viewer.open_sample("napari-grainlab", "sem_grains")

@@ -42,7 +42,7 @@ def tiny_config(out: Path, **changes) -> TrainConfig:
 
 @pytest.fixture
 def dock(viewer, qtbot, tmp_path):
-    from napari_grainlab.gui.widgets.train import TrainWidget
+    from napari_grainlab.gui.train import TrainWidget
 
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train")
@@ -282,7 +282,7 @@ def test_pairs_follow_the_layers(viewer, dock):
 
 
 def test_form_round_trips_the_config_and_explains_strategies(dock, tmp_path):
-    from napari_grainlab.gui.widgets.train import STRATEGY_TIPS
+    from napari_grainlab.gui.train import STRATEGY_TIPS
 
     cfg = TrainConfig(backbone="convnext_tiny", weights="imagenet", strategy="gradual", unfreeze_every=3,
                       epochs=12, batch_size=4, patch_size=128, lr=3e-4, patience=5, val_fraction=0.3,

@@ -77,7 +77,7 @@ class TrainConfig:
                                   help="finetune: how many of the deepest backbone stages train")
     unfreeze_every: int = option(2, min=1, max=1000, group="Advanced", suffix=" epochs", metavar="E",
                                  help="gradual: epochs between unfreezing one more backbone stage")
-    backbone_lr_factor: float = option(0.1, min=0.0, max=10.0, min_open=True, step=0.05, prefix="× ",
+    backbone_lr_factor: float = option(0.1, min=0.0, max=10.0, min_open=True, widget="log", prefix="× ",
                                        group="Advanced", label="Backbone LR", metavar="F",
                                        help="learning rate of the trained backbone stages relative to the "
                                             "decoder's (backbone LR = LR x F)")
@@ -95,7 +95,8 @@ class TrainConfig:
     lr: float = option(1e-3, min=0.0, max=1.0, min_open=True, widget="log", group="Training",
                        label="Learning rate", metavar="LR",
                        help="learning rate of the decoder / head (AdamW, warm-up then cosine decay)")
-    weight_decay: float = option(1e-4, min=0.0, group="Regularisation", metavar="WD", help="AdamW weight decay")
+    weight_decay: float = option(1e-4, min=0.0, max=1.0, group="Regularisation", metavar="WD",
+                                 help="AdamW weight decay")
     warmup_epochs: float = option(1.0, min=0.0, group="Advanced", widget="hidden", cli=False,
                                   help="epochs of linear learning-rate warm-up")
     min_lr_ratio: float = option(0.01, min=0.0, max=1.0, group="Advanced", widget="hidden", cli=False,
@@ -136,9 +137,9 @@ class TrainConfig:
                             help="dropout before the head")
     label_smoothing: float = option(0.1, min=0.0, max=0.5, step=0.05, group="Regularisation", metavar="E",
                                     help="label smoothing of the targets")
-    mixup: float = option(0.0, min=0.0, group="Regularisation", metavar="ALPHA",
+    mixup: float = option(0.0, min=0.0, max=100.0, step=0.1, group="Regularisation", metavar="ALPHA",
                           help="classification: mixup alpha (0 = off)")
-    cutmix: float = option(0.0, min=0.0, group="Regularisation", metavar="ALPHA",
+    cutmix: float = option(0.0, min=0.0, max=100.0, step=0.1, group="Regularisation", metavar="ALPHA",
                            help="classification: cutmix alpha (0 = off)")
     boundary_width: int = option(2, min=1, max=32, group="Advanced", widget="hidden", cli=False,
                                  help="width in px of the boundary class of the segmentation targets")

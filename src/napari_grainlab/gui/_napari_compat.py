@@ -1,0 +1,151 @@
+"""Every reach into napari's internals, in one place.
+
+The docks use napari's public API everywhere else.  What napari offers no public way to do sits
+here, each function documented with the napari internal it relies on and guarded so that a napari
+release that changes that internal degrades the feature (logged at debug level) instead of breaking
+the dock.  Checked against napari 0.5 to 0.9; ``tests/gui/test_napari_compat.py`` has one test per
+function, so a napari upgrade that breaks one of them fails there first.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QMainWindow, QWidget
+
+__all__ = ["hook_dock_close", "throttle_activity_animation", "unwrap_proxy", "watch_main_window_close"]
+
+log = logging.getLogger(__name__)
+
+
+def unwrap_proxy(obj: Any) -> Any:
+    """The napari object behind the ``PublicOnlyProxy`` napari hands a plugin widget.
+
+    napari (>= 0.4.12) gives plugin widgets a ``wrapt`` proxy of the viewer that warns on private
+    attributes; identity checks (``layer in viewer.layers``, the selection, event sources) need the
+    real object, which the proxy keeps as ``__wrapped__``.  Anything else is returned as it is.
+    """
+    return getattr(obj, "__wrapped__", obj)
+
+
+def _weak_callable(func: Callable[[], bool]) -> Callable[[], Callable[[], bool] | None]:
+    """A weak reference to ``func`` (a bound method is held through its instance)."""
+    if hasattr(func, "__self__") and hasattr(func, "__func__"):
+        return weakref.WeakMethod(func)
+    return lambda: func
+
+
+class _CloseFilter(QObject):
+    """Event filter on a main window: ignore its Close event when ``confirm()`` says no."""
+
+    def __init__(self, parent: QObject, confirm: Callable[[], bool]) -> None:
+        super().__init__(parent)
+        self._confirm = _weak_callable(confirm)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt override)
+        if event.type() == QEvent.Type.Close:
+            confirm = self._confirm()
+            if confirm is not None and not confirm():
+                event.ignore()
+                return True
+        return False
+
+
+def watch_main_window_close(widget: QWidget, confirm: Callable[[], bool]) -> Callable[[], None] | None:
+    """Ask ``confirm()`` before the main window holding ``widget`` closes; a False answer keeps it open.
+
+    napari has no public "viewer is about to close" hook that can cancel, so an event filter goes
+    on the ``QMainWindow`` ancestor of the dock (napari's ``_QtMainWindow``).  Returns a function
+    that removes the filter again, or ``None`` while ``widget`` is not (yet) inside a main window
+    (a dock widget is reparented into it only once it is added).  ``confirm`` is held weakly when
+    it is a bound method, and the filter is a child of ``widget``: neither keeps the other alive.
+    """
+    main = widget.parent()
+    while main is not None and not isinstance(main, QMainWindow):
+        main = main.parent()
+    if main is None:
+        return None
+    close_filter = _CloseFilter(widget, confirm)
+    main.installEventFilter(close_filter)
+    window = weakref.ref(main)
+    filter_ref = weakref.ref(close_filter)
+
+    def remove() -> None:
+        win, filt = window(), filter_ref()
+        if win is not None and filt is not None:
+            try:
+                win.removeEventFilter(filt)
+            except RuntimeError:  # the window's C++ part is already gone
+                pass
+
+    return remove
+
+
+def hook_dock_close(widget: QWidget, before_close: Callable[[], bool]) -> bool:
+    """Call ``before_close()`` when napari's dock close button (the "x" of the dock) is clicked;
+    the dock closes only when it returns True.
+
+    The close button of napari's ``QtViewerDockWidget`` calls its ``destroyOnClose()``, which
+    removes the dock at once; there is no signal to cancel it, so that method is replaced on the
+    dock instance by one that asks first.  Returns True when the hook is in place, False while
+    ``widget`` is not inside such a dock, or when napari no longer has ``destroyOnClose``.
+    ``before_close`` is held weakly when it is a bound method.
+    """
+    dock = widget.parent()
+    while dock is not None and not hasattr(dock, "destroyOnClose"):
+        dock = dock.parent()
+    if dock is None:
+        return False
+    original = dock.destroyOnClose
+    if not callable(original):
+        log.debug("napari's dock widget has no callable destroyOnClose: close button not hooked")
+        return False
+    ask = _weak_callable(before_close)
+
+    def destroy_on_close() -> None:
+        func = ask()
+        if func is not None and not func():
+            return
+        original()
+
+    dock.destroyOnClose = destroy_on_close
+    return True
+
+
+def throttle_activity_animation(widget_or_viewer: Any, on: bool, speed_percent: int = 10) -> int:
+    """Slow napari's activity animation to ``speed_percent`` % of its speed while ``on``; restore
+    its normal speed when not.  Returns how many animations were found (0: nothing changed).
+
+    The animation is the spinner next to the status bar's "activity" button while a progress bar
+    runs: the ``QMovie`` of a ``QLabel`` in napari's ``ActivityToggleItem`` (napari 0.4.14 to 0.9,
+    ``napari._qt.dialogs.qt_activity_dialog``).  Every frame of it repaints the main window, which
+    is recomposited as a whole because it holds the OpenGL canvas; with software OpenGL (virtual
+    machines, remote desktops) each frame costs milliseconds of CPU taken from a running job (see
+    ``benchmarks/bench_gui_responsiveness.py``).  ``widget_or_viewer`` is a widget inside the main
+    window, or the viewer (also behind a ``PublicOnlyProxy``).  Best effort: when napari moves the
+    animation, none is found and nothing happens.
+    """
+    from qtpy.QtWidgets import QLabel
+
+    if isinstance(widget_or_viewer, QWidget):
+        window = widget_or_viewer.window()
+    else:
+        window = getattr(getattr(unwrap_proxy(widget_or_viewer), "window", None), "_qt_window", None)
+    if not isinstance(window, QWidget):
+        return 0
+    found = 0
+    try:
+        for label in window.findChildren(QLabel):
+            parent, movie = label.parent(), label.movie()
+            if movie is not None and parent is not None and type(parent).__name__ == "ActivityToggleItem":
+                movie.setSpeed(speed_percent if on else 100)
+                found += 1
+    except RuntimeError:  # a deleted Qt object (the window is closing)
+        return found
+    if not found:
+        log.debug("napari's activity animation was not found: not throttled")
+    return found

@@ -1,0 +1,98 @@
+"""The reach-ins into napari internals (gui/_napari_compat.py), one test each, in a real viewer."""
+
+from __future__ import annotations
+
+import pytest
+
+from napari_grainlab.gui import _napari_compat as compat
+
+pytestmark = pytest.mark.gui
+
+
+def _plain_widget(viewer, name="compat"):
+    from qtpy.QtWidgets import QLabel
+
+    widget = QLabel("compat test")
+    viewer.window.add_dock_widget(widget, name=name, area="right")
+    return widget
+
+
+def test_unwrap_proxy_returns_the_viewer_behind_the_plugin_proxy(viewer):
+    import numpy as np
+    from napari.utils._proxies import PublicOnlyProxy
+
+    proxy = PublicOnlyProxy(viewer)
+    assert proxy is not viewer
+    assert compat.unwrap_proxy(proxy) is viewer
+    assert compat.unwrap_proxy(viewer) is viewer  # a real viewer passes through
+    layer = viewer.add_image(np.zeros((4, 4)), name="img")
+    assert compat.unwrap_proxy(proxy).layers[0] is layer
+
+
+def test_watch_main_window_close_can_cancel_and_be_removed(viewer, qtbot):
+    from qtpy.QtGui import QCloseEvent
+    from qtpy.QtWidgets import QApplication, QWidget
+
+    assert compat.watch_main_window_close(QWidget(), lambda: False) is None  # not in a window yet
+    widget = _plain_widget(viewer)
+    answers = []
+
+    def confirm() -> bool:
+        answers.append("asked")
+        return False
+
+    remove = compat.watch_main_window_close(widget, confirm)
+    assert remove is not None
+    main = viewer.window._qt_window
+    event = QCloseEvent()
+    QApplication.sendEvent(main, event)
+    assert answers == ["asked"]
+    assert not event.isAccepted()  # the window stays open
+    remove()
+    event = QCloseEvent()
+    event.ignore()
+    QApplication.sendEvent(main, event)
+    assert answers == ["asked"]  # no longer asked
+
+
+def test_hook_dock_close_asks_before_the_close_button_removes_the_dock(viewer, qtbot):
+    from qtpy.QtWidgets import QWidget
+
+    assert compat.hook_dock_close(QWidget(), lambda: True) is False  # not docked
+    widget = _plain_widget(viewer, name="hooked")
+    answer = {"value": False, "asked": 0}
+
+    def before_close() -> bool:
+        answer["asked"] += 1
+        return answer["value"]
+
+    assert compat.hook_dock_close(widget, before_close) is True
+    dock = widget.parent()
+    while not hasattr(dock, "destroyOnClose"):
+        dock = dock.parent()
+    dock.destroyOnClose()
+    assert answer["asked"] == 1
+    assert "hooked" in viewer.window.dock_widgets  # refused: still docked
+    answer["value"] = True
+    dock.destroyOnClose()
+    assert answer["asked"] == 2
+    assert "hooked" not in viewer.window.dock_widgets
+
+
+def test_throttle_activity_animation_slows_the_status_bar_spinner_and_restores_it(viewer, qtbot):
+    from napari._qt.dialogs.qt_activity_dialog import ActivityToggleItem
+    from napari.utils._proxies import PublicOnlyProxy
+    from qtpy.QtWidgets import QWidget
+
+    (item,) = viewer.window._qt_window.findChildren(ActivityToggleItem)
+    movie = item._inProgressIndicator.movie()
+    assert movie.speed() == 100
+    widget = _plain_widget(viewer, name="throttled")
+    assert compat.throttle_activity_animation(widget, True, 10) == 1  # a widget in the main window
+    assert movie.speed() == 10
+    assert compat.throttle_activity_animation(PublicOnlyProxy(viewer), False) == 1  # or the viewer
+    assert movie.speed() == 100
+    assert compat.throttle_activity_animation(viewer, True, 25) == 1 and movie.speed() == 25
+    compat.throttle_activity_animation(viewer, False)
+    assert compat.throttle_activity_animation(QWidget(), True) == 0  # in no napari window: nothing to slow
+    assert movie.speed() == 100
