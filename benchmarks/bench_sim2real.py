@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from foreign_renderers import KINDS, make_set  # noqa: E402
+from foreign_renderers import KINDS, make_set
 
 #: (key in segmentation_metrics, label, higher is better)
 METRICS = (
@@ -50,7 +50,7 @@ def own_generator_set(n: int, size: int, seed: int) -> list[tuple[np.ndarray, np
 
     rng = np.random.default_rng([seed, 99])
     out = []
-    for i in range(n):
+    for _ in range(n):
         p = SynthParams(height=size, width=size)
         p.tessellation.grains = None
         p.tessellation.mean_diameter = float(rng.uniform(35.0, 65.0))

@@ -167,7 +167,7 @@ def _model_variant(model: Path, dest: Path, *, drop_reference=False, nan_weights
         (dest / "model.json").write_text(json.dumps(meta))
     if nan_weights:
         state = load_file(str(dest / "model.safetensors"))
-        for k, v in state.items():
+        for v in state.values():
             if v.is_floating_point():
                 v.fill_(float("nan"))
         save_file(state, str(dest / "model.safetensors"))

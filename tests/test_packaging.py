@@ -102,7 +102,7 @@ def test_manifest_contributions_refer_to_declared_commands():
 def _qt_binding_available() -> bool:
     try:
         import qtpy  # noqa: F401
-    except Exception:  # qtpy raises its own error when no binding is installed
+    except Exception:  # noqa: BLE001 - qtpy raises its own error type when no binding is installed
         return False
     return True
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from skimage.color import label2rgb  # noqa: E402
+import matplotlib.pyplot as plt
+from skimage.color import label2rgb
 
-from napari_grainlab.core.synthetic import SynthParams, generate  # noqa: E402
+from napari_grainlab.core.synthetic import SynthParams, generate
 
 
 def looks(size: int) -> list[tuple[str, SynthParams]]:

@@ -60,7 +60,7 @@ def _new_viewer():
 
 def synthesize_dock(out: Path) -> Path:
     from napari_grainlab.core.synthetic import SynthParams, TessellationParams
-    from napari_grainlab.gui.widgets.synthesize import PREVIEW_IMAGE, PREVIEW_LABELS
+    from napari_grainlab.gui.synthesize import PREVIEW_IMAGE, PREVIEW_LABELS
 
     viewer = _new_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-grainlab", "Synthesize")

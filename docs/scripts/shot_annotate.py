@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from screenshots import _new_viewer, _process_until, _save, _settle  # noqa: E402
+from screenshots import _new_viewer, _process_until, _save, _settle
 
 
 def annotate_dock(out: Path) -> Path:

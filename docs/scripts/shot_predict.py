@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from screenshots import _new_viewer, _process_until, _save, _settle  # noqa: E402
+from screenshots import _new_viewer, _process_until, _save, _settle
 
 TRAIN_IMAGES = 6
 TRAIN_SIZE = 256
@@ -30,9 +30,9 @@ TRAIN_SIZE = 256
 @lru_cache(maxsize=1)
 def train_model(out: Path | None = None) -> Path:
     """Fine-tune a small segmentation model on synthetic SEM micrographs; returns its best checkpoint."""
-    from napari_grainlab.core.synthetic.samples import sem_sample_params
     from napari_grainlab.core.data.datasets import samples_from_arrays
     from napari_grainlab.core.synthetic import generate
+    from napari_grainlab.core.synthetic.samples import sem_sample_params
     from napari_grainlab.core.training import Epoch, Finished, TrainConfig, fit
 
     out = Path(out or Path(tempfile.mkdtemp(prefix="grainlab-shot-")) / "models" / "sem")

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from napari_grainlab.core import annotate as A
-from napari_grainlab.core.data.datasets import (group_of, load_classification_folder,
-                                                load_segmentation_folder)
+from napari_grainlab.core.data.datasets import group_of, load_classification_folder, load_segmentation_folder
 
 
 def two_grains() -> np.ndarray:

@@ -54,9 +54,8 @@ def dock(viewer, qtbot):
 
 
 def mouse(layer, kind: str, position, dragging: bool = False):
-    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
-
     from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
 
     event = SimpleNamespace(type=kind, is_dragging=dragging, position=tuple(float(p) for p in position), button=1,
                             buttons=[1], modifiers=[], handled=False, pos=np.zeros(2), view_direction=None,

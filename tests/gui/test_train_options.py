@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("qtpy")
 pytest.importorskip("pytestqt")
 
-from napari_grainlab.core._schema import field_kind, option  # noqa: E402
-from napari_grainlab.core.training import TrainConfig  # noqa: E402
+from napari_grainlab.core._schema import field_kind, option
+from napari_grainlab.core.training import TrainConfig
 
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:System theme detection:UserWarning")]
 

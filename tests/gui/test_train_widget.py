@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("qtpy")
 pytest.importorskip("pytestqt")
 
-from napari_grainlab.core.synthetic import SynthParams, TessellationParams, generate  # noqa: E402
-from napari_grainlab.core.training import (  # noqa: E402
+from napari_grainlab.core.synthetic import SynthParams, TessellationParams, generate
+from napari_grainlab.core.training import (
     Checkpoint,
     CrossValidated,
     Epoch,

@@ -21,8 +21,17 @@ import os
 import sys
 
 from .. import __version__
-from ._common import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, REPORTED, Interrupted, Parser, UserError,
-                      error_message)
+from ._common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    REPORTED,
+    Interrupted,
+    Parser,
+    UserError,
+    error_message,
+)
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Interrupted", "UserError", "build_parser", "main"]
 
@@ -59,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # stdout closed early (e.g. piped into `head`): not an error of ours
         with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep interpreter shutdown quiet
+            sys.stdout = open(os.devnull, "w")
         return EXIT_OK
     except REPORTED as exc:
         _error(error_message(exc))

@@ -11,8 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ._common import (EXIT_OK, Interrupted, StopOnInterrupt, UserError, errors_about, follow_training, resolve_workers,
-                      show_progress)
+from ._common import (
+    EXIT_OK,
+    Interrupted,
+    StopOnInterrupt,
+    UserError,
+    errors_about,
+    follow_training,
+    resolve_workers,
+    show_progress,
+)
 from ._synthetic import add_run_options, write_dataset
 
 DEMO_MARKER = "demo.json"
@@ -117,13 +125,13 @@ def _demo_segment(ctx: _DemoContext) -> dict:
     """Segment a fresh synthetic micrograph and the built-in sample; score against the ground truth."""
     import numpy as np
 
-    from ..core.synthetic.samples import SEM_SEED, sem_sample_params
     from ..core._io import atomic_write_png, atomic_write_tiff
     from ..core.inference import classical_grains, segment_image
     from ..core.measure import grain_table, summarize, write_table_csv
     from ..core.metrics import segmentation_metrics
     from ..core.models import ModelSpec, build_model, load_checkpoint, resolve_weights
     from ..core.synthetic import SynthParams, generate
+    from ..core.synthetic.samples import SEM_SEED, sem_sample_params
     from ..core.visualize import overlay_rgb
 
     out = ctx.out / "predictions"

@@ -16,8 +16,15 @@ MAX_AUTO_WORKERS = 4
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..core.experiment import (ExperimentFinished, ExperimentStarted, RunDone, RunStarted, load_config,
-                                   run_experiment, write_report)
+    from ..core.experiment import (
+        ExperimentFinished,
+        ExperimentStarted,
+        RunDone,
+        RunStarted,
+        load_config,
+        run_experiment,
+        write_report,
+    )
 
     if args.report_only and not args.report:
         raise UserError("--report-only needs --report FILE")

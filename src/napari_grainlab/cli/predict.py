@@ -12,8 +12,17 @@ import sys
 from pathlib import Path
 
 from ..core.batch import BatchOptions
-from ._common import (EXIT_OK, EXIT_USAGE, Interrupted, StopOnInterrupt, UserError, add_options, options_from_args,
-                      positive_int, show_progress)
+from ._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    Interrupted,
+    StopOnInterrupt,
+    UserError,
+    add_options,
+    options_from_args,
+    positive_int,
+    show_progress,
+)
 
 
 def run(args: argparse.Namespace) -> int:

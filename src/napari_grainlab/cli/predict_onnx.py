@@ -13,8 +13,17 @@ import sys
 from pathlib import Path
 
 from ..core.batch import BatchOptions
-from ._common import (EXIT_OK, EXIT_USAGE, REPORTED, Interrupted, StopOnInterrupt, UserError, add_options,
-                      error_message, options_from_args)
+from ._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    REPORTED,
+    Interrupted,
+    StopOnInterrupt,
+    UserError,
+    add_options,
+    error_message,
+    options_from_args,
+)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: prediction options that onnxruntime does not have (BatchNorm is folded into the graph; providers pick the device)

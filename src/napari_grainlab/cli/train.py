@@ -13,8 +13,17 @@ from pathlib import Path
 
 from ..core._schema import option_fields
 from ..core.training.config import GROUPS, STRATEGY_HELP, TASKS, TrainConfig
-from ._common import (EXIT_OK, Interrupted, StopOnInterrupt, UserError, add_options, follow_training, nonnegative_int,
-                      options_from_args, show_progress)
+from ._common import (
+    EXIT_OK,
+    Interrupted,
+    StopOnInterrupt,
+    UserError,
+    add_options,
+    follow_training,
+    nonnegative_int,
+    options_from_args,
+    show_progress,
+)
 from ._data import load_training_data
 
 

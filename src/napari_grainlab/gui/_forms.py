@@ -54,7 +54,7 @@ class _NoWheelMixin:
     def _init_no_wheel(self) -> None:
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
-    def wheelEvent(self, event):  # noqa: N802 (Qt override)
+    def wheelEvent(self, event):
         if self.hasFocus():
             super().wheelEvent(event)
         else:
@@ -87,16 +87,16 @@ class LogSpinBox(DoubleSpinBox):
         super().__init__(parent)
         self.setDecimals(10)
 
-    def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt override)
+    def textFromValue(self, value: float) -> str:
         return f"{value:.3g}"
 
-    def valueFromText(self, text: str) -> float:  # noqa: N802 (Qt override)
+    def valueFromText(self, text: str) -> float:
         try:
             return float(text.strip())
         except ValueError:
             return self.value()
 
-    def validate(self, text: str, pos: int):  # noqa: D102 (Qt override)
+    def validate(self, text: str, pos: int):
         t = text.strip()
         try:
             v = float(t)
@@ -107,7 +107,7 @@ class LogSpinBox(DoubleSpinBox):
             QValidator.State.Intermediate
         return state, text, pos
 
-    def stepBy(self, steps: int) -> None:  # noqa: N802 (Qt override)
+    def stepBy(self, steps: int) -> None:
         self.setValue(min(self.maximum(), max(self.minimum(), self.value() * 2.0 ** steps)))
 
 

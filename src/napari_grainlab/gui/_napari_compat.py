@@ -46,7 +46,7 @@ class _CloseFilter(QObject):
         super().__init__(parent)
         self._confirm = _weak_callable(confirm)
 
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt override)
+    def eventFilter(self, obj, event) -> bool:
         if event.type() == QEvent.Type.Close:
             confirm = self._confirm()
             if confirm is not None and not confirm():

@@ -511,12 +511,12 @@ class AnnotateWidget(QWidget):
         return "save" if clicked is save else "discard" if clicked is discard else "cancel"
 
     # ================================================================ dock closing
-    def showEvent(self, event) -> None:  # noqa: N802 (Qt override)
+    def showEvent(self, event) -> None:
         super().showEvent(event)
         if not self._dock_hooked or self._unwatch_close is None:
             self._hook_dock_close()
 
-    def event(self, ev) -> bool:  # noqa: D401 (Qt override)
+    def event(self, ev) -> bool:
         # docked: hook the dock's close button; taken out of its dock (napari's remove_dock_widget
         # only unparents the widget): let go of the layers
         if ev.type() == QEvent.Type.ParentChange and not self._torn_down:

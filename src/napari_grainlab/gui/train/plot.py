@@ -172,7 +172,7 @@ class TrainingPlot(QWidget):
         self._legend_n = -1
         self._schedule()
 
-    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+    def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._fit_margins()
 
