@@ -24,7 +24,7 @@ def sample():
 
 @pytest.fixture
 def dock(viewer):
-    from napari_grainlab.gui.widgets.measure import MeasureWidget
+    from napari_grainlab.gui.measure import MeasureWidget
 
     widget = MeasureWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Measure")

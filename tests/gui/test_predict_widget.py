@@ -52,7 +52,7 @@ def micrograph():
 
 @pytest.fixture
 def dock(viewer):
-    from napari_grainlab.gui.widgets.predict import PredictWidget
+    from napari_grainlab.gui.predict import PredictWidget
 
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")
@@ -263,7 +263,7 @@ def test_classification_adds_class_and_confidence_layers(qtbot, viewer, dock, ch
 
 
 def test_recent_checkpoints_are_remembered(viewer, checkpoints, config_dir):
-    from napari_grainlab.gui.widgets.predict import PredictWidget
+    from napari_grainlab.gui.predict import PredictWidget
 
     first = PredictWidget(viewer)
     first.set_checkpoint(checkpoints / "cls")
@@ -343,7 +343,7 @@ def test_predict_folder_runs_the_batch_on_dask_workers_and_resumes(qtbot, viewer
 
 def test_predict_folder_cancel_and_dialogs_closed(qtbot, viewer, dock, checkpoints, micrograph, notifications,
                                                   tmp_path, monkeypatch):
-    from napari_grainlab.gui.widgets import predict
+    from napari_grainlab.gui.jobs import predict
 
     monkeypatch.setattr(predict, "FOLDER_WORKERS", 1)  # in the worker thread itself, no cluster
     src = _folder(tmp_path / "in", micrograph, 3, side=384)
@@ -360,3 +360,130 @@ def test_predict_folder_cancel_and_dialogs_closed(qtbot, viewer, dock, checkpoin
     assert dock.last_batch is not None and dock.last_batch.cancelled and dock.last_batch.predicted < 3
     assert "Cancelled" in dock.status_label.text() and dock.folder_button.isEnabled()
     assert any("cancelled" in m for m in notifications.messages("info"))
+
+
+# ------------------------------------------------------------------------------ options from the schema
+def _shown_fields():
+    from napari_grainlab.core._schema import option_fields
+    from napari_grainlab.core.inference.options import InferenceOptions
+
+    return [f for f in option_fields(InferenceOptions) if f.metadata.get("widget") != "hidden"]
+
+
+def _other_value(f):
+    """A valid value of option ``f`` other than its default (None for an optional one that has a value)."""
+    from napari_grainlab.core._schema import field_kind
+    from napari_grainlab.core.inference.options import InferenceOptions
+
+    kind, optional, _ = field_kind(InferenceOptions, f.name)
+    meta, default = f.metadata, f.default
+    if kind is bool:
+        return not default
+    if kind is str:
+        return next(s for s in meta["suggest"] if s != default)
+    if optional and default is not None:
+        return None
+    step = meta.get("step") or 1
+    if default is None:
+        return kind(meta["min"] + step)
+    value = default + step
+    return round(value, 6) if kind is float else value
+
+
+def _type_into(editor, value):
+    """Set an option's editor like a user would: its check box, spin box, combo box or on/off toggle."""
+    from qtpy.QtWidgets import QCheckBox, QComboBox
+
+    w = editor.editor
+    if editor.toggle is not None:
+        editor.toggle.setChecked(value is not None)
+        if value is None:
+            return
+    if isinstance(w, QCheckBox):
+        w.setChecked(value)
+    elif isinstance(w, QComboBox):
+        w.setCurrentText(value)
+    elif value is None:
+        w.setValue(w.minimum())  # the "auto" at the minimum
+    else:
+        w.setValue(value)
+
+
+def test_every_option_has_an_editor_from_its_metadata(viewer):
+    from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
+
+    from napari_grainlab.core._schema import field_kind, option_fields
+    from napari_grainlab.core.inference.options import InferenceOptions
+    from napari_grainlab.gui.predict import PredictWidget
+
+    dock = PredictWidget(viewer)
+    editors = dock.options_panel.editors
+    shown = _shown_fields()
+    assert set(editors) == {f.name for f in shown}
+    hidden = [f.name for f in option_fields(InferenceOptions) if f.metadata.get("widget") == "hidden"]
+    assert hidden and not set(hidden) & set(editors)
+    for f in shown:
+        meta, w = f.metadata, editors[f.name].editor
+        kind, optional, _ = field_kind(InferenceOptions, f.name)
+        assert (meta.get("help") or "")[:20] in w.toolTip(), f.name
+        if kind is bool:
+            assert isinstance(w, QCheckBox), f.name
+            continue
+        if kind is str:
+            assert isinstance(w, QComboBox) and w.isEditable(), f.name
+            assert w.currentText() == f.default
+            continue
+        assert isinstance(w, QSpinBox if kind is int else QDoubleSpinBox), f.name
+        assert w.maximum() == pytest.approx(meta["max"]), f.name
+        assert w.suffix() == (meta.get("suffix") or ""), f.name
+        if meta.get("step"):
+            assert w.singleStep() == pytest.approx(meta["step"]), f.name
+        if optional and meta.get("special"):  # None is the minimum, shown as the special text
+            assert w.specialValueText() == meta["special"], f.name
+            assert w.minimum() < meta["min"] <= w.minimum() + w.singleStep(), f.name
+        else:
+            assert w.minimum() == pytest.approx(meta["min"]), f.name
+    # the editors the dock (and its scripts) name are the generated ones
+    assert dock.tile_spin is editors["tile"].editor and dock.device_combo is editors["device"].editor
+    # the watershed settings sit in a collapsed section of their own
+    assert "marker_threshold" in dock.options_panel.forms["Grains"].editors
+    assert not dock.options_panel.sections["Grains"].isExpanded()
+
+
+def test_the_editors_round_trip_through_options(viewer):
+    from napari_grainlab.core.inference.options import InferenceOptions
+    from napari_grainlab.gui.predict import PredictWidget
+
+    dock = PredictWidget(viewer)
+    assert dock.options() == InferenceOptions(device=dock.device_combo.currentText())
+    shown = _shown_fields()
+    changed = {f.name: _other_value(f) for f in shown}
+    for name, value in changed.items():
+        _type_into(dock.options_panel.editors[name], value)
+    got = dock.options()
+    for name, value in changed.items():
+        assert getattr(got, name) == pytest.approx(value) if isinstance(value, float) else \
+            getattr(got, name) == value, name
+    # and back: options shown by set_options come out unchanged, hidden ones included
+    wanted = InferenceOptions(amp=True, **{f.name: f.default for f in shown})
+    dock.set_options(wanted)
+    assert dock.options() == wanted
+    dock.set_options(got)
+    assert dock.options() == got.replace(amp=False)
+
+
+def test_options_a_model_cannot_use_give_their_defaults(viewer):
+    from napari_grainlab.gui.predict import PredictWidget
+
+    dock = PredictWidget(viewer)
+    panel = dock.options_panel
+    grains = panel.editors["marker_threshold"]
+    grains.editor.setValue(0.6)
+    dock.histogram_check.setChecked(True)
+    panel.apply_model({"task": "classify", "training": {"patch_size": 128}})  # a classifier separates no grains
+    assert not grains.editor.isEnabled() and grains.editor.value() == pytest.approx(0.25)
+    options = dock.options()
+    assert options.marker_threshold == 0.25 and not options.histogram_match and options.tile == 128
+    panel.apply_model({"task": "segment", "histogram_reference": [0.0, 1.0]})
+    assert grains.editor.isEnabled() and dock.options().marker_threshold == pytest.approx(0.6)
+    assert dock.options().histogram_match  # the value set before comes back

@@ -34,7 +34,7 @@ def small_params(**changes) -> SynthParams:
 
 
 def wait_preview(qtbot, widget) -> None:
-    from napari_grainlab.gui.widgets.synthesize import PREVIEW_LABELS
+    from napari_grainlab.gui.synthesize import PREVIEW_LABELS
 
     qtbot.waitUntil(lambda: not widget.preview_busy and PREVIEW_LABELS in widget.viewer.layers, timeout=WAIT_MS)
 
@@ -42,7 +42,7 @@ def wait_preview(qtbot, widget) -> None:
 @pytest.fixture
 def dock(viewer, qtbot):
     """The Synthesize dock in ``viewer``, showing the preview of 128 x 128 px parameters."""
-    from napari_grainlab.gui.widgets.synthesize import SynthesizeWidget
+    from napari_grainlab.gui.synthesize import SynthesizeWidget
 
     widget = SynthesizeWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Synthesize")
@@ -52,7 +52,7 @@ def dock(viewer, qtbot):
 
 
 def preview_layers(viewer):
-    from napari_grainlab.gui.widgets.synthesize import PREVIEW_IMAGE, PREVIEW_LABELS
+    from napari_grainlab.gui.synthesize import PREVIEW_IMAGE, PREVIEW_LABELS
 
     return viewer.layers[PREVIEW_IMAGE], viewer.layers[PREVIEW_LABELS]
 
@@ -64,7 +64,7 @@ def wait_task(qtbot, task):
 
 # --------------------------------------------------------------------------- the dock
 def test_dock_opens_from_manifest_with_preview(viewer, qtbot):
-    from napari_grainlab.gui.widgets.synthesize import SynthesizeWidget
+    from napari_grainlab.gui.synthesize import SynthesizeWidget
 
     _dw, widget = viewer.window.add_plugin_dock_widget("napari-grainlab", "Synthesize")
     assert isinstance(widget, SynthesizeWidget)
@@ -233,7 +233,7 @@ def test_invalid_change_discards_running_preview(dock, qtbot):
 
 
 def test_deleted_or_renamed_preview_layers(dock, qtbot):
-    from napari_grainlab.gui.widgets.synthesize import PREVIEW_IMAGE, PREVIEW_LABELS
+    from napari_grainlab.gui.synthesize import PREVIEW_IMAGE, PREVIEW_LABELS
 
     viewer = dock.viewer
     image, labels = preview_layers(viewer)
@@ -296,7 +296,7 @@ def test_event_loop_stays_responsive(dock, qtbot):
 
 
 def test_large_images_are_previewed_as_a_window_at_the_same_grain_size():
-    from napari_grainlab.gui.widgets.synthesize import PREVIEW_MAX_PIXELS, preview_params
+    from napari_grainlab.gui.synthesize import PREVIEW_MAX_PIXELS, preview_params
 
     small = small_params()
     assert preview_params(small) == (small, "")
@@ -424,7 +424,7 @@ def test_save_and_load_parameters(dock, qtbot, tmp_path, notifications):
 
 def test_closing_the_dock_while_busy(viewer, qtbot, tmp_path):
     """Removing the dock while a preview and a dataset run stops them without errors."""
-    from napari_grainlab.gui.widgets.synthesize import SynthesizeWidget
+    from napari_grainlab.gui.synthesize import SynthesizeWidget
 
     widget = SynthesizeWidget(viewer)
     dw = viewer.window.add_dock_widget(widget, name="Synthesize")

@@ -59,9 +59,9 @@ def preload_engine() -> None:
     import timm  # noqa: F401
     import torch  # noqa: F401
 
+    from ..core import training  # noqa: F401
     from ..core.inference import pipeline  # noqa: F401
     from ..core.models import networks  # noqa: F401
-    from ..core import training  # noqa: F401
 
 
 def ensure_engine(status=None) -> bool:

@@ -167,9 +167,12 @@ def role_name(base: str, role: str) -> str:
     return f"{base} {suffix}" if suffix else base
 
 
-def prediction_metadata(source: str, model: str, role: str = "grains", **extra: Any) -> dict[str, Any]:
-    """``layer.metadata`` of a layer holding a model's prediction (see :func:`is_prediction`)."""
-    return role_metadata(role, source, model=str(model), prediction=True, **extra)
+def prediction_metadata(image: str, model: str, role: str = "grains", made_by: str | None = None,
+                        **extra: Any) -> dict[str, Any]:
+    """``layer.metadata`` of a layer holding a model's prediction of the image layer ``image``
+    (see :func:`is_prediction`); ``made_by`` names the dock (e.g. "Predict dock")."""
+    info = {"made_by": made_by} if made_by else {}
+    return role_metadata(role, image, model=str(model), prediction=True, **info, **extra)
 
 
 def is_prediction(layer: Layer) -> bool:
@@ -188,11 +191,22 @@ def prediction_name(viewer: napari.viewer.Viewer, name: str) -> str:
 
 def put_layer(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, name: str, **kwargs: Any) -> Layer:
     """Add layer ``name`` of ``kind`` ("image" / "labels"), or replace the data (and features,
-    metadata, placement) of an existing layer of that name and kind, keeping its display settings."""
+    metadata, placement) of the existing layer it replaces, keeping its display settings.
+
+    When ``metadata`` gives a role and a source (:func:`role_metadata`), the existing layer is the
+    one of that kind with the same role and source, whatever the user renamed it to; otherwise the
+    one of that kind named ``name``."""
     from napari.layers import Image, Labels
 
     cls = {"image": Image, "labels": Labels}[kind]
-    existing = next((ly for ly in viewer.layers if ly.name == name and isinstance(ly, cls)), None)
+    own = (kwargs.get("metadata") or {}).get("grainlab") or {}
+    existing = None
+    if own.get("role") and own.get("source") is not None:
+        existing = next((ly for ly in reversed(layers_with_role(viewer, own["role"], own["source"]))
+                         if isinstance(ly, cls)), None)
+    if existing is None:
+        existing = next((ly for ly in viewer.layers if ly.name == name and isinstance(ly, cls)
+                         and role_of(ly) in (None, own.get("role"))), None)
     if existing is None:
         return getattr(viewer, f"add_{kind}")(data, name=name, **kwargs)
     layer = existing

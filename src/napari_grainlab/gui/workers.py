@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 import time
-from functools import partial
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from napari.qt.threading import FunctionWorker, create_worker
@@ -34,7 +34,7 @@ from napari.utils.progress import cancelable_progress
 from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QProgressBar, QPushButton
 
-from ..core.synthetic.params import ParameterError
+from ..core.errors import USER_ERRORS
 
 __all__ = [
     "GeneratorTask",
@@ -47,9 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: errors whose message is enough for the user (no traceback button in the notification)
-USER_ERRORS: tuple[type[BaseException], ...] = (ParameterError, OSError)
 
 _ACTIVITY_INTERVAL_MS = 50  # at most ~20 repaints per second of napari's activity bar
 
@@ -130,7 +127,9 @@ def _call_tagged(tag: int, func: Callable[..., Any], args: tuple, kwargs: dict) 
 
 
 def report_error(error: BaseException, context: str) -> None:
-    """Show ``error`` as a napari notification (expected errors: message only)."""
+    """Show ``error`` as a napari notification: the GUI's one place that tells a user's error
+    (:data:`~napari_grainlab.core.errors.USER_ERRORS`: its message, one line) from a bug (with the
+    traceback)."""
     log.debug("%s failed", context, exc_info=error)
     if isinstance(error, USER_ERRORS):
         show_error(f"{context} failed: {error}")

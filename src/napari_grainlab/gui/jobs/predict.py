@@ -29,11 +29,9 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
-__all__ = ["EXPECTED_ERRORS", "FOLDER_WORKERS", "ImageDone", "ImageFailed", "PredictJob", "PredictStatus",
+__all__ = ["FOLDER_WORKERS", "ImageDone", "ImageFailed", "PredictJob", "PredictStatus",
            "job_from_layer", "predict_folder_events", "predict_jobs", "show_prediction"]
 
-#: errors whose message says it all (no traceback in the notification)
-EXPECTED_ERRORS = USER_ERRORS
 #: most local Dask workers a folder prediction from the dock starts (napari keeps working meanwhile)
 FOLDER_WORKERS = 2
 
@@ -131,7 +129,7 @@ def predict_jobs(jobs: list[PredictJob], checkpoint: str | Path, options: Infere
                 summary.update(astm_grain_size(result.labels, job.pixel_size))
         except Cancelled:
             break
-        except EXPECTED_ERRORS as exc:
+        except USER_ERRORS as exc:
             yield ImageFailed(job, exc)
             continue
         done += 1
@@ -188,7 +186,8 @@ def show_prediction(viewer: napari.viewer.Viewer, done: ImageDone, source: str) 
     job, res = done.job, done.result
 
     def common(role: str) -> dict[str, Any]:
-        meta = prediction_metadata(source, done.model_path, role=role, image=job.name, pixel_size_um=job.pixel_size)
+        meta = prediction_metadata(job.name, done.model_path, role=role, made_by=source, image=job.name,
+                                   pixel_size_um=job.pixel_size)
         return {**job.spatial, "metadata": meta}
 
     def name(role: str) -> str:

@@ -18,237 +18,42 @@ and follows edits of the layer (throttled) while *Auto* is on.
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QAbstractTableModel, QModelIndex, Qt, QTimer
+from qtpy.QtCore import QModelIndex, Qt, QTimer
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
 
 from ..._sample_data import grain_features
-from ...core.measure import astm_grain_size, grain_table, summarize, write_table_csv
+from ...core.measure import write_table_csv
 from .._layers import LayerCombo, layer_pixel_size, pixel_size_spin
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
+from .histogram import SizeHistogram
+from .measurement import Measurement, measure_labels, summary_html
+from .table import GrainTableModel, fit_columns, grain_table_view
 
 if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
-__all__ = ["GrainTableModel", "Measurement", "MeasureWidget", "measure_labels"]
+__all__ = ["MeasureWidget"]
 
 ERROR_STYLE = "color: #f0524f;"
 HINT_STYLE = "color: #999999;"
 THROTTLE_MS = 400
-MAX_BINS = 60
-
-#: table columns shown, with their headers ({u}: the length unit)
-COLUMNS = (
-    ("label", "label"),
-    ("equivalent_diameter", "⌀ eq. [{u}]"),
-    ("area", "area [{u}²]"),
-    ("aspect_ratio", "aspect"),
-    ("orientation", "orient. [°]"),
-    ("major_axis_length", "major [{u}]"),
-    ("minor_axis_length", "minor [{u}]"),
-    ("centroid_y", "y [{u}]"),
-    ("centroid_x", "x [{u}]"),
-    ("touches_border", "edge"),
-)
-
-
-# ============================================================================ worker side
-@dataclass(frozen=True)
-class Measurement:
-    """Everything the dock shows for one labels array."""
-
-    table: dict[str, np.ndarray]
-    summary: dict[str, Any]
-    astm: dict[str, float]
-    pixel_size: float | None
-    shape: tuple[int, int]
-    elapsed: float
-    layer_id: int = 0
-
-    @property
-    def unit(self) -> str:
-        return "µm" if self.pixel_size else "px"
-
-
-def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int = 0) -> Measurement:
-    """Grain table, summary and ASTM E112 numbers of ``labels`` (runs in a worker thread)."""
-    t0 = time.perf_counter()
-    labels = np.asarray(labels)
-    if labels.dtype.kind == "b":
-        labels = labels.astype(np.uint8)
-    table = grain_table(labels, pixel_size)
-    summary = summarize(labels, pixel_size)
-    astm = astm_grain_size(labels, pixel_size)
-    return Measurement(table, summary, astm, pixel_size, tuple(labels.shape), time.perf_counter() - t0, layer_id)
-
-
-# ============================================================================ table model
-class GrainTableModel(QAbstractTableModel):
-    """A grain table (dict of equal-length arrays) for a QTableView; sorts with numpy."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self._cols: list[tuple[str, str]] = []
-        self._table: dict[str, np.ndarray] = {}
-        self._order = np.zeros(0, dtype=np.int64)
-        self._sort: tuple[int, Qt.SortOrder] | None = None
-
-    def set_table(self, table: dict[str, np.ndarray], unit: str) -> None:
-        self.beginResetModel()
-        self._table = table
-        self._cols = [(key, head.format(u=unit)) for key, head in COLUMNS if key in table]
-        n = len(table["label"]) if "label" in table else 0
-        self._order = np.arange(n)
-        self.endResetModel()
-        if self._sort is not None:
-            self.sort(*self._sort)
-
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 (Qt)
-        return 0 if parent.isValid() else len(self._order)
-
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 (Qt)
-        return 0 if parent.isValid() else len(self._cols)
-
-    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        key = self._cols[index.column()][0]
-        value = self._table[key][self._order[index.row()]]
-        if role == Qt.ItemDataRole.DisplayRole:
-            if key == "label":
-                return str(int(value))
-            if key == "touches_border":
-                return "yes" if value else ""
-            return f"{float(value):.4g}"
-        if role == Qt.ItemDataRole.TextAlignmentRole:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802 (Qt)
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return self._cols[section][1] if section < len(self._cols) else None
-        if role == Qt.ItemDataRole.ToolTipRole and orientation == Qt.Orientation.Horizontal:
-            return {"touches_border": "the grain is cut by the image edge (counts ½ for ASTM G)",
-                    "orientation": "major-axis direction, counter-clockwise from +x",
-                    "aspect_ratio": "major / minor axis of the equivalent ellipse"}.get(self._cols[section][0])
-        return None
-
-    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        if not 0 <= column < len(self._cols):
-            return
-        self._sort = (column, order)
-        values = np.asarray(self._table[self._cols[column][0]])
-        self.layoutAboutToBeChanged.emit()
-        order_idx = np.argsort(values, kind="stable")
-        if order == Qt.SortOrder.DescendingOrder:
-            order_idx = order_idx[::-1]
-        self._order = order_idx
-        self.layoutChanged.emit()
-
-    def label_at(self, row: int) -> int | None:
-        if 0 <= row < len(self._order):
-            return int(self._table["label"][self._order[row]])
-        return None
-
-    def row_of(self, label: int) -> int | None:
-        hits = np.nonzero(self._table["label"][self._order] == label)[0] if len(self._order) else []
-        return int(hits[0]) if len(hits) else None
-
-
-# ============================================================================ histogram
-class SizeHistogram(QWidget):
-    """Matplotlib histogram of equivalent diameters, in the colours of napari's theme."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.figure = Figure(figsize=(3.6, 2.0), dpi=100, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.canvas.setMinimumHeight(150)
-        self.axes = self.figure.add_subplot(111)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-        self.colors = {"bg": "#262930", "fg": "#f0f1f2", "bar": "#6c9bd2", "mean": "#f0a63c"}
-        self.n_bars = 0
-
-    def set_theme(self, theme_name: str) -> None:
-        try:
-            from napari.utils.theme import get_theme
-
-            theme = get_theme(theme_name)
-            self.colors.update(bg=theme.background.as_hex(), fg=theme.text.as_hex())
-        except Exception:  # noqa: BLE001 - unknown theme: keep the defaults
-            pass
-
-    def plot(self, diameters: np.ndarray | None, unit: str = "px") -> None:
-        ax, c = self.axes, self.colors
-        ax.clear()
-        self.figure.set_facecolor(c["bg"])
-        ax.set_facecolor(c["bg"])
-        for spine in ax.spines.values():
-            spine.set_color(c["fg"])
-        ax.tick_params(colors=c["fg"], labelsize=8)
-        ax.set_xlabel(f"equivalent diameter ({unit})", color=c["fg"], fontsize=9)
-        ax.set_ylabel("grains", color=c["fg"], fontsize=9)
-        self.n_bars = 0
-        d = np.asarray(diameters if diameters is not None else [], dtype=float)
-        d = d[np.isfinite(d)]
-        if d.size:
-            edges = np.histogram_bin_edges(d, bins="auto")
-            if len(edges) - 1 > MAX_BINS:
-                edges = np.linspace(d.min(), d.max(), MAX_BINS + 1)
-            if len(edges) < 2 or edges[-1] <= edges[0]:
-                edges = np.array([d.min() - 0.5, d.max() + 0.5])
-            counts, _, patches = ax.hist(d, bins=edges, color=c["bar"], edgecolor=c["bg"], linewidth=0.5)
-            self.n_bars = len(patches)
-            mean = float(d.mean())
-            ax.axvline(mean, color=c["mean"], linewidth=1.5)
-            ax.text(mean, max(counts) * 0.97, f" mean {_fmt(mean)}", color=c["mean"], fontsize=8, va="top")
-        else:
-            ax.text(0.5, 0.5, "no grains", transform=ax.transAxes, ha="center", va="center", color=c["fg"])
-        self.canvas.draw_idle()
-
-
-# ============================================================================ widget
-def _fmt(value: Any, digits: int = 3) -> str:
-    """A measurement for reading: ``digits`` significant digits (trailing zeros kept), no exponent."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(v):
-        return "—"
-    if abs(v) >= 10 ** digits:
-        return f"{v:,.0f}"
-    return f"{v:#.{digits}g}".rstrip(".")
 
 
 class MeasureWidget(QWidget):
@@ -306,16 +111,7 @@ class MeasureWidget(QWidget):
         self.histogram = SizeHistogram()
         self.histogram.set_theme(getattr(self.viewer, "theme", "dark"))
         self.table_model = GrainTableModel(self)
-        self.table_view = QTableView()
-        self.table_view.setModel(self.table_model)
-        self.table_view.setSortingEnabled(True)
-        self.table_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table_view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table_view.verticalHeader().setVisible(False)
-        self.table_view.verticalHeader().setDefaultSectionSize(20)
-        self.table_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table_view.horizontalHeader().setDefaultSectionSize(72)
-        self.table_view.horizontalHeader().setStretchLastSection(True)
+        self.table_view = grain_table_view(self.table_model)
         self.table_view.selectionModel().currentRowChanged.connect(self._on_row_changed)
         self.table_view.doubleClicked.connect(self._on_row_double_clicked)
         self.table_view.setToolTip("click a grain to select it in the layer, double-click to centre the view on it")
@@ -498,32 +294,13 @@ class MeasureWidget(QWidget):
         if layer is None or id(layer) != m.layer_id:
             return
         self.measurement = m
-        unit = m.unit
-        s, a = m.summary, m.astm
-        n = int(a["grains"])
-        lines = [f"<b>{n}</b> grain{'' if n == 1 else 's'} ({int(a['grains_inside'])} inside, "
-                 f"{int(a['grains_on_edge'])} on the edge)",
-                 f"mean ⌀ <b>{_fmt(s['mean_diameter'])}</b> {unit} · median {_fmt(s['median_diameter'])} {unit}"]
-        if m.pixel_size:
-            lines.append(f"ASTM E112 G = <b>{_fmt(a['astm_g'], 3)}</b> "
-                         f"({_fmt(a['grains_per_mm2'], 4)} grains/mm², planimetric)")
-        else:
-            lines.append("ASTM E112 G = — <span style='color:#999999'>(needs the pixel size)</span>")
         self.summary_label.setStyleSheet("")
-        self.summary_label.setText("<br>".join(lines))
-        self.table_model.set_table(m.table, unit)
-        self._fit_columns()
-        self.histogram.plot(m.table["equivalent_diameter"], unit)
-        self.export_button.setEnabled(n > 0)
+        self.summary_label.setText(summary_html(m))
+        self.table_model.set_table(m.table, m.unit)
+        fit_columns(self.table_view)
+        self.histogram.plot(m.table["equivalent_diameter"], m.unit)
+        self.export_button.setEnabled(int(m.astm["grains"]) > 0)
         self._update_features(layer, m)
-
-    def _fit_columns(self) -> None:
-        """Columns as wide as their headers (measuring every cell would be slow for large tables)."""
-        header = self.table_view.horizontalHeader()
-        metrics = header.fontMetrics()
-        for col in range(self.table_model.columnCount()):
-            text = str(self.table_model.headerData(col, Qt.Orientation.Horizontal) or "")
-            header.resizeSection(col, max(56, metrics.horizontalAdvance(text) + 36))
 
     @staticmethod
     def _update_features(layer: Layer, m: Measurement) -> None:

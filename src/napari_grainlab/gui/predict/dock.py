@@ -1,0 +1,380 @@
+"""The *Predict* dock: segment (or classify) micrographs in the viewer with a trained model.
+
+Pick a model checkpoint (:mod:`.model`: a folder with ``model.safetensors`` + ``model.json``,
+chosen with *Browse…* or from the recent list) and an image layer, or every open image
+(:mod:`.image`); the options (:mod:`.options`) are generated from
+:class:`~napari_grainlab.core.inference.options.InferenceOptions`.  The prediction runs in a
+worker thread (:mod:`napari_grainlab.gui.jobs.predict`) with a progress bar and *Cancel*; the
+model is loaded once per run and kept for the next run.  Results become layers tagged with their
+roles (``layer.metadata["grainlab"]["role"]``):
+
+``<image> grains``
+    Labels, one label per grain, with the per-grain table as ``features`` (area, equivalent
+    diameter, aspect ratio, orientation, … in µm when the pixel size is known), so hovering over
+    a grain shows its numbers;
+``<image> boundary``
+    Image, the boundary probability (``inferno``, additive blending);
+``<image> classes`` / ``<image> confidence``
+    for a classification model: the class map (Labels whose features name the classes) and the
+    probability of the chosen class.
+
+Running again replaces the data of these layers and keeps their display settings.
+*Predict folder…* (:mod:`.folder`) writes the results of a whole folder into files instead.
+Every failure (a corrupt model, a pickle offered as a model, an image stack) becomes a napari
+notification; a pickle file is never unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QPoint, Qt, QTimer
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.errors import USER_ERRORS
+from ...core.inference.options import InferenceOptions
+from .._engine import ensure_engine
+from ..jobs.predict import ImageDone, ImageFailed, PredictStatus, predict_jobs, show_prediction
+from ..workers import GeneratorTask, TaskResult, report_error
+from .folder import FolderPrediction
+from .image import ImagePanel
+from .model import ModelPanel
+from .options import OptionsPanel
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+__all__ = ["PredictWidget"]
+
+ERROR_STYLE = "color: #f0524f;"
+#: the dock's names for the editors of some options (scripts and tests use them)
+EDITOR_ATTRIBUTES = {"tile_spin": "tile", "overlap_spin": "overlap", "batch_spin": "batch_size",
+                     "min_size_spin": "min_size", "tta_check": "tta", "adabn_check": "adabn",
+                     "histogram_check": "histogram_match", "device_combo": "device"}
+#: the options section that also holds the Dask scheduler of *Predict folder…*
+SCHEDULER_GROUP = "Device"
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:#.{digits}g}".rstrip(".")
+
+
+def _title(text: str) -> QLabel:
+    label = QLabel(f"<b>{text}</b>")
+    label.setContentsMargins(0, 4, 0, 0)
+    return label
+
+
+def _align_form_labels(root: QWidget) -> None:
+    """Give every form label under ``root`` the width that puts all editors of the dock on one
+    column (labels in indented sections get less)."""
+    labels = []
+    for form in root.findChildren(QFormLayout):
+        for row in range(form.rowCount()):
+            item = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            if item is not None and item.widget() is not None:
+                labels.append(item.widget())
+    if not labels:
+        return
+    for label in labels:
+        label.setMinimumWidth(0)
+    left = {label: label.mapTo(root, QPoint(0, 0)).x() for label in labels}
+    right = max(left[label] + label.sizeHint().width() for label in labels)
+    for label in labels:
+        label.setMinimumWidth(right - left[label])
+
+
+def _hline() -> QFrame:
+    line = QFrame()
+    line.setFrameShape(QFrame.Shape.HLine)
+    line.setFrameShadow(QFrame.Shadow.Sunken)
+    return line
+
+
+class PredictWidget(QWidget):
+    """Dock that runs a trained GrainLab model on image layers.
+
+    Scripts and tests drive it with :meth:`set_checkpoint`, :meth:`set_image_layer`,
+    :meth:`set_pixel_size`, :meth:`set_options` and :meth:`run`; the file dialogs are the methods
+    :meth:`ask_checkpoint_folder`, :meth:`ask_checkpoint_file`, :meth:`ask_input_folder` and
+    :meth:`ask_output_folder`, which may be replaced.
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.setMinimumWidth(340)
+        self._task: GeneratorTask | None = None
+        self._model_cache: dict = {}
+        self._run_summaries: list[str] = []
+        self._run_failures = 0
+        self._run_total = 0
+        self.last_results: list[ImageDone] = []
+
+        self.model_panel = ModelPanel(self)
+        self.model_panel.model_changed.connect(self._on_model_changed)
+        self.checkpoint_edit = self.model_panel.checkpoint_edit
+        self.browse_button = self.model_panel.browse_button
+        self.recent_combo = self.model_panel.recent_combo
+        self.model_info = self.model_panel.model_info
+        self.image_panel = ImagePanel(self.viewer)
+        self.image_combo = self.image_panel.image_combo
+        self.all_check = self.image_panel.all_check
+        self.pixel_spin = self.image_panel.pixel_spin
+        self.pixel_hint = self.image_panel.pixel_hint
+        self.options_panel = OptionsPanel()
+        for attr, name in EDITOR_ATTRIBUTES.items():
+            setattr(self, attr, self.options_panel.editors[name].editor)
+        self.folder = FolderPrediction(self)
+        self.scheduler_edit = self.folder.scheduler_edit
+        self.options_panel.forms[SCHEDULER_GROUP].add_row("Dask scheduler", self.scheduler_edit)
+
+        self.run_button = QPushButton("Predict")
+        self.run_button.setToolTip("run the model on the chosen image(s)")
+        self.run_button.clicked.connect(lambda: self.run())
+        self.folder_button = QPushButton("Predict folder…")
+        self.folder_button.setToolTip("<p>Run the model on every image of a folder and write the results (label "
+                                      "images, grain tables, <tt>summary.csv</tt>) into an output folder, on "
+                                      "Dask workers. Images already done there are skipped, so running it again "
+                                      "continues a cancelled batch.</p>")
+        self.folder_button.clicked.connect(lambda: self.predict_folder())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("stop after the current batch of tiles")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("")
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        run_row = QHBoxLayout()
+        run_row.setContentsMargins(0, 0, 0, 0)
+        run_row.addWidget(self.run_button, 1)
+        run_row.addWidget(self.folder_button, 1)
+        run_row.addWidget(self.cancel_button)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 4, 6, 6)
+        layout.setSpacing(4)
+        for title, panel in (("Model", self.model_panel), ("Image", self.image_panel),
+                             ("Options", self.options_panel)):
+            layout.addWidget(_title(title))
+            layout.addWidget(panel)
+        layout.addWidget(_hline())
+        layout.addLayout(run_row)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        layout.addStretch(1)
+        self._on_model_changed()
+
+    # ----------------------------------------------------------------- layout
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        QTimer.singleShot(0, self._align_labels)
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange) and self.isVisible():
+            QTimer.singleShot(0, self._align_labels)
+
+    def _align_labels(self) -> None:
+        try:
+            _align_form_labels(self)
+        except RuntimeError:  # the dock is gone
+            pass
+
+    # ------------------------------------------------------------------ model
+    def ask_checkpoint_folder(self) -> Path | None:
+        current = self.checkpoint
+        start = str(current.parent if current else Path.home())
+        path = QFileDialog.getExistingDirectory(self, "Model folder (model.safetensors + model.json)", start)
+        return Path(path) if path else None
+
+    def ask_checkpoint_file(self) -> Path | None:
+        start = str(self.checkpoint or Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Model file", start,
+                                              "GrainLab model (model.json *.safetensors *.json);;All files (*)")
+        return Path(path) if path else None
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The validated model checkpoint, or None."""
+        return self.model_panel.checkpoint
+
+    @property
+    def model_metadata(self) -> dict | None:
+        return self.model_panel.metadata
+
+    def set_checkpoint(self, path: str | Path) -> bool:
+        """Choose and check a model (see :meth:`ModelPanel.set_checkpoint`)."""
+        return self.model_panel.set_checkpoint(path)
+
+    def _on_recent(self, index: int) -> None:
+        self.model_panel.choose_recent(index)
+
+    def _on_model_changed(self) -> None:
+        self.options_panel.apply_model(self.model_metadata)
+
+    # ----------------------------------------------------------- image, options
+    def set_image_layer(self, layer: Layer) -> None:
+        self.image_panel.set_image_layer(layer)
+
+    def set_pixel_size(self, value: float | None) -> None:
+        """Type a pixel size in µm (None or 0: use each image's own)."""
+        self.image_panel.set_pixel_size(value)
+
+    def options(self) -> InferenceOptions:
+        """The prediction options shown in the dock."""
+        return self.options_panel.options()
+
+    def set_options(self, options: InferenceOptions) -> None:
+        self.options_panel.set_options(options)
+
+    # -------------------------------------------------------------------- run
+    @property
+    def is_running(self) -> bool:
+        return self._task is not None and self._task.is_running
+
+    @property
+    def task(self) -> GeneratorTask | None:
+        return self._task
+
+    def set_busy(self, busy: bool) -> None:
+        self.run_button.setEnabled(not busy)
+        self.folder_button.setEnabled(not busy)
+
+    def start_task(self, task: GeneratorTask, status: str) -> None:
+        """Start ``task`` as the dock's run (the previous one is released)."""
+        self.set_busy(True)
+        self.set_status(status)
+        if self._task is not None:
+            self._task.deleteLater()
+        self._task = task
+        task.start()
+
+    def run(self) -> GeneratorTask | None:
+        """Predict the chosen image(s) in a worker thread; None when nothing could start
+        (the reason is shown as a notification)."""
+        if self.is_running or not self.model_panel.ready():
+            return None
+        try:
+            jobs = self.image_panel.jobs()
+        except (MemoryError, ValueError, TypeError) as exc:
+            show_error(f"Cannot read the image layer: {exc}")
+            return None
+        if not jobs:
+            show_error("No image layer to predict: open a micrograph first")
+            return None
+        try:
+            options = self.options()
+        except USER_ERRORS as exc:
+            show_error(f"Cannot predict: {exc}")
+            return None
+        if not ensure_engine(self.set_status):
+            return None
+        self.last_results = []
+        self._run_summaries, self._run_failures, self._run_total = [], 0, len(jobs)
+        task = GeneratorTask(predict_jobs, jobs, self.checkpoint, options, self._model_cache,
+                             description="Predicting grains", progress_bar=self.progress_bar,
+                             cancel_button=self.cancel_button, notify_errors=False, parent=self)
+        task.yielded.connect(self._on_event)
+        task.finished.connect(self._on_finished)
+        self.start_task(task, f"Predicting {len(jobs)} image{'s' if len(jobs) > 1 else ''}…")
+        return task
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, PredictStatus):
+            self.set_status(event.message)
+        elif isinstance(event, ImageDone):
+            try:
+                show_prediction(self.viewer, event, source="Predict dock")
+            except Exception as exc:  # noqa: BLE001 - never let a layer problem escape into Qt
+                report_error(exc, f"Showing the prediction of {event.job.name}")
+                return
+            self.last_results.append(event)
+            self._run_summaries.append(self._summary_text(event))
+        elif isinstance(event, ImageFailed):
+            self._run_failures += 1
+            show_error(f"Cannot predict {event.job.name}: {event.error}")
+
+    @staticmethod
+    def _summary_text(done: ImageDone) -> str:
+        res = done.result
+        if res.task != "segment":
+            probs = res.class_probabilities
+            return f"{done.job.name}: {res.image_class} ({float(probs.max()):.0%})"
+        s = done.summary
+        unit = "µm" if done.job.pixel_size else "px"
+        n = int(s.get("grains", 0))
+        text = f"{done.job.name}: {n} grain{'' if n == 1 else 's'}, mean ⌀ {_fmt(s.get('mean_diameter'))} {unit}"
+        if done.job.pixel_size:
+            text += f", ASTM G {_fmt(s.get('astm_g'), 3)}"
+        return text
+
+    def _on_finished(self, result: TaskResult) -> None:
+        self.set_busy(False)
+        n_done, total = len(self.last_results), self._run_total
+        lines = list(self._run_summaries)
+        if result.status == "completed":
+            head = f"Predicted {n_done} of {total} images in {result.elapsed:.1f} s" if total > 1 else \
+                f"Done in {result.elapsed:.1f} s"
+            if self._run_failures:
+                head += f" ({self._run_failures} failed)"
+            self.set_status("\n".join([head, *lines]), error=n_done == 0)
+        elif result.status == "cancelled":
+            self.set_status("\n".join([f"Cancelled: {n_done} of {total} images predicted", *lines]))
+            show_info(f"Prediction cancelled: {n_done} of {total} images done")
+        else:
+            self.set_status(f"Prediction failed: {result.error}", error=True)
+            report_error(result.error, "Prediction")
+
+    # --------------------------------------------------------- folder batch
+    def ask_input_folder(self) -> Path | None:
+        start = str(self.folder.input or Path.home())
+        path = QFileDialog.getExistingDirectory(self, "Folder of micrographs to predict", start)
+        return Path(path) if path else None
+
+    def ask_output_folder(self, input_folder: Path) -> Path | None:
+        start = str(self.folder.output or input_folder)
+        path = QFileDialog.getExistingDirectory(self, "Output folder (label images, grain tables, summary.csv)",
+                                                start)
+        return Path(path) if path else None
+
+    def predict_folder(self, input_folder: str | Path | None = None,
+                       output_folder: str | Path | None = None) -> GeneratorTask | None:
+        """Predict every image of ``input_folder`` into ``output_folder`` (asked for when None) in a
+        worker thread; None when nothing started (the reason is a notification)."""
+        return self.folder.start(input_folder, output_folder)
+
+    @property
+    def last_batch(self) -> Any:
+        """The end of the last folder prediction (a ``core.batch.BatchFinished``), or None."""
+        return self.folder.last_batch
+
+    def set_status(self, text: str, error: bool = False) -> None:
+        self.status_label.setStyleSheet(ERROR_STYLE if error else "")
+        self.status_label.setText(text)

@@ -1,4 +1,0 @@
-"""Dock widgets, one module per dock (referenced from ``napari.yaml``).
-
-Modules are imported by napari on demand, so importing this package stays cheap.
-"""
