@@ -40,8 +40,9 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
 from ._schema import option
-from .errors import BatchError
+from .errors import USER_ERRORS, BatchError, CheckpointError
 from .inference.options import InferenceOptions
 
 __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", "BatchFinished",
@@ -425,20 +426,16 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from .data.io import DataError
-    from .models import CheckpointError, ModelError, WeightsError
-    from .training import ConfigError
-
-    return (DataError, CheckpointError, ModelError, WeightsError, ConfigError, ValueError, OSError, MemoryError,
-            FloatingPointError)
+#: errors a job reports as its one-line message (without the exception's type name): the user errors, plus plain
+#: ``ValueError`` (what NumPy, scikit-image and tifffile raise for an array or file they reject while one image is
+#: processed or written) and ``FloatingPointError``
+_EXPECTED_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, ValueError, FloatingPointError)
 
 
 def _run_job(job: _Job, stop: Callable[[], bool] | None = None) -> dict:
     """Predict one image (in whatever process runs it); never raises for a bad image or model."""
     t0 = time.perf_counter()
     result: dict[str, Any] = {"index": job.index, "worker": _worker_name(), "warnings": [], "model_loads": 0}
-    expected = _expected_errors()
     try:
         if job.torch_threads:
             import torch
@@ -446,11 +443,11 @@ def _run_job(job: _Job, stop: Callable[[], bool] | None = None) -> dict:
             if torch.get_num_threads() != job.torch_threads:
                 torch.set_num_threads(job.torch_threads)
         device = _job_device(job)
-    except expected as exc:  # e.g. --device cuda on a worker without a GPU
+    except _EXPECTED_ERRORS as exc:  # e.g. --device cuda on a worker without a GPU
         return {**result, "error": f"worker {result['worker']}: {_one_line(exc)}", "fatal": True}
     try:
         model, meta, loads = cached_model(job.model, device)
-    except expected as exc:
+    except _EXPECTED_ERRORS as exc:
         return {**result, "error": f"cannot load the model {job.model}: {_one_line(exc)}", "fatal": True}
     result["model_loads"] = loads
     path, out = Path(job.path), Path(job.out)
@@ -464,7 +461,7 @@ def _run_job(job: _Job, stop: Callable[[], bool] | None = None) -> dict:
         from ._io import atomic_write_text
 
         atomic_write_text(_record_path(out, job.stem), json.dumps(record, indent=1, allow_nan=False))
-    except expected as exc:
+    except _EXPECTED_ERRORS as exc:
         return {**result, "error": without_path(_one_line(exc), path)}
     except Exception as exc:  # noqa: BLE001 - an odd image must not stop the batch; the message says what
         return {**result, "error": f"{type(exc).__name__}: {without_path(_one_line(exc), path)}"}
@@ -600,7 +597,7 @@ def _stop_fn(stop: Any) -> Callable[[], bool]:
 
 def _check_model(model: str | os.PathLike, options: BatchOptions) -> dict:
     """Fail before any work when the model cannot be used: its files, description and weights header."""
-    from .models.checkpoint import CheckpointError, checkpoint_files, read_metadata
+    from .models.checkpoint import checkpoint_files, read_metadata
 
     weights, _ = checkpoint_files(model)
     meta = read_metadata(model)

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .errors import DataError
+
 __all__ = ["astm_grain_size", "grain_table", "summarize", "TABLE_COLUMNS", "write_table_csv"]
 
 TABLE_COLUMNS = (
@@ -28,15 +30,15 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+        raise DataError(f"labels must be 2-D, got shape {labels.shape}")
     if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
+        raise DataError(f"labels must be integers, got {labels.dtype}")
     h, w = labels.shape
     if labels.size == 0:
         return _empty_table()
     flat = labels.ravel().astype(np.int64, copy=False)
     if flat.min() < 0:
-        raise ValueError("labels must be >= 0")
+        raise DataError("labels must be >= 0")
     nl = int(flat.max()) + 1
     ids_orig = None
     if nl > flat.size + 1:
@@ -123,7 +125,7 @@ def astm_grain_size(labels: np.ndarray, pixel_size: float | None) -> dict[str, f
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {labels.shape}")
+        raise DataError(f"labels must be 2-D, got shape {labels.shape}")
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if labels.size:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import ConfigError, DataError
+
 __all__ = ["boundary_mask", "image_to_unit", "label_colors", "overlay_rgb", "preview_grid"]
 
 _GOLDEN = 0.6180339887498949
@@ -27,7 +29,7 @@ def image_to_unit(image: np.ndarray, percentiles: tuple[float, float] | None = N
     """
     a = np.asarray(image)
     if a.ndim != 2:
-        raise ValueError(f"expected a 2-D grey image, got shape {a.shape}")
+        raise DataError(f"expected a 2-D grey image, got shape {a.shape}")
     if a.dtype == bool:
         return a.astype(np.float32)
     if percentiles is not None:
@@ -68,7 +70,7 @@ def boundary_mask(labels: np.ndarray) -> np.ndarray:
     """Pixels whose right or lower neighbour carries a different label (1 px wide boundaries)."""
     lab = np.asarray(labels)
     if lab.ndim != 2:
-        raise ValueError(f"expected 2-D labels, got shape {lab.shape}")
+        raise DataError(f"expected 2-D labels, got shape {lab.shape}")
     edge = np.zeros(lab.shape, bool)
     dx = lab[:, 1:] != lab[:, :-1]
     dy = lab[1:, :] != lab[:-1, :]
@@ -95,9 +97,9 @@ def overlay_rgb(
     grey = image_to_unit(image, percentiles)
     lab = np.asarray(labels)
     if lab.shape != grey.shape:
-        raise ValueError(f"image {grey.shape} and labels {lab.shape} differ in shape")
+        raise DataError(f"image {grey.shape} and labels {lab.shape} differ in shape")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     ids, inverse = np.unique(lab, return_inverse=True)
     colors = label_colors(ids)
@@ -106,7 +108,7 @@ def overlay_rgb(
     rgb[grain] = (1.0 - alpha) * rgb[grain] + alpha * tint[grain]
     edge = boundary_mask(lab) if boundaries is None else np.asarray(boundaries, dtype=bool)
     if edge.shape != grey.shape:
-        raise ValueError(f"boundaries {edge.shape} and image {grey.shape} differ in shape")
+        raise DataError(f"boundaries {edge.shape} and image {grey.shape} differ in shape")
     rgb[edge] = np.asarray(boundary_color, dtype=np.float32)
     return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -131,15 +133,15 @@ def preview_grid(
     columns row by row, separated by ``gap`` px of ``background``.
     """
     if not samples:
-        raise ValueError("preview_grid needs at least one sample")
+        raise DataError("preview_grid needs at least one sample")
     if columns < 1:
-        raise ValueError(f"columns must be >= 1, got {columns}")
+        raise ConfigError(f"columns must be >= 1, got {columns}")
     if gap < 0:
-        raise ValueError(f"gap must be >= 0, got {gap}")
+        raise ConfigError(f"gap must be >= 0, got {gap}")
     tiles = []
     for s in samples:
         if len(s) not in (2, 3):
-            raise ValueError("each sample must be (image, labels) or (image, labels, boundaries)")
+            raise DataError("each sample must be (image, labels) or (image, labels, boundaries)")
         image, labels = s[0], s[1]
         boundaries = s[2] if len(s) == 3 else None
         left = _grey_rgb(image, percentiles)

@@ -33,8 +33,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..synthetic.render import _charging, _draw_dust, _draw_scratches, _scan_shifts, _shading
-from .io import DataError
 
 __all__ = [
     "DEFAULT_PRESETS",

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, DataError, labels_from_array, normalize_intensity, read_image,
+from ..errors import DataError
+from .io import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, labels_from_array, normalize_intensity, read_image,
                  read_labels, to_grayscale)
 
 __all__ = [

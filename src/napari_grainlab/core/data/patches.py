@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..errors import DataError
 from .augment import context_size
 from .datasets import ClsSample, SegSample
-from .io import DataError
 from .targets import segmentation_targets
 
 __all__ = ["ClsPatchDataset", "ClsTileDataset", "SegPatchDataset", "SegTileDataset", "crop_window", "grid_starts"]

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import DataError
 from .datasets import SegSample
-from .io import DataError
 
 __all__ = ["group_split", "kfold_splits", "spatial_split"]
 

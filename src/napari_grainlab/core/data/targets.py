@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import DataError
+from ..errors import DataError
 
 __all__ = ["inner_edges", "segmentation_targets"]
 

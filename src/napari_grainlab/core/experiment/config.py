@@ -17,9 +17,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-from ..synthetic.params import ParameterError, SynthParams
-from ..training.config import STRATEGIES, ConfigError, TrainConfig
-from ..errors import ExperimentError
+from ..errors import ConfigError, ExperimentError, GrainLabError, ParameterError
+from ..synthetic.params import SynthParams
+from ..training.config import STRATEGIES, TrainConfig
 
 #: the kinds of study an experiment can hold, in the order the report shows them
 STUDY_KINDS = ("learning_curve", "pretraining", "transfer", "adaptation", "leakage")
@@ -260,7 +260,7 @@ def _check_study(name: str, kind: str, opts: dict, cfg: ExperimentConfig) -> Non
 
         try:
             synthetic_source(str(opts["synthetic"]))
-        except ValueError as exc:
+        except GrainLabError as exc:
             raise ExperimentError(f"[studies.{name}] {exc}") from None
     if kind == "leakage":
         for key, lo in (("images", 2), ("tiles_per_image", 1), ("tile", 32)):

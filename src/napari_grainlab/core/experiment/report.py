@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_text
-from .config import ExperimentError
+from ..errors import ExperimentError
 from .runner import CONFIG, load_results, override_tag
 
 METRIC_NAMES = {"boundary_f1": "boundary F1", "grain_f1": "grain F1 (IoU ≥ 0.5)",

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_text
-from .config import METRICS, ExperimentConfig, ExperimentError
+from ..errors import ExperimentError
+from .config import METRICS, ExperimentConfig
 
 RESULTS = "results.jsonl"
 CONFIG = "config.json"

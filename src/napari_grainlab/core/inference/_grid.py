@@ -4,7 +4,7 @@
 :mod:`napari_grainlab.core.onnx_predict` (ONNX models on onnxruntime) cut images into the same
 tiles and blend the network outputs with the same windows, from the code here; see the
 description of the method in :mod:`~napari_grainlab.core.inference.tiling`. Only NumPy is
-imported.
+imported (and the error classes).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+from ..errors import ConfigError, DataError, ModelError
 
 __all__ = ["MIN_TILE", "MULTIPLE", "Cancelled", "ClassMap", "tile_positions", "tile_window"]
 
@@ -56,7 +58,7 @@ def tile_positions(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     stride = tile - overlap
     if stride <= 0:
-        raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
+        raise ConfigError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
     pos = list(range(0, length - tile + 1, stride))
     if pos[-1] != length - tile:
         pos.append(length - tile)
@@ -135,33 +137,31 @@ class _Grid:
 def _check_image(image) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2:
-        raise ValueError(f"image must be a 2-D grayscale array, got shape {image.shape}")
+        raise DataError(f"image must be a 2-D grayscale array, got shape {image.shape}")
     if image.size == 0:
-        raise ValueError("image is empty")
+        raise DataError("image is empty")
     if image.dtype.kind not in "fiub":
-        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+        raise DataError(f"image must be numeric, got dtype {image.dtype}")
     image = image.astype(np.float32, copy=False)
     if not np.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite values")
+        raise DataError("image contains NaN or infinite values")
     return image
 
 
 def _check_tiling(tile: int, overlap: int, batch_size: int) -> None:
     if int(tile) < MULTIPLE:
-        raise ValueError(f"tile must be at least {MULTIPLE} px, got {tile}")
+        raise ConfigError(f"tile must be at least {MULTIPLE} px, got {tile}")
     if int(overlap) < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
+        raise ConfigError(f"overlap must be >= 0, got {overlap}")
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
 
 
-def _check_output(out: np.ndarray, error: type[Exception] | None = None) -> np.ndarray:
-    """Raise ``error`` (default :class:`~napari_grainlab.core.models.ModelError`) when the network produced NaN / inf."""
+def _check_output(out: np.ndarray, error: type[Exception] = ModelError) -> np.ndarray:
+    """Raise ``error`` (default :class:`~napari_grainlab.core.errors.ModelError`) when the network gave NaN / inf."""
     # a float64 sum is finite exactly when every float32 value is (it cannot overflow), and unlike
     # np.isfinite(out) it allocates no full-size mask
     if not math.isfinite(float(out.sum(dtype=np.float64))):
-        if error is None:
-            from ..models.networks import ModelError as error
         raise error("the model produced NaN or infinite values; its weights may have diverged during "
                     "training (retrain it, e.g. with a lower learning rate)")
     return out

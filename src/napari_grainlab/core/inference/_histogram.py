@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError, DataError
+
 __all__ = ["intensity_quantiles", "match_histogram"]
 
 #: pixels sampled per image for quantiles (enough for 1/256 steps to ~0.1 % accuracy)
@@ -22,14 +24,14 @@ def _check_images(images, name: str = "images") -> list[np.ndarray]:
         images = [images]
     images = list(images)
     if not images:
-        raise ValueError(f"{name}: need at least one image")
+        raise DataError(f"{name}: need at least one image")
     out = []
     for k, im in enumerate(images):
         im = np.asarray(im)
         if im.ndim != 2 or im.size == 0:
-            raise ValueError(f"{name}[{k}]: expected a non-empty 2-D grayscale array, got shape {im.shape}")
+            raise DataError(f"{name}[{k}]: expected a non-empty 2-D grayscale array, got shape {im.shape}")
         if im.dtype.kind not in "fiub":
-            raise ValueError(f"{name}[{k}]: must be numeric, got dtype {im.dtype}")
+            raise DataError(f"{name}[{k}]: must be numeric, got dtype {im.dtype}")
         out.append(im)
     return out
 
@@ -52,22 +54,22 @@ def intensity_quantiles(images: Sequence[np.ndarray] | np.ndarray, n: int = 256)
     Large images contribute an evenly strided sample of about a million pixels each.
     """
     if int(n) < 2:
-        raise ValueError(f"n must be at least 2, got {n}")
+        raise ConfigError(f"n must be at least 2, got {n}")
     images = _check_images(images)
     pooled = np.concatenate([_sample(im) for im in images])
     if not np.isfinite(pooled).all():
-        raise ValueError("images contain NaN or infinite values")
+        raise DataError("images contain NaN or infinite values")
     return np.quantile(pooled, _probabilities(n)).astype(np.float32)
 
 
 def _check_reference(reference_quantiles) -> np.ndarray:
     ref = np.asarray(reference_quantiles, dtype=np.float64)
     if ref.ndim != 1 or ref.size < 2:
-        raise ValueError(f"reference_quantiles must be a 1-D array of at least 2 values, got shape {ref.shape}")
+        raise DataError(f"reference_quantiles must be a 1-D array of at least 2 values, got shape {ref.shape}")
     if not np.isfinite(ref).all():
-        raise ValueError("reference_quantiles contain NaN or infinite values")
+        raise DataError("reference_quantiles contain NaN or infinite values")
     if np.any(np.diff(ref) < 0):
-        raise ValueError("reference_quantiles must be non-decreasing")
+        raise DataError("reference_quantiles must be non-decreasing")
     return ref
 
 
@@ -83,13 +85,13 @@ def match_histogram(image: np.ndarray, reference_quantiles: np.ndarray, *, chunk
     """
     image = np.asarray(image)
     if image.ndim != 2 or image.size == 0:
-        raise ValueError(f"image must be a non-empty 2-D grayscale array, got shape {image.shape}")
+        raise DataError(f"image must be a non-empty 2-D grayscale array, got shape {image.shape}")
     if image.dtype.kind not in "fiub":
-        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+        raise DataError(f"image must be numeric, got dtype {image.dtype}")
     ref = _check_reference(reference_quantiles)
     sample = _sample(image)
     if not np.isfinite(sample).all() or (image.dtype.kind == "f" and not np.isfinite(image).all()):
-        raise ValueError("image contains NaN or infinite values")
+        raise DataError("image contains NaN or infinite values")
     src = np.quantile(sample, _probabilities(ref.size))
     xp, inverse = np.unique(src, return_inverse=True)
     fp = np.bincount(inverse, weights=ref) / np.bincount(inverse)

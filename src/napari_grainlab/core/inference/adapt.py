@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import ConfigError
 from ._histogram import (SAMPLE_PIXELS, _check_images, _check_reference, _probabilities, _sample,  # noqa: F401
                          intensity_quantiles, match_histogram)
 from .tiling import MULTIPLE, _reflect_index, _round_up, model_multiple, resolve_device
@@ -86,7 +87,7 @@ def adapt_batchnorm(
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     images = _check_images(images)
     if int(tile) < MULTIPLE or int(batch_size) < 1 or int(max_tiles) < 1:
-        raise ValueError(f"tile must be >= {MULTIPLE}, batch_size and max_tiles >= 1")
+        raise ConfigError(f"tile must be >= {MULTIPLE}, batch_size and max_tiles >= 1")
     multiple = model_multiple(model)
     tile = max(multiple, int(tile) // multiple * multiple)
     device = resolve_device(device)

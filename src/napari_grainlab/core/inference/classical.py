@@ -26,6 +26,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from ..errors import ConfigError, DataError
 from .postprocess import merge_small_grains
 
 __all__ = ["classical_grains", "ridge_map"]
@@ -38,14 +39,14 @@ BRIGHT_MARGIN = 1.25
 def _check_image(image) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim != 2:
-        raise ValueError(f"image must be a 2-D grayscale array, got shape {image.shape}")
+        raise DataError(f"image must be a 2-D grayscale array, got shape {image.shape}")
     if min(image.shape) < 2:
-        raise ValueError(f"image is too small for the classical baseline: {image.shape}")
+        raise DataError(f"image is too small for the classical baseline: {image.shape}")
     if image.dtype.kind not in "fiub":
-        raise ValueError(f"image must be numeric, got dtype {image.dtype}")
+        raise DataError(f"image must be numeric, got dtype {image.dtype}")
     image = image.astype(np.float32, copy=False)
     if not np.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite values")
+        raise DataError("image contains NaN or infinite values")
     return image
 
 
@@ -103,12 +104,12 @@ def ridge_map(
     """
     image = _check_image(image)
     if polarity not in ("auto", "bright", "dark"):
-        raise ValueError(f"polarity must be 'auto', 'bright' or 'dark', got {polarity!r}")
+        raise ConfigError(f"polarity must be 'auto', 'bright' or 'dark', got {polarity!r}")
     sigmas = (ridge_sigma,) if np.isscalar(ridge_sigma) else tuple(ridge_sigma)
     if not sigmas or min(sigmas) <= 0:
-        raise ValueError(f"ridge_sigma must be positive scales in px, got {ridge_sigma!r}")
+        raise ConfigError(f"ridge_sigma must be positive scales in px, got {ridge_sigma!r}")
     if smoothing < 0 or edge_weight < 0:
-        raise ValueError("smoothing and edge_weight must be >= 0")
+        raise ConfigError("smoothing and edge_weight must be >= 0")
     smooth = ndi.gaussian_filter(image, smoothing, output=np.float32) if smoothing > 0 else image
     bright = dark = None
     for s in sigmas:
@@ -170,7 +171,7 @@ def classical_grains(
     ridge : (H, W) float32 boundary map in [0, 1]
     """
     if threshold <= 0 or h <= 0 or marker_distance < 0:
-        raise ValueError("threshold and h must be > 0 and marker_distance >= 0")
+        raise ConfigError("threshold and h must be > 0 and marker_distance >= 0")
     ridge, _ = ridge_map(image, smoothing=smoothing, ridge_sigma=ridge_sigma, polarity=polarity,
                          edge_weight=edge_weight)
     if not ridge.max() > ridge.min():  # flat image: no boundary at all

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import DataError, normalize_intensity, to_grayscale
-from ..models.checkpoint import CheckpointError
+from ..data.io import normalize_intensity, to_grayscale
+from ..errors import CheckpointError, DataError
 from ._result import CLASSIFY_TILE, SEGMENT_TILE, PredictionResult, _default_tile  # noqa: F401
 from .adapt import adapt_batchnorm, match_histogram
-from .segment import segment_image
 from .options import InferenceOptions, resolve_options
+from .segment import segment_image
 from .tiling import Cancelled, _check_image, classify_tiled, resolve_device
 
 __all__ = ["PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
@@ -55,7 +55,7 @@ def prepare_image(array: Any, source: str = "image", *, rgb: bool | None = None)
     Colour becomes luminance (``rgb=True`` names the last axis as colour; None detects an
     RGB(A) last axis), then the 0.1–99.9 percentile range is stretched to [0, 1], as
     :func:`~napari_grainlab.core.data.io.read_image` does for files. Stacks and NaN / infinite
-    pixels raise :class:`~napari_grainlab.core.data.io.DataError`.
+    pixels raise :class:`~napari_grainlab.core.errors.DataError`.
     """
     arr = np.asarray(array)
     gray = to_grayscale(arr, source, -1 if rgb else None)

@@ -25,6 +25,7 @@ from scipy.sparse import csgraph
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from ..errors import ConfigError, DataError
 from .options import DEFAULTS as _D
 
 __all__ = ["boundary_from_labels", "merge_small_grains", "merge_weak_borders", "relabel_sequential",
@@ -34,28 +35,28 @@ __all__ = ["boundary_from_labels", "merge_small_grains", "merge_weak_borders", "
 def _as_map(name: str, arr, shape: tuple[int, int] | None = None) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array, got shape {arr.shape}")
+        raise DataError(f"{name} must be a 2-D array, got shape {arr.shape}")
     if shape is not None and arr.shape != shape:
-        raise ValueError(f"{name} has shape {arr.shape}, expected {shape}")
+        raise DataError(f"{name} has shape {arr.shape}, expected {shape}")
     if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        raise DataError(f"{name} must be numeric, got dtype {arr.dtype}")
     with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, reported below
         arr = arr.astype(np.float32, copy=False)
     if arr.dtype.kind == "f" and arr.size and not np.isfinite(arr).all():
         # h_maxima and the watershed misbehave (skimage can even crash) on NaN / inf
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise DataError(f"{name} contains NaN or infinite values")
     return arr
 
 
 def _check_labels(labels, name: str = "labels") -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array, got shape {labels.shape}")
+        raise DataError(f"{name} must be a 2-D array, got shape {labels.shape}")
     if labels.dtype.kind == "i":
         if labels.size and labels.min() < 0:
-            raise ValueError(f"{name} must be >= 0")
+            raise DataError(f"{name} must be >= 0")
     elif labels.dtype.kind != "u":
-        raise ValueError(f"{name} must be integers, got dtype {labels.dtype}")
+        raise DataError(f"{name} must be integers, got dtype {labels.dtype}")
     return labels
 
 
@@ -319,12 +320,12 @@ def watershed_grains(
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != shape:
-            raise ValueError(f"mask has shape {mask.shape}, expected {shape}")
+            raise DataError(f"mask has shape {mask.shape}, expected {shape}")
         mask = mask.astype(bool, copy=False)
     if min_size < 0 or min_marker_size < 0:
-        raise ValueError("min_size and min_marker_size must be >= 0")
+        raise ConfigError("min_size and min_marker_size must be >= 0")
     if smoothing < 0 or h < 0:
-        raise ValueError("smoothing and h must be >= 0")
+        raise ConfigError("smoothing and h must be >= 0")
     if smoothing > 0:
         boundary = ndi.gaussian_filter(boundary, float(smoothing), output=np.float32)
         distance = ndi.gaussian_filter(distance, float(smoothing), output=np.float32)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from ..errors import ConfigError, ModelError
 from .options import DEFAULTS as _D
 from ._grid import (_FLIPS, MIN_TILE, MULTIPLE, Cancelled, ClassMap, _axis_weights, _blend_tiles,  # noqa: F401
                     _check_image, _check_output, _check_tiling, _class_map, _Grid, _normalise,
@@ -54,12 +55,9 @@ def model_multiple(model: torch.nn.Module) -> int:
 def resolve_device(device: str | torch.device = "cpu") -> torch.device:
     """``"auto"`` picks cuda, then mps, then cpu; other names must be available on this machine.
 
-    An unknown or unavailable device raises :class:`~napari_grainlab.core.training.ConfigError`
+    An unknown or unavailable device raises :class:`~napari_grainlab.core.errors.ConfigError`
     (a ``ValueError``) with a one-line message. Training uses this function too.
     """
-    # the standard library only: no import cycle, no cost
-    from ..training.config import ConfigError
-
     mps = getattr(torch.backends, "mps", None)
     mps_ok = mps is not None and mps.is_available()
     if isinstance(device, str) and device.strip().lower() == "auto":
@@ -90,7 +88,7 @@ def _activation(name: str | None) -> Callable[[torch.Tensor], torch.Tensor]:
         return torch.sigmoid
     if name == "softmax":
         return lambda t: torch.softmax(t, dim=1)
-    raise ValueError(f"activation must be 'sigmoid', 'softmax' or 'none', got {name!r}")
+    raise ConfigError(f"activation must be 'sigmoid', 'softmax' or 'none', got {name!r}")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -319,13 +317,13 @@ def predict_tiled(
             nonlocal out
             th, tw = grid.tile
             if y.ndim != 4 or y.shape[0] != len(chunk) or y.shape[2:] != (th, tw):
-                raise ValueError(
+                raise ModelError(
                     f"model output has shape {tuple(y.shape)} for input {(len(chunk), 1, th, tw)}; "
                     "a segmentation model must return N x C x H x W"
                 )
             if out is None:
                 if out_channels is not None and y.shape[1] != int(out_channels):
-                    raise ValueError(
+                    raise ModelError(
                         f"model returned {y.shape[1]} channels, expected out_channels={out_channels}"
                     )
                 out = np.zeros((y.shape[1], h, w), dtype=np.float32)
@@ -353,7 +351,7 @@ def _tile_probs(model, image: np.ndarray, grid: _Grid, batch_size: int, tta: boo
 
         def consume(chunk, y):
             if y.ndim != 2 or y.shape[0] != len(chunk):
-                raise ValueError(
+                raise ModelError(
                     f"model output has shape {tuple(y.shape)}; a classification model must return N x K logits"
                 )
             probs.extend(y)
@@ -407,7 +405,7 @@ def classify_tiled(
     image = _check_image(image)
     stride = int(tile) // 2 if stride is None else int(stride)
     if stride < 1 or stride > int(tile):
-        raise ValueError(f"stride must be in [1, tile], got stride={stride} with tile={tile}")
+        raise ConfigError(f"stride must be in [1, tile], got stride={stride} with tile={tile}")
     _check_tiling(tile, int(tile) - stride, batch_size)
     device = resolve_device(device)
     model = _prepare_model(model, device)

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_text, atomic_writer, write_tiff
+from ..errors import OutputExistsError, ParameterError
 from .generate import SyntheticSample, generate, item_seed
-from .params import ParameterError, SynthParams
-from ..errors import OutputExistsError
+from .params import SynthParams
 
 __all__ = ["DatasetProgress", "OutputExistsError", "write_dataset", "synthetic_stream", "write_sample",
            "DATASET_SUBDIRS"]

@@ -7,6 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ..errors import ParameterError
 from .params import SynthParams
 from .render import EffectRNG, quantize, render_optical, render_sem
 from .tessellation import Microstructure, tessellate
@@ -65,8 +66,6 @@ def generate(params: SynthParams, seed: int = 0) -> SyntheticSample:
     params.validate()
     seed = int(seed)
     if seed < 0:
-        from .params import ParameterError
-
         raise ParameterError(f"seed must be >= 0, got {seed}")
     rngs = EffectRNG(seed)
     micro = tessellate(params, rngs("tessellation"))

@@ -23,8 +23,9 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage as ndi
 
+from ..errors import DataError, ParameterError
 from .generate import generate
-from .params import OpticalParams, ParameterError, SEMParams, SynthParams, TessellationParams
+from .params import OpticalParams, SEMParams, SynthParams, TessellationParams
 
 __all__ = ["DomainRandomizer", "percentile_stretch", "jpeg_quantize"]
 
@@ -74,7 +75,7 @@ def jpeg_quantize(image: np.ndarray, quality: int) -> np.ndarray:
     Gives the blocking and ringing of a JPEG without an image codec.
     """
     if not 1 <= int(quality) <= 100:
-        raise ValueError(f"quality must be in 1..100, got {quality!r}")
+        raise ParameterError(f"quality must be in 1..100, got {quality!r}")
     img = np.asarray(image, dtype=np.float32)
     h, w = img.shape
     hp, wp = -(-h // 8) * 8, -(-w // 8) * 8
@@ -278,7 +279,7 @@ class DomainRandomizer:
         """
         img = np.asarray(image, dtype=np.float32)
         if img.ndim != 2:
-            raise ValueError(f"image: expected a 2-D grayscale array, got shape {img.shape}")
+            raise DataError(f"image: expected a 2-D grayscale array, got shape {img.shape}")
         s = self.strength
         u = rng.random(4)
         gamma = math.exp(rng.normal(0.0, 0.35 * s))

@@ -18,8 +18,9 @@ import zlib
 import numpy as np
 import scipy.fft as sfft
 
-from .params import OpticalParams, SEMParams
+from ..errors import ParameterError
 from ._kernels import combine_spectra, finish, specimen_and_lines, standard_normal32
+from .params import OpticalParams, SEMParams
 from .tessellation import PHASE_PARTICLE, Microstructure
 
 __all__ = ["render_sem", "render_optical", "quantize", "EffectRNG"]
@@ -403,7 +404,7 @@ def quantize(img: np.ndarray, bit_depth: int) -> np.ndarray:
     elif bit_depth == 16:
         scale, dtype = 65535.0, np.uint16
     else:
-        raise ValueError(f"bit depth must be 8 or 16, got {bit_depth}")
+        raise ParameterError(f"bit depth must be 8 or 16, got {bit_depth}")
     out = np.multiply(img, np.float32(scale), dtype=np.float32)
     out += np.float32(0.5)
     np.clip(out, 0, scale, out=out)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..errors import ParameterError
 from .params import SynthParams
 from ._kernels import count_labels, fill_from_neighbours, pixels_where, remap, shift_rows, stray_pixels
 from .power import metric_matrices, power_labels
@@ -91,7 +92,7 @@ def boundary_mask(labels: np.ndarray, width: int = 2, periodic: bool = False) ->
     """
     width = int(width)
     if width < 1:
-        raise ValueError(f"boundary width must be >= 1, got {width}")
+        raise ParameterError(f"boundary width must be >= 1, got {width}")
     h, w = labels.shape
     dy, dx = interfaces(labels, periodic)
     one = np.zeros((h, w), dtype=bool)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError, ParameterError
 from ..synthetic import SynthParams, generate
-from ..synthetic.params import ParameterError
 
 
 class PresetSource:
@@ -18,7 +18,7 @@ class PresetSource:
         try:
             SynthParams.preset(preset)
         except ParameterError as exc:
-            raise ValueError(f"synthetic: {exc} (or randomized)") from None
+            raise ConfigError(f"synthetic: {exc} (or randomized)") from None
         self.preset = preset
         self.diameter = diameter
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .config import STRATEGIES, ConfigError
+from ..errors import ConfigError
+from .config import STRATEGIES
 
 
 def trainable_stages(strategy: str, num_stages: int, epoch: int = 0, finetune_stages: int = 2,
