@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_grainlab.core.batch import (BatchError, BatchFinished, BatchImageDone, BatchImageFailed, BatchOptions,
-                                        BatchStarted, expand_inputs, run_batch)
+from napari_grainlab.core.batch import (
+    BatchError,
+    BatchFinished,
+    BatchImageDone,
+    BatchImageFailed,
+    BatchOptions,
+    BatchStarted,
+    expand_inputs,
+    run_batch,
+)
 
 OPTS = BatchOptions(tile=64, overlap=16)
 

@@ -7,8 +7,18 @@ import re
 import numpy as np
 import pytest
 
-from napari_grainlab.core.experiment import (ExperimentError, ExperimentStarted, RunDone, RunStarted, load_config,
-                                             load_results, parse_config, plan, run_experiment, write_report)
+from napari_grainlab.core.experiment import (
+    ExperimentError,
+    ExperimentStarted,
+    RunDone,
+    RunStarted,
+    load_config,
+    load_results,
+    parse_config,
+    plan,
+    run_experiment,
+    write_report,
+)
 from napari_grainlab.core.experiment.runner import ExperimentData, augmented_tiles, split_tiles
 
 

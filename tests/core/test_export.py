@@ -126,7 +126,7 @@ def test_metadata_round_trip(models):
     assert cls.task == "classify" and cls.classes == ("ferrite", "pearlite", "bainite")
     assert cls.meta["tile"] == {"size": 64, "stride": 32} and cls.meta["postprocess"] is None
     with pytest.raises(OnnxModelError, match="no intensity reference"):
-        cls.histogram_reference
+        _ = cls.histogram_reference
 
 
 @pytest.mark.parametrize("opts", [dict(tile=64, overlap=16), dict(tile=96, overlap=32, tta=True,

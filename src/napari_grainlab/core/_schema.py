@@ -87,7 +87,7 @@ def option_fields(obj_or_cls) -> list[dataclasses.Field]:
 _SCALARS = (bool, int, float, str)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_kind(cls: type, name: str) -> tuple[type | None, bool, bool]:
     """``(scalar type, None allowed, is a tuple)`` of a field from its annotation.
 
@@ -159,11 +159,14 @@ def _check_value(name: str, value: Any, f: dataclasses.Field, kind: type | None,
     if not math.isfinite(value):
         raise error(f"{name}: must be a finite number, got {value!r}")
     lo, hi = meta.get("min"), meta.get("max")
-    below = lo is not None and (value <= lo if meta.get("min_open") else value < lo)
-    above = hi is not None and (value >= hi if meta.get("max_open") else value > hi)
+    # the message names the bound that is crossed, as the old hand-written checks did
+    if lo is not None and (value <= lo if meta.get("min_open") else value < lo):
+        raise error(f"{name}: must be {'>' if meta.get('min_open') else '>='} {_fmt(lo)}, got {value!r}")
+    if hi is not None and (value >= hi if meta.get("max_open") else value > hi):
+        raise error(f"{name}: must be {'<' if meta.get('max_open') else '<='} {_fmt(hi)}, got {value!r}")
     step = meta.get("multiple_of")
-    if below or above or (step and isinstance(value, int) and value % step):
-        raise error(f"{name}: must be {option_range_text(f)}, got {value!r}")
+    if step and isinstance(value, int) and value % step:
+        raise error(f"{name}: must be a multiple of {step}, got {value!r}")
 
 
 

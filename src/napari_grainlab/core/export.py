@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from ._io import atomic_write_bytes
+from .errors import ExportError
 from .inference._result import _default_tile
 from .inference.tiling import model_multiple
 from .models.checkpoint import checkpoint_files, load_checkpoint
 from .onnx_predict import METADATA_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, _first_line
-from .errors import ExportError
 
 __all__ = ["DEFAULT_OPSET", "ExportError", "ExportReport", "export_onnx", "onnx_metadata"]
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 from scipy import sparse
+
 from .errors import MetricError
 
 __all__ = [

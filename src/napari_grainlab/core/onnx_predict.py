@@ -17,16 +17,26 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .inference._grid import (_FLIPS, MULTIPLE, Cancelled, _blend_tiles, _check_image, _check_output, _check_tiling,
-                              _class_map, _Grid, _normalise)
+from .errors import OnnxModelError
+from .inference._grid import (
+    _FLIPS,
+    MULTIPLE,
+    Cancelled,
+    _blend_tiles,
+    _check_image,
+    _check_output,
+    _check_tiling,
+    _class_map,
+    _Grid,
+    _normalise,
+)
 from .inference._histogram import _check_reference, match_histogram
 from .inference._result import PredictionResult, _default_tile, default_min_size
-from .errors import OnnxModelError
 from .inference.options import DEFAULTS as _D
 from .inference.options import WATERSHED_FIELDS, InferenceOptions, resolve_options
 

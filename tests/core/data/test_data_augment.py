@@ -9,8 +9,14 @@ import torch
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
-from napari_grainlab.core.data.augment import (PoissonNoise, SEMArtifacts, build_augmentation, context_size,
-                                               geometric, mixup_cutmix)
+from napari_grainlab.core.data.augment import (
+    PoissonNoise,
+    SEMArtifacts,
+    build_augmentation,
+    context_size,
+    geometric,
+    mixup_cutmix,
+)
 from napari_grainlab.core.data.io import DataError
 from napari_grainlab.core.synthetic import SynthParams, generate
 

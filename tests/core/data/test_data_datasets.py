@@ -11,8 +11,14 @@ import pytest
 import tifffile
 
 from napari_grainlab.core._io import write_tiff
-from napari_grainlab.core.data.datasets import (DataWarning, detect_task, group_of, load_classification_folder,
-                                                load_segmentation_folder, samples_from_arrays)
+from napari_grainlab.core.data.datasets import (
+    DataWarning,
+    detect_task,
+    group_of,
+    load_classification_folder,
+    load_segmentation_folder,
+    samples_from_arrays,
+)
 from napari_grainlab.core.data.io import DataError
 
 

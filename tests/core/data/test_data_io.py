@@ -10,8 +10,16 @@ from PIL import Image as PILImage
 from skimage.metrics import adapted_rand_error
 
 from napari_grainlab.core._io import write_tiff
-from napari_grainlab.core.data.io import (DataError, boundary_mask_to_instances, is_boundary_mask, labels_from_array,
-                                          normalize_intensity, read_image, read_labels, read_pixel_size)
+from napari_grainlab.core.data.io import (
+    DataError,
+    boundary_mask_to_instances,
+    is_boundary_mask,
+    labels_from_array,
+    normalize_intensity,
+    read_image,
+    read_labels,
+    read_pixel_size,
+)
 from napari_grainlab.core.synthetic import SynthParams, generate
 
 

@@ -11,8 +11,14 @@ import torch
 from napari_grainlab.core.data.augment import build_augmentation
 from napari_grainlab.core.data.datasets import ClsSample, SegSample
 from napari_grainlab.core.data.io import DataError
-from napari_grainlab.core.data.patches import (ClsPatchDataset, ClsTileDataset, SegPatchDataset, SegTileDataset,
-                                               crop_window, grid_starts)
+from napari_grainlab.core.data.patches import (
+    ClsPatchDataset,
+    ClsTileDataset,
+    SegPatchDataset,
+    SegTileDataset,
+    crop_window,
+    grid_starts,
+)
 from napari_grainlab.core.synthetic import SynthParams, generate
 
 

@@ -36,7 +36,7 @@ def _image() -> np.ndarray:
 
 
 def test_ranges_are_checked_when_made():
-    with pytest.raises(ConfigError, match="tile: must be in"):
+    with pytest.raises(ConfigError, match="tile: must be >= 32"):
         InferenceOptions(tile=16)
     with pytest.raises(ConfigError, match="overlap"):
         InferenceOptions(overlap=-1)

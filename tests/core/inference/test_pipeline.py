@@ -9,8 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_grainlab.core.data.io import DataError
-from napari_grainlab.core.inference import (Cancelled, PredictionResult, PredictProgress, histogram_reference,
-                                            iter_predict, predict_array, prepare_image, segment_image)
+from napari_grainlab.core.inference import (
+    Cancelled,
+    PredictionResult,
+    PredictProgress,
+    histogram_reference,
+    iter_predict,
+    predict_array,
+    prepare_image,
+    segment_image,
+)
 from napari_grainlab.core.inference.postprocess import boundary_from_labels
 from napari_grainlab.core.metrics import grain_matching
 from napari_grainlab.core.models import CheckpointError

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from napari_grainlab.core.inference.adapt import intensity_quantiles
 from napari_grainlab.core.inference.postprocess import boundary_from_labels

@@ -7,9 +7,19 @@ import pickle
 import pytest
 import torch
 
-from napari_grainlab.core.models import (CheckpointError, ModelError, ModelSpec, WeightsError, build_model,
-                                         load_checkpoint, load_into, load_state_dict_file, resolve_imagenet,
-                                         resolve_weights, save_checkpoint)
+from napari_grainlab.core.models import (
+    CheckpointError,
+    ModelError,
+    ModelSpec,
+    WeightsError,
+    build_model,
+    load_checkpoint,
+    load_into,
+    load_state_dict_file,
+    resolve_imagenet,
+    resolve_weights,
+    save_checkpoint,
+)
 from napari_grainlab.core.models.weights import PACKAGE_WEIGHTS, _package_file
 
 BACKBONES = ["resnet18", "resnet50", "efficientnet_lite0", "convnext_tiny"]

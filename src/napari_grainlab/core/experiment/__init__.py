@@ -5,10 +5,27 @@
 ...     print(event)
 >>> write_report("runs/quick", "docs/report.md")                     # doctest: +SKIP
 """
-from .config import ADAPT_MODES, STUDY_KINDS, ExperimentConfig, ExperimentError, Material, Study, load_config, parse_config
+from .config import (
+                     ADAPT_MODES,
+                     STUDY_KINDS,
+                     ExperimentConfig,
+                     ExperimentError,
+                     Material,
+                     Study,
+                     load_config,
+                     parse_config,
+)
 from .report import write_report
-from .runner import (ExperimentFinished, ExperimentStarted, RunDone, RunStarted, evaluate_model, load_results, plan,
-                     run_experiment)
+from .runner import (
+                     ExperimentFinished,
+                     ExperimentStarted,
+                     RunDone,
+                     RunStarted,
+                     evaluate_model,
+                     load_results,
+                     plan,
+                     run_experiment,
+)
 
 __all__ = ["ADAPT_MODES", "ExperimentConfig", "ExperimentError", "ExperimentFinished", "ExperimentStarted", "Material",
            "RunDone", "RunStarted", "STUDY_KINDS", "Study", "evaluate_model", "load_config", "load_results",

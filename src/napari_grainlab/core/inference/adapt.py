@@ -17,8 +17,15 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import ConfigError
-from ._histogram import (SAMPLE_PIXELS, _check_images, _check_reference, _probabilities, _sample,  # noqa: F401
-                         intensity_quantiles, match_histogram)
+from ._histogram import (  # noqa: F401
+    SAMPLE_PIXELS,
+    _check_images,
+    _check_reference,
+    _probabilities,
+    _sample,
+    intensity_quantiles,
+    match_histogram,
+)
 from .tiling import MULTIPLE, _reflect_index, _round_up, model_multiple, resolve_device
 
 __all__ = ["adapt_batchnorm", "intensity_quantiles", "match_histogram"]

@@ -25,10 +25,26 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ModelError
+from ._grid import (  # noqa: F401
+    _FLIPS,
+    MIN_TILE,
+    MULTIPLE,
+    Cancelled,
+    ClassMap,
+    _axis_weights,
+    _blend_tiles,
+    _check_image,
+    _check_output,
+    _check_tiling,
+    _class_map,
+    _Grid,
+    _normalise,
+    _reflect_index,
+    _round_up,
+    tile_positions,
+    tile_window,
+)
 from .options import DEFAULTS as _D
-from ._grid import (_FLIPS, MIN_TILE, MULTIPLE, Cancelled, ClassMap, _axis_weights, _blend_tiles,  # noqa: F401
-                    _check_image, _check_output, _check_tiling, _class_map, _Grid, _normalise,
-                    _reflect_index, _round_up, tile_positions, tile_window)
 
 __all__ = [
     "Cancelled",
@@ -180,7 +196,7 @@ def _run_batches(model, image: np.ndarray, grid: _Grid, state: dict, batch_size:
             with torch.inference_mode():
                 y = _forward(model, x, act, tta, device, amp)
             y = y.cpu().numpy()
-        except Exception as exc:  # noqa: BLE001 - anything but out-of-memory is re-raised
+        except Exception as exc:
             if not _is_oom(exc):
                 raise
             x = y = None

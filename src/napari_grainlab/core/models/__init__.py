@@ -1,6 +1,13 @@
 """Networks on timm backbones, weight sources and checkpoints."""
-from .checkpoint import (CheckpointError, checkpoint_files, is_checkpoint, load_checkpoint, load_into,
-                         read_metadata, save_checkpoint)
+from .checkpoint import (
+                         CheckpointError,
+                         checkpoint_files,
+                         is_checkpoint,
+                         load_checkpoint,
+                         load_into,
+                         read_metadata,
+                         save_checkpoint,
+)
 from .networks import SEG_OUTPUTS, GrainClassifier, GrainUNet, ModelError, ModelSpec, build_model, parameter_stages
 from .weights import WeightsError, load_state_dict_file, resolve_imagenet, resolve_weights
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_write_bytes, atomic_write_text
-from .networks import SEG_OUTPUTS, ModelSpec, build_model
 from ..errors import CheckpointError
+from .networks import SEG_OUTPUTS, ModelSpec, build_model
 
 FORMAT = "napari-grainlab-model"
 FORMAT_VERSION = 1
@@ -120,7 +120,7 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     weights, _ = checkpoint_files(path)
     try:
         return dict(load_file(str(weights)))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a corrupt file
         raise CheckpointError(f"{weights}: corrupt weights file ({str(exc).splitlines()[0]})") from None
 
 

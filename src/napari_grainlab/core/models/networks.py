@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 from ..errors import ModelError
 
 SEG_OUTPUTS = ("boundary", "distance")

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+
 from ..errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,11 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
         try:
             return dict(load_file(str(path)))
-        except Exception as exc:  # corrupt header, truncated file
+        except Exception as exc:  # noqa: BLE001 - corrupt header, truncated file (several types)
             raise WeightsError(f"{path.name}: not a readable safetensors file ({exc})") from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any unpickling refusal or corrupt file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(
             f"{path.name}: refused to load (only plain tensor state dicts are accepted; "
@@ -68,7 +69,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def _reference_keys(backbone: str) -> "OrderedDict[str, torch.Size]":
+def _reference_keys(backbone: str) -> OrderedDict[str, torch.Size]:
     import timm
 
     with torch.device("meta"):
@@ -114,7 +115,7 @@ def _pretrained_cfg(backbone: str) -> dict:
 
     try:
         cfg = timm.models.get_pretrained_cfg(backbone)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unknown name: no pretrained config
         cfg = None
     if cfg is None:
         with torch.device("meta"):
@@ -134,7 +135,7 @@ def _hf_cache_file(hf_id: str | None) -> Path | None:
     for fname in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
         try:
             hit = try_to_load_from_cache(repo, fname, revision=revision or None)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a broken cache entry counts as a miss
             hit = None
         if isinstance(hit, str) and os.path.isfile(hit):
             return Path(hit)
@@ -173,7 +174,7 @@ def _download_hub(backbone: str, cfg: dict) -> dict[str, torch.Tensor]:
             return load_state_dict_file(path)
         except WeightsError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - offline, refused, not found: try the next source
             last = exc
     raise WeightsError(f"download of {hf_id} failed: {last}")
 

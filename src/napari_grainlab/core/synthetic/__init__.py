@@ -6,9 +6,9 @@
 ((256, 256), dtype('uint32'))
 """
 
-from .params import OpticalParams, ParameterError, SEMParams, SynthParams, TessellationParams, param_fields
-from .generate import SyntheticSample, generate
 from .dataset import DatasetProgress, synthetic_stream, write_dataset
+from .generate import SyntheticSample, generate
+from .params import OpticalParams, ParameterError, SEMParams, SynthParams, TessellationParams, param_fields
 
 __all__ = [
     "DatasetProgress",

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
 from .._schema import check_options, option, option_fields
 from ..errors import ParameterError
 

@@ -20,8 +20,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import ParameterError
-from .params import SynthParams
 from ._kernels import count_labels, fill_from_neighbours, pixels_where, remap, shift_rows, stray_pixels
+from .params import SynthParams
 from .power import metric_matrices, power_labels
 
 __all__ = ["Microstructure", "tessellate", "boundary_mask", "interfaces"]
@@ -396,7 +396,7 @@ def _stamp_pores(rng, labels, fraction, size, periodic):
     h, w = labels.shape
     goal = fraction * h * w
     estimate = float(np.count_nonzero(labels == 0))
-    for guard in range(1, 100001):
+    for _ in range(1, 100001):
         if estimate >= goal:
             estimate = float(np.count_nonzero(labels == 0))  # overlaps: check the real area
             if estimate >= goal:

@@ -95,8 +95,7 @@ class TrainConfig:
     lr: float = option(1e-3, min=0.0, max=1.0, min_open=True, widget="log", group="Training",
                        label="Learning rate", metavar="LR",
                        help="learning rate of the decoder / head (AdamW, warm-up then cosine decay)")
-    weight_decay: float = option(1e-4, min=0.0, max=1.0, group="Regularisation", metavar="WD",
-                                 help="AdamW weight decay")
+    weight_decay: float = option(1e-4, min=0.0, group="Regularisation", metavar="WD", help="AdamW weight decay")
     warmup_epochs: float = option(1.0, min=0.0, group="Advanced", widget="hidden", cli=False,
                                   help="epochs of linear learning-rate warm-up")
     min_lr_ratio: float = option(0.01, min=0.0, max=1.0, group="Advanced", widget="hidden", cli=False,

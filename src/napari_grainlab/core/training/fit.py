@@ -21,12 +21,29 @@ import torch.nn.functional as F
 from .._io import atomic_write_text
 from ..errors import CheckpointError, ConfigError, DataError
 from ..inference.tiling import resolve_device  # one device check for training and prediction
-from ..models import (ModelSpec, build_model, is_checkpoint, load_into, load_state_dict_file,
-                      resolve_weights, save_checkpoint)
+from ..models import (
+    ModelSpec,
+    build_model,
+    is_checkpoint,
+    load_into,
+    load_state_dict_file,
+    resolve_weights,
+    save_checkpoint,
+)
 from ..models.checkpoint import load_state
 from .config import TrainConfig
-from .events import (Checkpoint, CrossValidated, EarlyStopped, Epoch, Finished, FoldStarted, Started, Step,
-                     TrainWarning, Unfrozen)
+from .events import (
+    Checkpoint,
+    CrossValidated,
+    EarlyStopped,
+    Epoch,
+    Finished,
+    FoldStarted,
+    Started,
+    Step,
+    TrainWarning,
+    Unfrozen,
+)
 from .losses import classification_loss, segmentation_loss
 from .strategies import apply_stages, param_groups, trainable_stages
 
