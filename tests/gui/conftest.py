@@ -10,6 +10,7 @@ creating a QApplication without a display would abort the interpreter).
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -21,8 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 def _gui_unavailable() -> str | None:
     try:
-        import qtpy  # noqa: F401  (raises if no Qt binding is installed)
-        from qtpy import QtWidgets  # noqa: F401
+        importlib.import_module("qtpy.QtWidgets")  # raises if no Qt binding is installed
     except Exception as exc:  # noqa: BLE001 - any failure means: no usable Qt
         return f"no usable Qt binding: {exc}"
     platform = os.environ.get("QT_QPA_PLATFORM", "")

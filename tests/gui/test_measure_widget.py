@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("qtpy")
 pytest.importorskip("pytestqt")
 
-from napari_grainlab.core.measure import astm_grain_size, grain_table  # noqa: E402
+from napari_grainlab.core.measure import astm_grain_size, grain_table
 
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:System theme detection:UserWarning")]
 

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("qtpy")
 pytest.importorskip("pytestqt")
 
-from napari_grainlab.core.synthetic import (  # noqa: E402
+from napari_grainlab.core.synthetic import (
     OpticalParams,
     ParameterError,
     SEMParams,

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ..core._schema import field_kind, option_fields
+from ..core._schema import cli_flag, field_kind, option_fields
 from ..core.errors import USER_ERRORS, GrainLabError
 
 PROG = "grainlab"
@@ -257,7 +257,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[st
         if kind is None:
             raise TypeError(f"{cls.__name__}.{f.name}: no command-line flag for this type; give it cli=False")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        flag = "--" + (meta.get("cli") or f.name.replace("_", "-"))
+        flag = cli_flag(f)
         text = (meta.get("help") or "").replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": f.name, "default": default}
         if kind is bool and not is_tuple:
@@ -313,22 +313,33 @@ def print_json(obj) -> None:
     print(json.dumps(_json_safe(obj), indent=2, allow_nan=False))
 
 
+def progress_bar(*, total: int, desc: str, unit: str, show: bool, initial: int = 0) -> Any:
+    """A tqdm progress bar on stderr, hidden unless ``show``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, disable=not show,
+                dynamic_ncols=True)
+
+
+def print_above(bar: Any, line: str, file: Any = None) -> None:
+    """Print ``line`` (to ``file``, default stdout) above the progress ``bar``, or plainly when
+    no bar is shown (``bar`` None or hidden)."""
+    if bar is not None and not bar.disable:
+        bar.write(line, file=file)
+    else:
+        print(line, file=file, flush=True)
+
+
 def follow_training(events: Iterator, *, progress: bool, indent: str = "") -> tuple[Any, Any]:
     """Print the events of ``fit`` / ``cross_validate`` (a tqdm bar of the steps on stderr, the
     other events as lines, ``[fold K]`` in front within a cross-validation) and close ``events``.
 
     Returns the last ``Finished`` event and the ``CrossValidated`` one (None where there is none).
     """
-    from tqdm import tqdm
-
     from ..core.training.events import Checkpoint, CrossValidated, Finished, Started, Step
 
     bar = None
     finished = summary = None
-
-    def say(line: str) -> None:
-        (bar.write if bar is not None and progress else print)(line)
-
     try:
         for ev in events:
             fold = f"[fold {ev.fold + 1}] " if getattr(ev, "fold", None) is not None else ""
@@ -336,8 +347,8 @@ def follow_training(events: Iterator, *, progress: bool, indent: str = "") -> tu
                 print(indent + fold + str(ev), flush=True)
                 if bar is not None:
                     bar.close()
-                bar = tqdm(total=ev.epochs * ev.steps_per_epoch, desc=fold + "train", unit="step", file=sys.stderr,
-                           disable=not progress, dynamic_ncols=True)
+                bar = progress_bar(total=ev.epochs * ev.steps_per_epoch, desc=fold + "train", unit="step",
+                                   show=progress)
             elif isinstance(ev, Step):
                 if bar is not None:
                     bar.update(ev.step - bar.n)
@@ -351,7 +362,7 @@ def follow_training(events: Iterator, *, progress: bool, indent: str = "") -> tu
             elif isinstance(ev, CrossValidated):
                 summary = ev
             elif not isinstance(ev, Checkpoint):  # epochs, folds, unfreezing, early stopping, warnings
-                say(indent + fold + str(ev))
+                print_above(bar, indent + fold + str(ev))
     finally:
         if bar is not None:
             bar.close()

@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import Interrupted, StopOnInterrupt, UserError, nonnegative_int, positive_int
+from ._common import Interrupted, StopOnInterrupt, UserError, nonnegative_int, positive_int, progress_bar
 
 # Kept in sync with params.py by tests/test_cli.py (importing params here would slow down --help).
 PRESETS = ("sem", "sem-elongated", "sem-twins", "optical", "porous")
 STYLES = ("sem", "optical")
 METHODS = ("voronoi", "laguerre")
 BIT_DEPTHS = (8, 16)
+#: the named options that set the generator parameter of their name: (section, option names), "" the top level
+NAMED_OPTIONS = (("", ("style", "bit_depth", "pixel_size")), ("tessellation", ("method", "grains", "mean_diameter")))
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -180,18 +181,11 @@ def build_params(args: argparse.Namespace):
     tess = data["tessellation"]
     if args.size is not None:
         data["height"], data["width"] = args.size
-    if args.style is not None:
-        data["style"] = args.style
-    if args.bit_depth is not None:
-        data["bit_depth"] = args.bit_depth
-    if args.pixel_size is not None:
-        data["pixel_size"] = args.pixel_size
-    if args.method is not None:
-        tess["method"] = args.method
-    if args.grains is not None:
-        tess["grains"] = args.grains
-    if args.mean_diameter is not None:
-        tess["mean_diameter"] = args.mean_diameter
+    for section, names in NAMED_OPTIONS:
+        target = data[section] if section else data
+        for name in names:
+            if getattr(args, name) is not None:
+                target[name] = getattr(args, name)
     for key, value in args.set or ():
         _apply_set(data, key, value)
     set_keys = {k for k, _ in (args.set or ())}
@@ -211,15 +205,12 @@ def write_dataset(out: Path, params, *, count: int, seed: int, overwrite: bool, 
 
     Ctrl-C stops after the image in progress and raises :class:`Interrupted`.
     """
-    from tqdm import tqdm
-
     from ..core.synthetic import write_dataset as write
 
     done = 0
     with StopOnInterrupt() as stop:
         events = write(out, params, count=count, seed=seed, overwrite=overwrite, workers=workers, stop=stop)
-        with tqdm(total=count, desc=desc, unit="img", file=sys.stderr, disable=not progress,
-                  dynamic_ncols=True, leave=True) as bar:
+        with progress_bar(total=count, desc=desc, unit="img", show=progress) as bar:
             try:
                 for ev in events:
                     bar.update(ev.done - bar.n)

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from ._common import EXIT_OK, Interrupted, StopOnInterrupt, UserError, positive_int, show_progress
+from ._common import (
+    EXIT_OK,
+    Interrupted,
+    StopOnInterrupt,
+    UserError,
+    positive_int,
+    print_above,
+    progress_bar,
+    show_progress,
+)
 
 #: most worker processes chosen automatically (each holds a model and its data: about 1.5 GB)
 MAX_AUTO_WORKERS = 4
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..core.experiment import (
         ExperimentFinished,
         ExperimentStarted,
@@ -49,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
                 for ev in events:
                     if isinstance(ev, ExperimentStarted):
                         print(ev, flush=True)
-                        bar = tqdm(total=ev.total, initial=ev.done, desc="experiment", unit="run", file=sys.stderr,
-                                   disable=not show_progress(args), dynamic_ncols=True)
+                        bar = progress_bar(total=ev.total, initial=ev.done, desc="experiment", unit="run",
+                                           show=show_progress(args))
                     elif isinstance(ev, RunStarted):
                         if bar is not None:
                             bar.set_postfix_str(ev.id, refresh=True)
                     elif isinstance(ev, RunDone):
-                        (bar.write if bar is not None and not bar.disable else print)(str(ev))
+                        print_above(bar, str(ev))
                         if bar is not None:
                             bar.update(1)
                     elif isinstance(ev, ExperimentFinished):

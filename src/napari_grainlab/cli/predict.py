@@ -21,14 +21,14 @@ from ._common import (
     add_options,
     options_from_args,
     positive_int,
+    print_above,
+    progress_bar,
     show_progress,
 )
 
 
 def run(args: argparse.Namespace) -> int:
     """Batch prediction (:func:`napari_grainlab.core.batch.run_batch`)."""
-    from tqdm import tqdm
-
     from ..core.batch import BatchFinished, BatchImageDone, BatchImageFailed, BatchStarted, run_batch
     from ..core.models.checkpoint import read_metadata
 
@@ -40,28 +40,21 @@ def run(args: argparse.Namespace) -> int:
     if options.histogram_match and not read_metadata(args.model).get("histogram_reference"):
         raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
 
-    def say(line: str) -> None:
-        if bar is not None and show:
-            bar.write(line, file=sys.stderr)
-        else:
-            print(line, file=sys.stderr, flush=True)
-
     with StopOnInterrupt() as stop:
         events = run_batch(args.model, args.images, out, scheduler=args.scheduler, workers=args.workers,
                            overwrite=args.overwrite, options=options, stop=stop)
         try:
             for ev in events:
                 if isinstance(ev, BatchStarted):
-                    bar = tqdm(total=ev.total, initial=ev.skipped, desc="predict", unit="img", file=sys.stderr,
-                               disable=not show, dynamic_ncols=True)
+                    bar = progress_bar(total=ev.total, initial=ev.skipped, desc="predict", unit="img", show=show)
                     if show:
                         bar.write(f"grainlab: {ev}", file=sys.stderr)
                 elif isinstance(ev, BatchImageDone):
                     for w in ev.warnings:
-                        say(f"grainlab: warning: {ev.path}: {' '.join(w.split())}")
+                        print_above(bar, f"grainlab: warning: {ev.path}: {' '.join(w.split())}", sys.stderr)
                     bar.update(1)
                 elif isinstance(ev, BatchImageFailed):
-                    say(f"grainlab: error: {ev.path}: {ev.error}")
+                    print_above(bar, f"grainlab: error: {ev.path}: {ev.error}", sys.stderr)
                     bar.update(1)
                 elif isinstance(ev, BatchFinished):
                     end = ev

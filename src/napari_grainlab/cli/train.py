@@ -11,7 +11,7 @@ import argparse
 import re
 from pathlib import Path
 
-from ..core._schema import option_fields
+from ..core._schema import cli_flag, option_fields
 from ..core.training.config import GROUPS, STRATEGY_HELP, TASKS, TrainConfig
 from ._common import (
     EXIT_OK,
@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _strategies() -> str:
     """The strategy descriptions of the configuration, with option names written as flags."""
-    flags = {f.name: "--" + (f.metadata.get("cli") or f.name.replace("_", "-")) for f in option_fields(TrainConfig)
-             if f.metadata.get("cli") is not False}
+    flags = {f.name: flag for f in option_fields(TrainConfig) if (flag := cli_flag(f))}
 
     def as_flags(text: str) -> str:
         return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: flags.get(m.group(0), m.group(0)), text)

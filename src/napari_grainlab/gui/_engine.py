@@ -14,6 +14,7 @@ Two traps, both avoided by :func:`preload_engine`:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ __all__ = ["avoid_triton_llvm_clash", "engine_loaded", "ensure_engine", "preload
 
 log = logging.getLogger(__name__)
 
+#: what :func:`preload_engine` imports, in this order
 _MODULES = ("torch", "timm", "napari_grainlab.core.inference.pipeline", "napari_grainlab.core.models.networks",
             "napari_grainlab.core.training")
 
@@ -56,12 +58,8 @@ def preload_engine() -> None:
     if engine_loaded():
         return
     avoid_triton_llvm_clash()
-    import timm  # noqa: F401
-    import torch  # noqa: F401
-
-    from ..core import training  # noqa: F401
-    from ..core.inference import pipeline  # noqa: F401
-    from ..core.models import networks  # noqa: F401
+    for name in _MODULES:
+        importlib.import_module(name)
 
 
 def ensure_engine(status=None) -> bool:

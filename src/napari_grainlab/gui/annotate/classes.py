@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Labels
-from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QWidget
 
 from ...core import annotate as core
 from ...core.annotation_store import class_state
 from ...core.errors import GrainLabError
 from .._forms import ComboBox, SpinBox
 from .._layers import role_metadata, role_name, spatial_of
+from .._widgets import make_form
 from ._common import guarded, live
 
 if TYPE_CHECKING:
@@ -34,9 +35,7 @@ class ClassesPanel(QWidget):
         super().__init__()
         self._dock = dock
         self._classes_ref: weakref.ref | None = None
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form = make_form(self)
         self.classes_edit = QLineEdit()
         self.classes_edit.setPlaceholderText("e.g. ferrite, pearlite")
         self.classes_edit.setToolTip("class names, separated by commas (they become folder names)")

@@ -28,15 +28,16 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, Qt, QTimer
-from qtpy.QtWidgets import QFileDialog, QFrame, QHBoxLayout, QLabel, QMessageBox, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QVBoxLayout, QWidget
 
 from ...core import annotate as core
 from ...core.annotation_store import AnnotationStore, labels_differ
-from ...core.errors import USER_ERRORS, DataError, GrainLabError
+from ...core.errors import DataError, GrainLabError
 from .._layers import layer_pixel_size, layers_with_role, role_metadata, role_name, spatial_of
 from .._napari_compat import hook_dock_close, unwrap_proxy, watch_main_window_close
+from .._widgets import ask_folder, hline, scroll_area, section, single_shot_timer
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
-from ._common import guarded, hline, live, section, source_stem
+from ._common import guarded, live, source_stem
 from .classes import ClassesPanel
 from .layers import LayerPicker, image_plane
 from .proposals import ClassicalSettings, ProposalsPanel
@@ -83,10 +84,7 @@ class AnnotateWidget(QWidget):
         self._docked = False
         self._unwatch_close = None  # removes the close filter from napari's main window
 
-        self._stats_timer = QTimer(self)
-        self._stats_timer.setSingleShot(True)
-        self._stats_timer.setInterval(STATS_DELAY_MS)
-        self._stats_timer.timeout.connect(self._refresh_stats)
+        self._stats_timer = single_shot_timer(self, STATS_DELAY_MS, self._refresh_stats)
         self._stats_runner = LatestOnlyRunner(self)
         self._stats_runner.result.connect(self._show_stats)
         self._build()
@@ -151,19 +149,14 @@ class AnnotateWidget(QWidget):
         for box in self.sections.values():
             content_layout.addWidget(box)
         content_layout.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(content)
-        self.scroll_area = scroll
+        self.scroll_area = scroll_area(content)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 6)
         layout.addWidget(self.picker)
         layout.addLayout(stats_row)
         layout.addWidget(hline())
-        layout.addWidget(scroll, 1)
+        layout.addWidget(self.scroll_area, 1)
 
     # ================================================================ layer choices
     @property
@@ -238,15 +231,12 @@ class AnnotateWidget(QWidget):
         """Annotate ``image`` in ``labels`` (None: the image's annotation layer, created as
         ``NAME annotation`` when missing, with the saved labels).  Problems become
         notifications; returns success."""
-        try:
-            return self._attach(image, labels)
-        except USER_ERRORS as exc:
-            show_error(f"Annotate: {exc}")
-        except Exception as exc:  # noqa: BLE001
-            report_error(exc, "Annotate")
+        if self._attach(image, labels):
+            return True
         self._refresh_layer_choices()
         return False
 
+    @guarded("Annotate")
     def _attach(self, image: Image, labels: Labels | None) -> bool:
         if not isinstance(image, Image):
             raise GrainLabError("choose an image layer")
@@ -486,14 +476,11 @@ class AnnotateWidget(QWidget):
 
     # ====================================================================== dialogs
     def ask_directory(self) -> Path | None:
-        start = str(self.folder or Path.home())
-        path = QFileDialog.getExistingDirectory(self, "Dataset folder for the annotation", start)
-        return Path(path) if path else None
+        return ask_folder(self, "Dataset folder for the annotation", self.folder or Path.home())
 
     def ask_checkpoint(self) -> Path | None:
-        path = QFileDialog.getExistingDirectory(self, "Model folder (model.safetensors + model.json)",
-                                                self.model_edit.text() or str(Path.home()))
-        return Path(path) if path else None
+        return ask_folder(self, "Model folder (model.safetensors + model.json)",
+                          self.model_edit.text() or Path.home())
 
     def ask_unsaved(self) -> str:
         """Ask what to do with unsaved changes: ``"save"``, ``"discard"`` or ``"cancel"``."""

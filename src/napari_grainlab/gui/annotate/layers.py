@@ -8,12 +8,13 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
-from qtpy.QtWidgets import QFormLayout, QWidget
+from qtpy.QtWidgets import QWidget
 
 from ...core.data.io import normalize_intensity, to_grayscale
 from ...core.errors import DataError
 from .._forms import ComboBox
 from .._layers import role_of
+from .._widgets import make_form
 
 __all__ = ["HELPER_ROLES", "NEW_LAYER", "LayerPicker", "image_plane"]
 
@@ -60,9 +61,7 @@ class LayerPicker(QWidget):
                                      "(with the saved labels when there are any)")
         self.labels_combo.setSizeAdjustPolicy(ComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.labels_combo.setMinimumContentsLength(8)
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form = make_form(self)
         form.addRow("Image", self.image_combo)
         form.addRow("Grains", self.labels_combo)
 

@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Labels
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QToolButton,
     QVBoxLayout,
@@ -33,8 +31,9 @@ from ...core.errors import DataError, GrainLabError
 from .._engine import ensure_engine
 from .._forms import ComboBox
 from .._layers import role_metadata, role_name, spatial_of
+from .._widgets import make_form, progress_bar, show_status, single_shot_timer
 from ..workers import GeneratorTask, LatestOnlyRunner, TaskProgress, TaskResult, report_error
-from ._common import ERROR_STYLE, guarded, live
+from ._common import guarded, live
 
 if TYPE_CHECKING:
     from .dock import AnnotateWidget
@@ -112,10 +111,7 @@ class ProposalsPanel(QWidget):
         self._generation = 0  # bumped when the image changes: older model proposals are dropped
         self.proposals_shown = 0
         self._build()
-        self._debounce = QTimer(self)
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(DEBOUNCE_MS)
-        self._debounce.timeout.connect(self.propose)
+        self._debounce = single_shot_timer(self, DEBOUNCE_MS, self.propose)
         self.runner = LatestOnlyRunner(self)
         self.runner.result.connect(self.show_proposal)
         self.runner.failed.connect(self._failed)
@@ -124,9 +120,7 @@ class ProposalsPanel(QWidget):
     def _build(self) -> None:
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        form = QFormLayout()
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form = make_form()
         self.sliders: dict[str, QLabeledDoubleSlider | QLabeledSlider] = {}
         defaults = ClassicalSettings()
         for key, text, lo, hi, decimals, tip in SLIDERS:
@@ -174,10 +168,7 @@ class ProposalsPanel(QWidget):
         model_row.addWidget(self.model_browse)
         model_row.addWidget(self.model_button)
         layout.addLayout(model_row)
-        self.model_progress = QProgressBar()
-        self.model_progress.setRange(0, 1)
-        self.model_progress.setValue(0)
-        self.model_progress.setFormat("")
+        self.model_progress = progress_bar()
         self.model_progress.setMaximumHeight(14)
         self.model_cancel = QPushButton("Cancel")
         self.model_cancel.setEnabled(False)
@@ -247,12 +238,10 @@ class ProposalsPanel(QWidget):
 
     def _on_busy(self, busy: bool) -> None:
         if busy:
-            self.proposal_label.setStyleSheet("")
-            self.proposal_label.setText("Proposing grains…")
+            show_status(self.proposal_label, "Proposing grains…")
 
     def _failed(self, error: BaseException) -> None:
-        self.proposal_label.setStyleSheet(ERROR_STYLE)
-        self.proposal_label.setText(f"Proposal failed: {error}")
+        show_status(self.proposal_label, f"Proposal failed: {error}", error=True)
         report_error(error, "Propose grains")
 
     def show_proposal(self, result: tuple[np.ndarray, float], source: str = "classical") -> None:
@@ -276,9 +265,8 @@ class ProposalsPanel(QWidget):
             layer.visible = True
         self.proposals_shown += 1
         n = int(labels_data.max())
-        self.proposal_label.setStyleSheet("")
-        self.proposal_label.setText(f"Proposal ({source}): {n} grains in {elapsed:.2f} s; Apply puts them into "
-                                    "the annotation")
+        show_status(self.proposal_label,
+                    f"Proposal ({source}): {n} grains in {elapsed:.2f} s; Apply puts them into the annotation")
 
     # ------------------------------------------------------------------ model
     def _on_browse_model(self) -> None:
@@ -329,8 +317,7 @@ class ProposalsPanel(QWidget):
         elif result.status == "cancelled" or result.value is None:
             self.proposal_label.setText("Model proposal cancelled")
         else:
-            self.proposal_label.setStyleSheet(ERROR_STYLE)
-            self.proposal_label.setText(f"Model proposal failed: {result.error}")
+            show_status(self.proposal_label, f"Model proposal failed: {result.error}", error=True)
 
     # ------------------------------------------------------------------ apply
     @guarded("Apply proposal")

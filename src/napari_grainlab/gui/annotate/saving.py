@@ -15,15 +15,16 @@ import numpy as np
 from napari.layers import Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core import annotate as core
 from ...core.annotation_store import SaveJob, WriteResult
 from ...core.errors import USER_ERRORS
 from .._forms import SpinBox
+from .._widgets import show_status, status_label
 from ..workers import report_error
-from ._common import ERROR_STYLE, guarded
+from ._common import guarded
 
 if TYPE_CHECKING:
     from .dock import AnnotateWidget
@@ -75,17 +76,14 @@ class SavePanel(QWidget):
         autosave_row.addWidget(self.autosave_check)
         autosave_row.addWidget(self.autosave_spin, 1)
         layout.addLayout(autosave_row)
-        self.save_status = QLabel()
-        self.save_status.setWordWrap(True)
-        self.save_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.save_status = status_label()
         layout.addWidget(self.save_status)
         self.autosave_timer = QTimer(self)
         self.autosave_timer.timeout.connect(self._on_timer)
         self.restart_timer()
 
     def set_status(self, text: str, error: bool = False) -> None:
-        self.save_status.setStyleSheet(ERROR_STYLE if error else "")
-        self.save_status.setText(text)
+        show_status(self.save_status, text, error)
 
     # ------------------------------------------------------------------ folder
     def set_folder(self, folder: str | Path | None) -> None:
@@ -167,7 +165,7 @@ class SavePanel(QWidget):
             show_error(f"Saving the annotation failed: {exc}")
             self.set_status(f"Save failed: {exc}", error=True)
             return None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a bug: shown with its traceback, never raised into Qt
             report_error(exc, "Saving the annotation")
             return None
         self._record(result.job, auto=False)

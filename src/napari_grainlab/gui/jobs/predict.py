@@ -186,8 +186,7 @@ def show_prediction(viewer: napari.viewer.Viewer, done: ImageDone, source: str) 
     job, res = done.job, done.result
 
     def common(role: str) -> dict[str, Any]:
-        meta = prediction_metadata(job.name, done.model_path, role=role, made_by=source, image=job.name,
-                                   pixel_size_um=job.pixel_size)
+        meta = prediction_metadata(job.name, done.model_path, role=role, made_by=source, pixel_size_um=job.pixel_size)
         return {**job.spatial, "metadata": meta}
 
     def name(role: str) -> str:

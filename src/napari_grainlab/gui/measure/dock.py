@@ -24,22 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QModelIndex, Qt, QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QModelIndex, Qt
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from ..._sample_data import grain_features
 from ...core.measure import write_table_csv
-from .._layers import LayerCombo, layer_pixel_size, pixel_size_spin
+from .._layers import LayerCombo
+from .._widgets import PixelSizeInput, ask_save_file, make_form, show_status, single_shot_timer, status_label
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
 from .histogram import SizeHistogram
 from .measurement import Measurement, measure_labels, summary_html
@@ -51,8 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MeasureWidget"]
 
-ERROR_STYLE = "color: #f0524f;"
-HINT_STYLE = "color: #999999;"
 THROTTLE_MS = 400
 
 
@@ -68,19 +57,18 @@ class MeasureWidget(QWidget):
         self.viewer = napari_viewer
         self.setMinimumWidth(340)
         self.measurement: Measurement | None = None
-        self._pixel_typed = False
         self._watched: Layer | None = None
         self._last_csv: Path | None = None
 
         self.labels_combo = LayerCombo(self.viewer, Labels, "(no labels layer)")
         self.labels_combo.setToolTip("grain instances to measure (each grain one label, 0 = background)")
         self.labels_combo.layer_changed.connect(self._on_layer_changed)
-        self.pixel_spin = pixel_size_spin("<p>Size of one pixel in µm. Filled in from the layer (metadata or scale) "
-                                          "or its source TIFF (SEM vendor tags, ImageJ, resolution tags); a typed "
-                                          "value wins. Needed for µm and ASTM G.</p>")
-        self.pixel_spin.valueChanged.connect(self._on_pixel_typed)
-        self.pixel_hint = QLabel("")
-        self.pixel_hint.setStyleSheet(HINT_STYLE)
+        self.pixel = PixelSizeInput("<p>Size of one pixel in µm. Filled in from the layer (metadata or scale) or "
+                                    "its source TIFF (SEM vendor tags, ImageJ, resolution tags); a typed value wins. "
+                                    "Needed for µm and ASTM G.</p>",
+                                    missing="not in the metadata: type it in for µm and ASTM G", parent=self)
+        self.pixel.typed_changed.connect(self._on_pixel_typed)
+        self.pixel_spin, self.pixel_hint = self.pixel.spin, self.pixel.hint
 
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip("measure the layer again")
@@ -99,10 +87,8 @@ class MeasureWidget(QWidget):
         buttons.addStretch(1)
         buttons.addWidget(self.export_button)
 
-        self.summary_label = QLabel("No labels layer.")
-        self.summary_label.setWordWrap(True)
+        self.summary_label = status_label("No labels layer.")
         self.summary_label.setTextFormat(Qt.TextFormat.RichText)
-        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.summary_label.setToolTip(
             "<p>ASTM E112 planimetric (Jeffries) method: grains inside the field count 1, grains cut by the "
             "field edge count ½; N<sub>A</sub> = counted grains per mm² at 1×, "
@@ -119,9 +105,7 @@ class MeasureWidget(QWidget):
         self.only_selected.setToolTip("hide every other grain in the labels layer")
         self.only_selected.toggled.connect(self._on_only_selected)
 
-        form = QFormLayout()
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form = make_form()
         form.addRow("Labels", self.labels_combo)
         form.addRow("Pixel size", self.pixel_spin)
         form.addRow("", self.pixel_hint)
@@ -142,10 +126,7 @@ class MeasureWidget(QWidget):
         layout.addWidget(splitter, 1)
         layout.addWidget(self.only_selected)
 
-        self._throttle = QTimer(self)
-        self._throttle.setSingleShot(True)
-        self._throttle.setInterval(THROTTLE_MS)
-        self._throttle.timeout.connect(self.refresh)
+        self._throttle = single_shot_timer(self, THROTTLE_MS, self.refresh)
         self._runner = LatestOnlyRunner(self)
         self._runner.result.connect(self._show)
         self._runner.failed.connect(self._failed)
@@ -168,12 +149,11 @@ class MeasureWidget(QWidget):
 
     def set_pixel_size(self, value: float | None) -> None:
         """Type a pixel size in µm (None or 0: the layer's own)."""
-        self.pixel_spin.setValue(float(value or 0.0))
+        self.pixel.set_value(value)
 
     @property
     def pixel_size(self) -> float | None:
-        v = float(self.pixel_spin.value())
-        return v if v > 0 else None
+        return self.pixel.value
 
     def refresh(self) -> None:
         """Measure the chosen layer now (off the main thread)."""
@@ -205,11 +185,7 @@ class MeasureWidget(QWidget):
         layer = self.current_layer()
         name = (layer.name if layer is not None else "grains").replace("/", "_").replace(" ", "_")
         start = self._last_csv.parent / f"{name}.csv" if self._last_csv else Path.home() / f"{name}.csv"
-        path, _ = QFileDialog.getSaveFileName(self, "Export the grain table", str(start), "CSV (*.csv)")
-        if not path:
-            return None
-        path = Path(path)
-        return path if path.suffix else path.with_suffix(".csv")
+        return ask_save_file(self, "Export the grain table", start, "CSV (*.csv)", ".csv")
 
     def export_csv(self, path: str | Path | None = None) -> Path | None:
         """Write the shown grain table as CSV (atomically); None when there is none or it failed."""
@@ -232,13 +208,7 @@ class MeasureWidget(QWidget):
     # ------------------------------------------------------------------ layer
     def _on_layer_changed(self, layer: Layer | None) -> None:
         self._watch(layer)
-        if not self._pixel_typed:
-            value, source = layer_pixel_size(layer) if layer is not None else (None, "")
-            self.pixel_spin.blockSignals(True)
-            self.pixel_spin.setValue(value or 0.0)
-            self.pixel_spin.blockSignals(False)
-            self.pixel_hint.setText(f"from the {source}" if value else
-                                    ("not in the metadata: type it in for µm and ASTM G" if layer else ""))
+        self.pixel.show_layer(layer)
         self.measurement = None
         self.refresh()
 
@@ -262,10 +232,8 @@ class MeasureWidget(QWidget):
         except RuntimeError:  # the dock is gone
             pass
 
-    def _on_pixel_typed(self, value: float) -> None:
-        self._pixel_typed = value > 0
-        if self._pixel_typed:
-            self.pixel_hint.setText("typed in")
+    def _on_pixel_typed(self) -> None:
+        if self.pixel.typed:
             self.refresh()
         else:
             self._on_layer_changed(self.current_layer())
@@ -278,8 +246,7 @@ class MeasureWidget(QWidget):
     # ---------------------------------------------------------------- results
     def _clear(self, text: str, error: bool = False) -> None:
         self.measurement = None
-        self.summary_label.setStyleSheet(ERROR_STYLE if error else "")
-        self.summary_label.setText(text)
+        show_status(self.summary_label, text, error)
         self.table_model.set_table({}, "px")
         self.histogram.plot(None)
         self.export_button.setEnabled(False)
@@ -294,8 +261,7 @@ class MeasureWidget(QWidget):
         if layer is None or id(layer) != m.layer_id:
             return
         self.measurement = m
-        self.summary_label.setStyleSheet("")
-        self.summary_label.setText(summary_html(m))
+        show_status(self.summary_label, summary_html(m))
         self.table_model.set_table(m.table, m.unit)
         fit_columns(self.table_view)
         self.histogram.plot(m.table["equivalent_diameter"], m.unit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-from .measurement import fmt
+from .._widgets import fmt_number, napari_theme
 
 __all__ = ["MAX_BINS", "SizeHistogram"]
 
@@ -32,13 +32,10 @@ class SizeHistogram(QWidget):
         self.n_bars = 0
 
     def set_theme(self, theme_name: str) -> None:
-        try:
-            from napari.utils.theme import get_theme
-
-            theme = get_theme(theme_name)
+        """Take the background and text colours of napari's theme ``theme_name`` (unknown: keep the colours)."""
+        theme = napari_theme(theme_name)
+        if theme is not None:
             self.colors.update(bg=theme.background.as_hex(), fg=theme.text.as_hex())
-        except Exception:  # noqa: BLE001 - unknown theme: keep the defaults
-            pass
 
     def plot(self, diameters: np.ndarray | None, unit: str = "px") -> None:
         ax, c = self.axes, self.colors
@@ -63,7 +60,7 @@ class SizeHistogram(QWidget):
             self.n_bars = len(patches)
             mean = float(d.mean())
             ax.axvline(mean, color=c["mean"], linewidth=1.5)
-            ax.text(mean, max(counts) * 0.97, f" mean {fmt(mean)}", color=c["mean"], fontsize=8, va="top")
+            ax.text(mean, max(counts) * 0.97, f" mean {fmt_number(mean)}", color=c["mean"], fontsize=8, va="top")
         else:
             ax.text(0.5, 0.5, "no grains", transform=ax.transAxes, ha="center", va="center", color=c["fg"])
         self.canvas.draw_idle()

@@ -1,9 +1,8 @@
-"""The worker side of the Measure dock: one measurement of a labels array (no Qt, no viewer),
-and how its numbers read."""
+"""The worker side of the Measure dock: one measurement of a labels array (no viewer: it runs in
+a worker thread), and how its summary reads."""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from ...core.measure import astm_grain_size, grain_table, summarize
+from .._widgets import HINT_STYLE, fmt_number
 
-__all__ = ["Measurement", "fmt", "measure_labels", "summary_html"]
+__all__ = ["Measurement", "measure_labels", "summary_html"]
 
 
 @dataclass(frozen=True)
@@ -44,19 +44,6 @@ def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int =
     return Measurement(table, summary, astm, pixel_size, tuple(labels.shape), time.perf_counter() - t0, layer_id)
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    """A measurement for reading: ``digits`` significant digits (trailing zeros kept), no exponent."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    if not math.isfinite(v):
-        return "—"
-    if abs(v) >= 10 ** digits:
-        return f"{v:,.0f}"
-    return f"{v:#.{digits}g}".rstrip(".")
-
-
 def summary_html(m: Measurement) -> str:
     """The dock's summary of ``m``: grain counts, mean and median diameter, ASTM E112 G."""
     unit = m.unit
@@ -64,10 +51,11 @@ def summary_html(m: Measurement) -> str:
     n = int(a["grains"])
     lines = [f"<b>{n}</b> grain{'' if n == 1 else 's'} ({int(a['grains_inside'])} inside, "
              f"{int(a['grains_on_edge'])} on the edge)",
-             f"mean ⌀ <b>{fmt(s['mean_diameter'])}</b> {unit} · median {fmt(s['median_diameter'])} {unit}"]
+             f"mean ⌀ <b>{fmt_number(s['mean_diameter'])}</b> {unit} · "
+             f"median {fmt_number(s['median_diameter'])} {unit}"]
     if m.pixel_size:
-        lines.append(f"ASTM E112 G = <b>{fmt(a['astm_g'], 3)}</b> "
-                     f"({fmt(a['grains_per_mm2'], 4)} grains/mm², planimetric)")
+        lines.append(f"ASTM E112 G = <b>{fmt_number(a['astm_g'], 3)}</b> "
+                     f"({fmt_number(a['grains_per_mm2'], 4)} grains/mm², planimetric)")
     else:
-        lines.append("ASTM E112 G = — <span style='color:#999999'>(needs the pixel size)</span>")
+        lines.append(f"ASTM E112 G = — <span style='{HINT_STYLE}'>(needs the pixel size)</span>")
     return "<br>".join(lines)

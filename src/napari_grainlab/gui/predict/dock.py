@@ -26,28 +26,17 @@ notification; a pickle file is never unpickled.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QPoint, Qt, QTimer
-from qtpy.QtWidgets import (
-    QFileDialog,
-    QFormLayout,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSizePolicy,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QEvent, QPoint, QTimer
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core.errors import USER_ERRORS
 from ...core.inference.options import InferenceOptions
 from .._engine import ensure_engine
+from .._widgets import ask_folder, ask_open_file, fmt_number, hline, progress_bar, show_status, status_label
 from ..jobs.predict import ImageDone, ImageFailed, PredictStatus, predict_jobs, show_prediction
 from ..workers import GeneratorTask, TaskResult, report_error
 from .folder import FolderPrediction
@@ -61,19 +50,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PredictWidget"]
 
-ERROR_STYLE = "color: #f0524f;"
 #: the dock's names for the editors of some options (scripts and tests use them)
 EDITOR_ATTRIBUTES = {"tile_spin": "tile", "overlap_spin": "overlap", "batch_spin": "batch_size",
                      "min_size_spin": "min_size", "tta_check": "tta", "adabn_check": "adabn",
                      "histogram_check": "histogram_match", "device_combo": "device"}
 #: the options section that also holds the Dask scheduler of *Predict folder…*
 SCHEDULER_GROUP = "Device"
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or not math.isfinite(value):
-        return "—"
-    return f"{value:,.0f}" if abs(value) >= 10 ** digits else f"{value:#.{digits}g}".rstrip(".")
 
 
 def _title(text: str) -> QLabel:
@@ -99,13 +81,6 @@ def _align_form_labels(root: QWidget) -> None:
     right = max(left[label] + label.sizeHint().width() for label in labels)
     for label in labels:
         label.setMinimumWidth(right - left[label])
-
-
-def _hline() -> QFrame:
-    line = QFrame()
-    line.setFrameShape(QFrame.Shape.HLine)
-    line.setFrameShadow(QFrame.Shadow.Sunken)
-    return line
 
 
 class PredictWidget(QWidget):
@@ -158,14 +133,8 @@ class PredictWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.setToolTip("stop after the current batch of tiles")
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setTextVisible(True)
-        self.progress_bar.setFormat("")
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.progress_bar = progress_bar()
+        self.status_label = status_label()
         self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         run_row = QHBoxLayout()
         run_row.setContentsMargins(0, 0, 0, 0)
@@ -180,7 +149,7 @@ class PredictWidget(QWidget):
                              ("Options", self.options_panel)):
             layout.addWidget(_title(title))
             layout.addWidget(panel)
-        layout.addWidget(_hline())
+        layout.addWidget(hline())
         layout.addLayout(run_row)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
@@ -206,15 +175,12 @@ class PredictWidget(QWidget):
     # ------------------------------------------------------------------ model
     def ask_checkpoint_folder(self) -> Path | None:
         current = self.checkpoint
-        start = str(current.parent if current else Path.home())
-        path = QFileDialog.getExistingDirectory(self, "Model folder (model.safetensors + model.json)", start)
-        return Path(path) if path else None
+        return ask_folder(self, "Model folder (model.safetensors + model.json)",
+                          current.parent if current else Path.home())
 
     def ask_checkpoint_file(self) -> Path | None:
-        start = str(self.checkpoint or Path.home())
-        path, _ = QFileDialog.getOpenFileName(self, "Model file", start,
-                                              "GrainLab model (model.json *.safetensors *.json);;All files (*)")
-        return Path(path) if path else None
+        return ask_open_file(self, "Model file", self.checkpoint or Path.home(),
+                             "GrainLab model (model.json *.safetensors *.json);;All files (*)")
 
     @property
     def checkpoint(self) -> Path | None:
@@ -249,6 +215,16 @@ class PredictWidget(QWidget):
 
     def set_options(self, options: InferenceOptions) -> None:
         self.options_panel.set_options(options)
+
+    def run_options(self) -> InferenceOptions | None:
+        """The options of a run about to start, with the engine loaded; None (the reason shown)
+        when an option is out of range or PyTorch cannot be loaded."""
+        try:
+            options = self.options()
+        except USER_ERRORS as exc:
+            show_error(f"Cannot predict: {exc}")
+            return None
+        return options if ensure_engine(self.set_status) else None
 
     # -------------------------------------------------------------------- run
     @property
@@ -285,12 +261,8 @@ class PredictWidget(QWidget):
         if not jobs:
             show_error("No image layer to predict: open a micrograph first")
             return None
-        try:
-            options = self.options()
-        except USER_ERRORS as exc:
-            show_error(f"Cannot predict: {exc}")
-            return None
-        if not ensure_engine(self.set_status):
+        options = self.run_options()
+        if options is None:
             return None
         self.last_results = []
         self._run_summaries, self._run_failures, self._run_total = [], 0, len(jobs)
@@ -330,9 +302,10 @@ class PredictWidget(QWidget):
         s = done.summary
         unit = "µm" if done.job.pixel_size else "px"
         n = int(s.get("grains", 0))
-        text = f"{done.job.name}: {n} grain{'' if n == 1 else 's'}, mean ⌀ {_fmt(s.get('mean_diameter'))} {unit}"
+        mean = fmt_number(s.get("mean_diameter"))
+        text = f"{done.job.name}: {n} grain{'' if n == 1 else 's'}, mean ⌀ {mean} {unit}"
         if done.job.pixel_size:
-            text += f", ASTM G {_fmt(s.get('astm_g'), 3)}"
+            text += f", ASTM G {fmt_number(s.get('astm_g'), 3)}"
         return text
 
     def _on_finished(self, result: TaskResult) -> None:
@@ -354,15 +327,11 @@ class PredictWidget(QWidget):
 
     # --------------------------------------------------------- folder batch
     def ask_input_folder(self) -> Path | None:
-        start = str(self.folder.input or Path.home())
-        path = QFileDialog.getExistingDirectory(self, "Folder of micrographs to predict", start)
-        return Path(path) if path else None
+        return ask_folder(self, "Folder of micrographs to predict", self.folder.input or Path.home())
 
     def ask_output_folder(self, input_folder: Path) -> Path | None:
-        start = str(self.folder.output or input_folder)
-        path = QFileDialog.getExistingDirectory(self, "Output folder (label images, grain tables, summary.csv)",
-                                                start)
-        return Path(path) if path else None
+        return ask_folder(self, "Output folder (label images, grain tables, summary.csv)",
+                          self.folder.output or input_folder)
 
     def predict_folder(self, input_folder: str | Path | None = None,
                        output_folder: str | Path | None = None) -> GeneratorTask | None:
@@ -376,5 +345,4 @@ class PredictWidget(QWidget):
         return self.folder.last_batch
 
     def set_status(self, text: str, error: bool = False) -> None:
-        self.status_label.setStyleSheet(ERROR_STYLE if error else "")
-        self.status_label.setText(text)
+        show_status(self.status_label, text, error)

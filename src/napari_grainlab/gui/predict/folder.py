@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, Any
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QLineEdit
 
-from ...core.errors import USER_ERRORS
-from .._engine import ensure_engine
 from ..jobs.predict import FOLDER_WORKERS, predict_folder_events
 from ..workers import GeneratorTask, TaskResult, report_error
 
@@ -63,12 +61,8 @@ class FolderPrediction:
         if out.exists() and not out.is_dir():
             show_error(f"The output {out} exists and is not a folder")
             return None
-        try:
-            options = dock.options()
-        except USER_ERRORS as exc:
-            show_error(f"Cannot predict: {exc}")
-            return None
-        if not ensure_engine(dock.set_status):
+        options = dock.run_options()
+        if options is None:
             return None
         self.input, self.output = source, out
         self._failures = []

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from napari.layers import Image
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QWidget
+from qtpy.QtWidgets import QCheckBox, QWidget
 
-from .._layers import LayerCombo, is_prediction, layer_pixel_size, pixel_size_spin
+from .._layers import LayerCombo, is_prediction
+from .._widgets import PixelSizeInput, make_form
 from ..jobs.predict import PredictJob, job_from_layer
 
 if TYPE_CHECKING:
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ImagePanel"]
 
-HINT_STYLE = "color: #999999;"
-
 
 class ImagePanel(QWidget):
     """Image layer, *All open images* and the pixel size in µm."""
@@ -26,24 +25,20 @@ class ImagePanel(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
-        self._pixel_typed = False
         self.image_combo = LayerCombo(viewer, Image, "(no image layer)")
         self.image_combo.setToolTip("the micrograph to segment (grayscale or RGB, any bit depth)")
         self.image_combo.layer_changed.connect(self._on_layer_changed)
         self.all_check = QCheckBox("All open images")
         self.all_check.setToolTip("predict every image layer in the viewer, one after the other")
         self.all_check.toggled.connect(lambda _on: self._on_layer_changed(self.image_combo.current_layer()))
-        self.pixel_spin = pixel_size_spin("<p>Size of one pixel in µm, for grain sizes in µm and ASTM G. Filled in "
-                                          "from the layer (its metadata or scale) or the TIFF it came from (SEM "
-                                          "vendor tags, ImageJ, resolution tags); a value typed here wins.</p>")
-        self.pixel_spin.valueChanged.connect(self._on_pixel_typed)
-        self.pixel_hint = QLabel("")
-        self.pixel_hint.setStyleSheet(HINT_STYLE)
-        self.pixel_hint.setWordWrap(True)
+        self.pixel = PixelSizeInput("<p>Size of one pixel in µm, for grain sizes in µm and ASTM G. Filled in from "
+                                    "the layer (its metadata or scale) or the TIFF it came from (SEM vendor tags, "
+                                    "ImageJ, resolution tags); a value typed here wins.</p>",
+                                    missing="not in the metadata: type it in for sizes in µm", parent=self)
+        self.pixel.typed_changed.connect(self._on_pixel_typed)
+        self.pixel_spin, self.pixel_hint = self.pixel.spin, self.pixel.hint
 
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form = make_form(self)
         form.addRow("Image", self.image_combo)
         form.addRow("", self.all_check)
         form.addRow("Pixel size", self.pixel_spin)
@@ -53,7 +48,7 @@ class ImagePanel(QWidget):
     @property
     def typed_pixel_size(self) -> float | None:
         """The pixel size typed in (µm), or None: each image's own."""
-        return float(self.pixel_spin.value()) if self._pixel_typed else None
+        return self.pixel.value if self.pixel.typed else None
 
     def set_image_layer(self, layer: Layer) -> None:
         self.all_check.setChecked(False)
@@ -61,7 +56,7 @@ class ImagePanel(QWidget):
 
     def set_pixel_size(self, value: float | None) -> None:
         """Type a pixel size in µm (None or 0: use each image's own)."""
-        self.pixel_spin.setValue(float(value or 0.0))
+        self.pixel.set_value(value)
 
     def jobs(self) -> list[PredictJob]:
         """The chosen images, copied from their layers (bottom first, as listed in napari)."""
@@ -73,24 +68,9 @@ class ImagePanel(QWidget):
         return [job_from_layer(layer, typed) for layer in reversed([ly for ly in layers if ly is not None])]
 
     def _on_layer_changed(self, layer: Layer | None) -> None:
-        if self._pixel_typed:
-            return
-        value, source = layer_pixel_size(layer) if layer is not None else (None, "")
-        self.pixel_spin.blockSignals(True)
-        self.pixel_spin.setValue(value or 0.0)
-        self.pixel_spin.blockSignals(False)
-        if self.all_check.isChecked():
-            self.pixel_hint.setText("each image's own pixel size (type one to use it for all)")
-        elif value:
-            self.pixel_hint.setText(f"from the {source}")
-        elif layer is not None:
-            self.pixel_hint.setText("not in the metadata: type it in for sizes in µm")
-        else:
-            self.pixel_hint.setText("")
+        every = "each image's own pixel size (type one to use it for all)" if self.all_check.isChecked() else None
+        self.pixel.show_layer(layer, note=every)
 
-    def _on_pixel_typed(self, value: float) -> None:
-        self._pixel_typed = value > 0
-        if self._pixel_typed:
-            self.pixel_hint.setText("typed in")
-        else:
+    def _on_pixel_typed(self) -> None:
+        if not self.pixel.typed:
             self._on_layer_changed(self.image_combo.current_layer())

@@ -10,18 +10,16 @@ from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMenu, QToolButton, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLineEdit, QMenu, QToolButton, QWidget
 
 from ...core.models.checkpoint import CheckpointError, checkpoint_files, read_metadata
 from .._settings import recent_checkpoints, remember_checkpoint
+from .._widgets import ERROR_STYLE, HINT_STYLE, make_form, status_label
 
 if TYPE_CHECKING:
     from .dock import PredictWidget
 
 __all__ = ["ModelPanel", "describe_model"]
-
-ERROR_STYLE = "color: #f0524f;"
-HINT_STYLE = "color: #999999;"
 
 
 def describe_model(meta: dict) -> str:
@@ -85,14 +83,10 @@ class ModelPanel(QWidget):
         self.recent_combo.setMinimumContentsLength(10)
         self.recent_combo.setToolTip("models used recently")
         self.recent_combo.activated.connect(self.choose_recent)
-        self.model_info = QLabel("No model chosen.")
-        self.model_info.setWordWrap(True)
+        self.model_info = status_label("No model chosen.")
         self.model_info.setStyleSheet(HINT_STYLE)
-        self.model_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form = make_form(self)
         form.addRow(path_row)
         form.addRow("Recent", self.recent_combo)
         form.addRow(self.model_info)

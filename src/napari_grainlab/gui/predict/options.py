@@ -18,6 +18,7 @@ from superqt import QCollapsible
 from ...core.errors import ConfigError
 from ...core.inference.options import InferenceOptions
 from .._forms import FieldEditor, ParamsForm, field_groups, field_tooltip
+from .._widgets import section
 
 __all__ = ["INLINE_GROUPS", "SEGMENT_ONLY_GROUPS", "OptionsPanel", "available_devices"]
 
@@ -84,12 +85,10 @@ class OptionsPanel(QWidget):
             if group in INLINE_GROUPS:
                 layout.addWidget(form)
                 continue
-            section = QCollapsible(group or "Other", expandedIcon="▼", collapsedIcon="▶")
-            section.setDuration(120)
-            section.layout().setContentsMargins(6, 1, 0, 1)  # stacked sections: no wide gaps
-            section.addWidget(form)
-            self.sections[group] = section
-            layout.addWidget(section)
+            box = section(group or "Other", form)
+            box.layout().setContentsMargins(6, 1, 0, 1)  # stacked sections: no wide gaps
+            self.sections[group] = box
+            layout.addWidget(box)
         for name, offers in SUGGESTIONS.items():
             if name in self.editors:
                 self.set_suggestions(name, offers())

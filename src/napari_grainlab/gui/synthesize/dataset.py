@@ -8,18 +8,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ...core.synthetic import ParameterError, write_dataset
 from .._forms import SpinBox
+from .._widgets import progress_bar, show_status
 from ..workers import GeneratorTask, TaskResult
 
 if TYPE_CHECKING:
     from .dock import SynthesizeWidget
 
 __all__ = ["DatasetPanel"]
-
-ERROR_STYLE = "color: #f0524f;"
 
 
 class DatasetPanel(QWidget):
@@ -44,11 +43,7 @@ class DatasetPanel(QWidget):
         self.generate_button.clicked.connect(lambda: self.generate())
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("")
-        self.progress_bar.setTextVisible(True)
+        self.progress_bar = progress_bar()
         self.dataset_label = QLabel()
         self.dataset_label.setWordWrap(True)
         self.dataset_label.setVisible(False)
@@ -113,8 +108,7 @@ class DatasetPanel(QWidget):
         )
         task.finished.connect(self._finished)
         self.generate_button.setEnabled(False)
-        self.dataset_label.setStyleSheet("")
-        self.dataset_label.setText(f"Writing to {folder.name}/ …")
+        show_status(self.dataset_label, f"Writing to {folder.name}/ …")
         self.dataset_label.setVisible(True)
         self.dataset_label.setToolTip(str(folder))
         if self.task is not None:
@@ -141,6 +135,5 @@ class DatasetPanel(QWidget):
             show_info(f"Cancelled: {done} of {total} synthetic images written to {folder}")
         else:
             text = f"Failed after {done} images: {result.error}"
-        self.dataset_label.setStyleSheet(ERROR_STYLE if result.status == "failed" else "")
-        self.dataset_label.setText(text)
+        show_status(self.dataset_label, text, error=result.status == "failed")
         self.dataset_label.setToolTip(str(folder))

@@ -12,20 +12,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, Qt, QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFrame,
-    QHBoxLayout,
-    QLabel,
-    QMessageBox,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ...core.synthetic import ParameterError, SynthParams
+from .._widgets import (
+    ask_folder,
+    ask_open_file,
+    ask_save_file,
+    confirm,
+    hline,
+    show_status,
+    single_shot_timer,
+    status_label,
+)
 from ..workers import GeneratorTask, LatestOnlyRunner, report_error, shutdown_on_destroy
 from .dataset import DatasetPanel
 from .parameters import ParametersPanel
@@ -37,14 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["SynthesizeWidget"]
 
 DEBOUNCE_MS = 150
-ERROR_STYLE = "color: #f0524f;"
-
-
-def _hline() -> QFrame:
-    line = QFrame()
-    line.setFrameShape(QFrame.Shape.HLine)
-    line.setFrameShadow(QFrame.Shadow.Sunken)
-    return line
 
 
 class SynthesizeWidget(QWidget):
@@ -87,9 +79,7 @@ class SynthesizeWidget(QWidget):
         preview_row.addWidget(self.live_check)
         preview_row.addStretch(1)
         preview_row.addWidget(self.preview_button)
-        self.status_label = QLabel()
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label = status_label()
 
         # dataset
         self.dataset = DatasetPanel(self)
@@ -119,26 +109,20 @@ class SynthesizeWidget(QWidget):
         bottom.setSpacing(4)
         bottom.addLayout(preview_row)
         bottom.addWidget(self.status_label)
-        bottom.addWidget(_hline())
+        bottom.addWidget(hline())
         bottom.addWidget(self.dataset)
-        bottom.addWidget(_hline())
+        bottom.addWidget(hline())
         bottom.addLayout(files_row)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 4, 6, 6)
         layout.addWidget(self.parameters, 1)
-        layout.addWidget(_hline())
+        layout.addWidget(hline())
         layout.addLayout(bottom)
 
         # preview machinery
-        self._debounce = QTimer(self)
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(DEBOUNCE_MS)
-        self._debounce.timeout.connect(self.refresh_preview)
-        self._busy_hint = QTimer(self)
-        self._busy_hint.setSingleShot(True)
-        self._busy_hint.setInterval(300)
-        self._busy_hint.timeout.connect(self._show_busy_hint)
+        self._debounce = single_shot_timer(self, DEBOUNCE_MS, self.refresh_preview)
+        self._busy_hint = single_shot_timer(self, 300, self._show_busy_hint)
         self._runner = LatestOnlyRunner(self)
         self._runner.result.connect(self._show_preview)
         self._runner.failed.connect(self._preview_failed)
@@ -231,31 +215,19 @@ class SynthesizeWidget(QWidget):
 
     def set_status(self, text: str, error: bool = False) -> None:
         self._busy_hint.stop()
-        self.status_label.setStyleSheet(ERROR_STYLE if error else "")
-        self.status_label.setText(text)
+        show_status(self.status_label, text, error)
 
     # --------------------------------------------------------------------- dataset
     def ask_directory(self) -> Path | None:
         """Ask for the dataset folder (None: cancelled)."""
         last = self.dataset.last_folder
-        start = str(last.parent if last else Path.home())
-        path = QFileDialog.getExistingDirectory(self, "Folder for the synthetic dataset", start)
-        return Path(path) if path else None
+        return ask_folder(self, "Folder for the synthetic dataset", last.parent if last else Path.home())
 
     def ask_overwrite(self, folder: Path) -> bool:
         """Ask whether to replace the dataset files in the non-empty ``folder``."""
-        box = QMessageBox(self)
-        box.setIcon(QMessageBox.Icon.Question)
-        box.setWindowTitle("Folder is not empty")
-        box.setText(f"{folder} is not empty.")
-        box.setInformativeText(
-            "Replace the dataset in it? Files in images/, labels/, boundaries/, tables/ and dataset.json "
-            "are deleted first; other files stay."
-        )
-        replace = box.addButton("Replace", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.exec_()
-        return box.clickedButton() is replace
+        return confirm(self, "Folder is not empty", f"{folder} is not empty.",
+                       "Replace the dataset in it? Files in images/, labels/, boundaries/, tables/ and dataset.json "
+                       "are deleted first; other files stay.", "Replace")
 
     @property
     def dataset_running(self) -> bool:
@@ -275,17 +247,12 @@ class SynthesizeWidget(QWidget):
 
     # ------------------------------------------------------------- parameter files
     def ask_save_path(self) -> Path | None:
-        start = str(self._last_param_file or Path.home() / "synth_params.json")
-        path, _ = QFileDialog.getSaveFileName(self, "Save generator parameters", start, "JSON (*.json)")
-        if not path:
-            return None
-        path = Path(path)
-        return path if path.suffix else path.with_suffix(".json")
+        start = self._last_param_file or Path.home() / "synth_params.json"
+        return ask_save_file(self, "Save generator parameters", start, "JSON (*.json)", ".json")
 
     def ask_open_path(self) -> Path | None:
-        start = str(self._last_param_file.parent if self._last_param_file else Path.home())
-        path, _ = QFileDialog.getOpenFileName(self, "Load generator parameters", start, "JSON (*.json);;All files (*)")
-        return Path(path) if path else None
+        start = self._last_param_file.parent if self._last_param_file else Path.home()
+        return ask_open_file(self, "Load generator parameters", start, "JSON (*.json);;All files (*)")
 
     def save_parameters(self, path: str | Path | None = None) -> Path | None:
         try:

@@ -11,12 +11,13 @@ import dataclasses
 import random
 from collections.abc import Callable
 
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ...core.synthetic import ParameterError, SynthParams, param_fields
 from .._forms import ParamsForm, SpinBox
+from .._widgets import scroll_area, section
 
 __all__ = ["DERIVED_VALUES", "EXCLUSIVE_FIELDS", "EXPANDED_SECTIONS", "SECTION_TITLES", "SEED_MAX", "ParametersPanel"]
 
@@ -70,14 +71,10 @@ class ParametersPanel(QScrollArea):
             form = ParamsForm(obj, section=key, exclusive=EXCLUSIVE_FIELDS.get(key, ()))
             form.changed.connect(self._on_changed)
             form.toggled.connect(self._on_toggled)
-            section = QCollapsible(title, expandedIcon="▼", collapsedIcon="▶")
-            section.setDuration(120)
-            section.addWidget(form)
-            if key in EXPANDED_SECTIONS:
-                section.expand(animate=False)
-            content_layout.addWidget(section)
+            box = section(title, form, expanded=key in EXPANDED_SECTIONS)
+            content_layout.addWidget(box)
             self.forms[key] = form
-            self.sections[key] = section
+            self.sections[key] = box
         content_layout.addStretch(1)
 
         # seed: not a generator parameter but part of the image's identity
@@ -103,10 +100,7 @@ class ParametersPanel(QScrollArea):
         self.forms[""].add_row(seed_label, seed_row)
         self._form_labels = [seed_label] + [ed.label for form in self.forms.values() for ed in form.editors.values()]
 
-        self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.setWidget(content)
+        scroll_area(content, self)
         self.sync_style_sections()
 
     def align_labels(self) -> None:
@@ -166,6 +160,6 @@ class ParametersPanel(QScrollArea):
         """Show only the look section of the chosen style (sections named like a style)."""
         style_editor = self.forms[""].editors["style"]
         styles = style_editor.field.metadata["choices"]
-        for key, section in self.sections.items():
+        for key, box in self.sections.items():
             if key in styles:
-                section.setVisible(key == style_editor.value())
+                box.setVisible(key == style_editor.value())

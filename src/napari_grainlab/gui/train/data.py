@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 from ...core.errors import DataError
 from .._forms import ComboBox, make_compact, sentence
 from .._layers import grainlab_metadata, is_prediction, layer_pixel_size, role_of
+from .._widgets import HINT_STYLE, make_form
 from ..jobs.train import TrainJob
 
 if TYPE_CHECKING:
@@ -43,10 +44,8 @@ if TYPE_CHECKING:
 
     from ...core.training import TrainConfig
 
-__all__ = ["HINT_STYLE", "NOT_TRAINING_ROLES", "DataPanel", "LayerPair", "find_pairs", "form_layout", "row",
-           "spatial_shape"]
+__all__ = ["NOT_TRAINING_ROLES", "DataPanel", "LayerPair", "find_pairs", "form_layout", "row", "spatial_shape"]
 
-HINT_STYLE = "color: #9aa0a6;"
 #: roles of Labels layers that are not training data (left out of the list)
 NOT_TRAINING_ROLES = frozenset({"proposal", "classes", "split_line"})
 #: name suffixes of a Labels layer that annotates the image named by the rest of its name
@@ -129,9 +128,8 @@ def find_pairs(layers) -> list[LayerPair]:
 def form_layout(widget: QWidget | None = None) -> tuple[QWidget, QFormLayout]:
     """A form layout on ``widget`` (default: a new widget) with the docks' margins and policies."""
     w = QWidget() if widget is None else widget
-    form = QFormLayout(w)
+    form = make_form(w)
     form.setContentsMargins(4, 2, 4, 2)
-    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
     form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
     form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
     return w, form

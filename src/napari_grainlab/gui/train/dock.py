@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QFileDialog, QFrame, QMessageBox, QScrollArea, QSplitter, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QSplitter, QVBoxLayout, QWidget
 
 from .._engine import avoid_triton_llvm_clash
 from .._layers import is_prediction
@@ -42,11 +42,12 @@ from ...core.inference.options import InferenceOptions  # noqa: E402
 from ...core.training.config import TrainConfig  # noqa: E402
 from ...core.training.events import Checkpoint, Finished  # noqa: E402
 from .._napari_compat import throttle_activity_animation, unwrap_proxy  # noqa: E402
+from .._widgets import ask_folder, ask_open_file, confirm, napari_theme, scroll_area, section  # noqa: E402
 from ..jobs.predict import ImageDone, ImageFailed, PredictStatus, job_from_layer, predict_jobs, show_prediction  # noqa: E402
 from ..jobs.train import StepProgress, run_training  # noqa: E402
 from ..workers import GeneratorTask, TaskResult, report_error  # noqa: E402
 from .data import DataPanel, LayerPair, spatial_shape  # noqa: E402
-from .options import OptionsPanel, section  # noqa: E402
+from .options import OptionsPanel  # noqa: E402
 from .run import RunPanel, fmt_duration, notify_failure  # noqa: E402
 
 if TYPE_CHECKING:
@@ -104,16 +105,11 @@ class TrainWidget(QWidget):
         s_layout.addWidget(self.options)
         s_layout.addStretch(1)
         self.settings = settings
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(settings)
-        self.scroll_area = scroll
+        self.scroll_area = scroll_area(settings)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.setChildrenCollapsible(False)
-        splitter.addWidget(scroll)
+        splitter.addWidget(self.scroll_area)
         splitter.addWidget(self.run_panel)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
@@ -156,18 +152,7 @@ class TrainWidget(QWidget):
                 setattr(self, attr, ed[field_name].editor)
 
     def _apply_theme(self, *_: Any) -> None:
-        try:
-            from napari.utils.theme import get_theme
-
-            name = self.viewer.theme
-            if name == "system":
-                from napari.utils.theme import get_system_theme
-
-                name = get_system_theme()
-            theme = get_theme(name)
-        except Exception:  # noqa: BLE001 - any theme trouble: keep the default colours
-            theme = None
-        self.plot.set_theme(theme)
+        self.plot.set_theme(napari_theme(self.viewer.theme))
 
     # ========================================================================= data
     @property
@@ -200,36 +185,23 @@ class TrainWidget(QWidget):
     # ====================================================================== dialogs
     def ask_dataset_folder(self) -> Path | None:
         folders = self.data.dataset_folders
-        start = folders[-1] if folders else str(Path.home())
-        path = QFileDialog.getExistingDirectory(self, "Dataset folder (images/ + labels/, or class folders)", start)
-        return Path(path) if path else None
+        return ask_folder(self, "Dataset folder (images/ + labels/, or class folders)",
+                          folders[-1] if folders else Path.home())
 
     def ask_weights_file(self) -> Path | None:
-        path, _ = QFileDialog.getOpenFileName(self, "Initial weights", str(Path.home()),
-                                              "Weights (*.safetensors *.pth *.pt *.bin);;All files (*)")
-        return Path(path) if path else None
+        return ask_open_file(self, "Initial weights", Path.home(),
+                             "Weights (*.safetensors *.pth *.pt *.bin);;All files (*)")
 
     def ask_model_folder(self) -> Path | None:
-        path = QFileDialog.getExistingDirectory(self, "GrainLab model folder (model.safetensors + model.json)",
-                                                str(Path.home()))
-        return Path(path) if path else None
+        return ask_folder(self, "GrainLab model folder (model.safetensors + model.json)", Path.home())
 
     def ask_output_folder(self) -> Path | None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder of the training run",
-                                                str(Path(self.out_edit.text()).expanduser().parent))
-        return Path(path) if path else None
+        return ask_folder(self, "Output folder of the training run", Path(self.out_edit.text()).expanduser().parent)
 
     def ask_overwrite(self, folder: Path) -> bool:
-        box = QMessageBox(self)
-        box.setIcon(QMessageBox.Icon.Question)
-        box.setWindowTitle("Output folder is not empty")
-        box.setText(f"{folder} is not empty.")
-        box.setInformativeText("Train into it anyway? Its best/ and last/ models, config.json and history.json are "
-                               "replaced.")
-        replace = box.addButton("Train into it", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.exec_()
-        return box.clickedButton() is replace
+        return confirm(self, "Output folder is not empty", f"{folder} is not empty.",
+                       "Train into it anyway? Its best/ and last/ models, config.json and history.json are replaced.",
+                       "Train into it")
 
     def _on_weights_activated(self, _index: int) -> None:
         if self.weights_combo.currentData() in ("file", "model") and not self.options.weights_source():

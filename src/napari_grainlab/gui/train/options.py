@@ -30,10 +30,10 @@ from superqt import QCollapsible
 from ...core.errors import ConfigError
 from ...core.training.config import DEVICE_HELP, GROUPS, STRATEGY_HELP
 from .._forms import ComboBox, FieldEditor, ParamsForm, SpinBox, field_groups, make_compact, sentence
+from .._widgets import section
 from .data import row
 
-__all__ = ["SECTIONS", "STRATEGY_TIPS", "WEIGHT_SOURCES", "OptionsPanel", "default_out", "mark_unavailable_devices",
-           "section"]
+__all__ = ["SECTIONS", "STRATEGY_TIPS", "WEIGHT_SOURCES", "OptionsPanel", "default_out", "mark_unavailable_devices"]
 
 #: the dock's option sections: title, the metadata groups whose fields it shows, expanded at first
 SECTIONS = (
@@ -53,15 +53,6 @@ def default_out() -> Path:
     import time
 
     return Path.home() / "grainlab-models" / time.strftime("run-%Y%m%d-%H%M%S")
-
-
-def section(title: str, widget: QWidget, expanded: bool = False) -> QCollapsible:
-    sec = QCollapsible(title, expandedIcon="▼", collapsedIcon="▶")
-    sec.setDuration(120)
-    sec.addWidget(widget)
-    if expanded:
-        sec.expand(animate=False)
-    return sec
 
 
 def mark_unavailable_devices(combo: QComboBox) -> None:

@@ -6,8 +6,9 @@ import math
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+from .._widgets import single_shot_timer
 
 __all__ = ["METRIC_NAMES", "PLOT_REFRESH_MS", "TrainingPlot"]
 
@@ -51,10 +52,7 @@ class TrainingPlot(QWidget):
             a.tick_params(labelsize=7, length=2, pad=1)
             a.margins(x=0.02)
         self._legend = None
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(PLOT_REFRESH_MS)
-        self._timer.timeout.connect(self._redraw)
+        self._timer = single_shot_timer(self, PLOT_REFRESH_MS, self._redraw)
         self.redraws = 0
         self.clear()
         self.set_theme(None)

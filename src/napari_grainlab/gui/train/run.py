@@ -7,8 +7,8 @@ import math
 from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ...core.errors import USER_ERRORS
 from ...core.training.events import (
@@ -22,13 +22,13 @@ from ...core.training.events import (
     TrainWarning,
     Unfrozen,
 )
+from .._widgets import hline, progress_bar, show_status, single_shot_timer, status_label
 from ..jobs.train import DataStatus
 from ..workers import TaskResult, report_error
 from .plot import METRIC_NAMES, TrainingPlot
 
-__all__ = ["ERROR_STYLE", "EXPECTED_ERRORS", "LABEL_REFRESH_MS", "RunPanel", "fmt_duration", "notify_failure"]
+__all__ = ["EXPECTED_ERRORS", "LABEL_REFRESH_MS", "RunPanel", "fmt_duration", "notify_failure"]
 
-ERROR_STYLE = "color: #f0524f;"
 LABEL_REFRESH_MS = 1000  # speed / ETA labels and the progress-bar text
 #: errors whose message is enough for the user (no traceback); a diverging training raises
 #: FloatingPointError ("lower the learning rate"), which is the user's to fix as well
@@ -57,13 +57,6 @@ def notify_failure(error: BaseException, context: str) -> None:
         report_error(error, context)
 
 
-def _hline() -> QFrame:
-    line = QFrame()
-    line.setFrameShape(QFrame.Shape.HLine)
-    line.setFrameShadow(QFrame.Shadow.Sunken)
-    return line
-
-
 class RunPanel(QWidget):
     """The lower part of the Train dock.  The dock connects the buttons; :meth:`reset` before a
     run, :meth:`show_event` for each event, :meth:`finish` and :meth:`show_result` at its end."""
@@ -75,10 +68,7 @@ class RunPanel(QWidget):
         self.kfold = 0
         self._speed: float | None = None
         self._pending_step: Step | None = None
-        self._label_timer = QTimer(self)
-        self._label_timer.setSingleShot(True)
-        self._label_timer.setInterval(LABEL_REFRESH_MS)
-        self._label_timer.timeout.connect(self._show_step)
+        self._label_timer = single_shot_timer(self, LABEL_REFRESH_MS, self._show_step)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 4, 0, 0)
@@ -92,28 +82,21 @@ class RunPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button, 2)
         buttons.addWidget(self.stop_button, 1)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("")
-        self.progress_bar.setTextVisible(True)
+        self.progress_bar = progress_bar()
         self.device_label = QLabel()
         self.eta_label = QLabel()
         self.eta_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         info = QHBoxLayout()
         info.addWidget(self.device_label, 1)
         info.addWidget(self.eta_label)
-        self.best_label = QLabel()
-        self.status_label = QLabel("Ready.")
-        for lab in (self.best_label, self.status_label):
-            lab.setWordWrap(True)
-            lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.best_label = status_label()
+        self.status_label = status_label("Ready.")
         self.plot = TrainingPlot()
         self.preview_button = QPushButton("Preview")
         self.preview_button.setEnabled(False)
         self.preview_button.setToolTip("<p>segment the current image with the best model of the last run and add "
                                        "its grains and boundary map as layers</p>")
-        lay.addWidget(_hline())
+        lay.addWidget(hline())
         lay.addLayout(buttons)
         lay.addWidget(self.progress_bar)
         lay.addLayout(info)
@@ -124,8 +107,7 @@ class RunPanel(QWidget):
 
     # ====================================================================== status
     def set_status(self, text: str, error: bool = False) -> None:
-        self.status_label.setStyleSheet(ERROR_STYLE if error else "")
-        self.status_label.setText(text)
+        show_status(self.status_label, text, error)
 
     def show_preview_target(self, name: str | None, enabled: bool) -> None:
         """Name the image *Preview* would segment (None: there is none)."""
