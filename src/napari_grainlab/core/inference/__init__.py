@@ -10,7 +10,7 @@ matching and the tile geometry work without importing torch.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     # torch-free modules first: these names import no torch
@@ -25,19 +25,4 @@ _EXPORTS = {
     "segment": ("SegmentationResult", "segment_image"),
     "pipeline": ("PredictProgress", "histogram_reference", "iter_predict", "predict_array", "prepare_image"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -6,9 +6,10 @@ CLI can build ``grainlab train``'s flags from the configuration's field metadata
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
+
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "config": ("STRATEGIES", "ConfigError", "TrainConfig"),
@@ -17,22 +18,9 @@ _EXPORTS = {
     "fit": ("DataError", "cross_validate", "evaluate", "fit", "resolve_device"),
     "strategies": ("apply_stages", "param_groups", "trainable_stages"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+#: names that are both a submodule and a function of that submodule (``fit``)
+_SHADOWED = frozenset(name for module, names in _EXPORTS.items() for name in names if name == module)
 
 
 class _Package(types.ModuleType):
@@ -40,7 +28,7 @@ class _Package(types.ModuleType):
     must not replace the package's ``fit`` (the function) by the module."""
 
     def __setattr__(self, name: str, value) -> None:
-        if isinstance(value, types.ModuleType) and name in _WHERE and _WHERE[name] == name:
+        if isinstance(value, types.ModuleType) and name in _SHADOWED:
             return  # the module stays importable (sys.modules); the attribute is the function
         super().__setattr__(name, value)
 
