@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import numpy as np
 import pytest
+import tifffile
 
 from napari_grainlab.core import annotate as A
 from napari_grainlab.core.data.datasets import group_of, load_classification_folder, load_segmentation_folder
@@ -289,3 +291,65 @@ def test_same_name_other_pixels_is_refused_on_save_and_load(tmp_path):
     # autosave names tell the two apart and are stable
     assert A.autosave_name("m", first) != A.autosave_name("m", second)
     assert A.autosave_name("m", first) == A.autosave_name("m", first.copy())
+
+
+# ------------------------------------------------------------------ issue 14: fingerprints, backups, removal
+def test_image_fingerprint_is_stable_and_tells_images_apart():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 4095, (300, 500), dtype=np.uint16)
+    fp = A.image_fingerprint(image)
+    assert fp == A.image_fingerprint(image.copy()) == A.image_fingerprint(np.asfortranarray(image))
+    assert fp != A.image_fingerprint(rng.integers(0, 4095, (300, 500), dtype=np.uint16))
+    assert fp != A.image_fingerprint(image.astype(np.float32))  # same values, another pixel type
+    assert fp != A.image_fingerprint(image[:, :499])  # another shape
+    # a big image is fingerprinted from a sample (cheap on the GUI thread), still stable
+    big = np.zeros((4096, 4096), np.uint8)
+    big[::7, ::5] = 9
+    assert A.image_fingerprint(big) == A.image_fingerprint(big.copy())
+    assert A.image_fingerprint(big) != A.image_fingerprint(np.zeros_like(big))
+
+
+def test_backup_labels_keeps_each_version_once_and_a_bounded_number(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (32, 40), dtype=np.uint8)
+    assert A.backup_labels(tmp_path, "m") is None  # nothing saved: nothing to keep
+    paths = []
+    for i in range(1, 6):
+        labels = np.zeros((32, 40), np.uint32)
+        labels[:i, :i] = i
+        A.save_segmentation(tmp_path, "m", image, labels)
+        stamp = 1_700_000_000 + 60 * i
+        os.utime(tmp_path / "labels" / "m.tif", (stamp, stamp))
+        paths.append(A.backup_labels(tmp_path, "m", keep=3))
+        assert A.backup_labels(tmp_path, "m", keep=3) == paths[-1]  # the same version is kept once
+    backups = sorted((tmp_path / "labels" / ".backup").iterdir())
+    assert backups == paths[-3:] and all(p.name.startswith("m.") and p.suffix == ".tif" for p in backups)
+    np.testing.assert_array_equal(tifffile.imread(backups[-1]), A.load_segmentation(tmp_path, "m"))
+    # hidden: the training loader does not take backups for samples
+    assert [s.name for s in load_segmentation_folder(tmp_path)] == ["m"]
+    # another image's backups are not pruned by these
+    A.save_segmentation(tmp_path, "m.b", image, np.ones((32, 40), np.uint32))
+    A.backup_labels(tmp_path, "m.b", keep=1)
+    A.backup_labels(tmp_path, "m", keep=1)
+    names = sorted(p.name for p in (tmp_path / "labels" / ".backup").iterdir())
+    assert len(names) == 2 and names[0].startswith("m.20") and names[1].startswith("m.b.")
+
+
+def test_remove_annotation_removes_labels_image_and_classification(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    labels = np.zeros((64, 64), np.uint32)
+    labels[:10, :10] = 1
+    A.save_segmentation(tmp_path, "gone", image, labels)
+    A.save_segmentation(tmp_path, "kept", image, labels)
+    regions = np.ones((64, 64), np.uint8)
+    cls = tmp_path / "classification"
+    A.save_class_annotation(cls, "gone", image, A.ClassAnnotation(["a"], image_class="a", regions=regions, tile=32))
+    A.save_class_annotation(cls, "kept", image, A.ClassAnnotation(["a"], image_class="a"))
+    removed = A.remove_annotation(tmp_path, "gone")
+    assert removed and all(not p.exists() for p in removed)
+    assert A.load_segmentation(tmp_path, "gone") is None and not (tmp_path / "images" / "gone.tif").exists()
+    assert A.load_class_annotation(cls, "gone").image_class is None
+    assert not any(p.name.startswith("gone") for p in cls.rglob("*.tif"))
+    # the other image's work is untouched
+    assert A.load_segmentation(tmp_path, "kept") is not None
+    assert A.load_class_annotation(cls, "kept").image_class == "a" and (cls / "a" / "kept.tif").is_file()
+    assert A.remove_annotation(tmp_path, "never saved") == []

@@ -11,7 +11,7 @@ import tifffile
 
 from napari_grainlab.core import _io
 from napari_grainlab.core import annotate as A
-from napari_grainlab.core.annotation_store import AnnotationStore, class_state, labels_differ
+from napari_grainlab.core.annotation_store import AnnotationStore, SavedLabelsConflict, class_state, labels_differ
 from napari_grainlab.core.errors import DataError, GrainLabError
 
 
@@ -256,3 +256,126 @@ def test_annotation_store_has_no_gui_imports():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not names & {"qtpy", "napari", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6"}
+
+
+# ------------------------------------------------------------------ issue 14: saved labels are never lost
+def many_grains(n: int = 54) -> np.ndarray:
+    lab = np.zeros((48, 64), np.uint32)
+    for i in range(n):
+        r, c = divmod(i, 9)
+        lab[1 + 8 * r: 7 + 8 * r, 1 + 7 * c: 6 + 7 * c] = i + 1
+    return lab
+
+
+def saved_in(ds, spare, labels):
+    """A first session: the labels saved in the dataset folder ``ds``."""
+    first = AnnotationStore(ds, fallback_dir=lambda: spare)
+    first.open("sample", micrograph())
+    first.adopt(*first.find_saved())
+    assert first.record(first.write(first.snapshot(labels, None)).job)
+
+
+def test_a_saved_file_with_more_grains_is_not_replaced_by_an_autosave_after_a_restart(tmp_path, spare):
+    ds = tmp_path / "ds"
+    saved_in(ds, spare, many_grains())
+    assert A.annotation_stats(stored_labels(ds, "sample"))[0] == 54
+    # restart: a new store, the user paints before choosing the folder again
+    store = AnnotationStore(fallback_dir=lambda: spare)
+    store.open("sample", micrograph())
+    store.adopt(*store.find_saved())
+    one = grains(1)
+    assert store.record(store.write(store.snapshot(one, None, auto=True)).job)  # to the per-user folder
+    store.set_folder(ds)
+    assert store.saved_elsewhere(ds)
+    result = store.write(store.snapshot(one, None, auto=True), fallback=True)
+    assert isinstance(result.error, SavedLabelsConflict) and result.folder == spare
+    assert "54 grains" in str(result.error) and "sample" in str(result.error)
+    np.testing.assert_array_equal(stored_labels(ds, "sample"), many_grains())  # untouched
+    # Reload asks for the dataset folder's labels, though the per-user autosave is newer
+    assert store.find_saved()[1] == spare
+    saved, where = store.find_saved(prefer_dataset=store.saved_elsewhere())
+    assert where == ds and A.annotation_stats(saved)[0] == 54
+    # a save is refused too, until the user agrees; then the replaced file is kept as a backup
+    job = store.snapshot(one, None)
+    with pytest.raises(SavedLabelsConflict) as info:
+        store.write(job)
+    assert info.value.saved == (54, int(np.count_nonzero(many_grains()))) and info.value.current[0] == 1
+    np.testing.assert_array_equal(stored_labels(ds, "sample"), many_grains())
+    assert store.record(store.write(job, replace_saved=True).job)
+    np.testing.assert_array_equal(stored_labels(ds, "sample"), one)
+    backups = list((ds / "labels" / ".backup").glob("sample.*.tif"))
+    assert len(backups) == 1
+    np.testing.assert_array_equal(tifffile.imread(backups[0]), many_grains())
+
+
+def test_a_saved_file_holding_less_is_replaced_with_a_backup(tmp_path, spare):
+    ds = tmp_path / "ds"
+    saved_in(ds, spare, grains(1))
+    store = AnnotationStore(fallback_dir=lambda: spare)
+    store.open("sample", micrograph())
+    store.adopt(*store.find_saved())
+    store.set_folder(ds)  # not loaded: unknown to this store, but it holds less than the work
+    result = store.write(store.snapshot(grains(1, 2), None, auto=True), fallback=True)
+    assert not result.fell_back
+    np.testing.assert_array_equal(stored_labels(ds, "sample"), grains(1, 2))
+    np.testing.assert_array_equal(tifffile.imread(next((ds / "labels" / ".backup").iterdir())), grains(1))
+
+
+def test_edits_of_loaded_labels_are_saved_with_one_backup_per_session(tmp_path, spare):
+    ds = tmp_path / "ds"
+    saved_in(ds, spare, many_grains())
+    for session in range(3):
+        store = AnnotationStore(ds, fallback_dir=lambda: spare)
+        store.open("sample", micrograph())
+        saved, where = store.find_saved()
+        store.adopt(saved, where)
+        assert where == ds and not store.saved_elsewhere(ds)
+        # the user deletes grains of the labels they loaded: no question, a backup of what was there
+        fewer = np.where(saved > 50 - 10 * session, 0, saved)
+        for _ in range(2):  # repeated autosaves replace the session's own file without new backups
+            result = store.write(store.snapshot(fewer, None, auto=True), fallback=True)
+            assert not result.fell_back and store.record(result.job)
+        np.testing.assert_array_equal(stored_labels(ds, "sample"), fewer)
+        assert len(list((ds / "labels" / ".backup").iterdir())) == session + 1
+    # a file changed by someone else meanwhile is not the one loaded: compared again
+    A.save_segmentation(ds, "sample", micrograph(), many_grains())
+    result = store.write(store.snapshot(grains(1), None, auto=True), fallback=True)
+    assert isinstance(result.error, SavedLabelsConflict)
+
+
+def test_remembered_dataset_folders_are_recalled(tmp_path, spare):
+    ds, other = tmp_path / "ds", tmp_path / "other"
+    saved_in(ds, spare, many_grains())
+    A.save_segmentation(other, "sample", micrograph(seed=9), grains(1))  # another micrograph of that name
+    store = AnnotationStore(fallback_dir=lambda: spare)
+    store.open("sample", micrograph())
+    saved, where = store.find_saved(remembered=[tmp_path / "missing", other, ds])
+    assert where == ds and store.folder == ds and store.recalled == ds
+    np.testing.assert_array_equal(saved, many_grains())
+    store.adopt(saved, where)
+    assert store.in_dataset and not store.saved_elsewhere(ds)
+    # a dataset folder that holds the image's labels is kept
+    store.set_folder(tmp_path / "ds")
+    store.open("sample", micrograph())
+    assert store.find_saved(remembered=[other])[1] == ds and store.recalled is None
+    # fingerprints are cheap and name the pixels
+    assert store.fingerprint == A.image_fingerprint(micrograph())
+
+
+def test_discard_removes_the_autosave_and_skips_writes_still_pending(store, spare):
+    job = store.snapshot(grains(3), None, auto=True)
+    assert store.record(store.write(job).job)
+    name = A.autosave_name("sample", store.image)
+    assert (spare / "labels" / f"{name}.tif").is_file()
+    pending = store.snapshot(grains(3, 4), None, auto=True)  # e.g. an autosave in a worker
+    removed = store.discard(grains(3, 4), ())
+    assert spare / "labels" / f"{name}.tif" in removed
+    assert not (spare / "labels" / f"{name}.tif").exists() and not (spare / "images" / f"{name}.tif").exists()
+    assert store.write(pending).folder is None  # it no longer writes the discarded work
+    assert not (spare / "labels" / f"{name}.tif").exists() and not store.dirty
+    # the next session finds nothing
+    fresh = AnnotationStore(fallback_dir=lambda: spare)
+    fresh.open("sample", micrograph())
+    assert fresh.find_saved() == (None, None)
+    # later work is saved again
+    assert store.write(store.snapshot(grains(5), None, auto=True)).folder == spare

@@ -24,14 +24,22 @@ Files (the dataset-folder contract; every file is written atomically)
     validation group, see :func:`~napari_grainlab.core.data.datasets.group_of`).
 
     Unsaved work without a dataset folder goes to :func:`autosave_dir`.
+
+    A label file that is replaced can first be kept as ``FOLDER/labels/.backup/NAME.<time>.tif``
+    (:func:`backup_labels`; the time is the replaced version's, a bounded number per image; a
+    hidden folder, which the dataset loaders skip).  :func:`remove_annotation` removes an
+    image's files (e.g. a discarded autosave).
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
+import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +47,18 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from ._io import atomic_write_text, atomic_write_tiff
+from ._io import atomic_write_text, atomic_write_tiff, atomic_writer
 from .errors import ConfigError, DataError, ModelError
 
 __all__ = [
     "AUTOSAVE_ENV",
+    "BACKUP_DIR",
+    "BACKUPS_KEPT",
     "ClassAnnotation",
     "LabelEdit",
     "annotation_stats",
     "autosave_dir",
+    "backup_labels",
     "class_tiles",
     "delete_grains",
     "fill_holes",
@@ -56,12 +67,15 @@ __all__ = [
     "find_annotation",
     "labels_mtime",
     "image_digest",
+    "image_fingerprint",
     "labels_dtype",
+    "labels_file",
     "load_class_annotation",
     "load_segmentation",
     "merge_grains",
     "polyline_pixels",
     "propose_from_model",
+    "remove_annotation",
     "safe_name",
     "save_class_annotation",
     "save_segmentation",
@@ -75,6 +89,12 @@ CLASSES_FILE = "classes.json"
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 _LABEL_SUFFIXES = (".tif", ".tiff", ".png")
 _RESERVED = {"images", "labels", "boundaries", "tables", "regions"}
+#: where replaced label files are kept, inside ``labels/`` (hidden: the dataset loaders skip it)
+BACKUP_DIR = ".backup"
+#: backups kept per image (the oldest go first)
+BACKUPS_KEPT = 10
+#: an image is fingerprinted from at most this many rows and columns (see :func:`image_fingerprint`)
+_FINGERPRINT_SIDE = 512
 
 
 # ============================================================================== edits
@@ -405,6 +425,25 @@ def image_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def image_fingerprint(image: np.ndarray) -> str:
+    """A cheap fingerprint of a 2-D image (its shape, pixel type and a regular sample of at most
+    512 x 512 of its pixels): the same image always gets the same one, other micrographs
+    practically never.  Milliseconds even for a large image, so the GUI thread may compute it;
+    it only tells where an image's labels were saved before, and every file found that way is
+    still checked against the image's pixels (:func:`load_segmentation` with ``image``)."""
+    import hashlib
+
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise DataError(f"expected a 2-D grayscale image, got shape {image.shape}")
+    steps = tuple(max(1, -(-n // _FINGERPRINT_SIDE)) for n in image.shape)
+    sample = np.ascontiguousarray(image[:: steps[0], :: steps[1]])
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{image.shape}{image.dtype.str}{steps}".encode())
+    h.update(memoryview(sample).cast("B"))
+    return h.hexdigest()
+
+
 def autosave_name(name: str, image: np.ndarray) -> str:
     """The name an image's work gets in :func:`autosave_dir`: its name plus a fingerprint of its
     pixels, so two micrographs of the same name never share (or reload) each other's autosave."""
@@ -527,6 +566,71 @@ def load_segmentation(folder: str | Path, name: str, shape: tuple[int, int] | No
     if shape is not None and arr.shape != tuple(shape):
         raise DataError(f"{path}: labels of shape {arr.shape}, but the image is {tuple(shape)}")
     return arr.astype(np.uint32) if arr.dtype.kind == "b" else arr
+
+
+def labels_file(folder: str | Path, name: str) -> Path | None:
+    """The label file ``folder/labels/NAME.*`` (None when there is none)."""
+    return _existing(Path(folder) / "labels", safe_name(name), _LABEL_SUFFIXES)
+
+
+def backup_labels(folder: str | Path, name: str, *, keep: int = BACKUPS_KEPT) -> Path | None:
+    """Keep a copy of ``folder/labels/NAME.*`` as ``labels/.backup/NAME.<time>.<ext>`` (the time
+    the file was written, so a version is kept once), then remove all but the newest ``keep``
+    backups of ``NAME``.  Returns the copy (None when there is no label file)."""
+    path = labels_file(folder, name)
+    if path is None:
+        return None
+    name = safe_name(name)
+    backups = path.parent / BACKUP_DIR
+    written = path.stat().st_mtime_ns
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(written // 10**9)) + f"-{written // 1000 % 10**6:06d}"
+    suffix = path.suffix.lower()
+    target = backups / f"{name}.{stamp}{suffix}"
+    n = 0
+    while target.exists() and not filecmp.cmp(target, path, shallow=False):  # another version, same time
+        n += 1
+        target = backups / f"{name}.{stamp}.{n}{suffix}"
+    if not target.exists():
+        with atomic_writer(target) as tmp:
+            shutil.copyfile(path, tmp)
+    pattern = re.compile(rf"^{re.escape(name)}\.(\d{{8}}-\d{{6}}-\d{{6}})(\.\d+)?\.(tif|tiff|png)$")
+    mine = sorted((p for p in backups.iterdir() if pattern.match(p.name)),
+                  key=lambda p: (pattern.match(p.name).group(1), p.stat().st_mtime_ns))
+    for old in mine[: max(0, len(mine) - max(1, keep))]:
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def remove_annotation(folder: str | Path, name: str) -> list[Path]:
+    """Remove the files of ``NAME`` from ``folder``: ``labels/NAME.*``, ``images/NAME.*`` and its
+    classification work in ``folder/classification`` (the region mask, the exported training
+    images, its entries in ``classes.json``).  Backups are kept.  Returns the files removed."""
+    folder = Path(folder)
+    name = safe_name(name)
+    removed: list[Path] = []
+    for sub, suffixes in (("labels", _LABEL_SUFFIXES), ("images", _IMAGE_SUFFIXES)):
+        while (path := _existing(folder / sub, name, suffixes)) is not None:
+            path.unlink()
+            removed.append(path)
+    classification = folder / "classification"
+    meta = _read_classes_json(classification)
+    if meta:
+        classes = [c for c in meta.get("classes", []) if isinstance(c, str)]
+        removed += _remove_class_exports(classification, name, classes)
+        region_path = classification / REGIONS_DIR / f"{name}.tif"
+        if region_path.is_file():
+            region_path.unlink()
+            removed.append(region_path)
+        changed = False
+        for key in ("images", "tiling"):
+            entries = meta.get(key)
+            if isinstance(entries, dict) and name in entries:
+                del entries[name]
+                changed = True
+        if changed:
+            atomic_write_text(classification / CLASSES_FILE, json.dumps(meta, indent=2) + "\n")
+    return removed
 
 
 def labels_mtime(folder: str | Path, name: str) -> float:
@@ -661,15 +765,7 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
         tiling[name] = {"tile": int(ann.tile), "min_fraction": float(ann.min_fraction)}
     meta.update({"classes": merged, "images": images, "tiling": tiling, "regions": str(REGIONS_DIR.as_posix()),
                  "format": "napari-grainlab classification annotation"})
-    # remove the previous export of this image
-    tile_pattern = re.compile(rf"^{re.escape(name)}_r\d+_c\d+$")
-    for cls in merged:
-        d = folder / cls
-        if d.is_dir():
-            for f in d.iterdir():
-                stem = f.name[: -len(f.suffix)] if f.suffix else f.name
-                if f.is_file() and (stem == name or tile_pattern.match(stem)) and f.suffix.lower() in (".tif", ".tiff"):
-                    f.unlink()
+    _remove_class_exports(folder, name, merged)  # the previous export of this image
     written: list[Path] = []
     stored = _image_to_store(image)
     if ann.image_class is not None:
@@ -689,6 +785,21 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
         region_path.unlink()
     atomic_write_text(folder / CLASSES_FILE, json.dumps(meta, indent=2) + "\n")
     return written
+
+
+def _remove_class_exports(folder: Path, name: str, classes: Sequence[str]) -> list[Path]:
+    """Remove the exported training images of ``name`` (``CLASS/NAME.tif``, ``CLASS/NAME_rR_cC.tif``)."""
+    tile_pattern = re.compile(rf"^{re.escape(name)}_r\d+_c\d+$")
+    removed = []
+    for cls in classes:
+        d = folder / cls
+        if d.is_dir():
+            for f in d.iterdir():
+                stem = f.name[: -len(f.suffix)] if f.suffix else f.name
+                if f.is_file() and (stem == name or tile_pattern.match(stem)) and f.suffix.lower() in (".tif", ".tiff"):
+                    f.unlink()
+                    removed.append(f)
+    return removed
 
 
 def load_class_annotation(folder: str | Path, name: str, shape: tuple[int, int] | None = None) -> ClassAnnotation | None:
@@ -728,6 +839,14 @@ def propose_from_model(checkpoint: str | Path, image: np.ndarray, *, device: str
     model, _meta = load_checkpoint(checkpoint, device=dev)
     if getattr(model, "task", "segment") != "segment":
         raise ModelError(f"{checkpoint}: a {model.task} model; grain proposals need a segmentation model")
-    result = segment_image(model, np.asarray(image, dtype=np.float32), tile=tile, device=dev, stop=stop,
-                           progress=progress)
+    import torch
+
+    try:
+        result = segment_image(model, np.asarray(image, dtype=np.float32), tile=tile, device=dev, stop=stop,
+                               progress=progress)
+    except RuntimeError as exc:  # torch's out-of-memory errors are RuntimeErrors; the image is too large
+        if not (isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(exc)):
+            raise
+        raise MemoryError(f"out of {'GPU ' if dev.type == 'cuda' else ''}memory for a {image.shape[0]} x "
+                          f"{image.shape[1]} px image (tile {tile} px)") from exc
     return result.labels

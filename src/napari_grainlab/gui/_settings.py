@@ -1,4 +1,5 @@
-"""Small per-user settings of the docks (recent model checkpoints), as JSON in the user's config folder.
+"""Small per-user settings of the docks (recent model checkpoints, the dataset folders each image's
+annotation was saved in), as JSON in the user's config folder.
 
 The folder is ``$GRAINLAB_CONFIG_DIR`` when set (tests, portable installs), else the platform's
 user config folder for ``napari-grainlab``. Reading never fails (a missing or corrupt file gives
@@ -15,13 +16,18 @@ from typing import Any
 
 from ..core._io import atomic_write_text
 
-__all__ = ["MAX_RECENT", "config_dir", "load_settings", "recent_checkpoints", "remember_checkpoint", "save_settings"]
+__all__ = ["MAX_DATASET_FOLDERS", "MAX_IMAGES", "MAX_RECENT", "config_dir", "dataset_folders", "load_settings",
+           "recent_checkpoints", "remember_checkpoint", "remember_dataset_folder", "save_settings"]
 
 log = logging.getLogger(__name__)
 
 ENV = "GRAINLAB_CONFIG_DIR"
 FILE = "settings.json"
 MAX_RECENT = 10
+#: dataset folders remembered per image, and images remembered (the least recently saved go first)
+MAX_DATASET_FOLDERS = 5
+MAX_IMAGES = 500
+_DATASETS = "dataset_folders"
 
 
 def config_dir() -> Path:
@@ -65,3 +71,34 @@ def remember_checkpoint(path: str | Path) -> list[str]:
     settings["recent_checkpoints"] = recent[:MAX_RECENT]
     save_settings(settings)
     return settings["recent_checkpoints"]
+
+
+def _dataset_table(settings: dict[str, Any]) -> dict[str, list[str]]:
+    table = settings.get(_DATASETS)
+    if not isinstance(table, dict):
+        return {}
+    return {k: [str(p) for p in v if isinstance(p, str) and p][:MAX_DATASET_FOLDERS]
+            for k, v in table.items() if isinstance(k, str) and isinstance(v, list)}
+
+
+def dataset_folders(fingerprint: str) -> list[str]:
+    """The dataset folders the annotation of the image with this fingerprint (see
+    :func:`~napari_grainlab.core.annotate.image_fingerprint`) was saved in, newest first."""
+    return _dataset_table(load_settings()).get(fingerprint, []) if fingerprint else []
+
+
+def remember_dataset_folder(fingerprint: str, folder: str | Path) -> bool:
+    """Put ``folder`` first among the image's dataset folders; the settings file is written (atomically)
+    only when that changes anything.  Returns whether it did."""
+    if not fingerprint:
+        return False
+    folder = str(Path(folder).expanduser().resolve())
+    settings = load_settings()
+    table = _dataset_table(settings)
+    known = table.get(fingerprint, [])
+    if known[:1] == [folder]:
+        return False
+    table.pop(fingerprint, None)
+    table[fingerprint] = [folder] + [p for p in known if p != folder][: MAX_DATASET_FOLDERS - 1]  # newest last
+    settings[_DATASETS] = dict(list(table.items())[-MAX_IMAGES:])
+    return save_settings(settings)

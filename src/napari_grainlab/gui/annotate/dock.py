@@ -2,9 +2,12 @@
 
 Pick an image layer; the dock attaches a grain Labels layer ``NAME annotation`` (0 = not
 annotated, ignored by training), reloading the labels saved for ``NAME`` in the dataset folder
-or the autosave folder.  The dock's layers carry their role in ``layer.metadata["grainlab"]``
-(see :mod:`napari_grainlab.gui._layers`); a Labels layer of the user's, picked under *Grains*,
-is annotated as it is.
+or the autosave folder.  The dock remembers (per user, by a fingerprint of the pixels) the
+dataset folders each image's labels were saved in, so an image opened again gets its labels and
+folder back; a saved label file holding more than the annotation is never replaced without
+asking, and a replaced one is kept in ``labels/.backup/``.  The dock's layers carry their role
+in ``layer.metadata["grainlab"]`` (see :mod:`napari_grainlab.gui._layers`); a Labels layer of
+the user's, picked under *Grains*, is annotated as it is.
 
 The panels: :mod:`.tools` (napari's paint / fill / erase / pick modes plus Merge, Split, Delete
 and Fill holes, each edit one step of napari's Labels history), :mod:`.proposals` (classical
@@ -15,7 +18,8 @@ asks Save / Discard / Cancel).  The save state machine is the Qt-free
 :class:`~napari_grainlab.core.annotation_store.AnnotationStore`.
 
 The dialogs are methods (:meth:`AnnotateWidget.ask_directory`, :meth:`~AnnotateWidget.ask_unsaved`,
-:meth:`~AnnotateWidget.ask_checkpoint`) that scripts and tests may replace.
+:meth:`~AnnotateWidget.ask_overwrite`, :meth:`~AnnotateWidget.ask_checkpoint`) that scripts and
+tests may replace.
 """
 
 from __future__ import annotations
@@ -31,11 +35,12 @@ from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QVBoxLayout, QWidget
 
 from ...core import annotate as core
-from ...core.annotation_store import AnnotationStore, labels_differ
-from ...core.errors import DataError, GrainLabError
+from ...core.annotation_store import AnnotationStore, SavedLabelsConflict, labels_differ
+from ...core.errors import USER_ERRORS, DataError, GrainLabError
 from .._layers import layer_pixel_size, layers_with_role, role_metadata, role_name, spatial_of
 from .._napari_compat import hook_dock_close, unwrap_proxy, watch_main_window_close
-from .._widgets import ask_folder, hline, scroll_area, section, single_shot_timer
+from .._settings import dataset_folders, remember_dataset_folder
+from .._widgets import ask_folder, confirm, hline, scroll_area, section, single_shot_timer
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
 from ._common import guarded, live, source_stem
 from .classes import ClassesPanel
@@ -77,6 +82,7 @@ class AnnotateWidget(QWidget):
         self._image_ref: weakref.ref | None = None
         self._labels_ref: weakref.ref | None = None
         self._base_name = ""  # the image layer's name when attached (the source of the dock's layers)
+        self._rejected: tuple[weakref.ref, str] | None = None  # the image that could not be attached, and why
         self._gray: np.ndarray | None = None  # float32 [0, 1] for the proposals
         self.store = AnnotationStore(warn=lambda message: show_warning(f"Annotate: {message}"))
         self._torn_down = False
@@ -181,7 +187,19 @@ class AnnotateWidget(QWidget):
         return self.store.last_saved
 
     def _refresh_layer_choices(self, *_: Any) -> None:
-        self.picker.refresh(self.image_layer, self.labels_layer)
+        image = self.image_layer
+        self.picker.refresh(image if image is not None else self._rejected_layer(), self.labels_layer)
+
+    def _rejected_layer(self) -> Image | None:
+        """The image that was chosen but could not be attached (while it is in the viewer)."""
+        return live(self.viewer, self._rejected[0]) if self._rejected is not None else None
+
+    def no_image_error(self) -> GrainLabError:
+        """The error for an action that needs an image: why the chosen image could not be
+        attached (e.g. NaN pixels), else that none is chosen."""
+        if self.image_layer is None and self._rejected is not None and self._rejected_layer() is not None:
+            return DataError(self._rejected[1])
+        return GrainLabError("no image layer chosen; open a micrograph and pick it under Image")
 
     def _watch_names(self) -> None:
         for layer in self.viewer.layers:
@@ -220,7 +238,7 @@ class AnnotateWidget(QWidget):
             return
         image = self.image_layer
         if image is None:
-            show_error("Annotate: choose an image layer first")
+            show_error(f"Annotate: {self.no_image_error()}")
             return
         labels = self.picker.chosen_labels()
         if labels is not self.labels_layer:
@@ -232,6 +250,7 @@ class AnnotateWidget(QWidget):
         ``NAME annotation`` when missing, with the saved labels).  Problems become
         notifications; returns success."""
         if self._attach(image, labels):
+            self._rejected = None
             return True
         self._refresh_layer_choices()
         return False
@@ -240,7 +259,11 @@ class AnnotateWidget(QWidget):
     def _attach(self, image: Image, labels: Labels | None) -> bool:
         if not isinstance(image, Image):
             raise GrainLabError("choose an image layer")
-        stored, gray = image_plane(image)
+        try:
+            stored, gray = image_plane(image)
+        except USER_ERRORS as exc:
+            self._rejected = (weakref.ref(image), str(exc))
+            raise
         if labels is not None:
             if not isinstance(labels, Labels):
                 raise DataError(f"{labels.name!r} is not a Labels layer")
@@ -253,7 +276,10 @@ class AnnotateWidget(QWidget):
         self._gray, self._base_name = gray, image.name
         self.store.open(core.safe_name(source_stem(image) or image.name), stored, layer_pixel_size(image)[0])
         self._image_ref = weakref.ref(image)
-        saved, where = self.store.find_saved()
+        saved, where = self.store.find_saved(remembered=dataset_folders(self.store.fingerprint))
+        recalled = self.store.recalled
+        if recalled is not None:
+            self.saving.show_folder()
         if labels is None:
             existing = [x for x in layers_with_role(self.viewer, "annotation", source=image.name)
                         if isinstance(x, Labels) and x.data.shape == stored.shape]
@@ -265,11 +291,17 @@ class AnnotateWidget(QWidget):
                                                 metadata=role_metadata("annotation", source=image.name),
                                                 **spatial_of(image))
                 if saved is not None:
-                    show_info(f"Annotate: reloaded the labels of {self.name!r} from {where}")
+                    show_info(f"Annotate: reloaded the labels of {self.name!r} from {where}"
+                              + (" (the dataset folder they were saved in)" if where == recalled else ""))
         self._labels_ref = weakref.ref(labels)
-        self.store.adopt(saved, where)
-        if saved is not None and labels.data is not saved and not np.array_equal(labels.data, saved):
+        derived = saved is None or labels.data is saved or np.array_equal(labels.data, saved)
+        self.store.adopt(saved, where, derived=derived)
+        if not derived:
             self.save_status.setText(f"{labels.name!r} differs from the labels saved in {where}; Reload loads those")
+        elif recalled is not None:
+            self.saving.set_status(f"Dataset folder {recalled} (remembered for this image)")
+        if saved is not None and where == self.store.folder:
+            remember_dataset_folder(self.store.fingerprint, where)
         self._connect_labels(labels)
         self._load_classes(where)
         self._refresh_layer_choices()
@@ -312,7 +344,7 @@ class AnnotateWidget(QWidget):
     def _require(self) -> Labels:
         labels = self.labels_layer
         if labels is None or not self.store.is_open:
-            raise GrainLabError("no image layer chosen; open a micrograph and pick it under Image")
+            raise self.no_image_error()
         return labels
 
     # ======================================================================== edits
@@ -481,6 +513,16 @@ class AnnotateWidget(QWidget):
     def ask_checkpoint(self) -> Path | None:
         return ask_folder(self, "Model folder (model.safetensors + model.json)",
                           self.model_edit.text() or Path.home())
+
+    def ask_overwrite(self, conflict: SavedLabelsConflict) -> bool:
+        """Ask whether a saved label file holding more than the annotation may be replaced (a
+        backup of it is kept)."""
+        (n_saved, px_saved), (n_now, px_now) = conflict.saved, conflict.current
+        return confirm(self, "Replace saved labels?",
+                       f"{conflict.path} holds {n_saved} grains ({px_saved} labelled px); the annotation of "
+                       f"{self.name!r} has {n_now} ({px_now} px).",
+                       f"Replace the saved labels? The file replaced is kept in {conflict.path.parent / '.backup'}.",
+                       "Replace")
 
     def ask_unsaved(self) -> str:
         """Ask what to do with unsaved changes: ``"save"``, ``"discard"`` or ``"cancel"``."""

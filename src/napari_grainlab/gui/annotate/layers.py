@@ -42,7 +42,17 @@ def image_plane(layer: Image) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{layer.name!r} has unsupported pixels ({data.dtype})")
     if min(data.shape) < 8:
         raise DataError(f"{layer.name!r} is too small ({data.shape[0]} x {data.shape[1]} px)")
-    return data, normalize_intensity(data)
+    try:
+        gray = normalize_intensity(data)
+    except DataError:
+        if data.dtype.kind == "f":  # normalize_intensity refuses NaN and infinite pixels: name the image
+            bad = int(np.count_nonzero(~np.isfinite(data)))
+            if bad:
+                raise DataError(f"image {layer.name!r} contains NaN or infinite values ({bad} pixel"
+                                f"{'s' if bad != 1 else ''}); replace them (e.g. numpy.nan_to_num) to annotate "
+                                "it") from None
+        raise
+    return data, gray
 
 
 class LayerPicker(QWidget):

@@ -89,6 +89,12 @@ def classical_job(gray: np.ndarray, settings: ClassicalSettings) -> tuple[np.nda
     return labels, time.perf_counter() - t0
 
 
+def first_line(error: BaseException | None, limit: int = 200) -> str:
+    """The first line of an error's message, at most ``limit`` characters (for a status line)."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def model_job(checkpoint: str, gray: np.ndarray, *, stop) -> Any:
     """Worker body of the model proposal (a generator for :class:`GeneratorTask`)."""
     from ...core.inference.tiling import Cancelled
@@ -233,7 +239,7 @@ class ProposalsPanel(QWidget):
         """Run the classical proposal in a worker (only the newest request is shown)."""
         self._debounce.stop()
         if self._dock._gray is None:
-            raise GrainLabError("no image layer chosen; open a micrograph and pick it under Image")
+            raise self._dock.no_image_error()
         self.runner.submit(classical_job, self._dock._gray, self.settings())
 
     def _on_busy(self, busy: bool) -> None:
@@ -282,7 +288,7 @@ class ProposalsPanel(QWidget):
         """Segment the image with a trained model in a worker; the result becomes the proposal."""
         gray = self._dock._gray
         if gray is None:
-            raise GrainLabError("no image layer chosen")
+            raise self._dock.no_image_error()
         if self._model_task is not None and self._model_task.is_running:
             return None
         checkpoint = str(checkpoint or self.model_edit.text()).strip()
@@ -309,15 +315,20 @@ class ProposalsPanel(QWidget):
         return task
 
     def _model_finished(self, result: TaskResult, shape: tuple[int, int], started: float, generation: int) -> None:
+        """The model's worker ended.  A failure was reported by the task already (one line for a
+        user's error, the traceback for a bug); the status line gets its first line."""
         self.model_button.setEnabled(True)
         if generation != self._generation:
             self.proposal_label.setText("Model proposal dropped: the image changed while it ran")
-        elif result.ok and result.value is not None and result.value.shape == shape:
-            self.show_proposal((result.value, time.perf_counter() - started), source="model")
-        elif result.status == "cancelled" or result.value is None:
+        elif result.status == "failed":
+            show_status(self.proposal_label, f"Model proposal failed: {first_line(result.error)}", error=True)
+        elif result.status == "cancelled":
             self.proposal_label.setText("Model proposal cancelled")
+        elif result.value is None or np.shape(result.value) != shape:
+            show_status(self.proposal_label, "Model proposal failed: the model gave no labels of the image's size",
+                        error=True)
         else:
-            show_status(self.proposal_label, f"Model proposal failed: {result.error}", error=True)
+            self.show_proposal((result.value, time.perf_counter() - started), source="model")
 
     # ------------------------------------------------------------------ apply
     @guarded("Apply proposal")

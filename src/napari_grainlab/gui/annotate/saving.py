@@ -1,8 +1,10 @@
 """The Save panel of the Annotate dock: the dataset folder, Save / Reload, autosave.
 
 The state machine behind it (numbered snapshots, ordered writes, the fallback to the per-user
-folder, saved vs. current) is :class:`~napari_grainlab.core.annotation_store.AnnotationStore`;
-this panel adds the timer, the worker thread, the dialogs and the notifications.
+folder, saved vs. current, saved files never replaced by less without asking) is
+:class:`~napari_grainlab.core.annotation_store.AnnotationStore`; this panel adds the timer, the
+worker thread, the dialogs, the notifications and the remembered dataset folders
+(:mod:`napari_grainlab.gui._settings`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from ...core import annotate as core
-from ...core.annotation_store import SaveJob, WriteResult
+from ...core.annotation_store import SavedLabelsConflict, SaveJob, WriteResult
 from ...core.errors import USER_ERRORS
 from .._forms import SpinBox
+from .._settings import remember_dataset_folder
 from .._widgets import show_status, status_label
 from ..workers import report_error
 from ._common import guarded
@@ -40,6 +43,7 @@ class SavePanel(QWidget):
         self._dock = dock
         self.store = dock.store
         self._worker = None
+        self._fallback_warned = ""  # the last "autosave fell back" warning shown (not repeated every interval)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.folder_label = QLabel("no dataset folder")
@@ -87,19 +91,28 @@ class SavePanel(QWidget):
 
     # ------------------------------------------------------------------ folder
     def set_folder(self, folder: str | Path | None) -> None:
-        """Use ``folder`` as the dataset folder (the labels saved there are offered by Reload)."""
+        """Use ``folder`` as the dataset folder: an empty annotation gets the labels saved there;
+        other labels saved there are pointed out (Reload loads them; they are not replaced by
+        less without asking)."""
         self.store.set_folder(folder)
+        self.show_folder()
         folder = self.store.folder
-        if folder is None:
-            self.folder_label.setText("no dataset folder")
-            self.folder_label.setToolTip("")
-        else:
-            self.folder_label.setText(f"{folder.name}/")
-            self.folder_label.setToolTip(str(folder))
-            labels = self._dock.labels_layer
-            if labels is not None and self.store.is_open and not np.any(labels.data):
+        labels = self._dock.labels_layer
+        if folder is not None and labels is not None and self.store.is_open:
+            if not np.any(labels.data):
                 self.reload(quiet=True)
+            elif self.store.saved_elsewhere(folder):
+                text = (f"{folder} holds saved labels of {self.store.name!r}; Reload loads them (they are not "
+                        "replaced by fewer grains without asking)")
+                self.set_status(text, error=True)
+                show_warning(f"Annotate: {text}")
         self._dock._schedule_stats()
+
+    def show_folder(self) -> None:
+        """Show the store's dataset folder."""
+        folder = self.store.folder
+        self.folder_label.setText("no dataset folder" if folder is None else f"{folder.name}/")
+        self.folder_label.setToolTip("" if folder is None else str(folder))
 
     def _on_folder_clicked(self) -> None:
         folder = self._dock.ask_directory()
@@ -133,7 +146,7 @@ class SavePanel(QWidget):
         if answer == "save":
             return self.save() is not None
         labels = self._dock.labels_layer
-        self.store.discard(None if labels is None else labels.data, self._dock.classes.state())
+        self.store.discard(None if labels is None else labels.data, self._dock.classes.state())  # and its autosave
         return True
 
     # ------------------------------------------------------------------ writing
@@ -147,6 +160,8 @@ class SavePanel(QWidget):
             return  # switched image meanwhile, or a newer snapshot was recorded already
         what = "Autosaved" if auto else "Saved"
         self.set_status(f"{what} {time.strftime('%H:%M:%S')} to {job.folder}")
+        if job.in_dataset:  # found again when the image is opened next time
+            remember_dataset_folder(self.store.fingerprint, job.folder)
         self._dock._schedule_stats()
 
     def save(self, folder: str | Path | None = None) -> Path | None:
@@ -160,7 +175,14 @@ class SavePanel(QWidget):
                 if chosen is None:
                     return None
                 self.set_folder(chosen)
-            result = self.store.write(self._snapshot(labels, auto=False))
+            job = self._snapshot(labels, auto=False)
+            try:
+                result = self.store.write(job)
+            except SavedLabelsConflict as conflict:
+                if not self._dock.ask_overwrite(conflict):
+                    self.set_status(f"Not saved: {conflict}", error=True)
+                    return None
+                result = self.store.write(job, replace_saved=True)
         except USER_ERRORS as exc:
             show_error(f"Saving the annotation failed: {exc}")
             self.set_status(f"Save failed: {exc}", error=True)
@@ -203,8 +225,12 @@ class SavePanel(QWidget):
         if result.fell_back:
             where = result.job.folder
             self.set_status(f"Autosave to the dataset folder failed ({result.error}); kept in {where}", error=True)
-            show_warning(f"Annotate: autosave to the dataset folder failed: {result.error}. The work is kept in {where}")
+            message = f"Annotate: autosave to the dataset folder failed: {result.error}. The work is kept in {where}"
+            if message != self._fallback_warned:
+                show_warning(message)
+                self._fallback_warned = message
         elif result.folder is not None:
+            self._fallback_warned = ""
             self._record(result.job, auto=True)
         return True
 
@@ -241,7 +267,8 @@ class SavePanel(QWidget):
         """Replace the annotation by the newest saved one (an undoable step)."""
         dock = self._dock
         labels = dock._require()
-        saved, where = self.store.find_saved()
+        # labels in the dataset folder the work does not derive from: those are the ones asked for
+        saved, where = self.store.find_saved(prefer_dataset=self.store.saved_elsewhere())
         if saved is None:
             if not quiet:
                 show_info(f"Annotate: no saved labels for {self.store.name!r}")
