@@ -182,15 +182,100 @@ def test_corrupt_checkpoints_are_notifications(qtbot, viewer, dock, checkpoints,
     bad_weights = tmp_path / "bad_weights"
     shutil.copytree(checkpoints / "seg", bad_weights)
     (bad_weights / "model.safetensors").write_bytes(b"\x00garbage" * 10)
-    assert dock.set_checkpoint(bad_weights)  # the description is fine; the weights fail when loaded
-    result = run_and_wait(qtbot, dock)
-    assert result.status == "failed"
+    assert not dock.set_checkpoint(bad_weights)  # the description is fine, the weights header is not
     assert any("corrupt weights" in m for m in notifications.messages("error"))
-    assert "failed" in dock.status_label.text() and dock.run_button.isEnabled()
+    assert "corrupt weights" in dock.model_info.text() and not dock.run_button.isEnabled()
+    assert dock.run() is None and dock.task is None
     assert "sem grains" not in viewer.layers
 
     assert not dock.set_checkpoint(tmp_path / "nowhere")
     assert not dock.set_checkpoint(tmp_path)  # a folder without model.json
+
+
+def _broken_copy(checkpoints, folder: Path, case: str) -> tuple[Path, str]:
+    """A copy of the segmentation model broken as ``case``, and the words that must name the fault."""
+    import shutil
+
+    shutil.copytree(checkpoints / "seg", folder)
+    if case == "model.json not JSON":
+        (folder / "model.json").write_text('{"format": "napari-grainlab-model", "backbone": resnet18}')
+        return folder, "unreadable metadata"
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return folder, "truncated"
+
+
+@pytest.mark.parametrize("case", ["model.json not JSON", "truncated weights"])
+def test_a_broken_model_folder_is_refused_when_browsed_to(qtbot, viewer, dock, checkpoints, micrograph, tmp_path,
+                                                          notifications, monkeypatch, case):
+    import threading
+
+    from napari_grainlab.gui.predict import model as model_module
+
+    viewer.add_image(micrograph, name="sem")
+    broken, fault = _broken_copy(checkpoints, tmp_path / "broken", case)
+    checked_on = []
+    real_check = model_module.check_model
+
+    def check_model(path):
+        checked_on.append(threading.current_thread() is threading.main_thread())
+        return real_check(path)
+
+    monkeypatch.setattr(model_module, "check_model", check_model)
+    dock.ask_checkpoint_folder = lambda: broken
+    qtbot.mouseClick(dock.browse_button, _left())
+    assert dock.checkpoint_edit.text() == str(broken)
+    qtbot.waitUntil(lambda: not dock.model_panel.is_checking, timeout=WAIT_MS)
+    assert checked_on == [False]  # checked in a worker thread, not on the GUI thread
+    assert dock.checkpoint is None
+    info = dock.model_info.text()
+    assert info.startswith("Not a usable model:") and fault in info and str(broken) in info
+    assert "Segmentation" not in info  # never described as a working model
+    assert not dock.run_button.isEnabled() and not dock.folder_button.isEnabled()
+    assert any(fault in m for m in notifications.messages("error"))
+    assert dock.run() is None and dock.task is None
+    # editing the path lifts the block (the typed path is checked when Predict runs)
+    dock.checkpoint_edit.setFocus()
+    qtbot.keyClick(dock.checkpoint_edit, "x")
+    assert dock.run_button.isEnabled()
+
+
+def test_a_model_broken_since_it_was_used_is_refused_from_the_recent_list(qtbot, viewer, dock, checkpoints,
+                                                                            tmp_path, notifications):
+    good, later = checkpoints / "seg", tmp_path / "later"
+    _broken_copy(checkpoints, later, "model.json not JSON")
+    (later / "model.json").write_bytes((good / "model.json").read_bytes())  # a good copy at first
+    assert dock.set_checkpoint(good) and dock.set_checkpoint(later)
+    weights = later / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])  # e.g. an interrupted copy over it
+
+    def choose(path: Path) -> None:
+        items = [dock.recent_combo.itemData(i) for i in range(dock.recent_combo.count())]
+        dock.recent_combo.setCurrentIndex(items.index(str(path.resolve())))
+        dock.recent_combo.activated.emit(dock.recent_combo.currentIndex())
+        qtbot.waitUntil(lambda: not dock.model_panel.is_checking, timeout=WAIT_MS)
+
+    choose(later)
+    assert dock.checkpoint is None and "truncated" in dock.model_info.text()
+    assert not dock.run_button.isEnabled()
+    choose(good)
+    assert dock.checkpoint == good.resolve() and dock.model_info.text().startswith("Segmentation")
+    assert dock.run_button.isEnabled() and dock.folder_button.isEnabled()
+
+
+def test_predict_right_after_choosing_checks_the_model_first(qtbot, viewer, dock, checkpoints, micrograph):
+    viewer.add_image(micrograph, name="sem")
+    dock.model_panel.choose(checkpoints / "seg")
+    assert dock.model_panel.is_checking and dock.run_button.isEnabled()
+    result = run_and_wait(qtbot, dock)  # checks the model at once instead of waiting for the worker
+    assert result.status == "completed", result.error
+    assert dock.checkpoint == checkpoints / "seg" and not dock.model_panel.is_checking
+
+
+def _left():
+    from qtpy.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
 
 
 class _Payload:
@@ -217,9 +302,9 @@ def test_a_pickle_is_refused_and_never_unpickled(qtbot, viewer, dock, checkpoint
     disguised = tmp_path / "disguised"
     shutil.copytree(checkpoints / "seg", disguised)
     (disguised / "model.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
-    dock.set_checkpoint(disguised)
-    result = run_and_wait(qtbot, dock)
-    assert result.status == "failed"
+    assert not dock.set_checkpoint(disguised)
+    assert any("not a safetensors file" in m for m in notifications.messages("error"))
+    assert dock.run() is None
     assert not marker.exists()
     assert "sem grains" not in viewer.layers
 
@@ -262,7 +347,7 @@ def test_classification_adds_class_and_confidence_layers(qtbot, viewer, dock, ch
     assert not notifications.messages("error")
 
 
-def test_recent_checkpoints_are_remembered(viewer, checkpoints, config_dir):
+def test_recent_checkpoints_are_remembered(qtbot, viewer, checkpoints, config_dir):
     from napari_grainlab.gui.predict import PredictWidget
 
     first = PredictWidget(viewer)
@@ -273,6 +358,7 @@ def test_recent_checkpoints_are_remembered(viewer, checkpoints, config_dir):
     items = [second.recent_combo.itemData(i) for i in range(second.recent_combo.count())]
     assert items == [str((checkpoints / "seg").resolve()), str((checkpoints / "cls").resolve())]
     second._on_recent(1)
+    qtbot.waitUntil(lambda: not second.model_panel.is_checking, timeout=WAIT_MS)
     assert second.checkpoint == (checkpoints / "cls").resolve()
 
 

@@ -155,6 +155,69 @@ def test_stop_ends_gracefully_and_keeps_the_best_checkpoint(viewer, dock, qtbot,
     assert dock.preview_button.isEnabled()
 
 
+def _napari_dock_of(widget):
+    """The napari dock widget holding ``widget`` (its close button calls ``destroyOnClose``)."""
+    dock = widget.parent()
+    while dock is not None and not hasattr(dock, "destroyOnClose"):
+        dock = dock.parent()
+    assert dock is not None, "the widget is not in a napari dock"
+    return dock
+
+
+def test_closing_the_dock_mid_run_asks_then_stops_training_cleanly(viewer, dock, qtbot, tmp_path, notifications):
+    from napari_grainlab.gui.train import dock as dock_module
+
+    add_pair(viewer, "micrograph", seed=3, size=128)
+    dock.set_config(epochs=3, steps_per_epoch=500)
+    answers, asked = [False, True], []
+
+    def ask_stop_to_close() -> bool:
+        asked.append(dock.is_running)
+        return answers[len(asked) - 1]
+
+    dock.ask_stop_to_close = ask_stop_to_close
+    events = []
+    dock.event_received.connect(events.append)
+    with qtbot.waitSignal(dock.event_received, timeout=WAIT_MS, check_params_cb=lambda ev: isinstance(ev, Step)):
+        task = dock.start()
+    napari_dock = _napari_dock_of(dock)
+    napari_dock.destroyOnClose()  # napari's close button: "Keep training"
+    assert asked == [True]
+    assert "Train" in viewer.window.dock_widgets and dock.is_running and not task.stop_flag.is_set()
+    with qtbot.waitSignal(dock.training_finished, timeout=WAIT_MS) as blocker:
+        napari_dock.destroyOnClose()  # "Stop training and close"
+        assert asked == [True, True]
+        assert "Train" not in viewer.window.dock_widgets and dock.parent() is None
+        assert task.stop_flag.is_set()
+    result = blocker.args[0]
+    assert result.status == "cancelled" and not task.is_running
+    finished = next(e for e in events if isinstance(e, Finished))
+    assert finished.reason == "stopped" and max(e.step for e in events if isinstance(e, Step)) < 500
+    run = tmp_path / "run"
+    assert (run / "last" / "model.json").is_file() and (run / "last" / "model.safetensors").is_file()
+    assert (run / "best" / "model.json").is_file()
+    assert any(m.startswith("Training stopped") and str(run) in m for m in notifications.messages("info"))
+    assert dock not in dock_module._CLOSED_WHILE_RUNNING  # let go once the run ended
+
+
+def test_closing_an_idle_dock_does_not_ask(viewer, dock):
+    dock.ask_stop_to_close = lambda: pytest.fail("asked although nothing runs")
+    _napari_dock_of(dock).destroyOnClose()
+    assert "Train" not in viewer.window.dock_widgets
+
+
+def test_a_dock_removed_by_a_script_mid_run_stops_its_run(viewer, dock, qtbot, tmp_path):
+    add_pair(viewer, "micrograph", seed=3, size=128)
+    dock.set_config(epochs=3, steps_per_epoch=500)
+    with qtbot.waitSignal(dock.event_received, timeout=WAIT_MS, check_params_cb=lambda ev: isinstance(ev, Step)):
+        task = dock.start()
+    with qtbot.waitSignal(dock.training_finished, timeout=WAIT_MS) as blocker:
+        viewer.window.remove_dock_widget(dock)
+        assert task.stop_flag.is_set()
+    assert blocker.args[0].status == "cancelled"
+    assert (tmp_path / "run" / "last" / "model.json").is_file()
+
+
 @pytest.mark.parametrize("kind", ["rgb", "uint16"])
 def test_rgb_and_16_bit_images_train(viewer, dock, qtbot, notifications, kind):
     image, labels = micrograph(96, seed=4)
@@ -213,6 +276,27 @@ def test_bad_inputs_become_notifications(viewer, dock, qtbot, notifications, cas
     assert len(errors) == 1 and expected in errors[0], errors
     assert errors[0].startswith("Cannot train: ")
     assert dock.task is None and dock.start_button.isEnabled() and dock.settings.isEnabled()
+
+
+def test_the_no_labels_hint_names_the_layer_the_annotate_dock_makes(viewer, dock, notifications):
+    from napari_grainlab.gui._layers import role_name
+
+    image, labels = micrograph(96, seed=5)
+    viewer.add_image(image, name="micrograph")
+    assert role_name("<image>", "annotation") in dock.data.pairs_hint.text()
+    assert dock.start() is None
+    expected = role_name("micrograph", "annotation")  # what the Annotate dock names its layer
+    (error,) = notifications.messages("error")
+    assert f"'{expected}'" in error and "Annotate dock" in error and "grains'" not in error
+    assert expected in dock.status_label.text()
+    # following the hint gives training data for that image
+    viewer.add_labels(labels, name=expected)
+    assert [(p.image.name, p.labels.name) for p in dock.selected_pairs()] == [("micrograph", expected)]
+    # with several images, the hint names the pattern
+    viewer.layers.remove(expected)
+    viewer.add_image(image, name="another")
+    assert dock.start() is None
+    assert f"'{role_name('<image>', 'annotation')}'" in notifications.messages("error")[-1]
 
 
 def test_data_errors_in_the_worker_are_notified(viewer, dock, qtbot, tmp_path, notifications):

@@ -19,6 +19,7 @@ Every signal is emitted on the main thread, so slots may touch the viewer.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -49,6 +50,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _ACTIVITY_INTERVAL_MS = 50  # at most ~20 repaints per second of napari's activity bar
+
+#: the ``destroyed`` hooks of running tasks (see :func:`_abandon`), held here and not by the task:
+#: a hook reachable only through its Qt connection is garbage to Python once the dock that owns the
+#: task is, and the collector may clear it before Qt calls it from the dock's destructor (a crash)
+_ABANDON_HOOKS: dict[int, Callable[..., None]] = {}
+_HOOK_KEYS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -137,9 +144,10 @@ def report_error(error: BaseException, context: str) -> None:
         notification_manager.receive_error(type(error), error, error.__traceback__)
 
 
-def _abandon(stop: threading.Event, shared: dict[str, Any], *_: Any) -> None:
-    """The task's QObject is being deleted (e.g. its dock was closed): stop the generator and
-    remove the activity-dock progress bar that ``_finish`` will no longer close."""
+def _abandon(key: int, stop: threading.Event, shared: dict[str, Any], *_: Any) -> None:
+    """The task's QObject is being deleted while it runs (e.g. with its dock): stop the generator
+    and remove the activity-dock progress bar that ``_finish`` will no longer close."""
+    _ABANDON_HOOKS.pop(key, None)
     stop.set()
     pbar, shared["pbar"] = shared.get("pbar"), None
     if pbar is not None:
@@ -215,7 +223,7 @@ class GeneratorTask(QObject):
         self._worker = None
         # shared with the ``destroyed`` handler, which must not reference ``self``
         self._shared: dict[str, Any] = {"pbar": None}
-        self.destroyed.connect(partial(_abandon, self.stop_flag, self._shared))
+        self._hook_key = next(_HOOK_KEYS)
         self._last_event: Any = None
         self._progress: TaskProgress | None = None
         self._activity_timer = QTimer(self)
@@ -253,6 +261,8 @@ class GeneratorTask(QObject):
         worker.returned.connect(self._on_returned)
         worker.aborted.connect(self._on_aborted)
         self._worker = worker
+        hook = _ABANDON_HOOKS[self._hook_key] = partial(_abandon, self._hook_key, self.stop_flag, self._shared)
+        self.destroyed.connect(hook)
 
         self._started_at = time.perf_counter()
         self._shared["pbar"] = _StoppableProgress(total=self._total or 0, desc=self.description,
@@ -333,6 +343,12 @@ class GeneratorTask(QObject):
         self._result = TaskResult(status=status, value=value, error=error, last_event=self._last_event,
                                   progress=self._progress, elapsed=time.perf_counter() - self._started_at)
         self._activity_timer.stop()
+        hook = _ABANDON_HOOKS.pop(self._hook_key, None)
+        if hook is not None:  # done: nothing to stop when the task is deleted
+            try:
+                self.destroyed.disconnect(hook)
+            except (TypeError, RuntimeError):
+                pass
         pbar, self._shared["pbar"] = self._shared["pbar"], None
         if pbar is not None:
             pbar.close()

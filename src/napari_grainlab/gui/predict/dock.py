@@ -1,7 +1,8 @@
 """The *Predict* dock: segment (or classify) micrographs in the viewer with a trained model.
 
 Pick a model checkpoint (:mod:`.model`: a folder with ``model.safetensors`` + ``model.json``,
-chosen with *Browse…* or from the recent list) and an image layer, or every open image
+chosen with *Browse…* or from the recent list, and checked at once from its files' headers: a
+broken folder is named in red and disables *Predict*) and an image layer, or every open image
 (:mod:`.image`); the options (:mod:`.options`) are generated from
 :class:`~napari_grainlab.core.inference.options.InferenceOptions`.  The prediction runs in a
 worker thread (:mod:`napari_grainlab.gui.jobs.predict`) with a progress bar and *Cancel*; the
@@ -56,6 +57,9 @@ EDITOR_ATTRIBUTES = {"tile_spin": "tile", "overlap_spin": "overlap", "batch_spin
                      "histogram_check": "histogram_match", "device_combo": "device"}
 #: the options section that also holds the Dask scheduler of *Predict folder…*
 SCHEDULER_GROUP = "Device"
+FOLDER_TIP = ("<p>Run the model on every image of a folder and write the results (label images, grain tables, "
+              "<tt>summary.csv</tt>) into an output folder, on Dask workers. Images already done there are "
+              "skipped, so running it again continues a cancelled batch.</p>")
 
 
 def _title(text: str) -> QLabel:
@@ -105,6 +109,8 @@ class PredictWidget(QWidget):
 
         self.model_panel = ModelPanel(self)
         self.model_panel.model_changed.connect(self._on_model_changed)
+        self.model_panel.state_changed.connect(self._sync_run_buttons)
+        self._busy = False
         self.checkpoint_edit = self.model_panel.checkpoint_edit
         self.browse_button = self.model_panel.browse_button
         self.recent_combo = self.model_panel.recent_combo
@@ -125,10 +131,7 @@ class PredictWidget(QWidget):
         self.run_button.setToolTip("run the model on the chosen image(s)")
         self.run_button.clicked.connect(lambda: self.run())
         self.folder_button = QPushButton("Predict folder…")
-        self.folder_button.setToolTip("<p>Run the model on every image of a folder and write the results (label "
-                                      "images, grain tables, <tt>summary.csv</tt>) into an output folder, on "
-                                      "Dask workers. Images already done there are skipped, so running it again "
-                                      "continues a cancelled batch.</p>")
+        self.folder_button.setToolTip(FOLDER_TIP)
         self.folder_button.clicked.connect(lambda: self.predict_folder())
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -155,6 +158,7 @@ class PredictWidget(QWidget):
         layout.addWidget(self.status_label)
         layout.addStretch(1)
         self._on_model_changed()
+        self._sync_run_buttons()
 
     # ----------------------------------------------------------------- layout
     def showEvent(self, event) -> None:
@@ -236,8 +240,17 @@ class PredictWidget(QWidget):
         return self._task
 
     def set_busy(self, busy: bool) -> None:
-        self.run_button.setEnabled(not busy)
-        self.folder_button.setEnabled(not busy)
+        self._busy = busy
+        self._sync_run_buttons()
+
+    def _sync_run_buttons(self) -> None:
+        """*Predict* and *Predict folder…* are enabled unless a run is on or the chosen model failed
+        its check (the reason is in the model line)."""
+        broken = self.model_panel.blocks_run
+        for button, tip in ((self.run_button, "run the model on the chosen image(s)"),
+                            (self.folder_button, FOLDER_TIP)):
+            button.setEnabled(not self._busy and not broken)
+            button.setToolTip("choose a usable model first (see the model line above)" if broken else tip)
 
     def start_task(self, task: GeneratorTask, status: str) -> None:
         """Start ``task`` as the dock's run (the previous one is released)."""

@@ -1,6 +1,11 @@
 """The model chooser of the Predict dock: a checkpoint path (typed, *Browse…* or the recent
-list) checked by reading only its ``model.json`` (a pickle is never unpickled), and one line
-describing the model."""
+list) and one line describing the model.
+
+A chosen model is checked at once, off the GUI thread, from its files' headers
+(:func:`~napari_grainlab.core.models.inspect.check_model`: ``model.json`` and the safetensors
+header; a pickle is never unpickled): a broken folder shows what is wrong in red and *Predict*
+stays disabled until another model is chosen or the path is edited.  Scripts use the synchronous
+:meth:`ModelPanel.set_checkpoint`."""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLineEdit, QMenu, QToolButton, QWidget
 
-from ...core.models.checkpoint import CheckpointError, checkpoint_files, read_metadata
+from ...core.errors import USER_ERRORS
+from ...core.models.inspect import check_model
 from .._settings import recent_checkpoints, remember_checkpoint
 from .._widgets import ERROR_STYLE, HINT_STYLE, make_form, status_label
+from ..workers import LatestOnlyRunner, report_error
 
 if TYPE_CHECKING:
     from .dock import PredictWidget
@@ -44,17 +51,26 @@ def describe_model(meta: dict) -> str:
 class ModelPanel(QWidget):
     """Checkpoint path, *Browse…*, the recent list and the model's description.
 
-    ``model_changed()`` is emitted after every :meth:`set_checkpoint` (the model may be gone:
-    :attr:`checkpoint` is then None).  The file dialogs are the dock's methods.
+    :meth:`choose` (*Browse…*, the recent list, a typed path) checks a model in a worker thread;
+    :meth:`set_checkpoint` checks it at once.  ``model_changed()`` is emitted when a check starts
+    and when it ends (:attr:`checkpoint` is None unless the chosen model passed), ``state_changed()``
+    whenever :attr:`blocks_run` may have changed.  The file dialogs are the dock's methods.
     """
 
     model_changed = Signal()
+    state_changed = Signal()
 
     def __init__(self, dock: PredictWidget) -> None:
         super().__init__()
         self._dock = dock
         self.checkpoint: Path | None = None
         self.metadata: dict | None = None
+        #: the chosen path that failed its check and its one-line reason (None: no such path)
+        self.problem: tuple[Path, str] | None = None
+        self._pending: Path | None = None  # being checked in the worker
+        self._runner = LatestOnlyRunner(self)
+        self._runner.result.connect(self._on_checked)
+        self._runner.failed.connect(self._on_check_failed)
 
         self.checkpoint_edit = QLineEdit()
         self.checkpoint_edit.setPlaceholderText("model folder (model.safetensors + model.json)")
@@ -62,6 +78,8 @@ class ModelPanel(QWidget):
                                         "<tt>model.json</tt> (a training run folder uses its <tt>best/</tt> "
                                         "model). Press Enter to check it.</p>")
         self.checkpoint_edit.editingFinished.connect(self._on_edit_finished)
+        self.checkpoint_edit.returnPressed.connect(self._on_return_pressed)
+        self.checkpoint_edit.textEdited.connect(lambda _text: self.state_changed.emit())
         self.browse_button = QToolButton()
         self.browse_button.setText("Browse…")
         self.browse_button.setToolTip("choose a model folder (the arrow: choose model.json or model.safetensors)")
@@ -96,37 +114,61 @@ class ModelPanel(QWidget):
     def _browse_folder(self) -> None:
         path = self._dock.ask_checkpoint_folder()
         if path is not None:
-            self.set_checkpoint(path)
+            self.choose(path)
 
     def _browse_file(self) -> None:
         path = self._dock.ask_checkpoint_file()
         if path is not None:
-            self.set_checkpoint(path)
+            self.choose(path)
 
     def _typed_new_path(self) -> str | None:
-        """The typed path when it is not the checked model's, else None."""
+        """The typed path when it is not the checked (or being checked) model's, else None."""
         text = self.checkpoint_edit.text().strip()
-        if text and (self.checkpoint is None or Path(text).expanduser() != self.checkpoint):
+        if text and Path(text).expanduser() not in (self.checkpoint, self._pending):
             return text
         return None
 
     def _on_edit_finished(self) -> None:
         text = self._typed_new_path()
-        if text:
-            self.set_checkpoint(text)
+        if text and not (self.problem is not None and Path(text).expanduser() == self.problem[0]):
+            self.choose(text)
+
+    def _on_return_pressed(self) -> None:
+        """Enter on the path of a model that failed: check it again (the user may have fixed it)."""
+        if self.blocks_run:
+            self.choose(self.problem[0])
 
     def choose_recent(self, index: int) -> None:
         path = self.recent_combo.itemData(index)
         if path:
-            self.set_checkpoint(path)
+            self.choose(path)
+
+    @property
+    def is_checking(self) -> bool:
+        """A chosen model is being checked in the worker."""
+        return self._pending is not None
+
+    @property
+    def blocks_run(self) -> bool:
+        """The path shown is a model that failed its check (*Predict* is disabled until it changes)."""
+        if self.problem is None:
+            return False
+        return Path(self.checkpoint_edit.text().strip()).expanduser() == self.problem[0]
 
     def ready(self) -> bool:
-        """Check a newly typed path; False (with a notification) when there is no usable model."""
-        text = self._typed_new_path()
-        if text and not self.set_checkpoint(text):
+        """Check a newly typed path (or the one still being checked) now; False (with a notification)
+        when there is no usable model."""
+        pending, text = self._pending, self._typed_new_path()
+        if pending is not None:
+            self._runner.discard()
+            self._pending = None
+            if not self.set_checkpoint(pending):
+                return False
+        elif text and not self.set_checkpoint(text):
             return False
         if self.checkpoint is None:
-            show_error("Choose a model first: a folder with model.safetensors and model.json")
+            show_error(f"Cannot use this model: {self.problem[1]}" if self.blocks_run else
+                       "Choose a model first: a folder with model.safetensors and model.json")
             return False
         return True
 
@@ -145,28 +187,68 @@ class ModelPanel(QWidget):
         self.recent_combo.setCurrentIndex(0)
         self.recent_combo.blockSignals(False)
 
-    def set_checkpoint(self, path: str | Path) -> bool:
-        """Choose and check a model (reads only ``model.json``); False with a notification when it is no
-        GrainLab model (a corrupt description, a pickle, missing weights)."""
+    def choose(self, path: str | Path) -> None:
+        """Choose a model and check it in a worker thread (the result shows when it is known)."""
         path = Path(path).expanduser()
         self.checkpoint_edit.setText(str(path))
+        self.checkpoint, self.metadata, self.problem = None, None, None
+        self._pending = path
+        self.model_info.setStyleSheet(HINT_STYLE)
+        self.model_info.setText(f"Checking {path.name or path}…")
+        self.model_info.setToolTip(str(path))
+        self.model_changed.emit()
+        self.state_changed.emit()
+        self._runner.submit(check_model, path)
+
+    def _on_checked(self, meta: dict) -> None:
+        path, self._pending = self._pending, None
+        if path is not None:
+            self._accept(path, meta)
+
+    def _on_check_failed(self, error: BaseException) -> None:
+        path, self._pending = self._pending, None
+        if path is None:
+            return
+        if isinstance(error, USER_ERRORS):
+            self._refuse(path, error)
+        else:  # a bug: its traceback
+            self._refuse(path, error, notify=False)
+            report_error(error, "Checking the model")
+
+    def set_checkpoint(self, path: str | Path) -> bool:
+        """Choose and check a model now (its ``model.json`` and weights header); False with a
+        notification when it is no usable GrainLab model (a corrupt description or weights file,
+        a pickle, missing files)."""
+        path = Path(path).expanduser()
+        if self._pending is not None:
+            self._runner.discard()
+            self._pending = None
+        self.checkpoint_edit.setText(str(path))
         try:
-            weights, _ = checkpoint_files(path)
-            meta = read_metadata(path)
-            if not weights.stat().st_size:
-                raise CheckpointError(f"{weights}: the weights file is empty")
-        except (CheckpointError, OSError) as exc:
-            self.checkpoint, self.metadata = None, None
-            self.model_info.setStyleSheet(ERROR_STYLE)
-            self.model_info.setText(f"Not a usable model: {exc}")
-            self.model_changed.emit()
-            show_error(f"Cannot use this model: {exc}")
+            meta = check_model(path)
+        except USER_ERRORS as exc:
+            self._refuse(path, exc)
             return False
-        self.checkpoint, self.metadata = path, meta
+        self._accept(path, meta)
+        return True
+
+    def _refuse(self, path: Path, error: BaseException, notify: bool = True) -> None:
+        reason = str(error) or type(error).__name__
+        self.checkpoint, self.metadata, self.problem = None, None, (path, reason)
+        self.model_info.setStyleSheet(ERROR_STYLE)
+        self.model_info.setText(f"Not a usable model: {reason}")
+        self.model_info.setToolTip(str(path))
+        self.model_changed.emit()
+        self.state_changed.emit()
+        if notify:
+            show_error(f"Cannot use this model: {reason}")
+
+    def _accept(self, path: Path, meta: dict) -> None:
+        self.checkpoint, self.metadata, self.problem = path, meta, None
         self.model_info.setStyleSheet(HINT_STYLE)
         self.model_info.setText(describe_model(meta))
         self.model_info.setToolTip(str(path))
         remember_checkpoint(path)
         self.fill_recent()
         self.model_changed.emit()
-        return True
+        self.state_changed.emit()

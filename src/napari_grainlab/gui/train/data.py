@@ -3,7 +3,8 @@
 Layers pair by their roles first (``layer.metadata["grainlab"]``, see :mod:`.._layers`): a
 Labels layer napari-grainlab made (an annotation, synthetic labels, a prediction) belongs to the
 image layer its metadata names as ``source``.  Layers the user made, or whose source image was
-renamed, pair by name (``<image> grains`` / ``<image> labels`` / ...) and then by shape.
+renamed, pair by name (``<image> annotation``, the name the Annotate dock gives, or
+``<image> grains`` / ``<image> labels`` / ...) and then by shape.
 Unapplied proposals and class paintings are not grain labels and are not listed; predictions are listed
 unchecked.
 """
@@ -11,6 +12,7 @@ unchecked.
 from __future__ import annotations
 
 import dataclasses
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ from qtpy.QtWidgets import (
 
 from ...core.errors import DataError
 from .._forms import ComboBox, make_compact, sentence
-from .._layers import grainlab_metadata, is_prediction, layer_pixel_size, role_of
+from .._layers import ROLES, grainlab_metadata, is_prediction, layer_pixel_size, role_name, role_of
 from .._widgets import HINT_STYLE, make_form
 from ..jobs.train import TrainJob
 
@@ -44,12 +46,19 @@ if TYPE_CHECKING:
 
     from ...core.training import TrainConfig
 
-__all__ = ["NOT_TRAINING_ROLES", "DataPanel", "LayerPair", "find_pairs", "form_layout", "row", "spatial_shape"]
+__all__ = ["NOT_TRAINING_ROLES", "DataPanel", "LayerPair", "annotation_name", "find_pairs", "form_layout", "row",
+           "spatial_shape"]
 
 #: roles of Labels layers that are not training data (left out of the list)
 NOT_TRAINING_ROLES = frozenset({"proposal", "classes", "split_line"})
-#: name suffixes of a Labels layer that annotates the image named by the rest of its name
-ANNOTATION_SUFFIXES = (" annotation", " grains", " labels", " annotations")
+#: name suffixes of a Labels layer that annotates the image named by the rest of its name (first: the
+#: name the Annotate dock gives its annotation layer)
+ANNOTATION_SUFFIXES = tuple(dict.fromkeys((f" {ROLES['annotation']}", " grains", " labels", " annotations")))
+
+
+def annotation_name(image: str = "<image>") -> str:
+    """The name of the Labels layer the Annotate dock makes for the image layer ``image``."""
+    return role_name(image, "annotation")
 
 
 def spatial_shape(layer) -> tuple[int, ...]:
@@ -101,8 +110,8 @@ def find_pairs(layers) -> list[LayerPair]:
     """Pair every Labels layer that may be training data with the Image layer it annotates.
 
     Preference: the image its role names as ``source``, then the image named like the labels
-    without a ``" grains"`` / ``" labels"`` suffix, else the only (or the topmost) 2-D image of
-    the same shape.  Labels with a role in :data:`NOT_TRAINING_ROLES` are left out.
+    without an ``" annotation"`` / ``" grains"`` / ``" labels"`` suffix, else the only (or the
+    topmost) 2-D image of the same shape.  Labels with a role in :data:`NOT_TRAINING_ROLES` are left out.
     """
     images = [ly for ly in layers if isinstance(ly, Image) and not is_prediction(ly)]
     by_name = {ly.name: ly for ly in images}
@@ -181,9 +190,10 @@ class DataPanel(QWidget):
         self.pair_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.pair_list.setMaximumHeight(84)
         self.pair_list.setToolTip("<p>Image layers and the Labels layers that annotate them (0 = not annotated). "
-                                  "A labels layer made by the Annotate dock, or named <i>&lt;image&gt; grains</i>, "
-                                  "belongs to that image; otherwise to an image of the same shape. Uncheck pairs "
-                                  "to leave them out.</p>")
+                                  "A labels layer made by the Annotate dock (<i>"
+                                  f"{html.escape(annotation_name())}</i>), or named like it, belongs to that "
+                                  "image; otherwise to an image of the same shape. Uncheck pairs to leave them "
+                                  "out.</p>")
         self.pair_list.itemChanged.connect(self._on_pair_item_changed)
         self.pairs_hint = QLabel()
         self.pairs_hint.setWordWrap(True)
@@ -285,7 +295,8 @@ class DataPanel(QWidget):
         finally:
             self.pair_list.blockSignals(False)
         if not self._pairs:
-            self.pairs_hint.setText("No Labels layer: annotate grains (Annotate dock) or add a dataset folder.")
+            self.pairs_hint.setText(f"No Labels layer: annotate grains in the Annotate dock (it makes "
+                                    f"'{annotation_name()}') or add a dataset folder.")
         else:
             self._show_count()
         self.pairs_changed.emit()
@@ -444,8 +455,9 @@ class DataPanel(QWidget):
             return ("there is no image layer and no labels layer: open a micrograph, annotate grains (Annotate dock) "
                     "or add a dataset folder, or choose synthetic-only pre-training")
         if not labels:
-            return ("no labels layer: annotate grains in a Labels layer named '<image> grains' (Annotate dock), "
-                    "or add a dataset folder")
+            image = images[0].name if len(images) == 1 else "<image>"
+            return (f"no labels layer: annotate grains in the Annotate dock (it makes the Labels layer "
+                    f"'{annotation_name(image)}'), or add a dataset folder")
         if not images:
             return f"no image layer for the labels '{labels[0].labels.name}': open the micrograph it annotates"
         bad = [p for p in labels if not p.usable]

@@ -3,8 +3,8 @@
 Data come from three sources, in any mix (the data panel, :mod:`.data`):
 
 * **layers**: every 2-D Labels layer paired with the Image layer it annotates (by its layer role
-  and source, else the names ``<image> grains`` / ``<image> labels``, else the only image of the
-  same shape), shown as a checkable list;
+  and source, else the names ``<image> annotation`` (the Annotate dock's) / ``<image> grains`` /
+  ``<image> labels``, else the only image of the same shape), shown as a checkable list;
 * **dataset folders** (``images/`` + ``labels/``, or one sub-folder per class);
 * **synthetic** micrographs drawn on the fly (domain randomisation or a generator preset),
   mixed in at a ratio, or alone for synthetic pre-training.
@@ -16,8 +16,11 @@ in a napari ``thread_worker`` through :class:`~napari_grainlab.gui.workers.Gener
 folders are read inside the worker.  Events come back on the main thread and drive the run panel
 (:mod:`.run`): progress bar, napari's activity progress, a throttled plot of the losses and the
 monitored metric (:mod:`.plot`), and the ETA / device / speed labels.  *Stop* asks ``fit()`` to
-finish its step: it then writes ``last/`` and keeps ``best/``.  Errors become napari
-notifications.  After a run, the dock segments the current image with the best checkpoint
+finish its step: it then writes ``last/`` and keeps ``best/``.  Closing the dock (napari's close
+button) while training runs asks first: *Stop training and close* stops the run in the same way
+(it ends in the background, and its notification names the model), *Keep training* leaves the
+dock open; a dock taken out of the window by other means stops its run.  Errors become
+napari notifications.  After a run, the dock segments the current image with the best checkpoint
 (*Preview on …*).
 """
 
@@ -29,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QSplitter, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, Qt, Signal
+from qtpy.QtWidgets import QMessageBox, QSplitter, QVBoxLayout, QWidget
 
 from .._engine import avoid_triton_llvm_clash
 from .._layers import is_prediction
@@ -41,7 +44,7 @@ from ...core.errors import ConfigError, ModelError  # noqa: E402
 from ...core.inference.options import InferenceOptions  # noqa: E402
 from ...core.training.config import TrainConfig  # noqa: E402
 from ...core.training.events import Checkpoint, Finished  # noqa: E402
-from .._napari_compat import throttle_activity_animation, unwrap_proxy  # noqa: E402
+from .._napari_compat import hook_dock_close, throttle_activity_animation, unwrap_proxy  # noqa: E402
 from .._widgets import ask_folder, ask_open_file, confirm, napari_theme, scroll_area, section  # noqa: E402
 from ..jobs.predict import ImageDone, ImageFailed, PredictStatus, job_from_layer, predict_jobs, show_prediction  # noqa: E402
 from ..jobs.train import StepProgress, run_training  # noqa: E402
@@ -56,6 +59,9 @@ if TYPE_CHECKING:
 __all__ = ["SPINNER_SPEED", "TrainWidget"]
 
 SPINNER_SPEED = 10  # % of normal speed of napari's activity animation while training (see _napari_compat)
+#: docks closed while their run was stopping: kept until the run has ended (its last/ written, its
+#: result notified), so that no training thread outlives the widget that handles its events
+_CLOSED_WHILE_RUNNING: set[TrainWidget] = set()
 
 
 class TrainWidget(QWidget):
@@ -64,8 +70,9 @@ class TrainWidget(QWidget):
     Scripts and tests drive it with :meth:`set_config`, :meth:`start`, :meth:`stop` and
     :meth:`preview`; the dialogs are methods (:meth:`ask_dataset_folder`,
     :meth:`ask_output_folder`, :meth:`ask_weights_file`, :meth:`ask_model_folder`,
-    :meth:`ask_overwrite`) that may be replaced.  ``editors`` holds the generated editor of every
-    option field the dock shows (``editors["lr"].editor`` is the learning-rate box).
+    :meth:`ask_overwrite`, :meth:`ask_stop_to_close`) that may be replaced.  ``editors`` holds the
+    generated editor of every option field the dock shows (``editors["lr"].editor`` is the
+    learning-rate box).
 
     Signals: ``event_received(object)`` for every training event (after the dock handled it),
     ``training_finished(TaskResult)`` and ``preview_finished(TaskResult)``.
@@ -88,6 +95,8 @@ class TrainWidget(QWidget):
         self._best_path: str | None = None
         self._preview_layer_ref: Any = None
         self._preview_done: Any = None
+        self._docked = False
+        self._dock_hooked = False
 
         fields = {f.name: f for f in dataclasses.fields(self.config_class)}
         self.data = DataPanel(napari_viewer, fields["synthetic"], ask_folder=lambda: self.ask_dataset_folder())
@@ -153,6 +162,57 @@ class TrainWidget(QWidget):
 
     def _apply_theme(self, *_: Any) -> None:
         self.plot.set_theme(napari_theme(self.viewer.theme))
+
+    # ================================================================ dock closing
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._hook_dock_close()
+
+    def event(self, ev) -> bool:
+        # docked: hook the dock's close button; taken out of its dock (napari's remove_dock_widget
+        # unparents the widget): stop the run
+        if ev.type() == QEvent.Type.ParentChange and hasattr(self, "_docked"):
+            if self.parent() is None:
+                if self._docked:
+                    self._docked = self._dock_hooked = False
+                    self._on_undocked()
+            else:
+                self._docked = True
+                self._hook_dock_close()
+        return super().event(ev)
+
+    def _hook_dock_close(self) -> None:
+        if not self._dock_hooked:
+            self._dock_hooked = hook_dock_close(self, self._close_from_dock)
+
+    def ask_stop_to_close(self) -> bool:
+        """Training runs and the dock is closing: True to stop the run and close, False to keep both."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Training is running")
+        box.setText("Training is still running.")
+        box.setInformativeText("Stop it and close the Train dock? The run stops after its current step, "
+                               "writes last/ and keeps the best model in best/.")
+        stop = box.addButton("Stop training and close", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep training", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.setEscapeButton(keep)
+        box.exec_()
+        return box.clickedButton() is stop
+
+    def _close_from_dock(self) -> bool:
+        """napari's close button of the dock: close unless a training run should go on."""
+        if self.is_running and not self.ask_stop_to_close():
+            return False
+        self._on_undocked()
+        return True
+
+    def _on_undocked(self) -> None:
+        """The dock is closing: stop the training run (and the preview) after the current step;
+        keep this widget until the run has ended."""
+        if self._busy():
+            _CLOSED_WHILE_RUNNING.add(self)
+            self.stop()
 
     # ========================================================================= data
     @property
@@ -358,6 +418,7 @@ class TrainWidget(QWidget):
         self.event_received.emit(ev)
 
     def _on_training_finished(self, result: TaskResult) -> None:
+        self._release_if_closed()
         self.run_panel.finish()
         throttle_activity_animation(self.viewer, False)
         try:
@@ -437,7 +498,13 @@ class TrainWidget(QWidget):
         elif isinstance(event, ImageFailed):
             show_error(f"Preview of {event.job.name} failed: {event.error}")
 
+    def _release_if_closed(self) -> None:
+        """A dock closed while it ran is let go once nothing runs any more."""
+        if self in _CLOSED_WHILE_RUNNING and not self._busy():
+            _CLOSED_WHILE_RUNNING.discard(self)
+
     def _on_preview_finished(self, result: TaskResult) -> None:
+        self._release_if_closed()
         self.start_button.setEnabled(True)
         layer, self._preview_layer_ref = self._preview_layer_ref, None
         done, self._preview_done = self._preview_done, None

@@ -1,0 +1,68 @@
+"""GeneratorTask when the dock that owns it goes away: a running task stops, a finished one leaves
+no Python slot for Qt to call from the dock's destructor (the garbage collector may have cleared it:
+closing the Train dock after a run, then collecting it, crashed the interpreter)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+pytest.importorskip("qtpy")
+pytest.importorskip("pytestqt")
+
+pytestmark = [pytest.mark.gui]
+
+
+def _until_stopped(started: threading.Event, ended: list, stop):
+    started.set()
+    while not stop.wait(0.005):
+        yield 0
+    ended.append("stopped")
+    return "stopped"
+
+
+def _wait_for_threads() -> None:
+    from qtpy.QtCore import QThreadPool
+
+    assert QThreadPool.globalInstance().waitForDone(20_000)
+
+
+def test_a_task_deleted_with_its_dock_while_it_runs_stops_its_generator(qtbot):
+    from qtpy.QtWidgets import QWidget
+
+    from napari_grainlab.gui import workers
+
+    dock = QWidget()
+    started, ended = threading.Event(), []
+    task = workers.GeneratorTask(_until_stopped, started, ended, description="Endless", parent=dock)
+    task.start()
+    qtbot.waitUntil(started.is_set, timeout=10_000)
+    flag = task.stop_flag
+    assert not flag.is_set()
+    dock.deleteLater()  # the task goes with it, unfinished
+    qtbot.waitUntil(lambda: ended == ["stopped"], timeout=10_000)
+    assert flag.is_set()
+    _wait_for_threads()
+
+
+def test_a_finished_task_leaves_no_python_slot_on_destroyed(qtbot):
+    from qtpy.QtWidgets import QWidget
+
+    from napari_grainlab.gui import workers
+
+    dock = QWidget()
+    started, ended = threading.Event(), []
+    task = workers.GeneratorTask(_until_stopped, started, ended, description="Stopped", parent=dock)
+    hooks_before = dict(workers._ABANDON_HOOKS)
+    with qtbot.waitSignal(task.finished, timeout=10_000):
+        task.start()
+        qtbot.waitUntil(started.is_set, timeout=10_000)
+        assert len(workers._ABANDON_HOOKS) == len(hooks_before) + 1  # held outside the task while it runs
+        running = task.receivers(task.destroyed)
+        task.cancel()
+    assert task.result.status == "cancelled" and ended == ["stopped"]
+    assert task.receivers(task.destroyed) == running - 1  # the stop hook is gone
+    assert workers._ABANDON_HOOKS == hooks_before
+    _wait_for_threads()
+    dock.deleteLater()
