@@ -1,7 +1,9 @@
 """Networks on timm backbones, weight sources and checkpoints."""
 from .checkpoint import (
                          CheckpointError,
+                         check_checkpoint,
                          checkpoint_files,
+                         copy_checkpoint,
                          is_checkpoint,
                          load_checkpoint,
                          load_into,
@@ -13,6 +15,7 @@ from .weights import WeightsError, load_state_dict_file, resolve_imagenet, resol
 
 __all__ = [
     "CheckpointError", "GrainClassifier", "GrainUNet", "ModelError", "ModelSpec", "SEG_OUTPUTS", "WeightsError",
-    "build_model", "checkpoint_files", "is_checkpoint", "load_checkpoint", "load_into", "load_state_dict_file",
-    "parameter_stages", "read_metadata", "resolve_imagenet", "resolve_weights", "save_checkpoint",
+    "build_model", "check_checkpoint", "checkpoint_files", "copy_checkpoint", "is_checkpoint", "load_checkpoint",
+    "load_into", "load_state_dict_file", "parameter_stages", "read_metadata", "resolve_imagenet", "resolve_weights",
+    "save_checkpoint",
 ]

@@ -4,23 +4,31 @@
 normalisation, the outputs, the training configuration, metrics and the intensity reference used for
 histogram matching. A training run folder holds ``best/`` and ``last/``; loading the run folder loads
 ``best``.
+
+A checkpoint folder is written as one unit (:func:`~napari_grainlab.core._io.atomic_write_folder`): a
+kill at any moment leaves the old or the new folder, never the weights of one epoch next to the
+description or optimizer state of another. Loading checks that the weights fit the network that
+``model.json`` describes before any tensor is copied (:func:`check_fit`), so a mismatch is one line.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
-from .._io import atomic_write_bytes, atomic_write_text
-from ..errors import CheckpointError
+from .._io import atomic_write_folder
+from ..errors import CheckpointError, ModelError
 from .networks import SEG_OUTPUTS, ModelSpec, build_model
 
 FORMAT = "napari-grainlab-model"
 FORMAT_VERSION = 1
-
-
+#: the files of the checkpoint contract
+MODEL_FILES = ("model.safetensors", "model.json")
 
 
 def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
@@ -74,14 +82,20 @@ def read_metadata(path: str | Path) -> dict:
     return data
 
 
-def save_checkpoint(folder: str | Path, model, metadata: dict | None = None) -> Path:
-    """Write ``model`` and its metadata to ``folder`` atomically (weights first, description last)."""
+def save_checkpoint(folder: str | Path, model, metadata: dict | None = None,
+                    extra: Callable[[Path], None] | None = None) -> Path:
+    """Write ``model`` and its metadata to ``folder`` as one unit (weights first, description last).
+
+    The files go to a new folder next to ``folder``, which then replaces it whole
+    (:func:`~napari_grainlab.core._io.atomic_write_folder`). ``extra``, when given, is called with the new
+    folder to write more files of the same unit (a training run's optimizer state). Other files already
+    in ``folder`` are kept; temporaries (``.*.part``) left by a killed write are not.
+    """
     from safetensors.torch import save
 
     from ... import __version__
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = dict(metadata or {})
     meta.update({
@@ -99,9 +113,47 @@ def save_checkpoint(folder: str | Path, model, metadata: dict | None = None) -> 
                   "mean": float(model.in_mean), "std": float(model.in_std),
                   "size_multiple": int(model.stride)},
     })
-    atomic_write_bytes(folder / "model.safetensors", save(state, metadata={"format": FORMAT}))
-    atomic_write_text(folder / "model.json", json.dumps(meta, indent=2, default=_jsonable))
+    with atomic_write_folder(folder) as new:
+        (new / "model.safetensors").write_bytes(save(state, metadata={"format": FORMAT}))
+        (new / "model.json").write_text(json.dumps(meta, indent=2, default=_jsonable), encoding="utf-8")
+        if extra is not None:
+            extra(new)
+        _carry_over(folder, new)
     return folder
+
+
+def copy_checkpoint(source: str | Path, folder: str | Path) -> Path:
+    """Write the model files of checkpoint ``source`` to ``folder`` as one unit (other files there are kept)."""
+    weights, meta = checkpoint_files(source)
+    folder = Path(folder)
+    with atomic_write_folder(folder) as new:
+        shutil.copyfile(weights, new / "model.safetensors")
+        shutil.copyfile(meta, new / "model.json")
+        _carry_over(folder, new)
+    return folder
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Keep the files of ``old`` that the new folder does not replace (hard links where possible)."""
+    if not old.is_dir():
+        return
+    for entry in old.iterdir():
+        target = new / entry.name
+        if os.path.lexists(target) or (entry.name.startswith(".") and entry.name.endswith(".part")):
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), target)
+        elif entry.is_dir():
+            shutil.copytree(entry, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, target)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _jsonable(obj):
@@ -124,16 +176,99 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{weights}: corrupt weights file ({str(exc).splitlines()[0]})") from None
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
-    """Rebuild the model stored at ``path``; returns ``(model in eval mode, metadata)``."""
+def _shape_text(shape) -> str:
+    return "[" + ", ".join(str(int(n)) for n in shape) + "]"
+
+
+def misfit(model_shapes: Mapping[str, tuple], weight_shapes: Mapping[str, tuple]) -> str:
+    """What keeps weights of ``weight_shapes`` (name -> shape) from loading into a network of ``model_shapes``:
+    counts with one example each, e.g. ``12 missing keys such as 'encoder.conv1.weight'``; '' when they fit."""
+    missing = [k for k in model_shapes if k not in weight_shapes]
+    unexpected = sorted(k for k in weight_shapes if k not in model_shapes)
+    other = [k for k in model_shapes if k in weight_shapes and tuple(model_shapes[k]) != tuple(weight_shapes[k])]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key{'s such as' if len(missing) > 1 else ''} '{missing[0]}'")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key{'s such as' if len(unexpected) > 1 else ''} "
+                     f"'{unexpected[0]}'")
+    if other:
+        k = other[0]
+        parts.append(f"{len(other)} of different shape{' such as' if len(other) > 1 else ''} '{k}' "
+                     f"({_shape_text(weight_shapes[k])} in the weights, {_shape_text(model_shapes[k])} in the model)")
+    return ", ".join(parts)
+
+
+def check_fit(model, weight_shapes: Mapping[str, tuple], path: str | Path, described_by: str = "model.json") -> None:
+    """Raise :class:`CheckpointError` (one line) unless weights of ``weight_shapes`` fit ``model`` exactly.
+
+    ``described_by`` says where the model's backbone came from (``model.json``, the training configuration).
+    """
+    text = misfit({k: tuple(v.shape) for k, v in model.state_dict().items()}, weight_shapes)
+    if text:
+        raise CheckpointError(f"{path}: the weights do not fit backbone {model.spec.backbone} ({described_by}): "
+                              f"{text}")
+
+
+def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in the checkpoint's weights, read from the file's header only."""
+    from safetensors import safe_open
+
+    weights, _ = checkpoint_files(path)
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a corrupt file
+        raise CheckpointError(f"{weights}: corrupt weights file ({str(exc).splitlines()[0] if str(exc) else exc})"
+                              ) from None
+
+
+def _model_of(meta: dict, path: str | Path, device: str | torch.device | None = None):
+    """The (untrained) network that ``model.json`` describes; its faults as one-line CheckpointErrors."""
+    spec_dict = meta.get("spec")
+    if not isinstance(spec_dict, dict):
+        raise CheckpointError(f"{path}: model.json does not describe the network (no 'spec')")
+    try:
+        spec = ModelSpec.from_dict(spec_dict)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: model.json: unusable 'spec' ({' '.join(str(exc).split())})") from None
+    top = meta.get("backbone")
+    if top is not None and top != spec.backbone:
+        raise CheckpointError(f"{path}: model.json names backbone {top} but its spec {spec.backbone}")
+    try:
+        if device is None:
+            return build_model(spec)
+        with torch.device(device):
+            return build_model(spec)
+    except ModelError as exc:
+        raise CheckpointError(f"{path}: model.json: {exc}") from None
+
+
+def check_checkpoint(path: str | Path) -> dict:
+    """Check without loading any tensor that ``path`` is a model whose weights fit its description.
+
+    Reads ``model.json`` and the weights file's header, builds the described network without memory
+    (PyTorch's meta device) and compares names and shapes; returns the metadata. Raises the one-line
+    :class:`CheckpointError` that :func:`load_checkpoint` would.
+    """
     meta = read_metadata(path)
-    spec = ModelSpec.from_dict(meta.get("spec", {}))
-    model = build_model(spec)
+    model = _model_of(meta, path, device="meta")
+    check_fit(model, weight_shapes(path), path)
+    return meta
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild the model stored at ``path``; returns ``(model in eval mode, metadata)``.
+
+    Weights that do not fit the network described in ``model.json`` (another backbone, other decoder
+    channels) raise a one-line :class:`CheckpointError` naming the backbone and the mismatch, before
+    anything is loaded into the network.
+    """
+    meta = read_metadata(path)
+    model = _model_of(meta, path)
     state = load_state(path)
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{path}: weights do not match the described architecture "
-                              f"({len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected)")
+    check_fit(model, {k: tuple(v.shape) for k, v in state.items()}, path)
+    model.load_state_dict(state)
     model.to(device).eval()
     return model, meta
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, recover_folder, remove_part_files
 from ..errors import CheckpointError, ConfigError, DataError
 from ..inference.tiling import resolve_device  # one device check for training and prediction
 from ..models import (
@@ -30,7 +30,7 @@ from ..models import (
     resolve_weights,
     save_checkpoint,
 )
-from ..models.checkpoint import load_state
+from ..models.checkpoint import check_fit, copy_checkpoint, load_state, read_metadata
 from .config import TrainConfig
 from .events import (
     Checkpoint,
@@ -183,9 +183,9 @@ def evaluate(model, loader, cfg: TrainConfig, device: torch.device, autocast, st
 
 # ------------------------------------------------------------------------------------- checkpointing
 def _save_training_state(folder: Path, optimizer, state: dict) -> None:
+    """Write the optimizer state and the run's progress into ``folder``, the new ``last/`` being written as one
+    unit by :func:`save_checkpoint` (which syncs it and swaps it in)."""
     from safetensors.torch import save
-
-    from .._io import atomic_write_bytes
 
     sd = optimizer.state_dict()
     tensors = {}
@@ -196,10 +196,41 @@ def _save_training_state(folder: Path, optimizer, state: dict) -> None:
                 tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
             else:
                 scalars[f"{idx}.{k}"] = v
-    atomic_write_bytes(folder / "optimizer.safetensors", save(tensors) if tensors else save({"_": torch.zeros(1)}))
+    (folder / "optimizer.safetensors").write_bytes(save(tensors) if tensors else save({"_": torch.zeros(1)}))
     groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]} for g in sd["param_groups"]]
-    atomic_write_text(folder / "training_state.json",
-                      json.dumps({"param_groups": groups, "scalars": scalars, **state}, indent=2))
+    (folder / "training_state.json").write_text(
+        json.dumps({"param_groups": groups, "scalars": scalars, **state}, indent=2), encoding="utf-8")
+
+
+def _clean_run_folder(out: Path) -> None:
+    """Remove what a killed run left behind: half-written checkpoint folders (a folder moved away just
+    before its replacement was renamed in is put back) and ``.part`` temporaries."""
+    for sub in ("best", "last"):
+        recover_folder(out / sub)
+    for folder in (out, out / "best", out / "last"):
+        remove_part_files(folder)
+
+
+def _checkpoint_epoch(folder: Path) -> int | None:
+    try:
+        return int(read_metadata(folder).get("epoch"))
+    except (CheckpointError, TypeError, ValueError):
+        return None
+
+
+def _resume_epoch(last_dir: Path) -> int:
+    """The epochs completed by the run whose ``last/`` is ``last_dir``; CheckpointError for a folder whose parts
+    are of different epochs (written by a version that did not write it as one unit, then killed)."""
+    try:
+        state_epoch = int(json.loads((last_dir / "training_state.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{last_dir / 'training_state.json'}: unreadable training state ({exc})") from None
+    weights_epoch = _checkpoint_epoch(last_dir)
+    if weights_epoch != state_epoch:
+        raise CheckpointError(f"{last_dir}: an incomplete checkpoint (weights of epoch {weights_epoch}, optimizer "
+                              f"state of epoch {state_epoch}), left by a run killed while writing it; it cannot be "
+                              f"resumed: train again, or start a new run from its weights (--weights {last_dir})")
+    return state_epoch
 
 
 def _load_training_state(folder: Path, optimizer) -> dict:
@@ -346,14 +377,21 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
         warnings.append("no validation data: the best checkpoint is chosen by training loss and early stopping "
                         "watches the training loss")
     start_epoch, best, best_epoch, best_metrics, bad_epochs, history = 0, None, 0, {}, 0, []
+    _clean_run_folder(out)
     if cfg.resume:
         if not (last_dir / "training_state.json").is_file():
             raise CheckpointError(f"{out}: nothing to resume (no last/training_state.json)")
-        model.load_state_dict(load_state(last_dir))
+        completed = _resume_epoch(last_dir)
+        state = load_state(last_dir)
+        check_fit(model, {k: tuple(v.shape) for k, v in state.items()}, last_dir, "the training configuration")
+        model.load_state_dict(state)
+        del state
         st = _load_training_state(last_dir, optimizer)
-        start_epoch = int(st["epoch"])
+        start_epoch = completed
         best, best_epoch, bad_epochs = st.get("best"), int(st.get("best_epoch", 0)), int(st.get("bad_epochs", 0))
         best_metrics, history = st.get("best_metrics", {}), st.get("history", [])
+        if best_epoch == start_epoch and _checkpoint_epoch(best_dir) != best_epoch:
+            copy_checkpoint(last_dir, best_dir)  # the run died after writing last/ and before best/ (same weights)
         scheduler.last_epoch = start_epoch * steps
         for g, base in zip(optimizer.param_groups, scheduler.base_lrs):
             g["lr"] = base * lr_lambda(scheduler.last_epoch)
@@ -462,9 +500,17 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
         history.append(record)
         if improved:
             best, best_epoch, best_metrics, bad_epochs = value, epoch + 1, dict(metrics), 0
-            save_checkpoint(best_dir, model, metadata(epoch + 1, metrics))
         else:
             bad_epochs += 1
+        # last/ first, as one unit with the optimizer state; then best/ (a resume restores best/ from last/ when
+        # the run dies between the two), then the history
+        progress = {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                    "best_metrics": best_metrics, "history": history}
+        save_checkpoint(last_dir, model, metadata(epoch + 1, metrics),
+                        extra=lambda folder, progress=progress: _save_training_state(folder, optimizer, progress))
+        if improved:
+            save_checkpoint(best_dir, model, metadata(epoch + 1, metrics))
+        atomic_write_text(out / "history.json", json.dumps(history, indent=2, default=str))
         yield Epoch(epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
                     val_loss=metrics.get("val_loss", float("nan")),
                     metrics={k: v for k, v in metrics.items() if k not in ("val_loss", "train_loss", "confusion")},
@@ -472,11 +518,6 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
                     eta_s=per_epoch * (cfg.epochs - epoch - 1), improved=improved, seconds=per_epoch)
         if improved:
             yield Checkpoint(path=str(best_dir), kind="best", epoch=epoch + 1, metric=best)
-        save_checkpoint(last_dir, model, metadata(epoch + 1, metrics))
-        _save_training_state(last_dir, optimizer, {"epoch": epoch + 1, "best": best, "best_epoch": best_epoch,
-                                                   "bad_epochs": bad_epochs, "best_metrics": best_metrics,
-                                                   "history": history})
-        atomic_write_text(out / "history.json", json.dumps(history, indent=2, default=str))
         if reason == "stopped":
             break
         if bad_epochs >= cfg.patience and not (cfg.strategy == "gradual" and len(stages) < model.num_stages):
