@@ -24,9 +24,10 @@ OPTS = BatchOptions(tile=64, overlap=16)
 
 
 def read_summary(path: Path) -> list[dict]:
-    lines = path.read_text().splitlines()
-    keys = lines[0].split(",")
-    return [dict(zip(keys, ln.split(","))) for ln in lines[1:]]
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def collect(events) -> list:

@@ -7,6 +7,7 @@ Predicts exactly as ``grainlab predict`` does: the same flags, from
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..core.inference.options import InferenceOptions
 from ._common import EXIT_OK, UserError, add_options, nonnegative_int, options_from_args, print_json
@@ -27,6 +28,7 @@ def _mean_rows(rows: list[dict]) -> dict:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..core.errors import DataError
     from ..core.inference import predict_array
     from ..core.models import load_checkpoint
     from ..core.training import resolve_device
@@ -39,10 +41,16 @@ def run(args: argparse.Namespace) -> int:
     if options.histogram_match and not meta.get("histogram_reference"):
         raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
 
-    def predict(image):
+    def predict(sample):
         # the same call as 'grainlab predict': tile (default: the model's), TTA, AdaBN and histogram matching
         # apply to segmentation and classification models alike
-        return predict_array(model, meta, image, options, device=device)
+        def warn(message: str) -> None:
+            print(f"grainlab: warning: {sample.name}: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+
+        try:
+            return predict_array(model, meta, sample.image, options, device=device, warn=warn)
+        except DataError as exc:  # e.g. an image too small for the model: say which
+            raise DataError(f"{sample.name}: {exc}") from None
 
     if task == "segment":
         from ..core.inference import classical_grains
@@ -50,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
         per, base = [], []
         for s in samples:
-            res = predict(s.image)
+            res = predict(s)
             m = segmentation_metrics(res.labels, s.labels, tolerance=args.tolerance)
             per.append({"image": s.name, **m})
             if args.baseline:
@@ -72,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             if true_name not in index:
                 raise UserError(f"class '{true_name}' in the data is unknown to the model ({names})")
             y_true.append(index[true_name])
-            y_pred.append(int(np.argmax(predict(s.image).class_probabilities)))
+            y_pred.append(int(np.argmax(predict(s).class_probabilities)))
         results["metrics"] = classification_metrics(np.array(y_true), np.array(y_pred), len(names), names)
     print_json(results)
     return EXIT_OK

@@ -12,6 +12,7 @@ from ._common import EXIT_OK, add_options, print_json
 def run(args: argparse.Namespace) -> int:
     from ..core.batch import output_stems, write_rows_csv
     from ..core.data.io import read_labels, read_pixel_size
+    from ..core.errors import DataError
     from ..core.measure import grain_table, summarize, write_table_csv
 
     rows = []
@@ -19,7 +20,11 @@ def run(args: argparse.Namespace) -> int:
     for path, stem in zip(paths, output_stems(paths)):
         labels = read_labels(path)
         px = args.pixel_size or read_pixel_size(path)
-        rows.append({"labels": path.name, **({"output": stem} if args.out else {}), **summarize(labels, px)})
+        try:
+            stats = summarize(labels, px)
+        except DataError as exc:  # e.g. a label image 1 px wide: say which file
+            raise DataError(f"{path}: {exc}") from None
+        rows.append({"labels": path.name, **({"output": stem} if args.out else {}), **stats})
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)

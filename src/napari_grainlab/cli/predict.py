@@ -30,15 +30,17 @@ from ._common import (
 def run(args: argparse.Namespace) -> int:
     """Batch prediction (:func:`napari_grainlab.core.batch.run_batch`)."""
     from ..core.batch import BatchFinished, BatchImageDone, BatchImageFailed, BatchStarted, run_batch
-    from ..core.models.checkpoint import read_metadata
 
     out = Path(args.out)
     show = show_progress(args)
     bar = None
     end = None
     options = options_from_args(BatchOptions, args)
-    if options.histogram_match and not read_metadata(args.model).get("histogram_reference"):
-        raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
+    if options.histogram_match:  # imported only here: run_batch checks --scheduler before torch is loaded
+        from ..core.models.checkpoint import read_metadata
+
+        if not read_metadata(args.model).get("histogram_reference"):
+            raise UserError(f"{args.model}: the model has no intensity reference for --histogram-match")
 
     with StopOnInterrupt() as stop:
         events = run_batch(args.model, args.images, out, scheduler=args.scheduler, workers=args.workers,

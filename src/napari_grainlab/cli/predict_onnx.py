@@ -41,6 +41,10 @@ def _image_paths(items: list[str]) -> list[Path]:
     return paths
 
 
+def _warning(path: Path, message: str) -> None:
+    print(f"grainlab: warning: {path}: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
 def _predict_one(model, path: Path, out: Path, options: BatchOptions, stem: str) -> dict:
     import numpy as np
 
@@ -52,7 +56,7 @@ def _predict_one(model, path: Path, out: Path, options: BatchOptions, stem: str)
     img = read_image(path)
     pixel_size = options.pixel_size or img.pixel_size
     row = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or ""}
-    res = predict_onnx(model, img.data, options.inference())
+    res = predict_onnx(model, img.data, options.inference(), warn=lambda m: _warning(path, m))
     if res.task == "segment":
         atomic_write_tiff(out / f"{stem}_labels.tif", res.labels.astype(np.uint32), pixel_size_um=pixel_size)
         atomic_write_tiff(out / f"{stem}_boundary.tif", res.boundary.astype(np.float32), pixel_size_um=pixel_size)
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
-    from ..core.batch import output_stems, without_path, write_rows_csv
+    from ..core.batch import output_stems, summary_columns, without_path, write_rows_csv
     from ..core.onnx_predict import OnnxModel
 
     options = options_from_args(BatchOptions, args)
@@ -101,18 +105,21 @@ def run(args: argparse.Namespace) -> int:
         for path, stem in zip(paths, output_stems(paths)):
             if stop.requested:
                 break
+            full = str(path.resolve())
             try:
-                rows.append(_predict_one(model, path, out, options, stem))
+                rows.append({**_predict_one(model, path, out, options, stem), "status": "ok", "path": full})
             except REPORTED as exc:  # one bad image: report it and go on with the others
                 failed += 1
                 text = without_path(" ".join(error_message(exc).split()), path)
                 print(f"grainlab: error: {path}: {text}", file=sys.stderr, flush=True)
-    if rows:
-        write_rows_csv(out / "summary.csv", rows, first=("image", "output"))
-    print(f"predicted {len(rows)} of {len(paths)} image{'s' if len(paths) != 1 else ''} into {out} "
+                rows.append({"image": path.name, "output": stem, "status": "error", "error": text, "path": full})
+    if rows:  # the same columns as 'grainlab predict', whichever images failed
+        write_rows_csv(out / "summary.csv", rows, columns=summary_columns(model.meta))
+    done = len(rows) - failed
+    print(f"predicted {done} of {len(paths)} image{'s' if len(paths) != 1 else ''} into {out} "
           f"(onnxruntime: {', '.join(model.providers)})" + (f" ({failed} failed)" if failed else ""))
     if stop.requested:
-        raise Interrupted(f"{len(rows)} images done in {out}")
+        raise Interrupted(f"{done} images done in {out}")
     return EXIT_USAGE if failed else EXIT_OK
 
 

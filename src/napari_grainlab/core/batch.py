@@ -48,7 +48,8 @@ from .inference.options import InferenceOptions
 __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", "BatchFinished",
            "BatchImageDone", "BatchImageFailed", "BatchOptions", "BatchStarted", "cached_model",
            "default_workers", "expand_inputs", "is_output_name", "model_loads", "output_stem", "output_stems",
-           "predict_image_file", "predict_task", "run_batch", "without_path", "write_rows_csv"]
+           "parse_scheduler_address", "predict_image_file", "predict_task", "run_batch", "summary_columns",
+           "without_path", "write_rows_csv"]
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: names of the files a prediction writes (never inputs when found in the output folder)
@@ -60,7 +61,15 @@ RECORD_FORMAT = "napari-grainlab-batch-image"
 RECORD_VERSION = 1
 _GLOB_CHARS = frozenset("*?[")
 _POLL_S = 0.05
-_CONNECT_TIMEOUT = "10s"
+#: how long the Dask client may take to greet a scheduler that accepted the connection
+_CONNECT_TIMEOUT = "5s"
+#: how long to wait for a scheduler's host to accept a TCP connection at all
+_PROBE_TIMEOUT_S = 3.0
+#: how long a tcp:// scheduler may take to greet a new connection (it speaks first; a dashboard or any
+#: other server that waits for the client to speak would otherwise keep Dask waiting for good)
+_GREETING_TIMEOUT_S = 5.0
+#: Dask's network protocols (inproc: a scheduler in this process)
+_SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
 
 
 
@@ -448,7 +457,8 @@ def _run_job(job: _Job, stop: Callable[[], bool] | None = None) -> dict:
     try:
         model, meta, loads = cached_model(job.model, device)
     except _EXPECTED_ERRORS as exc:
-        return {**result, "error": f"cannot load the model {job.model}: {_one_line(exc)}", "fatal": True}
+        return {**result, "error": f"cannot load the model {job.model}: {without_path(_one_line(exc), job.model)}",
+                "fatal": True}
     result["model_loads"] = loads
     path, out = Path(job.path), Path(job.out)
     try:
@@ -538,33 +548,156 @@ def _fmt_cell(v: Any) -> str:
         return "" if not math.isfinite(v) else f"{v:.6g}"
     if v is None:
         return ""
-    return " ".join(str(v).split()).replace(",", ";")
+    return " ".join(str(v).split())
 
 
 def write_rows_csv(path: str | os.PathLike, rows: list[dict], first: Sequence[str] = (),
-                   last: Sequence[str] = ()) -> None:
-    """Write ``rows`` as CSV, atomically: columns in order of appearance (``first`` ones first, ``last``
-    ones last), NaN as empty cells, commas inside values as ``;``."""
+                   last: Sequence[str] = (), columns: Sequence[str] | None = None) -> None:
+    """Write ``rows`` as CSV (quoted as the ``csv`` module does, so a comma in a message stays a
+    comma), atomically; NaN and missing values as empty cells, each value on one line.
+
+    The columns are ``columns`` when given (in that order, whatever the rows hold), else those of
+    the rows in order of appearance, ``first`` ones first and ``last`` ones last.
+    """
+    import csv
+    import io
+
     from ._io import atomic_write_text
 
-    keys: list[str] = [k for k in first if any(k in r for r in rows)]
-    for r in rows:
-        keys += [k for k in r if k not in keys and k not in last]
-    keys += [k for k in last if any(k in r for r in rows) and k not in keys]
-    lines = [",".join(keys)] + [",".join(_fmt_cell(r.get(k, "")) for k in keys) for r in rows]
-    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    if columns is not None:
+        keys = list(columns)
+    else:
+        keys = [k for k in first if any(k in r for r in rows)]
+        for r in rows:
+            keys += [k for k in r if k not in keys and k not in last]
+        keys += [k for k in last if any(k in r for r in rows) and k not in keys]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(keys)
+    writer.writerows([_fmt_cell(r.get(k, "")) for k in keys] for r in rows)
+    atomic_write_text(Path(path), buf.getvalue())
 
 
-def _write_summary(out: Path, rows: dict[int, dict]) -> Path | None:
+#: the per-image columns of a segmentation model's summary (what ``measure.summarize`` gives)
+SEGMENT_COLUMNS = ("grains", "mean_diameter", "median_diameter", "mean_diameter_inside", "unit", "grains_per_mm2",
+                   "astm_g")
+
+
+def summary_columns(meta: dict) -> list[str]:
+    """The columns of ``summary.csv`` for a model (its ``model.json``): the same whichever images
+    succeed or fail. Segmentation: grain count, sizes, ASTM G; classification: the class and one
+    ``p_<class>`` probability per class."""
+    meta = meta or {}
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    if (meta.get("task") or spec.get("task")) == "classify":
+        names = [str(c) for c in (meta.get("classes") or spec.get("classes") or ())]
+        if not names:
+            k = spec.get("num_classes")
+            names = [str(i) for i in range(k)] if isinstance(k, int) and k > 0 else []
+        stats = ["class", *(f"p_{n}" for n in names)]
+    else:
+        stats = list(SEGMENT_COLUMNS)
+    return ["image", "output", "pixel_size_um", *stats, "status", "error", "path"]
+
+
+def _write_summary(out: Path, rows: dict[int, dict], columns: Sequence[str]) -> Path | None:
     if not rows:
         return None
     path = out / SUMMARY_NAME
-    write_rows_csv(path, [rows[i] for i in sorted(rows)], first=("image", "output"),
-                   last=("status", "error", "path"))
+    ordered = [rows[i] for i in sorted(rows)]
+    keys = list(columns)
+    extra = []  # a row with more than the model describes (e.g. a model.json edited since): kept, not lost
+    for r in ordered:
+        extra += [k for k in r if k not in keys and k not in extra]
+    if extra:
+        tail = keys.index("status")
+        keys = keys[:tail] + extra + keys[tail:]
+    write_rows_csv(path, ordered, columns=keys)
     return path
 
 
 # ================================================================================= the driver
+def parse_scheduler_address(address: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` of a Dask scheduler address ``[SCHEME://]HOST:PORT`` (scheme default
+    ``tcp``; an IPv6 host in brackets, ``tcp://[::1]:8786``); an ``inproc://`` address (a scheduler in this
+    process) gives ``("inproc", location, None)``.
+
+    Raises :class:`BatchError` with one line for anything else, before Dask is asked: a malformed
+    address made ``distributed.Client`` wait 24 s and print a traceback from its ``__del__``.
+    """
+    text = str(address).strip()
+
+    def bad(why: str) -> BatchError:
+        return BatchError(f"scheduler address {address!r} is not an address ({why}); expected tcp://HOST:PORT, "
+                          "e.g. tcp://10.0.0.5:8786")
+
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    scheme = scheme.lower()
+    if scheme not in _SCHEDULER_SCHEMES:
+        raise bad(f"unknown protocol {scheme!r}; use {', '.join(_SCHEDULER_SCHEMES[:5])}")
+    if scheme == "inproc":
+        if not rest or any(c.isspace() for c in rest):
+            raise bad("no location")
+        return scheme, rest, None
+    if rest.startswith("["):
+        host, sep, port = rest[1:].partition("]:")
+        if not sep or not host or any(c not in "0123456789abcdefABCDEF:." for c in host):
+            raise bad("an IPv6 host is written [HOST]:PORT")
+    else:
+        host, sep, port = rest.rpartition(":")
+        if not sep:
+            raise bad("no port")
+        if not host or any(c.isspace() or c in ":/[]@?#" for c in host):
+            raise bad(f"no host name {host!r}" if not host else f"{host!r} is no host name")
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise bad(f"port {port!r} is not a number from 1 to 65535")
+    return scheme, host, int(port)
+
+
+def _scheduler(address: str) -> str:
+    """The scheduler address in the form Dask reads, after checking that something listens there (a
+    closed port used to take 13.6 s, the client's connection timeout with its retries)."""
+    scheme, host, port = parse_scheduler_address(address)
+    if port is None:
+        return f"{scheme}://{host}"
+    where = f"[{host}]" if ":" in host else host
+    text = f"{scheme}://{where}:{port}"
+    if scheme != "ucx":  # the others run over TCP
+        try:
+            with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S) as conn:
+                greeting = _greeting(conn) if scheme == "tcp" else b"-"
+        except socket.gaierror:
+            raise BatchError(f"cannot reach the Dask scheduler at {text}: unknown host {host!r}") from None
+        except ConnectionRefusedError:
+            raise BatchError(f"cannot reach the Dask scheduler at {text}: nothing listens on port {port} of "
+                             f"{host} (connection refused); is the scheduler running?") from None
+        except TimeoutError:
+            raise BatchError(f"cannot reach the Dask scheduler at {text}: no answer within "
+                             f"{_PROBE_TIMEOUT_S:g} s") from None
+        except OSError as exc:
+            raise BatchError(f"cannot reach the Dask scheduler at {text}: {exc.strerror or exc}") from None
+        if greeting is None:
+            raise BatchError(f"cannot reach the Dask scheduler at {text}: something listens there but it is no "
+                             f"Dask scheduler (no greeting within {_GREETING_TIMEOUT_S:g} s); is it the dashboard's "
+                             "port? The scheduler's is 8786 by default") from None
+        if not greeting:
+            raise BatchError(f"cannot reach the Dask scheduler at {text}: the connection was closed at once; "
+                             "is it a Dask scheduler?") from None
+    return text
+
+
+def _greeting(conn: socket.socket) -> bytes | None:
+    """The first byte a server sends on a new connection (b"" when it closes it), None when it sends
+    nothing in time; a Dask scheduler sends its handshake at once."""
+    conn.settimeout(_GREETING_TIMEOUT_S)
+    try:
+        return conn.recv(1)
+    except TimeoutError:
+        return None
+
+
 def _cuda_count() -> int:
     try:
         import torch
@@ -631,7 +764,9 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
         Image files, folders and glob patterns (:func:`expand_inputs`).
     scheduler
         Address of a running Dask scheduler (``tcp://host:port``): the images go to its workers and
-        the cluster is left running. None: a :class:`distributed.LocalCluster` of ``workers``
+        the cluster is left running. A malformed address, or one where nothing accepts a connection
+        within 3 s, raises :class:`BatchError` before any work (:func:`parse_scheduler_address`).
+        None: a :class:`distributed.LocalCluster` of ``workers``
         processes with ``threads_per_worker`` threads each, closed at the end.
     workers
         Local workers (default :func:`default_workers`: one per core, or one per GPU), at most
@@ -654,8 +789,6 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
     as they finish, and :class:`BatchFinished` (also returned). Raises :class:`BatchError` when there
     are no images, the scheduler cannot be reached, or the workers cannot load the model.
     """
-    from .inference import resolve_device
-
     t0 = time.perf_counter()
     options = options or BatchOptions()
     if not isinstance(options, BatchOptions):
@@ -671,8 +804,13 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
         raise BatchError(f"workers must be at least 1, got {workers}")
     if torch_threads is not None and torch_threads < 1:
         raise BatchError(f"torch threads must be at least 1, got {torch_threads}")
-    _check_model(model, options)
+    if scheduler is not None:
+        scheduler = _scheduler(scheduler)
+    meta = _check_model(model, options)
+    columns = summary_columns(meta)
     if scheduler is None:
+        from .inference import resolve_device
+
         resolve_device(device)  # an unknown or missing device: ConfigError before any work
     paths = expand_inputs(inputs, out_dir)
     if not paths:
@@ -724,18 +862,18 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
                         stem = stems[res["index"]]
                         rows[res["index"]] = {"image": job.name, "output": stem, "status": "error",
                                               "error": res["error"], "path": full}
-                        yield BatchImageFailed(str(job), res["error"], done, total, res.get("worker", ""))
-                        if res.get("fatal"):
+                        if res.get("fatal"):  # the model or the worker: reported once, for the whole batch
                             raise BatchError(res["error"])
+                        yield BatchImageFailed(str(job), res["error"], done, total, res.get("worker", ""))
             finally:
                 results.close()
             cancelled = stopped() or (skipped + predicted + failed) < total
-        summary = _write_summary(out_dir, rows)
+        summary = _write_summary(out_dir, rows, columns)
         finished = True
     finally:
         if not finished:  # stopped by an error or by closing the generator: keep what is done
             with contextlib.suppress(OSError):
-                _write_summary(out_dir, rows)
+                _write_summary(out_dir, rows, columns)
     end = BatchFinished(summary, total, predicted, skipped, failed, cancelled, time.perf_counter() - t0)
     yield end
     return end

@@ -115,17 +115,29 @@ def _empty_table() -> dict[str, np.ndarray]:
     return out
 
 
+def _check_measurable(labels: np.ndarray) -> None:
+    """Refuse a label image 1 px high or wide: it holds no area to measure, and its one "grain" would
+    be reported as a 1.13 px one. An empty array has no grains, and any image of 2 x 2 px or more is
+    measured as it is."""
+    if labels.ndim == 2 and labels.size and min(labels.shape) < 2:
+        h, w = labels.shape
+        raise DataError(f"a {h} x {w} px label image has no grain area to measure; label images must be at "
+                        "least 2 px high and wide")
+
+
 def astm_grain_size(labels: np.ndarray, pixel_size: float | None) -> dict[str, float]:
     """ASTM E112 grain size number G by the planimetric (Jeffries) method.
 
     Grains entirely inside the field count 1, grains cut by the field edge count 1/2 (E112 §11). With the
     field area A in mm² at 1x, ``N_A = (N_inside + N_edge / 2) / A`` grains per mm² and
     ``G = 3.321928 log10(N_A) - 2.954``. ``pixel_size`` is in µm; without it G is undefined (NaN) and only
-    the counts are returned. Unlabelled pixels (0) are excluded from the field area.
+    the counts are returned. Unlabelled pixels (0) are excluded from the field area. A label image 1 px
+    high or wide raises :class:`DataError` (nothing to measure).
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise DataError(f"labels must be 2-D, got shape {labels.shape}")
+    _check_measurable(labels)
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if labels.size:
@@ -151,7 +163,12 @@ def astm_grain_size(labels: np.ndarray, pixel_size: float | None) -> dict[str, f
 
 
 def summarize(labels: np.ndarray, pixel_size: float | None = None) -> dict[str, float]:
-    """One row per image: grain count, mean / median equivalent diameter (µm or px) and ASTM G."""
+    """One row per image: grain count, mean / median equivalent diameter (µm or px) and ASTM G.
+
+    A label image 1 px high or wide raises :class:`DataError` (nothing to measure)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        _check_measurable(labels)
     t = grain_table(labels, pixel_size)
     d = t["equivalent_diameter"]
     inner = d[~t["touches_border"]]

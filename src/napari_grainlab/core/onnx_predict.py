@@ -30,10 +30,12 @@ from .inference._grid import (
     _blend_tiles,
     _check_image,
     _check_output,
+    _check_size,
     _check_tiling,
     _class_map,
     _Grid,
     _normalise,
+    _warn_constant,
 )
 from .inference._histogram import _check_reference, match_histogram
 from .inference._result import PredictionResult, _default_tile, default_min_size
@@ -252,6 +254,7 @@ def predict_onnx(
     *,
     progress: Callable[[int, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    warn: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> PredictionResult:
     """Segment or classify one grayscale image in [0, 1] with an exported ONNX model.
@@ -275,10 +278,14 @@ def predict_onnx(
         onnxruntime providers of the model decide).
     progress : called with (tiles done, tiles total) after every batch.
     stop : polled before every batch; True raises ``Cancelled``.
+    warn : called with a message when the image is constant (default: ``warnings.warn``).
 
     Returns
     -------
     PredictionResult
+
+    Raises :class:`~napari_grainlab.core.errors.DataError` for an image with a side shorter than
+    ``model.multiple`` (at least 32 px).
     """
     opts = resolve_options(options, overrides)
     if opts.adabn:
@@ -287,6 +294,8 @@ def predict_onnx(
     tile, overlap, batch_size, tta, min_size = opts.tile, opts.overlap, opts.batch_size, opts.tta, opts.min_size
     model = _as_model(model)
     image = _check_image(image)
+    _check_size(image, model.multiple)
+    _warn_constant(image, warn)
     tile = _default_tile(model.task, model.meta) if not tile else int(tile)
     if opts.histogram_match:
         image = match_histogram(image, model.histogram_reference)

@@ -9,7 +9,12 @@ converted to instances (:func:`boundary_mask_to_instances`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import re
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ __all__ = [
     "LABEL_EXTENSIONS",
     "Image",
     "boundary_mask_to_instances",
+    "constant_image_message",
     "is_boundary_mask",
     "labels_from_array",
     "normalize_intensity",
@@ -191,27 +197,152 @@ def _check_file(path: Path, kind: str, extensions: tuple[str, ...]) -> None:
                         f"use {', '.join(extensions)}")
 
 
-def _read_array(path: Path, indexed: bool = False) -> tuple[np.ndarray, int | None, float | None]:
-    """Pixels of the first image in the file, the colour axis if known, and the pixel size in µm.
+class _TiffLog(logging.Filter):
+    """Keeps what tifffile logs during our reads (a corrupt file gives hundreds of lines) off the terminal.
 
-    ``indexed``: palette PNGs give their palette indices (label images), not colours."""
-    if path.suffix.lower() in _TIFF_EXTENSIONS:
-        import tifffile
+    Installed once on the ``tifffile`` logger; it only takes the records of the thread that is inside
+    :meth:`capture`, so tifffile's log of anyone else's reads is left as it is.
+    """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        records = getattr(self._local, "records", None)
+        if records is None:
+            return True
+        records.append(record)
+        return False
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[list[logging.LogRecord]]:
+        outer = getattr(self._local, "records", None)
+        self._local.records = records = []
+        try:
+            yield records
+        finally:
+            self._local.records = outer
+
+
+_TIFF_LOG = _TiffLog()
+logging.getLogger("tifffile").addFilter(_TIFF_LOG)
+
+#: tifffile errors it recovers from without harm to the pixels: one unreadable (e.g. vendor) tag, which
+#: tifffile skips, series metadata (shaped, ImageJ, OME...) that it replaces by the plain pages, and a
+#: strip count that it corrects (some writers get it wrong); a tag the image needs, or missing pixel data,
+#: shows up as one of the page errors that are not in this list
+_TIFF_HARMLESS = ("<TiffTag.fromfile> raised", " for tag #", " series ", "incorrect StripByteCounts count",
+                  "incorrect StripOffsets count")
+_TIFF_REPR = re.compile(r"<tifffile\.Tiff(Tag|Page) (\d+) @\d+>\s*")
+_TIFF_RAISED = re.compile(r"^.*?raised \w+\((['\"])(.*)\1\)$")
+
+
+def _tiff_problems(records: list[logging.LogRecord]) -> list[str]:
+    """tifffile's messages among ``records`` that mean the pixels cannot be trusted."""
+    out = []
+    for r in records:
+        msg = r.getMessage()
+        damaged = r.levelno >= logging.ERROR and not any(h in msg for h in _TIFF_HARMLESS)
+        if damaged or "read_segments" in msg:  # fewer strips / tiles than the image needs
+            out.append(msg)
+    return out
+
+
+def _tiff_reason(text: str) -> str:
+    """tifffile's message in words: ``<tifffile.TiffPage 0 @8> missing data offset tag`` -> ``page 0: ...``."""
+    text = " ".join(str(text).split())
+    m = _TIFF_RAISED.match(text)
+    if m:
+        text = m.group(2)
+    text = _TIFF_REPR.sub(lambda m: f"{m.group(1).lower()} {m.group(2)}: ", text)
+    return re.sub(r"^<[^>]*>\s*", "", text).strip() or "unknown problem"
+
+
+def _not_a_tiff(path: Path, log: list[logging.LogRecord], exc: BaseException | None = None,
+                what: str = "", log_first: bool = False) -> DataError:
+    """The one-line error of a TIFF file that cannot be read: tifffile's first sign of damage, else the
+    exception, else ``what`` (with ``log_first``: tifffile's first log line before it), else that line."""
+    problems = _tiff_problems(log)
+    if problems:
+        reason = problems[0]
+    elif exc is not None:  # tifffile's own errors are ValueErrors; others (ZeroDivisionError...) need their name
+        known = isinstance(exc, (ValueError, OSError, EOFError, MemoryError))
+        reason = _reason(exc) if known else f"{type(exc).__name__}: {_reason(exc)}"
+    elif log and (log_first or not what):
+        reason = log[0].getMessage()
+    else:
+        reason = what
+    return DataError(f"{path}: not a readable TIFF (truncated or corrupt: {_tiff_reason(reason)})")
+
+
+#: pixel data (bytes) worth checking against the file size before it is allocated
+_BIG_READ = 256 << 20
+
+
+def _implausible_size(path: Path, series: Any, compressed_ratio: float | None, at_least: int = 0) -> str:
+    """What is wrong when the ``at_least`` or more bytes of pixels that ``series`` claims cannot be in the
+    file (uncompressed data larger than the file, or compressed data more than ``compressed_ratio`` times
+    larger), else ``""``."""
+    try:
+        claimed = int(series.nbytes)
+        size = path.stat().st_size
+    except Exception:  # noqa: BLE001 - no judgement without the numbers
+        return ""
+    if claimed < at_least:
+        return ""
+    try:
+        compression = int(series.keyframe.compression)
+    except Exception:  # noqa: BLE001 - a garbled Compression tag: judge it as compressed
+        compression = None
+    limit = size if compression == 1 else (compressed_ratio * size if compressed_ratio else None)
+    if limit is None or claimed <= limit:
+        return ""
+    return f"its header describes an image of shape {tuple(series.shape)} ({claimed:,} bytes) in a file of " \
+           f"{size:,} bytes"
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, float | None]:
+    import tifffile
+
+    series = None
+    with _TIFF_LOG.capture() as log:
         try:
             with tifffile.TiffFile(path) as tif:
-                if not tif.series:
+                series = tif.series[0] if tif.series else None
+                if _tiff_problems(log):  # before reading pixels: a corrupt header can ask for gigabytes
+                    raise _not_a_tiff(path, log)
+                if series is None:
+                    if log:
+                        raise _not_a_tiff(path, log)
                     raise DataError(f"{path}: the TIFF file holds no image")
-                series = tif.series[0]
+                too_big = _implausible_size(path, series, compressed_ratio=None, at_least=_BIG_READ)
+                if too_big:  # before allocating it; smaller truncated files get tifffile's own reason below
+                    raise _not_a_tiff(path, log, what=too_big)
                 arr = series.asarray()
                 axes = series.axes
                 pixel_size = _tiff_pixel_size(tif)
         except DataError:
             raise
+        except MemoryError as exc:  # a real, huge image; or a corrupt header claiming one
+            too_big = _implausible_size(path, series, compressed_ratio=1000)
+            if _tiff_problems(log) or too_big:
+                raise _not_a_tiff(path, log, None if too_big else exc, what=too_big) from None
+            raise
         except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file to the user
-            raise DataError(f"{path}: cannot read the TIFF file ({_reason(exc)})") from None
-        channel_axis = axes.index("S") if "S" in axes and len(axes) == arr.ndim else None
-        return arr, channel_axis, pixel_size
+            raise _not_a_tiff(path, log, exc) from None
+        if _tiff_problems(log) or arr.size == 0:
+            raise _not_a_tiff(path, log, what=f"no pixels in its image of shape {arr.shape}", log_first=True)
+    channel_axis = axes.index("S") if "S" in axes and len(axes) == arr.ndim else None
+    return arr, channel_axis, pixel_size
+
+
+def _read_array(path: Path, indexed: bool = False) -> tuple[np.ndarray, int | None, float | None]:
+    """Pixels of the first image in the file, the colour axis if known, and the pixel size in µm.
+
+    ``indexed``: palette PNGs give their palette indices (label images), not colours."""
+    if path.suffix.lower() in _TIFF_EXTENSIONS:
+        return _read_tiff(path)
     import imageio.v3 as iio
 
     try:
@@ -231,6 +362,20 @@ def _read_array(path: Path, indexed: bool = False) -> tuple[np.ndarray, int | No
 def _reason(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text and text[0] else type(exc).__name__
+
+
+def constant_image_message(image: np.ndarray, source: str = "the image") -> str | None:
+    """A one-line warning when every pixel of ``image`` has the same value (nothing to segment or learn
+    from), else None."""
+    arr = np.asarray(image)
+    if arr.size == 0:
+        return None
+    flat = arr.reshape(-1)
+    first = flat[0]
+    if (flat[:: max(1, flat.size // 1024)] != first).any() or not (flat == first).all():  # a sample first: O(1)
+        return None
+    return (f"{source} is constant (all its pixels have the same value): it shows no grain boundaries, so what "
+            "a model makes of it means nothing")
 
 
 def read_image(path: str | Path, low: float = 0.1, high: float = 99.9) -> Image:
@@ -345,11 +490,12 @@ def read_pixel_size(path: str | Path) -> float | None:
         return None
     import tifffile
 
-    try:
-        with tifffile.TiffFile(path) as tif:
-            return _tiff_pixel_size(tif)
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read the TIFF file ({_reason(exc)})") from None
+    with _TIFF_LOG.capture() as log:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return _tiff_pixel_size(tif)
+        except Exception as exc:  # noqa: BLE001
+            raise _not_a_tiff(path, log, exc) from None
 
 
 # ----------------------------------------------------------------------------------------- labels

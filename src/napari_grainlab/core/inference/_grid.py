@@ -10,7 +10,7 @@ imported (and the error classes).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -146,6 +146,34 @@ def _check_image(image) -> np.ndarray:
     if not np.isfinite(image).all():
         raise DataError("image contains NaN or infinite values")
     return image
+
+
+def _check_size(image: np.ndarray, multiple: int = MULTIPLE) -> None:
+    """Refuse an image with a side shorter than the model's input multiple (at least 32 px).
+
+    The network halves its input five times (or more: ``multiple``), so a smaller image is less than
+    one pixel of its coarsest features; padded up to one tile it gave a fake result (one 1.13 px
+    "grain" for a 1 x 1 px image).
+    """
+    side = max(MULTIPLE, int(multiple))
+    h, w = image.shape
+    if h < side or w < side:
+        raise DataError(f"the image is {h} x {w} px, smaller than the model can see: it needs at least "
+                        f"{side} x {side} px")
+
+
+def _warn_constant(image: np.ndarray, warn: Callable[[str], None] | None) -> None:
+    """Warn (through ``warn``, else ``warnings.warn``) when every pixel of ``image`` is the same."""
+    from ..data.io import constant_image_message
+
+    message = constant_image_message(image)
+    if message is not None:
+        if warn is not None:
+            warn(message)
+        else:
+            import warnings
+
+            warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _check_tiling(tile: int, overlap: int, batch_size: int) -> None:

@@ -26,11 +26,12 @@ import torch
 
 from ..data.io import normalize_intensity, to_grayscale
 from ..errors import CheckpointError, DataError
+from ._grid import _check_size, _warn_constant
 from ._result import CLASSIFY_TILE, SEGMENT_TILE, PredictionResult, _default_tile  # noqa: F401
 from .adapt import adapt_batchnorm, match_histogram
 from .options import InferenceOptions, resolve_options
 from .segment import segment_image
-from .tiling import Cancelled, _check_image, classify_tiled, resolve_device
+from .tiling import Cancelled, _check_image, classify_tiled, model_multiple, resolve_device
 
 __all__ = ["PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
            "prepare_image"]
@@ -117,8 +118,12 @@ def predict_array(
     progress : called with (tiles done, tiles total) after every batch.
     stop : polled before every batch; when it returns True,
         :class:`~napari_grainlab.core.inference.tiling.Cancelled` is raised.
-    warn : called with a message when the prediction falls back (smaller batches on out-of-memory).
+    warn : called with a message when the prediction falls back (smaller batches on out-of-memory) or the
+        image is constant (default: ``warnings.warn``).
     stage : called with ``"adapt"``, ``"tiles"`` and ``"postprocess"`` as the work proceeds.
+
+    Raises :class:`~napari_grainlab.core.errors.DataError` for an image with a side shorter than the
+    model's input multiple (32 px).
     """
     device = overrides.pop("device", None)
     opts = resolve_options(options, {**overrides, **({"device": device} if isinstance(device, str) else {})})
@@ -129,6 +134,8 @@ def predict_array(
     if task not in ("segment", "classify"):
         raise CheckpointError(f"unknown model task {task!r}")
     image = _check_image(image)
+    _check_size(image, model_multiple(model))
+    _warn_constant(image, warn)
     tile = _default_tile(task, meta) if not tile else int(tile)
 
     def at(name: str) -> None:
