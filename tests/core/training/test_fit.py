@@ -231,3 +231,15 @@ def test_fit_stops_when_the_weights_become_non_finite(tmp_path, monkeypatch):
     with pytest.raises(FloatingPointError, match="diverged"):
         list(fit(cfg, sem_samples(2)))
     assert not (tmp_path / "m" / "best" / "model.json").exists()
+
+
+def test_a_constant_training_image_is_warned_about(tmp_path):
+    """A blank image shows no boundaries: training says so instead of 'finishing' silently (issue 14, item 8)."""
+    samples = sem_samples(2)
+    samples.append(SegSample(name="blank", image=np.full((96, 96), 0.5, np.float32), labels=samples[0].labels,
+                             group="blank"))
+    cfg = TrainConfig(backbone="resnet18", weights="none", strategy="scratch", epochs=1, steps_per_epoch=1,
+                      batch_size=2, synthetic="none", out=str(tmp_path / "m"), val_fraction=0, **TINY)
+    warns = [e.message for e in run(cfg, samples) if isinstance(e, TrainWarning)]
+    assert any("'blank' is constant" in w for w in warns)
+    assert not any("'m0'" in w for w in warns)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .._io import atomic_write_text, recover_folder, remove_part_files
+from ..data.io import constant_image_message
 from ..errors import CheckpointError, ConfigError, DataError
 from ..inference.tiling import resolve_device  # one device check for training and prediction
 from ..models import (
@@ -306,6 +307,10 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
     torch.manual_seed(cfg.seed)
     train = list(train or [])
     warnings: list[str] = []
+    for sample in [*train, *(val or [])]:
+        message = constant_image_message(sample.image, f"training image {getattr(sample, 'name', '?')!r}")
+        if message:
+            warnings.append(message)
 
     # ---- data
     source = None
