@@ -5,13 +5,20 @@ with a naive reference written here: nearest seed for every pixel with a scipy c
 ``skimage.segmentation.find_boundaries``, Gaussian blur, Poisson + Gaussian noise and the
 same TIFF writes.  Prints seconds per image and the speed-up ratios (Voronoi and Laguerre).
 
-    python benchmarks/bench_synth.py [--size 1024] [--grains 300] [--repeats 5]
+Then end to end (process start included, every file on disk): ``grainlab synth OUT --count N``
+against a script that runs the naive reference and writes its two TIFFs per image, each as a
+fresh process, taking turns; prints the ratio.
+
+    python benchmarks/bench_synth.py [--size 1024] [--grains 300] [--repeats 5] [--e2e-count 40]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,11 +70,52 @@ def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
     return times
 
 
+_NAIVE_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+from bench_synth import naive
+out, size, grains, count = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+out.mkdir(parents=True, exist_ok=True)
+for i in range(count):
+    item = out / str(i)
+    item.mkdir(exist_ok=True)
+    naive(size, grains, i, item)
+"""
+
+
+def end_to_end(size: int, grains: int, count: int, repeats: int) -> None:
+    """``grainlab synth`` against the naive script, each a fresh process, taking turns."""
+    grainlab = shutil.which("grainlab", path=str(Path(sys.executable).parent)) or shutil.which("grainlab")
+    script = _NAIVE_SCRIPT.format(bench=str(Path(__file__).resolve().parent))
+    cmds = {
+        "naive": lambda out: [sys.executable, "-c", script, str(out), str(size), str(grains), str(count)],
+        "synth": lambda out: [grainlab, "synth", str(out), "--count", str(count), "--size", str(size),
+                              "--grains", str(grains), "--no-progress"],
+    }
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(repeats):
+            for name, cmd in cmds.items():
+                out = Path(d) / f"{name}{r}"
+                t = time.perf_counter()
+                subprocess.run(cmd(out), check=True, stdout=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - t)
+                shutil.rmtree(out)
+    ratios = [tn / ts for tn, ts in zip(times["naive"], times["synth"])]
+    print(f"end to end, {count} x {size}x{size} px, process start included, {repeats} turns")
+    print(f"  {'naive script (reference + 2 TIFFs per image)':<62s} {statistics.median(times['naive']):7.2f} s")
+    print(f"  {'grainlab synth (4 files per image + dataset.json)':<62s} {statistics.median(times['synth']):7.2f} s"
+          f"   speed-up x{statistics.median(ratios):.2f} (turns: {min(ratios):.2f}-{max(ratios):.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--grains", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--e2e-count", type=int, default=40, help="images per end-to-end run (0: skip it)")
+    ap.add_argument("--e2e-repeats", type=int, default=3)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         out = Path(d)
@@ -87,6 +135,8 @@ def main() -> None:
         ratios = [tn / to for tn, to in zip(times["naive"], times[method])]
         print(f"  {'grainlab ' + method:<62s} {t:7.3f} s/image   speed-up x{statistics.median(ratios):.2f}"
               f" (turns: {min(ratios):.2f}-{max(ratios):.2f})")
+    if a.e2e_count > 0:
+        end_to_end(a.size, a.grains, a.e2e_count, a.e2e_repeats)
 
 
 if __name__ == "__main__":

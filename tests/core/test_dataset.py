@@ -133,3 +133,75 @@ def test_overwrite_clears_temporaries_of_an_interrupted_run(tmp_path):
     list(write_dataset(out, small(), count=1, overwrite=True))
     assert not stale.exists()
     assert [f.name for f in (out / "images").iterdir()] == ["synth_0000.tif"]
+
+
+def test_single_process_writes_an_item_while_the_next_is_generated(tmp_path, monkeypatch):
+    """The write of item i (compression, disk) overlaps the generation of item i + 1."""
+    from napari_grainlab.core.synthetic import dataset as ds
+
+    generated = [threading.Event() for _ in range(3)]
+    real_generate, real_write = ds.generate, ds.write_sample
+    overlapped = []
+    lock = threading.Lock()
+    index = {item_seed(2, i): i for i in range(3)}
+
+    def gen(params, seed):
+        s = real_generate(params, seed)
+        with lock:
+            generated[index[seed]].set()
+        return s
+
+    def write(out, name, sample):
+        i = int(name.rsplit("_", 1)[1])
+        if i + 1 < len(generated):
+            overlapped.append(generated[i + 1].wait(timeout=10))  # sequential code never gets there
+        real_write(out, name, sample)
+
+    monkeypatch.setattr(ds, "generate", gen)
+    monkeypatch.setattr(ds, "write_sample", write)
+    events = list(write_dataset(tmp_path / "ds", small(), count=3, seed=2))
+    assert overlapped == [True, True]
+    assert [e.done for e in events] == [1, 2, 3]
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert [it["name"] for it in meta["items"]] == ["synth_0000", "synth_0001", "synth_0002"]
+    assert meta["complete"] is True
+
+
+def test_closing_the_iterator_records_the_write_in_flight(tmp_path):
+    out = tmp_path / "ds"
+    it = write_dataset(out, small(), count=10)
+    next(it)
+    it.close()  # item 1 may be on its way to disk: it is finished and listed, nothing half-written stays
+    names = sorted(f.stem for f in (out / "images").glob("*.tif"))
+    meta = json.loads((out / "dataset.json").read_text())
+    assert [m["name"] for m in meta["items"]] == names and 1 <= len(names) <= 2
+    assert not list(out.rglob("*.part"))
+    for sub, ext in (("labels", "tif"), ("boundaries", "tif"), ("tables", "csv")):
+        assert sorted(f.stem for f in (out / sub).glob(f"*.{ext}")) == names
+
+
+def test_label_tiffs_are_zlib_at_the_fast_level(tmp_path, monkeypatch):
+    import tifffile as tf
+
+    from napari_grainlab.core.synthetic import dataset as ds
+
+    calls = []
+    real = tf.imwrite
+
+    def spy(path, data, **kw):
+        calls.append(kw.get("compressionargs"))
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(tf, "imwrite", spy)
+    list(write_dataset(tmp_path / "ds", small(), count=1))
+    assert calls.count({"level": ds.ZLIB_LEVEL}) == 2  # labels and boundaries; the image is uncompressed
+
+
+def test_generate_ahead_threads_depend_on_cores_and_image_size(monkeypatch):
+    from napari_grainlab.core.synthetic import dataset as ds
+
+    monkeypatch.setattr(ds.os, "cpu_count", lambda: 2)
+    assert ds._generator_threads(SynthParams(height=1024, width=1024)) == 2
+    assert ds._generator_threads(SynthParams(height=8192, width=8192)) == 1  # memory first
+    monkeypatch.setattr(ds.os, "cpu_count", lambda: 1)
+    assert ds._generator_threads(SynthParams(height=1024, width=1024)) == 1

@@ -89,11 +89,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None, description: str | None = None,
-               compression: str | None = None) -> None:
-    """Write a 2-D array as TIFF; a known pixel size goes into the resolution tags (µm)."""
+               compression: str | None = None, *, compression_level: int | None = None) -> None:
+    """Write a 2-D array as TIFF; a known pixel size goes into the resolution tags (µm).
+
+    ``compression_level`` (e.g. 1-9 for zlib) trades file size for speed; None: the codec's default.
+    """
     import tifffile
 
     kwargs = {}
+    if compression is not None and compression_level is not None:
+        kwargs["compressionargs"] = {"level": int(compression_level)}
     if pixel_size_um:
         ppcm = 1e4 / float(pixel_size_um)  # pixels per centimetre
         kwargs["resolution"] = (ppcm, ppcm)

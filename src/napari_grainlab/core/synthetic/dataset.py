@@ -11,7 +11,8 @@ Folder layout::
 
 Every file is written to a temporary name and renamed, so an interrupted run leaves only
 complete files; ``dataset.json`` is rewritten after every item and lists exactly the items
-on disk.
+on disk.  With one process, threads generate the next items while item ``i`` is written
+(generation, compression and disk writes release the GIL for most of their time, so every core works).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import contextlib
 import csv
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +42,9 @@ __all__ = ["DatasetProgress", "OutputExistsError", "write_dataset", "synthetic_s
 DATASET_SUBDIRS = ("images", "labels", "boundaries", "tables")
 FORMAT = "napari-grainlab-dataset"
 FORMAT_VERSION = 1
-
-
+#: zlib level of the label and boundary TIFFs: 3 is ~3x faster to write than the default 6, for
+#: files ~1.4x larger (they stay a few percent of the raw size)
+ZLIB_LEVEL = 3
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,9 @@ def write_sample(out: Path, name: str, sample: SyntheticSample) -> None:
                           ("tables", out / "tables" / f"{name}.csv")):
             tmp[key] = stack.enter_context(atomic_writer(path))
         write_tiff(tmp["images"], sample.image, pixel_size_um=ps)
-        write_tiff(tmp["labels"], lab, pixel_size_um=ps, compression="zlib")
-        write_tiff(tmp["boundaries"], sample.boundaries.astype(np.uint8), pixel_size_um=ps, compression="zlib")
+        write_tiff(tmp["labels"], lab, pixel_size_um=ps, compression="zlib", compression_level=ZLIB_LEVEL)
+        write_tiff(tmp["boundaries"], sample.boundaries.astype(np.uint8), pixel_size_um=ps, compression="zlib",
+                   compression_level=ZLIB_LEVEL)
         tmp["tables"].write_text(_table_csv(sample.table), encoding="utf-8")
 
 
@@ -164,6 +169,73 @@ def _stop_fn(stop) -> Callable[[], bool]:
     raise TypeError("stop must be a callable or a threading.Event")
 
 
+#: above this many pixels per image, one thread generates ahead (memory: each item in flight holds
+#: its image, labels and boundaries, plus the generator's temporaries)
+_PARALLEL_MAX_PIXELS = 4096 * 4096
+
+
+def _generator_threads(params: SynthParams) -> int:
+    """Threads that generate ahead in a one-process run: the kernels, FFTs and array code release
+    the GIL for most of their time, so a second core nearly doubles the rate."""
+    if (os.cpu_count() or 1) < 2 or params.height * params.width > _PARALLEL_MAX_PIXELS:
+        return 1
+    return 2
+
+
+def _write_pipelined(out: Path, params: SynthParams, names: list[str], seeds: list[int],
+                     should_stop: Callable[[], bool],
+                     record: Callable[[int], DatasetProgress]) -> Iterator[DatasetProgress]:
+    """One process: threads generate the next items while another thread writes the current one.
+
+    Items are written and recorded in order; an item is recorded in ``dataset.json`` only once its
+    files are on disk.  When the run ends early (stop, error, the consumer closing the iterator),
+    items generated ahead are dropped and the write in flight is finished and recorded, so
+    ``dataset.json`` keeps listing exactly the images on disk.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    count = len(names)
+    ahead = _generator_threads(params)
+    samples: dict[int, Future] = {}
+    pending = None  # (future of the write in flight, item index)
+    gen_pool = ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="grainlab-synth-generate")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grainlab-synth-write")
+    try:
+        for i in range(count):
+            if should_stop():
+                break
+            for k in range(i, min(count, i + ahead)):
+                if k not in samples:
+                    samples[k] = gen_pool.submit(generate, params, seeds[k])
+            sample = samples.pop(i).result()  # generated while item i - 1 was written
+            if pending is not None:
+                fut, j = pending
+                pending = None
+                fut.result()
+                yield record(j)
+                if should_stop():
+                    break  # the run ends after the item that was on its way to disk
+            pending = (writer.submit(write_sample, out, names[i], sample), i)
+        if pending is not None:
+            fut, j = pending
+            pending = None
+            fut.result()
+            yield record(j)
+    finally:
+        for f in samples.values():
+            f.cancel()
+        if pending is not None:
+            fut, j = pending
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - the error that ended the run is what matters
+                pass
+            else:
+                record(j)
+        writer.shutdown()
+        gen_pool.shutdown(cancel_futures=True)
+
+
 def write_dataset(out: str | Path, params: SynthParams, count: int, seed: int = 0, *, overwrite: bool = False,
                   workers: int = 1, stop=None, prefix: str = "synth") -> Iterator[DatasetProgress]:
     """Generate ``count`` micrographs into the folder ``out``; yields progress after each item.
@@ -198,11 +270,7 @@ def write_dataset(out: str | Path, params: SynthParams, count: int, seed: int = 
 
     atomic_write_text(out / "dataset.json", _metadata(params, seed, count, items, False))
     if workers == 1 or count == 1:
-        for i in range(count):
-            if should_stop():
-                return
-            write_sample(out, names[i], generate(params, seeds[i]))
-            yield record(i)
+        yield from _write_pipelined(out, params, names, seeds, should_stop, record)
         return
 
     import multiprocessing as mp
