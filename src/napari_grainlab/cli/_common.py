@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ..core._schema import cli_flag, field_kind, option_fields
+from ..core._schema import cli_flag, field_kind, fmt_value, option_fields
 from ..core.errors import USER_ERRORS, GrainLabError
 
 PROG = "grainlab"
@@ -160,10 +160,6 @@ def resolve_workers(n: int) -> int:
 
 
 # ------------------------------------------------------------------------- flags from option metadata
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def _range_problem(value: float, meta: Any) -> str | None:
     """What ``value`` breaks of the field's ``min`` / ``max`` / ``multiple_of`` (``"at least 32 px"``), or None.
 
@@ -175,12 +171,12 @@ def _range_problem(value: float, meta: Any) -> str | None:
     unit = meta.get("suffix") or ""
     if (below or above) and lo is not None and hi is not None:
         if below:
-            return f"{'more than' if lo_open else 'at least'} {_fmt(lo)}{unit}"
-        return f"{'less than' if hi_open else 'at most'} {_fmt(hi)}{unit}"
+            return f"{'more than' if lo_open else 'at least'} {fmt_value(lo)}{unit}"
+        return f"{'less than' if hi_open else 'at most'} {fmt_value(hi)}{unit}"
     if below:
-        return f"{'>' if lo_open else '>='} {_fmt(lo)}"
+        return f"{'>' if lo_open else '>='} {fmt_value(lo)}"
     if above:
-        return f"{'<' if hi_open else '<='} {_fmt(hi)}"
+        return f"{'<' if hi_open else '<='} {fmt_value(hi)}"
     step = meta.get("multiple_of")
     if step and isinstance(value, int) and value % step:
         return f"a multiple of {step}"
@@ -271,12 +267,12 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[st
                 kwargs["metavar"] = kwargs["metavar"] or "LIST"
                 if meta.get("choices") is not None:
                     text += f"; comma-separated: {', '.join(str(c) for c in meta['choices'])} (or none)"
-                shown = ",".join(_fmt(v) for v in default) or "none"
+                shown = ",".join(fmt_value(v) for v in default) or "none"
             else:
                 kwargs["type"] = _value_type(f, kind)
                 if meta.get("choices") is not None:
                     kwargs["choices"] = meta["choices"]
-                shown = None if default is None else _fmt(default)
+                shown = None if default is None else fmt_value(default)
             if shown is not None:
                 text += f" (default: {shown})"
         kwargs["help"] = text.strip() or None

@@ -53,7 +53,10 @@ from typing import Any
 
 __all__ = [
     "check_options",
+    "cli_flag",
     "field_kind",
+    "fmt_value",
+    "markdown_table",
     "option",
     "option_fields",
     "option_range_text",
@@ -123,7 +126,8 @@ def _is_kind(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
+    """A bound or default as text: floats compactly (``1e-06``, ``0.5``), anything else as ``str``."""
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
@@ -135,11 +139,11 @@ def option_range_text(f: dataclasses.Field) -> str:
     lo, hi = meta.get("min"), meta.get("max")
     text = ""
     if lo is not None and hi is not None:
-        text = f"in {'(' if meta.get('min_open') else '['}{_fmt(lo)}, {_fmt(hi)}{')' if meta.get('max_open') else ']'}"
+        text = f"in {'(' if meta.get('min_open') else '['}{fmt_value(lo)}, {fmt_value(hi)}{')' if meta.get('max_open') else ']'}"
     elif lo is not None:
-        text = f"{'>' if meta.get('min_open') else '>='} {_fmt(lo)}"
+        text = f"{'>' if meta.get('min_open') else '>='} {fmt_value(lo)}"
     elif hi is not None:
-        text = f"{'<' if meta.get('max_open') else '<='} {_fmt(hi)}"
+        text = f"{'<' if meta.get('max_open') else '<='} {fmt_value(hi)}"
     if meta.get("multiple_of"):
         text = f"a multiple of {meta['multiple_of']}" + (f", {text}" if text else "")
     return text
@@ -161,9 +165,9 @@ def _check_value(name: str, value: Any, f: dataclasses.Field, kind: type | None,
     lo, hi = meta.get("min"), meta.get("max")
     # the message names the bound that is crossed, as the old hand-written checks did
     if lo is not None and (value <= lo if meta.get("min_open") else value < lo):
-        raise error(f"{name}: must be {'>' if meta.get('min_open') else '>='} {_fmt(lo)}, got {value!r}")
+        raise error(f"{name}: must be {'>' if meta.get('min_open') else '>='} {fmt_value(lo)}, got {value!r}")
     if hi is not None and (value >= hi if meta.get("max_open") else value > hi):
-        raise error(f"{name}: must be {'<' if meta.get('max_open') else '<='} {_fmt(hi)}, got {value!r}")
+        raise error(f"{name}: must be {'<' if meta.get('max_open') else '<='} {fmt_value(hi)}, got {value!r}")
     step = meta.get("multiple_of")
     if step and isinstance(value, int) and value % step:
         raise error(f"{name}: must be a multiple of {step}, got {value!r}")

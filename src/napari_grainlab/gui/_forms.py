@@ -37,7 +37,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core._schema import field_kind, option_fields
+from ..core._schema import field_kind, fmt_value, option_fields
 from ..core.errors import ParameterError
 
 __all__ = ["CheckList", "ComboBox", "DoubleSpinBox", "FieldEditor", "LogSpinBox", "ParamsForm", "SpinBox",
@@ -170,10 +170,6 @@ def _decimals(meta: Any, scale: float = 1.0) -> int:
     return 2
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def field_label(f: dataclasses.Field) -> str:
     return f.metadata.get("label") or f.name.replace("_", " ").capitalize()
 
@@ -185,8 +181,8 @@ def field_tooltip(f: dataclasses.Field) -> str:
     lo, hi = meta.get("min"), meta.get("max")
     scale = meta.get("scale") or 1
     if meta.get("choices") is None and (lo is not None or hi is not None):
-        lo_text = _fmt(lo * scale if scale != 1 else lo) if lo is not None else "−∞"
-        hi_text = _fmt(hi * scale if scale != 1 else hi) if hi is not None else "∞"
+        lo_text = fmt_value(lo * scale if scale != 1 else lo) if lo is not None else "−∞"
+        hi_text = fmt_value(hi * scale if scale != 1 else hi) if hi is not None else "∞"
         parts.append(f"<i>range {lo_text} … {hi_text}{html.escape(meta.get('suffix') or '')}</i>")
     descriptions = meta.get("descriptions") or {}
     if descriptions:
