@@ -139,10 +139,26 @@ def test_a_good_tiff_still_reads(tmp_path):
 
 # ------------------------------------------------------------------------------------- models
 @pytest.fixture(scope="module")
-def loaded(model_dir):
+def models(tmp_path_factory) -> Path:
+    import torch
+
+    from napari_grainlab.core.models import ModelSpec, build_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("bad_inputs_models")
+    torch.manual_seed(0)
+    seg = build_model(ModelSpec(task="segment", backbone="resnet18", decoder_channels=(16, 16, 8, 8, 8))).eval()
+    save_checkpoint(root / "seg", seg)
+    cls = build_model(ModelSpec(task="classify", backbone="resnet18", num_classes=2,
+                                classes=["ferrite", "pearlite"])).eval()
+    save_checkpoint(root / "cls", cls, {"training": {"patch_size": 64}})
+    return root
+
+
+@pytest.fixture(scope="module")
+def loaded(models):
     from napari_grainlab.core.models import load_checkpoint
 
-    return load_checkpoint(model_dir / "seg", device="cpu")
+    return load_checkpoint(models / "seg", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +237,7 @@ def test_constant_image_message():
     assert constant_image_message(np.eye(8), "a.tif") is None
 
 
-def test_batch_reports_a_tiny_image_as_an_error_row_and_a_constant_one_as_a_warning(model_dir, micrograph, tmp_path):
+def test_batch_reports_a_tiny_image_as_an_error_row_and_a_constant_one_as_a_warning(models, micrograph, tmp_path):
     from napari_grainlab.core._io import write_tiff
 
     src = tmp_path / "in"
@@ -229,7 +245,7 @@ def test_batch_reports_a_tiny_image_as_an_error_row_and_a_constant_one_as_a_warn
     write_tiff(src / "tiny.tif", np.array([[0.5]], np.float32))
     write_tiff(src / "flat.tif", np.full((64, 64), 0.3, np.float32))
     shutil.copy(micrograph, src / "good.tif")
-    events = list(run_batch(model_dir / "seg", [src], tmp_path / "out", workers=1, options=OPTS))
+    events = list(run_batch(models / "seg", [src], tmp_path / "out", workers=1, options=OPTS))
     failed = [e for e in events if isinstance(e, BatchImageFailed)]
     assert [Path(e.path).name for e in failed] == ["tiny.tif"]
     assert "1 x 1 px" in failed[0].error and "at least 32 x 32 px" in failed[0].error
@@ -261,12 +277,12 @@ def test_a_small_real_label_image_is_still_measured():
 
 
 # ------------------------------------------------------------------------------------ CSV, columns
-def test_summary_csv_quotes_a_message_with_a_comma(model_dir, micrograph, tmp_path):
+def test_summary_csv_quotes_a_message_with_a_comma(models, micrograph, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     truncated_tiff(src / "cut.tif")
     shutil.copy(micrograph, src / "good.tif")
-    list(run_batch(model_dir / "seg", [src], tmp_path / "out", workers=1, options=OPTS))
+    list(run_batch(models / "seg", [src], tmp_path / "out", workers=1, options=OPTS))
     _, rows = read_summary(tmp_path / "out" / "summary.csv")
     cut = next(r for r in rows if r["image"] == "cut.tif")
     assert cut["status"] == "error"
@@ -286,7 +302,7 @@ def _seg_header(out: Path) -> list[str]:
     return read_summary(out / "summary.csv")[0]
 
 
-def test_summary_columns_do_not_depend_on_failures(model_dir, micrograph, tmp_path):
+def test_summary_columns_do_not_depend_on_failures(models, micrograph, tmp_path):
     from napari_grainlab.core.measure import summarize
 
     good, bad = tmp_path / "good.tif", tmp_path / "bad.tif"
@@ -295,26 +311,26 @@ def test_summary_columns_do_not_depend_on_failures(model_dir, micrograph, tmp_pa
     headers = []
     for name, inputs in {"all ok": [good], "one failed": [good, bad], "all failed": [bad]}.items():
         out = tmp_path / name
-        list(run_batch(model_dir / "seg", inputs, out, workers=1, options=OPTS))
+        list(run_batch(models / "seg", inputs, out, workers=1, options=OPTS))
         headers.append(_seg_header(out))
     assert headers[0] == headers[1] == headers[2], headers
     stats = list(summarize(np.ones((4, 4), np.uint32), 0.1))
     assert headers[0] == ["image", "output", "pixel_size_um", *stats, "status", "error", "path"]
 
 
-def test_classification_summary_columns_come_from_the_model(model_dir, micrograph, tmp_path):
+def test_classification_summary_columns_come_from_the_model(models, micrograph, tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\0 not a tiff at all")
-    list(run_batch(model_dir / "cls", [bad], tmp_path / "failed", workers=1, options=OPTS))
-    list(run_batch(model_dir / "cls", [micrograph], tmp_path / "ok", workers=1, options=OPTS))
+    list(run_batch(models / "cls", [bad], tmp_path / "failed", workers=1, options=OPTS))
+    list(run_batch(models / "cls", [micrograph], tmp_path / "ok", workers=1, options=OPTS))
     expected = ["image", "output", "pixel_size_um", "class", "p_ferrite", "p_pearlite", "status", "error", "path"]
     assert _seg_header(tmp_path / "failed") == _seg_header(tmp_path / "ok") == expected
 
 
 # ------------------------------------------------------------------------- edited model.json
-def test_an_edited_model_json_is_one_batch_error_naming_the_model_once(model_dir, micrograph, tmp_path):
+def test_an_edited_model_json_is_one_batch_error_naming_the_model_once(models, micrograph, tmp_path):
     edited = tmp_path / "edited"
-    shutil.copytree(model_dir / "seg", edited)
+    shutil.copytree(models / "seg", edited)
     meta = json.loads((edited / "model.json").read_text())
     meta["spec"]["task"] = "foo"
     (edited / "model.json").write_text(json.dumps(meta))
@@ -336,9 +352,9 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("address", ["not an address", "tcp://", "tcp://host:notaport", "tcp://host:70000",
                                      "ftp://host:8786", "tcp://a b:8786"])
-def test_a_malformed_scheduler_address_is_refused_up_front(model_dir, micrograph, tmp_path, address, capfd):
+def test_a_malformed_scheduler_address_is_refused_up_front(models, micrograph, tmp_path, address, capfd):
     with pytest.raises(BatchError) as info:
-        list(run_batch(model_dir / "seg", [micrograph], tmp_path / "out", scheduler=address, options=OPTS))
+        list(run_batch(models / "seg", [micrograph], tmp_path / "out", scheduler=address, options=OPTS))
     text = str(info.value)
     assert repr(address) in text and "tcp://HOST:PORT" in text and "\n" not in text, text
     gc.collect()  # a half-made distributed.Client would complain here, in its __del__
@@ -347,10 +363,10 @@ def test_a_malformed_scheduler_address_is_refused_up_front(model_dir, micrograph
     assert not (tmp_path / "out").exists()
 
 
-def test_a_scheduler_address_where_nothing_listens_fails_with_one_line(model_dir, micrograph, tmp_path, capfd):
+def test_a_scheduler_address_where_nothing_listens_fails_with_one_line(models, micrograph, tmp_path, capfd):
     address = f"tcp://127.0.0.1:{_free_port()}"
     with pytest.raises(BatchError) as info:
-        list(run_batch(model_dir / "seg", [micrograph], tmp_path / "out", scheduler=address, options=OPTS))
+        list(run_batch(models / "seg", [micrograph], tmp_path / "out", scheduler=address, options=OPTS))
     text = str(info.value)
     assert text.startswith(f"cannot reach the Dask scheduler at {address}: ") and "\n" not in text, text
     assert "nothing listens" in text, text

@@ -39,6 +39,22 @@ def of(events, kind) -> list:
 
 
 @pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    import torch
+
+    from napari_grainlab.core.models import ModelSpec, build_model, save_checkpoint
+
+    root = tmp_path_factory.mktemp("batch_models")
+    torch.manual_seed(0)
+    seg = build_model(ModelSpec(task="segment", backbone="resnet18", decoder_channels=(16, 16, 8, 8, 8))).eval()
+    save_checkpoint(root / "seg", seg)
+    cls = build_model(ModelSpec(task="classify", backbone="resnet18", num_classes=2,
+                                classes=["ferrite", "pearlite"])).eval()
+    save_checkpoint(root / "cls", cls, {"training": {"patch_size": 64}})
+    return root
+
+
+@pytest.fixture(scope="module")
 def image_dir(tmp_path_factory) -> Path:
     """Five 96 x 96 synthetic micrographs with a 0.1 µm pixel size."""
     from napari_grainlab.core._io import write_tiff
