@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 from napari_grainlab.core.synthetic import OpticalParams, SEMParams, SynthParams, TessellationParams, param_fields
+from napari_grainlab.core.synthetic.params import EBSDParams, PolarizedParams, TintParams
 
 
 def table(cls, section: str) -> str:
     rows = [f"### `{section or 'top level'}`", "", "| parameter | default | range | meaning |", "|---|---|---|---|"]
     obj = cls()
     for f in param_fields(cls):
-        if f.name in ("tessellation", "sem", "optical"):
+        if f.name in ("tessellation", "sem", "optical", "tint", "polarized", "ebsd"):
             continue
         m = f.metadata
         default = getattr(obj, f.name)
@@ -31,3 +32,6 @@ if __name__ == "__main__":
     print(table(TessellationParams, "tessellation"))
     print(table(SEMParams, "sem"))
     print(table(OpticalParams, "optical"))
+    print(table(TintParams, "tint"))
+    print(table(PolarizedParams, "polarized"))
+    print(table(EBSDParams, "ebsd"))

@@ -33,7 +33,7 @@ def test_sample_shapes_types_and_range(size):
     shape = (size, size) if isinstance(size, int) else size
     for _ in range(6):
         img, lab = dr.sample(rng, size)
-        assert img.shape == lab.shape == shape
+        assert img.shape[:2] == lab.shape == shape and img.ndim in (2, 3)  # grey or (H, W, 3) colour looks
         assert img.dtype == np.float32 and lab.dtype == np.uint32
         assert np.isfinite(img).all() and img.min() >= 0.0 and img.max() <= 1.0
         assert img.max() - img.min() > 0.5  # percentile-stretched
@@ -42,27 +42,28 @@ def test_sample_shapes_types_and_range(size):
 
 def test_draws_cover_the_look_range_and_all_validate():
     dr = DomainRandomizer()
-    draws = _draws(dr, 400)
+    draws = _draws(dr, 800)
     for p in draws:
         p.validate()
         assert SynthParams.from_json(p.to_json()) == p
     sem = [p.sem for p in draws if p.style == "sem"]
     opt = [p.optical for p in draws if p.style == "optical"]
-    assert 120 < len(sem) < 280 and 120 < len(opt) < 280
+    # SEM 0.3 and optical 0.2 of the draws (the rest are colour looks, tests/core/synthetic/test_looks.py)
+    assert 180 < len(sem) < 300 and 110 < len(opt) < 210
     groove_less = [s for s in sem if s.edge_strength == 0.0 and s.shadowing == 0.0]
     assert 10 < len(groove_less) < len(sem) / 2
     assert min(s.channelling for s in groove_less) >= 0.15  # grains still differ: an intensity step
-    assert {s.edge_mode for s in sem} == {"bright", "groove", "mixed"}
+    assert {s.edge_mode for s in sem} == {"bright", "groove", "mixed", "halo"}
     assert any(s.edge_missing > 0.3 for s in sem) and any(s.edge_variation > 0.8 for s in sem)
     assert min(s.dose for s in sem) < 10 and max(s.dose for s in sem) > 300
     assert max(s.charging for s in sem) > 0.4 and max(s.scratches for s in sem) > 0.5
     assert any(o.line_strength == 0.0 for o in opt) and any(o.missing_fraction > 0.25 for o in opt)
     tess = [p.tessellation for p in draws]
-    assert {t.method for t in tess} == {"voronoi", "laguerre"}
+    assert {t.method for t in tess} == {"voronoi", "laguerre", "growth"}
     assert any(t.aspect_ratio > 3 for t in tess) and sum(t.aspect_ratio == 1.0 for t in tess) > len(tess) / 2
     assert any(t.twin_fraction > 0 for t in tess) and any(t.porosity > 0 for t in tess)
     diam = np.array([t.mean_diameter for t in tess])
-    assert diam.min() >= 10.0 and diam.max() <= 48.0  # at most half of the 96 px patch
+    assert diam.min() >= 8.0 and diam.max() <= 48.0  # at most half of the 96 px patch
     # a mix of mild and wild samples: some stay close to the default look
     dev = np.array([abs(s.edge_width - SEMParams().edge_width) for s in sem])
     assert (dev < 0.2).sum() > 10 and (dev > 1.0).sum() > 10

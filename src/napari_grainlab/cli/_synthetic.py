@@ -16,9 +16,10 @@ from typing import Any
 from ._common import Interrupted, StopOnInterrupt, UserError, nonnegative_int, positive_int, progress_bar
 
 # Kept in sync with params.py by tests/test_cli.py (importing params here would slow down --help).
-PRESETS = ("sem", "sem-elongated", "sem-twins", "optical", "porous")
-STYLES = ("sem", "optical")
-METHODS = ("voronoi", "laguerre")
+PRESETS = ("sem", "sem-elongated", "sem-twins", "optical", "porous", "bse", "film", "sem-halo", "tint", "polarized",
+           "ebsd", "growth")
+STYLES = ("sem", "optical", "tint", "polarized", "ebsd")
+METHODS = ("voronoi", "laguerre", "growth")
 BIT_DEPTHS = (8, 16)
 #: the named options that set the generator parameter of their name: (section, option names), "" the top level
 NAMED_OPTIONS = (("", ("style", "bit_depth", "pixel_size")), ("tessellation", ("method", "grains", "mean_diameter")))

@@ -3,11 +3,12 @@
 Folder layout::
 
     OUT/
-      images/synth_0000.tif       micrograph (uint8 / uint16; pixel size in the TIFF resolution tags)
+      images/synth_0000.tif       micrograph (uint8 / uint16, grey or RGB for the colour styles; pixel size in
+                                  the TIFF resolution tags)
       labels/synth_0000.tif       grain instances (uint16 or uint32, 0 = pore)
       boundaries/synth_0000.tif   boundary band (uint8 0/1) of the configured width
       tables/synth_0000.csv       per-grain table
-      dataset.json                generator, version, parameters, seed and the per-item seeds
+      dataset.json                generator, version, look, channels, parameters, seed and the per-item seeds
 
 Every file is written to a temporary name and renamed, so an interrupted run leaves only
 complete files; ``dataset.json`` is rewritten after every item and lists exactly the items
@@ -80,6 +81,20 @@ def _table_csv(table: dict[str, np.ndarray]) -> str:
     return buf.getvalue()
 
 
+def _write_image(path: Path, image: np.ndarray, pixel_size_um: float | None) -> None:
+    """Grey images as a minisblack TIFF (``write_tiff``), (H, W, 3) ones as an RGB TIFF."""
+    if image.ndim == 2:
+        write_tiff(path, image, pixel_size_um=pixel_size_um)
+        return
+    import tifffile
+
+    kwargs = {}
+    if pixel_size_um:
+        ppcm = 1e4 / float(pixel_size_um)
+        kwargs.update(resolution=(ppcm, ppcm), resolutionunit="CENTIMETER")
+    tifffile.imwrite(path, image, photometric="rgb", planarconfig="contig", metadata=None, **kwargs)
+
+
 def write_sample(out: Path, name: str, sample: SyntheticSample) -> None:
     """Write one sample into the dataset folder ``out``.
 
@@ -98,7 +113,7 @@ def write_sample(out: Path, name: str, sample: SyntheticSample) -> None:
                           ("boundaries", out / "boundaries" / f"{name}.tif"),
                           ("tables", out / "tables" / f"{name}.csv")):
             tmp[key] = stack.enter_context(atomic_writer(path))
-        write_tiff(tmp["images"], sample.image, pixel_size_um=ps)
+        _write_image(tmp["images"], sample.image, ps)
         write_tiff(tmp["labels"], lab, pixel_size_um=ps, compression="zlib", compression_level=ZLIB_LEVEL)
         write_tiff(tmp["boundaries"], sample.boundaries.astype(np.uint8), pixel_size_um=ps, compression="zlib",
                    compression_level=ZLIB_LEVEL)
@@ -148,6 +163,8 @@ def _metadata(params: SynthParams, seed: int, count: int, items: list[dict], com
             "kind": "synthetic",
             "generator": f"napari-grainlab {__version__}",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "look": params.look,
+            "channels": params.channels,
             "seed": int(seed),
             "count": int(count),
             "complete": bool(complete),

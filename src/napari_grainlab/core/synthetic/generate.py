@@ -1,4 +1,4 @@
-"""One synthetic micrograph: tessellate, render, quantise."""
+"""One synthetic micrograph: tessellate, render (grey or RGB), quantise."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def item_seed(seed: int, index: int) -> int:
 class SyntheticSample:
     """A generated micrograph with its ground truth."""
 
-    image: np.ndarray  # uint8 / uint16, H x W
+    image: np.ndarray  # uint8 / uint16, H x W (grey) or H x W x 3 (RGB, the colour styles)
     labels: np.ndarray  # uint32 grain instances, 0 = pore
     boundaries: np.ndarray  # bool, boundary band of ``tessellation.boundary_width`` px
     params: SynthParams
@@ -71,8 +71,13 @@ def generate(params: SynthParams, seed: int = 0) -> SyntheticSample:
     micro = tessellate(params, rngs("tessellation"))
     if params.style == "sem":
         img = render_sem(micro, params.sem, rngs)
-    else:
+    elif params.style == "optical":
         img = render_optical(micro, params.optical, rngs)
+    else:
+        from .render_colour import render_ebsd, render_polarized, render_tint
+
+        render = {"tint": render_tint, "polarized": render_polarized, "ebsd": render_ebsd}[params.style]
+        img = render(micro, getattr(params, params.style), rngs)
     image = quantize(img, params.bit_depth)
     shifts = micro.extras.pop("scan_shifts", None)
     if shifts is not None:

@@ -23,13 +23,25 @@ __all__ = [
     "TessellationParams",
     "SEMParams",
     "OpticalParams",
+    "TintParams",
+    "PolarizedParams",
+    "EBSDParams",
     "SynthParams",
+    "STYLES",
+    "COLOUR_STYLES",
+    "PRESETS",
     "param_fields",
 ]
 
 
 #: largest image generated in one piece (16384 x 16384)
 MAX_PIXELS = 16384 * 16384
+#: rendering styles; the colour ones give (H, W, 3) RGB images
+STYLES = ("sem", "optical", "tint", "polarized", "ebsd")
+COLOUR_STYLES = ("tint", "polarized", "ebsd")
+#: log of E[d^2] / E[d]^2 of the equivalent diameter per tessellation method (lognormal sizes for
+#: laguerre; Poisson-Voronoi; the self-similar distribution of normal grain growth)
+_S2 = {"voronoi": 0.25, "growth": 0.12}
 
 
 
@@ -98,8 +110,9 @@ class TessellationParams(_Params):
 
     section: ClassVar[str] = "tessellation"
 
-    method: str = _p("laguerre", choices=("voronoi", "laguerre"),
-                     help="voronoi: cells of random seeds; laguerre: power diagram whose cell sizes follow the lognormal size distribution")
+    method: str = _p("laguerre", choices=("voronoi", "laguerre", "growth"),
+                     help="voronoi: cells of random seeds; laguerre: power diagram whose cell sizes follow the lognormal "
+                          "size distribution; growth: curvature-driven grain growth (Monte-Carlo Potts) of a fine Voronoi")
     grains: int | None = _p(200, 1, 1_000_000, help="number of grains (None: derived from mean_diameter)")
     mean_diameter: float | None = _p(None, 2.0, 1e6, help="mean equivalent-circle grain diameter in px (used when grains is None)")
     size_sigma: float = _p(0.35, 0.0, 1.5, step=0.05, help="lognormal sigma of the equivalent grain diameter (laguerre)")
@@ -118,6 +131,18 @@ class TessellationParams(_Params):
     porosity: float = _p(0.0, 0.0, 0.3, step=0.005, help="area fraction of pores (label 0)")
     pore_size: float = _p(0.1, 0.02, 1.0, step=0.01, help="pore diameter as a fraction of the mean grain diameter")
     boundary_width: int = _p(2, 1, 32, help="width in px of the boundary mask written with the labels")
+    growth_coarsening: float = _p(2.5, 1.2, 6.0, step=0.1,
+                                  help="growth: final / initial mean grain diameter (more coarsening: closer to the "
+                                       "steady-state shapes and sizes of annealed grains, slower)")
+    growth_temperature: float = _p(0.9, 0.0, 3.0, step=0.05,
+                                   help="growth: Potts temperature (kT / J): 0 gives faceted, lattice-pinned boundaries, "
+                                        "higher values rougher, more isotropic ones")
+    growth_anisotropy: float = _p(0.0, 0.0, 1.0, step=0.05,
+                                  help="growth: misorientation dependence of the boundary energy (Read-Shockley; 0 = "
+                                       "isotropic, off)")
+    growth_resolution: float = _p(16.0, 6.0, 48.0, step=1.0,
+                                  help="growth: simulation lattice sites per final mean grain diameter (finer: smoother "
+                                       "shapes, slower; never finer than the image)")
 
 
 @dataclass
@@ -126,11 +151,15 @@ class SEMParams(_Params):
 
     section: ClassVar[str] = "sem"
 
+    detector: str = _p("se", choices=("se", "bse"),
+                       help="se: secondary electrons (edges, grooves, shadowing); bse: backscattered electrons, "
+                            "orientation (channelling) contrast only, no boundary line at all")
     brightness: float = _p(0.45, 0.0, 1.0, step=0.05, help="mean grain intensity")
     channelling: float = _p(0.35, 0.0, 1.0, step=0.05, help="grain-to-grain orientation (channelling) contrast")
     intragrain: float = _p(0.04, 0.0, 0.5, step=0.01, help="smooth intensity ramps inside grains (lattice bending)")
-    edge_mode: str = _p("mixed", choices=("bright", "groove", "mixed"),
-                        help="boundary appearance: bright edge effect, dark etched grooves, or both")
+    edge_mode: str = _p("mixed", choices=("bright", "groove", "mixed", "halo"),
+                        help="boundary appearance: bright edge effect, dark etched grooves, both, or a bright "
+                             "secondary-electron ridge with a dark halo")
     edge_strength: float = _p(0.35, 0.0, 1.0, step=0.05, help="contrast of the boundary edge / groove")
     edge_width: float = _p(1.2, 0.3, 10.0, step=0.1, help="width (px, Gaussian sigma) of the boundary profile")
     edge_variation: float = _p(0.4, 0.0, 1.0, step=0.05, help="random boundary-to-boundary variation of the edge contrast")
@@ -153,6 +182,10 @@ class SEMParams(_Params):
     charging: float = _p(0.15, 0.0, 1.0, step=0.05, help="strength of bright charging streaks along the scan direction")
     scratches: float = _p(0.2, 0.0, 1.0, step=0.05, help="polishing scratches (number and contrast)")
     dust: float = _p(0.15, 0.0, 1.0, step=0.05, help="dust particles and contamination spots")
+    gap_width: float = _p(0.0, 0.0, 30.0, step=0.5,
+                          help="thin film: width in px of the dark gaps between grains (0 = off; the labels keep "
+                               "covering the gaps, split in their middle)")
+    gap_depth: float = _p(0.85, 0.0, 1.0, step=0.05, help="thin film: darkness of the gaps between grains")
 
 
 @dataclass
@@ -177,6 +210,76 @@ class OpticalParams(_Params):
 
 
 @dataclass
+class TintParams(_Params):
+    """Colour (tint) etching: an interference film whose thickness follows the grain orientation;
+    boundaries show only as a change of colour."""
+
+    section: ClassVar[str] = "tint"
+
+    brightness: float = _p(0.8, 0.0, 1.0, step=0.05, help="reflectance of the etched surface")
+    film_thickness: float = _p(0.35, 0.0, 1.0, step=0.05,
+                               help="mean interference film thickness (colour family: thin = yellow / brown, "
+                                    "thick = purple, blue, higher-order green)")
+    thickness_spread: float = _p(0.6, 0.0, 1.0, step=0.05,
+                                 help="grain-to-grain film thickness spread with orientation (0 = one colour)")
+    saturation: float = _p(0.85, 0.0, 1.0, step=0.05, help="colour saturation (0 = grey)")
+    stain_gradient: float = _p(0.3, 0.0, 1.0, step=0.05,
+                               help="smooth film-thickness gradient across the field (colours drift; 0 = off)")
+    mottling: float = _p(0.1, 0.0, 1.0, step=0.05, help="fine film-thickness mottling inside grains (0 = off)")
+    line_strength: float = _p(0.0, 0.0, 1.0, step=0.05,
+                              help="darkness of a faint boundary line (0 = off: boundaries only as colour change)")
+    line_width: float = _p(1.0, 0.3, 10.0, step=0.1, help="width (px, Gaussian sigma) of the boundary line")
+    twin_contrast: float = _p(0.8, 0.0, 1.0, step=0.05, help="colour difference of twin bands relative to grains")
+    gradient: float = _p(0.1, 0.0, 1.0, step=0.05, help="uneven illumination / vignetting")
+    blur: float = _p(1.0, 0.0, 10.0, step=0.1, help="optical blur sigma in px")
+    noise: float = _p(0.015, 0.0, 0.5, step=0.005, help="Gaussian camera noise per channel")
+    scratches: float = _p(0.1, 0.0, 1.0, step=0.05, help="polishing scratches (number and contrast)")
+
+
+@dataclass
+class PolarizedParams(_Params):
+    """Polarised light on an anodised (Barker-etched) surface, optionally with a sensitive-tint plate:
+    grain hue and brightness from the optic axis relative to the polariser."""
+
+    section: ClassVar[str] = "polarized"
+
+    brightness: float = _p(0.85, 0.0, 1.0, step=0.05, help="transmitted intensity scale")
+    polarizer_angle: float = _p(0.0, -90.0, 90.0, step=5.0, help="polariser direction in degrees")
+    tint_plate: float = _p(1.0, 0.0, 1.0, step=0.05,
+                           help="sensitive-tint (lambda) plate: 0 = crossed polars only (grey-brown extinction "
+                                "contrast), 1 = full plate (magenta, blue and yellow grains)")
+    retardation: float = _p(0.5, 0.0, 1.0, step=0.05,
+                            help="birefringence of the anodic film: grain retardation (1 = 300 nm at full tilt)")
+    ambient: float = _p(0.05, 0.0, 0.5, step=0.01, help="depolarised stray light (lifts the extinct grains)")
+    line_strength: float = _p(0.0, 0.0, 1.0, step=0.05, help="darkness of a faint boundary line (0 = off)")
+    line_width: float = _p(1.0, 0.3, 10.0, step=0.1, help="width (px, Gaussian sigma) of the boundary line")
+    twin_contrast: float = _p(0.8, 0.0, 1.0, step=0.05, help="colour difference of twin bands relative to grains")
+    gradient: float = _p(0.15, 0.0, 1.0, step=0.05, help="uneven illumination / vignetting")
+    blur: float = _p(1.0, 0.0, 10.0, step=0.1, help="optical blur sigma in px")
+    noise: float = _p(0.02, 0.0, 0.5, step=0.005, help="Gaussian camera noise per channel")
+    scratches: float = _p(0.1, 0.0, 1.0, step=0.05, help="polishing scratches (number and contrast)")
+
+
+@dataclass
+class EBSDParams(_Params):
+    """EBSD inverse-pole-figure (IPF-Z) map: saturated orientation colours, band-contrast
+    darkening at boundaries, noisy and unindexed pixels."""
+
+    section: ClassVar[str] = "ebsd"
+
+    saturation: float = _p(1.0, 0.0, 1.0, step=0.05, help="IPF colour saturation (0 = grey)")
+    band_contrast: float = _p(0.4, 0.0, 1.0, step=0.05,
+                              help="band-contrast darkening at boundaries (overlapping patterns; 0 = off)")
+    band_width: float = _p(1.2, 0.3, 10.0, step=0.1, help="width (px, Gaussian sigma) of the band-contrast dip")
+    band_noise: float = _p(0.1, 0.0, 1.0, step=0.05, help="pixel-to-pixel band-contrast (brightness) variation")
+    orientation_noise: float = _p(0.03, 0.0, 0.3, step=0.01, help="pixel-to-pixel orientation noise (colour jitter)")
+    intragrain: float = _p(0.05, 0.0, 0.5, step=0.01, help="smooth orientation gradients inside grains")
+    unindexed: float = _p(0.02, 0.0, 0.5, step=0.01,
+                          help="fraction of unindexed (black) pixels, most of them on boundaries (0 = off)")
+    twin_contrast: float = _p(1.0, 0.0, 1.0, step=0.05, help="colour difference of twin bands relative to grains")
+
+
+@dataclass
 class SynthParams(_Params):
     """Everything needed to generate one synthetic micrograph (with a seed)."""
 
@@ -184,17 +287,42 @@ class SynthParams(_Params):
 
     height: int = _p(512, 8, 32768, help="image height in px")
     width: int = _p(512, 8, 32768, help="image width in px")
-    style: str = _p("sem", choices=("sem", "optical"), help="rendering style")
+    style: str = _p("sem", choices=STYLES,
+                    help="rendering style: sem, optical (grey); tint (colour etching), polarized (anodised, "
+                         "polarised light), ebsd (IPF map) give RGB images")
     bit_depth: int = _p(8, choices=(8, 16), help="output bit depth")
     pixel_size: float | None = _p(None, 1e-6, 1e6, help="pixel size in µm written to the TIFF metadata (None = unknown)")
     tessellation: TessellationParams = field(default_factory=TessellationParams, metadata={"help": "grain geometry"})
     sem: SEMParams = field(default_factory=SEMParams, metadata={"help": "SEM look"})
     optical: OpticalParams = field(default_factory=OpticalParams, metadata={"help": "etched optical look"})
+    tint: TintParams = field(default_factory=TintParams, metadata={"help": "colour (tint) etching look"})
+    polarized: PolarizedParams = field(default_factory=PolarizedParams, metadata={"help": "polarised light look"})
+    ebsd: EBSDParams = field(default_factory=EBSDParams, metadata={"help": "EBSD IPF map look"})
 
     # ------------------------------------------------------------------ derived
     @property
     def shape(self) -> tuple[int, int]:
         return (int(self.height), int(self.width))
+
+    @property
+    def channels(self) -> int:
+        """3 for the colour styles (RGB images), 1 for grey."""
+        return 3 if self.style in COLOUR_STYLES else 1
+
+    @property
+    def look(self) -> str:
+        """Short name of the look: the style, and for SEM its kind (``sem-bse``, ``sem-film``,
+        ``sem-halo``); recorded in dataset.json."""
+        if self.style != "sem":
+            return self.style
+        s = self.sem
+        if s.detector == "bse":
+            return "sem-bse"
+        if s.gap_width > 0:
+            return "sem-film"
+        if s.edge_mode == "halo" and s.edge_strength > 0:
+            return "sem-halo"
+        return "sem"
 
     def n_grains(self) -> int:
         """Number of grains implied by ``grains`` or ``mean_diameter`` (before particles)."""
@@ -204,7 +332,7 @@ class SynthParams(_Params):
         area = self.height * self.width * (1.0 - t.porosity)
         # mean equivalent diameter d of lognormal sizes: E[d^2] = d^2 * exp(sigma^2) (laguerre);
         # Poisson-Voronoi has var(area)/mean^2 ~ 0.28 which gives a similar correction.
-        s2 = t.size_sigma**2 if t.method == "laguerre" else 0.25
+        s2 = t.size_sigma**2 if t.method == "laguerre" else _S2.get(t.method, 0.25)
         mean_area = math.pi / 4.0 * t.mean_diameter**2 * math.exp(s2)
         return max(1, int(round(area / mean_area)))
 
@@ -213,7 +341,7 @@ class SynthParams(_Params):
         t = self.tessellation
         if t.mean_diameter is not None:
             return float(t.mean_diameter)
-        s2 = t.size_sigma**2 if t.method == "laguerre" else 0.25
+        s2 = t.size_sigma**2 if t.method == "laguerre" else _S2.get(t.method, 0.25)
         area = self.height * self.width * (1.0 - t.porosity) / max(1, t.grains)
         return math.sqrt(4.0 * area / math.pi / math.exp(s2))
 
@@ -228,7 +356,8 @@ class SynthParams(_Params):
             v = getattr(t, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
                 raise ParameterError(f"tessellation.{name}: expected an integer, got {v!r}")
-        for sub in (self.tessellation, self.sem, self.optical):
+        sections = (self.tessellation, self.sem, self.optical, self.tint, self.polarized, self.ebsd)
+        for sub in sections:
             if not isinstance(sub, _Params):
                 raise ParameterError(f"expected parameter sections, got {type(sub).__name__}")
         for name in ("height", "width"):
@@ -240,7 +369,7 @@ class SynthParams(_Params):
                 f"image size: {self.height}x{self.width} px is too large to generate in one piece "
                 f"(at most {MAX_PIXELS // 1_000_000} million px, about 60 bytes of memory each); generate tiles instead"
             )
-        for sub in (self.tessellation, self.sem, self.optical):
+        for sub in sections:
             sub.validate()
         if t.grains is None and t.mean_diameter is None:
             raise ParameterError("tessellation: give either grains or mean_diameter")
@@ -294,7 +423,8 @@ class SynthParams(_Params):
     # ------------------------------------------------------------------ presets
     @classmethod
     def preset(cls, name: str, **overrides) -> SynthParams:
-        """Named starting points: ``sem``, ``sem-elongated``, ``optical``, ``sem-twins``, ``porous``."""
+        """Named starting points: ``sem``, ``sem-elongated``, ``optical``, ``sem-twins``, ``porous``, ``bse``,
+        ``film``, ``sem-halo``, ``tint``, ``polarized``, ``ebsd``, ``growth`` (see :data:`PRESETS`)."""
         p = cls()
         if name == "sem":
             pass
@@ -306,8 +436,27 @@ class SynthParams(_Params):
             p.style = "optical"
         elif name == "porous":
             p.tessellation = TessellationParams(porosity=0.04, particle_fraction=0.03)
+        elif name == "bse":
+            p.sem = SEMParams(detector="bse", channelling=0.7, intragrain=0.03, charging=0.0, dose=40.0)
+        elif name == "film":
+            p.tessellation = TessellationParams(hard_core=0.4, curvature=0.2)
+            p.sem = SEMParams(gap_width=3.0, gap_depth=0.9, edge_strength=0.0, shadowing=0.1, channelling=0.2,
+                              brightness=0.55, scratches=0.0)
+        elif name == "sem-halo":
+            p.sem = SEMParams(edge_mode="halo", edge_strength=0.5, shadowing=0.15, channelling=0.2)
+        elif name in COLOUR_STYLES:
+            p.style = name
+            p.tessellation = TessellationParams(method="growth")
+        elif name == "growth":
+            p.style = "optical"
+            p.tessellation = TessellationParams(method="growth", twin_fraction=0.2)
         else:
-            raise ParameterError(f"unknown preset {name!r}; choose one of sem, sem-elongated, sem-twins, optical, porous")
+            raise ParameterError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         for k, v in overrides.items():
             setattr(p, k, v)
         return p
+
+
+#: the names :meth:`SynthParams.preset` accepts
+PRESETS = ("sem", "sem-elongated", "sem-twins", "optical", "porous", "bse", "film", "sem-halo", "tint", "polarized",
+           "ebsd", "growth")

@@ -2,14 +2,15 @@
 
 A model trained on one rendering learns that rendering; a model trained on many learns the
 grains.  :class:`DomainRandomizer` draws a fresh :class:`~.params.SynthParams` for every patch
-(geometry, SEM or optical look, noise, artefacts) and finishes the rendered image with the
+(geometry including grain growth; grey SEM / optical looks, colour tint-etched, polarised-light
+and EBSD looks; noise, artefacts) and finishes the rendered image with the
 effects a renderer does not model: polarity inversion, gamma, sharpening halos, JPEG-like
 block quantisation and the percentile stretch the readers apply to real micrographs.
 
 >>> import numpy as np
 >>> from napari_grainlab.core.synthetic.randomize import DomainRandomizer
 >>> image, labels = DomainRandomizer().sample(np.random.default_rng(0), 128)
->>> image.shape, image.dtype, labels.dtype
+>>> image.shape[:2], image.dtype, labels.dtype
 ((128, 128), dtype('float32'), dtype('uint32'))
 """
 
@@ -25,12 +26,16 @@ from scipy import ndimage as ndi
 
 from ..errors import DataError, ParameterError
 from .generate import generate
-from .params import OpticalParams, SEMParams, SynthParams, TessellationParams
+from .params import EBSDParams, OpticalParams, PolarizedParams, SEMParams, SynthParams, TessellationParams, TintParams
 
 __all__ = ["DomainRandomizer", "percentile_stretch", "jpeg_quantize"]
 
-_STYLES = ("sem", "optical")
-_EDGE_MODES = ("bright", "groove", "mixed")
+_STYLES = ("sem", "optical", "tint", "polarized", "ebsd")
+#: relative frequency of each style: half grey (SEM, optical), half colour looks, of which a third are
+#: recorded in grey (a colour-etched specimen under a monochrome camera), see ``grey_colour_prob``
+_STYLE_WEIGHTS = {"sem": 0.3, "optical": 0.2, "tint": 0.23, "polarized": 0.135, "ebsd": 0.135}
+_EDGE_MODES = ("bright", "groove", "mixed", "halo")
+_LUMINANCE = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)
 
 #: JPEG (ITU T.81, annex K) luminance quantisation table at quality 50
 _JPEG_LUMA = np.array([
@@ -110,7 +115,9 @@ class DomainRandomizer:
     Parameters
     ----------
     styles : tuple of str
-        Rendering styles to draw from (``"sem"``, ``"optical"``), uniformly.
+        Rendering styles to draw from (``"sem"``, ``"optical"``, ``"tint"``, ``"polarized"``,
+        ``"ebsd"``), with the relative frequencies of ``_STYLE_WEIGHTS`` (SEM 0.3, optical 0.2,
+        tint 0.23, polarized and ebsd 0.135 each).
     strength : float
         0 gives the generator's default look (only the geometry varies); 1 the widest range.
         Every look parameter moves from its default towards a wide random draw by
@@ -119,6 +126,12 @@ class DomainRandomizer:
         with ``strength`` too.
     grains : (float, float)
         Range of the mean grain diameter in px (drawn log-uniformly, at most half the patch).
+    grey_colour_prob : float
+        Probability that a colour look is returned as its luminance (grey image): colour-etched
+        grains recorded by a monochrome camera (so about a third of all samples are colour and a
+        sixth grey renderings of colour looks with the default styles).
+    growth_prob : float
+        Probability (at strength 1) of a grain-growth (Potts) tessellation.
     groove_less_prob : float
         Probability (at strength 1) of boundaries without edge, groove or etched line:
         grains differ only by their orientation contrast, an intensity step.
@@ -132,11 +145,13 @@ class DomainRandomizer:
 
     styles: tuple[str, ...] = _STYLES
     strength: float = 1.0
-    grains: tuple[float, float] = (10.0, 80.0)
+    grains: tuple[float, float] = (8.0, 150.0)
     groove_less_prob: float = 0.25
     invert_prob: float = 0.2
     jpeg_prob: float = 0.2
     sharpen_prob: float = 0.15
+    grey_colour_prob: float = 1.0 / 3.0
+    growth_prob: float = 0.3
 
     def __post_init__(self):
         styles = (self.styles,) if isinstance(self.styles, str) else tuple(self.styles)
@@ -150,7 +165,8 @@ class DomainRandomizer:
         if not (2.0 <= lo <= hi and math.isfinite(hi)):
             raise ParameterError(f"grains: need 2 <= min <= max diameter in px, got {self.grains!r}")
         object.__setattr__(self, "grains", (lo, hi))
-        for name in ("strength", "groove_less_prob", "invert_prob", "jpeg_prob", "sharpen_prob"):
+        for name in ("strength", "groove_less_prob", "invert_prob", "jpeg_prob", "sharpen_prob", "grey_colour_prob",
+                     "growth_prob"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 raise ParameterError(f"{name}: must be a number in [0, 1], got {v!r}")
@@ -174,14 +190,21 @@ class DomainRandomizer:
         def event(p: float) -> bool:
             return bool(rng.random() < p * s)
 
-        style = self.styles[int(rng.integers(len(self.styles)))]
+        weights = np.array([_STYLE_WEIGHTS[st] for st in self.styles])
+        style = self.styles[int(rng.choice(len(self.styles), p=weights / weights.sum()))]
         groove_less = event(self.groove_less_prob)
         tess = self._tessellation(rng, h, w, lerp, loglerp, event)
         p = SynthParams(height=h, width=w, style=style, tessellation=tess)
         if style == "sem":
             p.sem = self._sem(rng, lerp, loglerp, event, t, groove_less)
-        else:
+        elif style == "optical":
             p.optical = self._optical(rng, lerp, loglerp, t, groove_less)
+        elif style == "tint":
+            p.tint = self._tint(rng, lerp, loglerp, event)
+        elif style == "polarized":
+            p.polarized = self._polarized(rng, lerp, loglerp, event, t)
+        else:
+            p.ebsd = self._ebsd(lerp, loglerp, event)
         p.validate()
         return p
 
@@ -192,6 +215,13 @@ class DomainRandomizer:
         diameter = math.exp(rng.uniform(math.log(lo), math.log(hi)))
         tp = TessellationParams(grains=None, mean_diameter=diameter)
         tp.method = "voronoi" if event(0.35) else "laguerre"
+        if event(self.growth_prob):  # annealed: curved boundaries, 120 degree junctions
+            tp.method = "growth"
+            tp.growth_coarsening = lerp(tp.growth_coarsening, 1.8, 3.5)
+            tp.growth_temperature = lerp(tp.growth_temperature, 0.5, 1.4)
+            tp.growth_anisotropy = lerp(0.0, 0.0, 0.6) if event(0.3) else 0.0
+            # coarse lattices for large grains keep a patch fast (the boundaries are resampled smoothly)
+            tp.growth_resolution = float(rng.uniform(10.0, 16.0))
         tp.size_sigma = lerp(tp.size_sigma, 0.1, 0.8)
         tp.hard_core = lerp(0.0, 0.0, 0.7)
         tp.lloyd_steps = int(rng.integers(1, 5)) if event(0.15) else 0
@@ -246,7 +276,68 @@ class DomainRandomizer:
             sp.edge_strength = 0.0
             sp.shadowing = 0.0
             sp.channelling = max(sp.channelling, rng.uniform(0.15, 0.6))
+        kind = rng.random()
+        if kind < 0.2 * t:  # backscattered electrons: strong orientation contrast, no boundary line at all
+            sp.detector = "bse"
+            sp.channelling = rng.uniform(0.35, 0.8)
+        elif kind < 0.35 * t:  # thin film: dark gaps between the grains
+            sp.gap_width = loglerp(3.0, 1.0, 8.0)
+            sp.gap_depth = rng.uniform(0.5, 1.0)
+        elif kind < 0.5 * t:  # bright secondary-electron edges in a dark halo
+            sp.edge_mode = "halo"
+            sp.edge_strength = max(sp.edge_strength, rng.uniform(0.25, 0.8))
         return sp
+
+    @staticmethod
+    def _tint(rng, lerp, loglerp, event) -> TintParams:
+        tp = TintParams()
+        tp.brightness = lerp(tp.brightness, 0.5, 0.95)
+        tp.film_thickness = lerp(tp.film_thickness, 0.0, 1.0)
+        tp.thickness_spread = lerp(tp.thickness_spread, 0.25, 1.0)
+        tp.saturation = lerp(tp.saturation, 0.35, 1.0)
+        tp.stain_gradient = lerp(tp.stain_gradient, 0.0, 0.8)
+        tp.mottling = lerp(tp.mottling, 0.0, 0.5)
+        tp.line_strength = lerp(0.0, 0.0, 0.4) if event(0.3) else 0.0
+        tp.line_width = loglerp(tp.line_width, 0.5, 2.5)
+        tp.twin_contrast = lerp(tp.twin_contrast, 0.3, 1.0)
+        tp.gradient = lerp(tp.gradient, 0.0, 0.5)
+        tp.blur = loglerp(tp.blur, 0.3, 2.5)
+        tp.noise = lerp(tp.noise, 0.0, 0.05)
+        tp.scratches = lerp(tp.scratches, 0.0, 0.6)
+        return tp
+
+    @staticmethod
+    def _polarized(rng, lerp, loglerp, event, t) -> PolarizedParams:
+        pp = PolarizedParams()
+        pp.brightness = lerp(pp.brightness, 0.6, 1.0)
+        if t > 0:
+            pp.polarizer_angle = rng.uniform(-90.0, 90.0)
+        pp.tint_plate = 0.0 if event(0.3) else lerp(pp.tint_plate, 0.6, 1.0)
+        pp.retardation = lerp(pp.retardation, 0.25, 1.0)
+        pp.ambient = lerp(pp.ambient, 0.0, 0.2)
+        pp.line_strength = lerp(0.0, 0.0, 0.3) if event(0.2) else 0.0
+        pp.twin_contrast = lerp(pp.twin_contrast, 0.3, 1.0)
+        pp.gradient = lerp(pp.gradient, 0.0, 0.5)
+        pp.blur = loglerp(pp.blur, 0.3, 2.5)
+        pp.noise = lerp(pp.noise, 0.0, 0.06)
+        pp.scratches = lerp(pp.scratches, 0.0, 0.6)
+        return pp
+
+    @staticmethod
+    def _ebsd(lerp, loglerp, event) -> EBSDParams:
+        ep = EBSDParams()
+        ep.saturation = lerp(ep.saturation, 0.6, 1.0)
+        ep.band_contrast = lerp(ep.band_contrast, 0.0, 0.8)
+        ep.band_width = loglerp(ep.band_width, 0.5, 3.0)
+        ep.band_noise = lerp(ep.band_noise, 0.0, 0.4)
+        ep.orientation_noise = lerp(ep.orientation_noise, 0.0, 0.12)
+        ep.intragrain = lerp(ep.intragrain, 0.0, 0.2)
+        ep.unindexed = lerp(ep.unindexed, 0.0, 0.15)
+        if event(0.2):  # a cleaned-up map
+            ep.unindexed = 0.0
+            ep.orientation_noise = 0.0
+        ep.twin_contrast = lerp(ep.twin_contrast, 0.5, 1.0)
+        return ep
 
     @staticmethod
     def _optical(rng, lerp, loglerp, t, groove_less) -> OpticalParams:
@@ -273,39 +364,55 @@ class DomainRandomizer:
     def postprocess(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Effects the renderer does not model, then the readers' percentile stretch.
 
-        ``image`` is float in [0, 1].  Gamma, unsharp-mask halos, JPEG-like quantisation and polarity inversion, each
-        with its probability scaled by ``strength``; returns float32 in [0, 1].  The random
-        draws do not depend on the outcomes, so switching one effect off keeps the others.
+        ``image`` is float in [0, 1], grey ``(H, W)`` or RGB ``(H, W, 3)``.  Gamma, unsharp-mask
+        halos, JPEG-like quantisation and polarity inversion (grey only: an inverted colour
+        micrograph does not occur), each with its probability scaled by ``strength``; a colour image
+        also gets a random white balance (channel gains).  Returns float32 in [0, 1] of the same
+        shape.  The random draws do not depend on the outcomes, so switching one effect off keeps
+        the others.
         """
         img = np.asarray(image, dtype=np.float32)
-        if img.ndim != 2:
-            raise DataError(f"image: expected a 2-D grayscale array, got shape {img.shape}")
+        colour = img.ndim == 3 and img.shape[-1] == 3
+        if img.ndim != 2 and not colour:
+            raise DataError(f"image: expected a 2-D grey or (H, W, 3) RGB array, got shape {img.shape}")
         s = self.strength
         u = rng.random(4)
         gamma = math.exp(rng.normal(0.0, 0.35 * s))
         sharpen_sigma, sharpen_amount = rng.uniform(0.8, 2.5), rng.uniform(0.3, 1.2)
         quality = int(rng.integers(25, 91))
         img = np.clip(img, 0.0, 1.0)
+        if colour:
+            gains = np.exp(rng.normal(0.0, 0.12 * s, 3)).astype(np.float32)
+            img *= gains / gains.max()
         if gamma != 1.0:
             np.power(img, np.float32(gamma), out=img)
         if u[0] < self.sharpen_prob * s:
-            smooth = ndi.gaussian_filter(img, sharpen_sigma, mode="nearest")
+            sig = (sharpen_sigma, sharpen_sigma, 0.0) if colour else sharpen_sigma
+            smooth = ndi.gaussian_filter(img, sig, mode="nearest")
             img = img + np.float32(sharpen_amount) * (img - smooth)
             lo, hi = float(img.min()), float(img.max())
             img = (img - np.float32(lo)) * np.float32(1.0 / max(hi - lo, 1e-6))
         if u[1] < self.jpeg_prob * s:
-            img = jpeg_quantize(img, quality)
-        if u[2] < self.invert_prob * s:
+            if colour:
+                img = np.stack([jpeg_quantize(img[..., c], quality) for c in range(3)], axis=-1)
+            else:
+                img = jpeg_quantize(img, quality)
+        if u[2] < self.invert_prob * s and not colour:
             img = np.float32(1.0) - img
         return percentile_stretch(img)
 
     def sample(self, rng: np.random.Generator, size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """One randomised patch: ``(image float32 H x W in [0, 1], labels uint32 H x W)``.
+        """One randomised patch: ``(image, labels uint32 H x W)``; the image is float32 in [0, 1],
+        ``(H, W)`` grey or ``(H, W, 3)`` RGB (colour looks not turned grey, see ``grey_colour_prob``).
 
         Labels are the generator's grain instances (0 = pore, ignored by the loss); twin
         bands belong to their grain.
         """
         params = self.params(rng, size)
         seed = int(rng.integers(0, 2**31 - 1))
+        to_grey = rng.random() < self.grey_colour_prob
         smp = generate(params, seed)
-        return self.postprocess(smp.image_float(), rng), smp.labels
+        img = smp.image_float()
+        if img.ndim == 3 and to_grey:
+            img = img @ _LUMINANCE  # as core.data.channels.luminance (BT.709)
+        return self.postprocess(img, rng), smp.labels

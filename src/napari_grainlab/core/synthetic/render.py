@@ -23,7 +23,7 @@ from ._kernels import combine_spectra, finish, specimen_and_lines, standard_norm
 from .params import OpticalParams, SEMParams
 from .tessellation import PHASE_PARTICLE, Microstructure
 
-__all__ = ["render_sem", "render_optical", "quantize", "EffectRNG"]
+__all__ = ["render_sem", "render_optical", "quantize", "EffectRNG", "gap_profile"]
 
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 
@@ -282,7 +282,8 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
 
     lines = None
     edge: tuple = ()
-    if p.edge_strength > 0:
+    se = p.detector == "se"  # backscattered electrons: no edge effect, groove or shadowing at all
+    if p.edge_strength > 0 and se:
         salt = int(rngs("edges").integers(0, 2**62))
         lines = (_sem_line_mode(p), p.edge_variation, p.edge_missing, salt)
         sig, amp = p.edge_width, p.edge_strength
@@ -290,9 +291,11 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
             edge = ((sig, amp),)
         elif p.edge_mode == "groove":
             edge = ((sig, -amp),)
+        elif p.edge_mode == "halo":  # bright secondary-electron ridge in a dark halo (depleted surroundings)
+            edge = ((0.8 * sig, 1.4 * amp), (2.4 * sig, -0.5 * amp))
         else:  # etched groove whose walls light up: dark centre, bright shoulders
             edge = ((1.6 * sig, 0.6 * amp), (0.7 * sig, -1.2 * amp))
-    if p.shadowing > 0:
+    if p.shadowing > 0 and se:
         # a side-mounted detector sees the boundary walls facing it brighter than the others
         if lines is None:
             salt = int(rngs("edges").integers(0, 2**62))
@@ -300,6 +303,8 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
         edge = edge + ((p.edge_width, p.shadowing * max(p.edge_strength, 0.2), float(p.detector_angle)),)
 
     def draw(img):
+        if p.gap_width > 0:
+            _film_gaps(rngs("gaps"), img, micro, p.gap_width, p.gap_depth)
         if p.scratches > 0:
             _draw_scratches(rngs("scratches"), img, p.scratches, p.brightness, micro.periodic)
         if p.dust > 0:
@@ -317,6 +322,35 @@ def render_sem(micro: Microstructure, p: SEMParams, rngs: EffectRNG) -> np.ndarr
                    p.dose, p.read_noise, charging, rngs("noise"))
     np.clip(img, 0.0, 1.0, out=img)
     return img
+
+
+def gap_profile(rng: np.random.Generator, micro: Microstructure, width: float) -> np.ndarray:
+    """Gap darkness in [0, 1] of a thin film: 1 within about ``width / 2`` px of a boundary (the
+    width varies smoothly by +-35 % along the boundaries), a soft 1 px edge."""
+    from scipy import ndimage as ndi
+
+    from .tessellation import boundary_mask
+
+    labels = micro.labels
+    h, w = labels.shape
+    band = boundary_mask(labels, 2, micro.periodic)
+    pad = int(math.ceil(width)) + 3 if micro.periodic else 0
+    if pad:
+        band = np.pad(band, pad, mode="wrap")
+    dist = ndi.distance_transform_edt(~band).astype(np.float32)
+    if pad:
+        dist = dist[pad:-pad, pad:-pad]
+    gh, gw = max(2, h // 24), max(2, w // 24)
+    mod = ndi.zoom(rng.standard_normal((gh, gw)), (h / gh, w / gw), order=1, grid_mode=True, mode="nearest")
+    mod = np.pad(mod, ((0, max(0, h - mod.shape[0])), (0, max(0, w - mod.shape[1]))), mode="edge")[:h, :w]
+    half = np.float32(width / 2.0) * (1.0 + np.float32(0.35) * np.tanh(mod).astype(np.float32))
+    return np.clip(half - dist, 0.0, 1.0).astype(np.float32)
+
+
+def _film_gaps(rng, img: np.ndarray, micro: Microstructure, width: float, depth: float) -> None:
+    """Darken the gaps between the grains of a thin film (in place, before the probe blur)."""
+    g = gap_profile(rng, micro, width)
+    img -= np.float32(depth) * g * (img - np.float32(0.03))
 
 
 def _charging(rng, img: np.ndarray, strength: float, periodic: bool = False) -> None:

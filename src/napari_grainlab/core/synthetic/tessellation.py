@@ -1,4 +1,5 @@
-"""Grain geometry: Voronoi and Laguerre (power-diagram) tessellations.
+"""Grain geometry: Voronoi and Laguerre (power-diagram) tessellations, and grain growth (see
+:mod:`.growth`).
 
 Seeds are placed in a domain larger than the image (so grains are cut by the image edge the
 way a micrograph crops a specimen) or on a torus (``periodic``).  Laguerre cells get a
@@ -202,6 +203,8 @@ def _boundary_warp(rng: np.random.Generator, shape: tuple[int, int], d_mean: flo
 def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
     """Generate the grain structure described by ``params.tessellation``."""
     t = params.tessellation
+    if t.method == "growth":
+        return _tessellate_growth(params, rng)
     h, w = params.shape
     periodic = bool(t.periodic)
     n_req = params.n_grains()
@@ -337,6 +340,60 @@ def tessellate(params: SynthParams, rng: np.random.Generator) -> Microstructure:
     return Microstructure(labels=labels, phase=phase, crystal=crystal, elongation=elong, center=center,
                           twins=twins, twinned=twinned, periodic=periodic, mean_diameter=d_mean,
                           extras={"n_seeds": int(n_seeds), "seed_of_label": seed_of})
+
+
+def _tessellate_growth(params: SynthParams, rng: np.random.Generator) -> Microstructure:
+    """Grain growth (Monte-Carlo Potts coarsening of a fine Voronoi); elongation, curvature,
+    hard-core, Lloyd and the lognormal size options do not apply; particles, pores and twins do."""
+    from .growth import grow_labels
+
+    t = params.tessellation
+    h, w = params.shape
+    periodic = bool(t.periodic)
+    d_mean = params.mean_diameter()
+    idx, orient, info = grow_labels(rng, (h, w), params.n_grains(), d_mean, coarsening=t.growth_coarsening,
+                                    temperature=t.growth_temperature, anisotropy=t.growth_anisotropy,
+                                    resolution=t.growth_resolution, periodic=periodic)
+    n = len(orient)
+    labels = (idx + 1).astype(np.uint32)
+    phase = np.full(n + 1, PHASE_MATRIX, dtype=np.uint8)
+    phase[0] = 0
+    crystal = np.concatenate([[0.0], orient])
+    center = _centroids(labels, n, periodic)
+    elong = np.zeros(n + 1)
+    if t.particle_fraction > 0:
+        labels, phase, center, elong = _stamp_particles(rng, labels, phase, center, elong, t.particle_fraction,
+                                                        t.particle_size * d_mean, periodic)
+        crystal = np.concatenate([crystal, rng.random(len(phase) - len(crystal))])
+    if t.porosity > 0:
+        _stamp_pores(rng, labels, t.porosity, t.pore_size * d_mean, periodic)
+    labels, phase, (center, elong, crystal), _ = _make_connected(labels, phase, [center, elong, crystal], periodic,
+                                                                 _sliver_area(d_mean))
+    n = len(phase) - 1
+    twins, twinned = (None, np.zeros(n + 1, dtype=bool))
+    if t.twin_fraction > 0:
+        twins, twinned = _draw_twins(rng, labels, phase, t.twin_fraction, t.twin_width)
+    info["method"] = "growth"
+    return Microstructure(labels=labels, phase=phase, crystal=crystal, elongation=elong, center=center,
+                          twins=twins, twinned=twinned, periodic=periodic, mean_diameter=d_mean, extras=info)
+
+
+def _centroids(labels: np.ndarray, n: int, periodic: bool) -> np.ndarray:
+    """(n + 1, 2) centroid (y, x) of every label (circular means on a torus)."""
+    h, w = labels.shape
+    flat = labels.ravel()
+    yy, xx = np.divmod(np.arange(flat.size), w)
+    counts = np.maximum(np.bincount(flat, minlength=n + 1), 1).astype(np.float64)
+    out = np.zeros((n + 1, 2))
+    for k, (coord, period) in enumerate(((yy, h), (xx, w))):
+        if periodic:
+            ang = 2 * math.pi * coord / period
+            c = np.bincount(flat, np.cos(ang), minlength=n + 1)
+            s = np.bincount(flat, np.sin(ang), minlength=n + 1)
+            out[:, k] = (np.arctan2(s, c) % (2 * math.pi)) * period / (2 * math.pi)
+        else:
+            out[:, k] = np.bincount(flat, coord.astype(np.float64), minlength=n + 1) / counts
+    return out
 
 
 # ------------------------------------------------------------------- decorations
