@@ -1,7 +1,7 @@
 """The ``grainlab`` command line.
 
 One module per command (``synth``, ``params``, ``demo``, ``train``, ``predict``, ``eval``,
-``measure``, ``export``, ``predict-onnx``, ``experiment``), each with a ``register(subparsers)``
+``measure``, ``export``, ``predict-onnx``, ``experiment``, ``models``), each with a ``register(subparsers)``
 function; they share :mod:`._common` (exit codes, the error reporter, Ctrl-C handling, argument
 types, flags generated from option dataclasses, the training progress printer) and small helper
 modules (``_synthetic``, ``_data``), never each other.
@@ -36,7 +36,8 @@ from ._common import (
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Interrupted", "UserError", "build_parser", "main"]
 
 #: the command modules, in the order ``grainlab --help`` lists them
-COMMANDS = ("synth", "params", "demo", "train", "predict", "eval", "measure", "export", "predict_onnx", "experiment")
+COMMANDS = ("synth", "params", "demo", "train", "predict", "eval", "measure", "export", "predict_onnx", "experiment",
+            "models")
 
 
 def build_parser() -> Parser:

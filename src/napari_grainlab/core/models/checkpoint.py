@@ -32,8 +32,11 @@ MODEL_FILES = ("model.safetensors", "model.json")
 
 
 def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
-    """Resolve ``path`` (folder, run folder, .safetensors or .json) to (weights, metadata) files."""
-    p = Path(path).expanduser()
+    """Resolve ``path`` (folder, run folder, .safetensors or .json, or a built-in model's registry name such as
+    ``generalist``, see :mod:`.registry`) to (weights, metadata) files."""
+    from .registry import resolve_model
+
+    p = resolve_model(path)
     if p.is_dir():
         if (p / "model.json").is_file():
             p = p / "model.json"
@@ -62,10 +65,19 @@ def checkpoint_files(path: str | Path) -> tuple[Path, Path]:
 
 
 def is_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is one of our checkpoints. A registry name whose weights are missing or corrupt raises
+    its one-line :class:`~napari_grainlab.core.errors.WeightsError` instead of answering False, so that the
+    caller reports that rather than "not a model"."""
     try:
         checkpoint_files(path)
         return True
-    except (CheckpointError, OSError):
+    except OSError:
+        return False
+    except CheckpointError:
+        from .registry import is_registry_name
+
+        if is_registry_name(path):
+            raise
         return False
 
 

@@ -1,0 +1,74 @@
+"""The model-free grain-scale estimate on synthetic micrographs of known grain size."""
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_grainlab.core.errors import DataError
+from napari_grainlab.core.inference.scale import estimate_diameter
+from napari_grainlab.core.synthetic import SEMParams, SynthParams, TessellationParams, generate
+
+
+def true_diameter(labels: np.ndarray) -> float:
+    ids, counts = np.unique(labels[labels > 0], return_counts=True)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    inner = ~np.isin(ids, border)
+    return float(np.mean(np.sqrt(4 * counts[inner] / np.pi)))
+
+
+def sample(d: float, look: str, seed: int = 0):
+    size = 320 if d <= 20 else 512
+    kw = {"optical": dict(style="optical"),
+          "sem_bright": dict(style="sem", sem=SEMParams(edge_mode="bright", edge_strength=0.5)),
+          "bse": dict(style="sem", sem=SEMParams(edge_strength=0.0, shadowing=0.0, channelling=0.5, scratches=0.0,
+                                                 dust=0.0, charging=0.0))}[look if look != "colour" else "bse"]
+    s = generate(SynthParams(height=size, width=size, tessellation=TessellationParams(grains=None, mean_diameter=d),
+                             **kw), seed=seed)
+    img = s.image_float()
+    if look == "colour":
+        rng = np.random.default_rng(seed)
+        cols = np.array([colorsys.hsv_to_rgb(rng.random(), 0.7, 0.7) for _ in range(int(s.labels.max()) + 1)],
+                        np.float32)
+        img = np.clip(ndi.gaussian_filter(cols[s.labels], (1, 1, 0)) + 0.02 * rng.standard_normal((size, size, 3)),
+                      0, 1).astype(np.float32)
+    return img, true_diameter(s.labels)
+
+
+@pytest.mark.parametrize("look", ["optical", "sem_bright", "colour"])
+@pytest.mark.parametrize("d", [16.0, 48.0])
+def test_estimate_within_a_factor_of_1_45(look, d):
+    img, true = sample(d, look)
+    est = estimate_diameter(img)
+    assert isinstance(est, float)
+    assert 1 / 1.45 < est / true < 1.45, (look, d, est, true)  # bench_scale: x1.1-1.3 typical
+
+
+def test_boundary_free_bse_within_a_factor_of_2():
+    img, true = sample(48.0, "bse")
+    assert 1 / 2 < estimate_diameter(img) / true < 2
+
+
+def test_larger_grains_give_a_larger_estimate_and_noise_and_shading_do_not_fool_it():
+    small, _ = sample(16.0, "optical", seed=1)
+    large, _ = sample(64.0, "optical", seed=1)
+    d_small, d_large = estimate_diameter(small), estimate_diameter(large)
+    assert d_large > 2.5 * d_small
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:512] / 512.0
+    spoiled = np.clip(large * (0.6 + 0.4 * xx) + 0.05 * rng.standard_normal(large.shape), 0, 1).astype(np.float32)
+    assert 1 / 1.25 < estimate_diameter(spoiled) / d_large < 1.25
+
+
+def test_flat_noise_is_not_read_as_small_grains():
+    noise = np.clip(0.5 + 0.05 * np.random.default_rng(0).standard_normal((256, 256)), 0, 1).astype(np.float32)
+    assert estimate_diameter(noise) > 40
+
+
+def test_bad_shapes_are_data_errors():
+    with pytest.raises(DataError):
+        estimate_diameter(np.zeros((8, 8), np.float32))
+    with pytest.raises(DataError):
+        estimate_diameter(np.zeros((64, 64, 2), np.float32))
