@@ -315,7 +315,8 @@ def test_summary_columns_do_not_depend_on_failures(models, micrograph, tmp_path)
         headers.append(_seg_header(out))
     assert headers[0] == headers[1] == headers[2], headers
     stats = list(summarize(np.ones((4, 4), np.uint32), 0.1))
-    assert headers[0] == ["image", "output", "pixel_size_um", *stats, "status", "error", "path"]
+    scale = ["diameter_px", "diameter_source", "scale"]  # the grain scale of each image
+    assert headers[0] == ["image", "output", "pixel_size_um", *stats, *scale, "status", "error", "path"]
 
 
 def test_classification_summary_columns_come_from_the_model(models, micrograph, tmp_path):

@@ -59,7 +59,7 @@ def test_a_3d_image_to_the_classical_baseline_is_a_data_error():
     from napari_grainlab.core.inference import classical_grains
 
     msg = _raised(DataError, classical_grains, np.zeros((3, 32, 32), np.float32))
-    assert msg == "image must be a 2-D grayscale array, got shape (3, 32, 32)"
+    assert msg == "image must be a 2-D grey or (H, W, 3) colour array, got shape (3, 32, 32)"
     msg = _raised(ConfigError, classical_grains, np.zeros((32, 32), np.float32), threshold=0)
     assert msg == "threshold and h must be > 0 and marker_distance >= 0"
 
@@ -162,7 +162,7 @@ def test_bad_inference_inputs_and_options():
     assert msg == "min_size and min_marker_size must be >= 0"
     assert _raised(ConfigError, tile_positions, 100, 32, 32) == "overlap (32) must be smaller than the tile (32)"
     msg = _raised(DataError, match_histogram, np.zeros((2, 8, 8)), np.linspace(0, 1, 8))
-    assert msg == "image must be a non-empty 2-D grayscale array, got shape (2, 8, 8)"
+    assert msg == "image must be a non-empty 2-D grey or (H, W, 3) colour array, got shape (2, 8, 8)"
     labels = np.ones((8, 8), np.uint32)
     assert _raised(ConfigError, overlay_rgb, maps, labels, alpha=2.0) == "alpha must be in [0, 1], got 2.0"
     assert _raised(DataError, overlay_rgb, maps, labels[:4]) == "image (8, 8) and labels (4, 8) differ in shape"

@@ -48,9 +48,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"grainlab: warning: {sample.name}: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
 
         try:
-            return predict_array(model, meta, sample.image, options, device=device, warn=warn)
+            res = predict_array(model, meta, sample.image, options, device=device, warn=warn)
         except DataError as exc:  # e.g. an image too small for the model: say which
             raise DataError(f"{sample.name}: {exc}") from None
+        line = res.scaling.text()
+        if line:
+            print(f"grainlab: {sample.name}: {line}", file=sys.stderr, flush=True)
+        return res
 
     if task == "segment":
         from ..core.inference import classical_grains
@@ -91,7 +95,9 @@ def register(sub) -> None:
     e.add_argument("model", metavar="MODEL")
     e.add_argument("data", metavar="DATA")
     e.add_argument("--tolerance", type=nonnegative_int, default=2, metavar="PX", help="boundary F1 tolerance")
-    e.add_argument("--baseline", action="store_true", help="also score the classical ridge + watershed baseline")
+    e.add_argument("--baseline", action="store_true",
+                   help="also score the classical ridge + watershed baseline (on colour images: the Lab "
+                        "colour-gradient watershed)")
     e.add_argument("--per-image", action="store_true", help="include per-image metrics")
     add_options(e, InferenceOptions)
     e.set_defaults(func=run)

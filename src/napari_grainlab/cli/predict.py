@@ -29,7 +29,7 @@ from ._common import (
 
 def run(args: argparse.Namespace) -> int:
     """Batch prediction (:func:`napari_grainlab.core.batch.run_batch`)."""
-    from ..core.batch import BatchFinished, BatchImageDone, BatchImageFailed, BatchStarted, run_batch
+    from ..core.batch import BatchFinished, BatchImageDone, BatchImageFailed, BatchStarted, run_batch, scale_line
 
     out = Path(args.out)
     show = show_progress(args)
@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
                 elif isinstance(ev, BatchImageDone):
                     for w in ev.warnings:
                         print_above(bar, f"grainlab: warning: {ev.path}: {' '.join(w.split())}", sys.stderr)
+                    line = scale_line(ev.row)
+                    if line:
+                        print_above(bar, f"grainlab: {ev.path}: {line}", sys.stderr)
                     bar.update(1)
                 elif isinstance(ev, BatchImageFailed):
                     print_above(bar, f"grainlab: error: {ev.path}: {ev.error}", sys.stderr)
@@ -80,7 +83,9 @@ def register(sub) -> None:
         "predict", help="segment micrographs with a trained model (batch, on Dask workers)",
         description="Writes OUT/NAME_labels.tif (grain instances), NAME_boundary.tif (boundary probability), "
                     "NAME_grains.csv (per-grain table) and summary.csv (per image: grain count, mean diameter, "
-                    "ASTM G, status). Classification models write NAME_classes.tif and NAME_confidence.tif. "
+                    "ASTM G, the grain scale, status). A model that records its training grain scale gets each "
+                    "image resized so that its grains have that size (the image's grain diameter: --diameter, "
+                    "else estimated; one line per image reports it); the outputs are at the image's resolution. Classification models write NAME_classes.tif and NAME_confidence.tif. "
                     "The images are shared among Dask workers: a local cluster (one worker per core, or per GPU) "
                     "or an existing one (--scheduler). Images whose outputs are complete are skipped, so "
                     "running the same command again continues an interrupted batch. One image, or --workers 1, "

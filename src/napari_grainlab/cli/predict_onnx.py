@@ -67,6 +67,10 @@ def _predict_one(model, path: Path, out: Path, options: BatchOptions, stem: str)
 
             atomic_write_png(out / f"{stem}_overlay.png", overlay_rgb(img.data, res.labels))
         row.update(summarize(res.labels, pixel_size))
+        row.update(res.scaling.row())
+        line = res.scaling.text()
+        if line:
+            print(f"grainlab: {path}: {line}", file=sys.stderr, flush=True)
     else:
         atomic_write_tiff(out / f"{stem}_classes.tif", res.class_map.astype(np.uint16), pixel_size_um=pixel_size)
         atomic_write_tiff(out / f"{stem}_confidence.tif", res.confidence.astype(np.float32),

@@ -828,22 +828,28 @@ def load_class_annotation(folder: str | Path, name: str, shape: tuple[int, int] 
 # ============================================================================ proposals
 def propose_from_model(checkpoint: str | Path, image: np.ndarray, *, device: str = "auto", tile: int = 512,
                        stop: Callable[[], bool] | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """Grain instances predicted by a segmentation checkpoint for a float image in [0, 1]
-    (imports torch; run it off the GUI thread)."""
-    from .inference import segment_image
+                       progress: Callable[[int, int], None] | None = None,
+                       diameter: float | None = None) -> np.ndarray:
+    """Grain instances predicted by a segmentation checkpoint for a float image in [0, 1], grey ``(H, W)``
+    or colour ``(H, W, 3)`` (imports torch; run it off the GUI thread).
+
+    The prediction is :func:`~napari_grainlab.core.inference.predict_array`'s: the model gets the image
+    with its own input channels and, when it records its training grain scale, the image resized to it
+    (``diameter``: the image's mean grain diameter in px; None: estimated); the labels are at the image's
+    resolution."""
+    from .inference import predict_array
     from .inference.tiling import resolve_device
     from .models import load_checkpoint
 
     dev = resolve_device(device)
-    model, _meta = load_checkpoint(checkpoint, device=dev)
+    model, meta = load_checkpoint(checkpoint, device=dev)
     if getattr(model, "task", "segment") != "segment":
         raise ModelError(f"{checkpoint}: a {model.task} model; grain proposals need a segmentation model")
     import torch
 
     try:
-        result = segment_image(model, np.asarray(image, dtype=np.float32), tile=tile, device=dev, stop=stop,
-                               progress=progress)
+        result = predict_array(model, meta, np.asarray(image, dtype=np.float32), tile=tile, device=dev, stop=stop,
+                               progress=progress, diameter=diameter)
     except RuntimeError as exc:  # torch's out-of-memory errors are RuntimeErrors; the image is too large
         if not (isinstance(exc, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(exc)):
             raise

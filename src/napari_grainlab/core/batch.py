@@ -49,7 +49,7 @@ __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", 
            "BatchImageDone", "BatchImageFailed", "BatchOptions", "BatchStarted", "cached_model",
            "default_workers", "expand_inputs", "is_output_name", "model_loads", "output_stem", "output_stems",
            "parse_scheduler_address", "predict_image_file", "predict_task", "run_batch", "summary_columns",
-           "without_path", "write_rows_csv"]
+           "scale_line", "without_path", "write_rows_csv"]
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: names of the files a prediction writes (never inputs when found in the output folder)
@@ -325,8 +325,10 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
 
     Returns ``(summary row, names of the files written)``. The row has ``image``, ``output``,
     ``pixel_size_um`` and, for segmentation, what :func:`~napari_grainlab.core.measure.summarize`
-    gives (grain count, mean diameter in µm when the pixel size is known, else px, ASTM G...); for
-    classification ``class`` and ``p_<class>`` probabilities.
+    gives (grain count, mean diameter in µm when the pixel size is known, else px, ASTM G...) and the
+    grain scale (``diameter_px``, ``diameter_source``, ``scale``: see
+    :class:`~napari_grainlab.core.inference.PredictionResult`); for classification ``class`` and
+    ``p_<class>`` probabilities.
     """
     import numpy as np
 
@@ -359,6 +361,7 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
 
             atomic_write_png(name("_overlay.png"), overlay_rgb(img.data, res.labels))
         row.update(summarize(res.labels, pixel_size))
+        row.update(res.scaling.row())
     else:
         atomic_write_tiff(name("_classes.tif"), res.class_map.astype(np.uint16), pixel_size_um=pixel_size)
         atomic_write_tiff(name("_confidence.tif"), res.confidence.astype(np.float32), pixel_size_um=pixel_size)
@@ -596,8 +599,23 @@ def summary_columns(meta: dict) -> list[str]:
             names = [str(i) for i in range(k)] if isinstance(k, int) and k > 0 else []
         stats = ["class", *(f"p_{n}" for n in names)]
     else:
-        stats = list(SEGMENT_COLUMNS)
+        from .inference._result import SCALE_COLUMNS
+
+        stats = [*SEGMENT_COLUMNS, *SCALE_COLUMNS]
     return ["image", "output", "pixel_size_um", *stats, "status", "error", "path"]
+
+
+def scale_line(row: dict) -> str:
+    """The grain-scale report of a segmentation summary row (``grain diameter ≈ 23 px (estimated), scaled
+    ×1.39``); '' when the image's grain diameter was neither given nor estimated."""
+    from .inference._result import ScaleInfo
+
+    d = row.get("diameter_px")
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
+        return ""
+    scale = row.get("scale")
+    scale = float(scale) if isinstance(scale, (int, float)) and math.isfinite(scale) else 1.0
+    return ScaleInfo(float(d), str(row.get("diameter_source") or ""), factor=scale).text()
 
 
 def _write_summary(out: Path, rows: dict[int, dict], columns: Sequence[str]) -> Path | None:

@@ -28,8 +28,9 @@ import torch
 
 from ._io import atomic_write_bytes
 from .errors import ExportError
+from .inference._rescale import model_grain_diameter
 from .inference._result import _default_tile
-from .inference.tiling import model_multiple
+from .inference.tiling import model_channels, model_multiple
 from .models.checkpoint import checkpoint_files, load_checkpoint
 from .onnx_predict import METADATA_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, _first_line
 
@@ -58,7 +59,7 @@ class ExportReport:
     checked: bool
     atol: float
     rtol: float
-    #: per checked input shape (N, 1, H, W): the largest absolute difference of the outputs
+    #: per checked input shape (N, C, H, W): the largest absolute difference of the outputs
     max_abs_diff: dict[tuple[int, ...], float] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -134,7 +135,8 @@ def onnx_metadata(model, meta: dict) -> dict:
         "backbone": model.spec.backbone,
         "spec": model.spec.to_dict(),
         "classes": classes,
-        "input": {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": int(model.spec.in_chans),
+        "grain_diameter": model_grain_diameter(meta, model),
+        "input": {"name": "image", "layout": "NCHW", "dtype": "float32", "channels": int(model_channels(model, meta)),
                   "range": [0.0, 1.0], "size_multiple": int(model_multiple(model)),
                   "normalization": "per-image percentile stretch (0.1, 99.9) to [0, 1] before the model; "
                                    "(x - mean) / std inside the model",
@@ -196,9 +198,9 @@ def _session(data: bytes):
     return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def check_shapes(multiple: int) -> list[tuple[int, int, int, int]]:
+def check_shapes(multiple: int, channels: int = 1) -> list[tuple[int, int, int, int]]:
     """The two input shapes of the export check (neither is the export sample's)."""
-    return [(1, 1, 4 * multiple, 2 * multiple), (2, 1, 3 * multiple, 5 * multiple)]
+    return [(1, channels, 4 * multiple, 2 * multiple), (2, channels, 3 * multiple, 5 * multiple)]
 
 
 def _compare(model, session, shapes, atol: float, rtol: float, seed: int = 0) -> dict:
@@ -236,7 +238,8 @@ def _with_description(proto, description: str, model, multiple: int) -> bytes:
     prop = proto.metadata_props.add()
     prop.key = METADATA_KEY
     prop.value = description
-    proto.doc_string = (f"napari-grainlab {model.task} model on {model.spec.backbone}; input N x 1 x H x W float32 "
+    proto.doc_string = (f"napari-grainlab {model.task} model on {model.spec.backbone}; input N x "
+                        f"{model_channels(model)} x H x W float32 "
                         f"in [0, 1], H and W multiples of {multiple}; see the '{METADATA_KEY}' metadata")
     try:
         return proto.SerializeToString()
@@ -294,7 +297,8 @@ def export_onnx(
     model.eval()
     multiple = model_multiple(model)
     # export sample: batch 2, height != width, so no size is specialised into the graph
-    sample = torch.rand(2, 1, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
+    channels = model_channels(model, meta)
+    sample = torch.rand(2, channels, 2 * multiple, 3 * multiple, generator=torch.Generator().manual_seed(0))
     order = EXPORTERS if exporter == "auto" else (exporter,)
     description = json.dumps(onnx_metadata(model, meta))
     data, used, diffs, errors = None, None, {}, []
@@ -313,7 +317,7 @@ def export_onnx(
                     session = _session(candidate)
                 except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
                     raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(exc)}") from None
-                diffs = _compare(model, session, check_shapes(multiple), float(atol), float(rtol))
+                diffs = _compare(model, session, check_shapes(multiple, channels), float(atol), float(rtol))
             except ExportError as exc:
                 if name == order[-1]:
                     if errors:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.channels import to_chw
 from .errors import OnnxModelError
 from .inference._grid import (
     _FLIPS,
@@ -38,7 +39,8 @@ from .inference._grid import (
     _warn_constant,
 )
 from .inference._histogram import _check_reference, match_histogram
-from .inference._result import PredictionResult, _default_tile, default_min_size
+from .inference._rescale import model_grain_diameter, plan_scale, resize_image, resize_maps, scaled_postprocess
+from .inference._result import PredictionResult, _default_tile
 from .inference.options import DEFAULTS as _D
 from .inference.options import WATERSHED_FIELDS, InferenceOptions, resolve_options
 
@@ -91,6 +93,10 @@ class OnnxModel:
         Class names (classification).
     multiple : int
         Input sides must be multiples of this.
+    in_chans : int
+        Input channels (1: grey, 3: RGB; files of older exports say nothing and are grey).
+    grain_diameter : float or None
+        The training grain scale (px) the model records (None: none, no rescaling).
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, *, threads: int | None = None):
@@ -132,6 +138,11 @@ class OnnxModel:
             raise OnnxModelError(f"{path}: malformed input size multiple {multiple!r}")
         self.multiple = math.lcm(MULTIPLE, multiple)
         self.out_channels = len((meta.get("output") or {}).get("channels") or ()) or None
+        chans = (meta.get("input") or {}).get("channels", 1)
+        if chans not in (1, 3):
+            raise OnnxModelError(f"{path}: malformed input channel count {chans!r} (1 or 3)")
+        self.in_chans = int(chans)
+        self.grain_diameter = model_grain_diameter(meta)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise OnnxModelError(f"{path}: expected one input, the model has {len(inputs)}")
@@ -155,7 +166,7 @@ class OnnxModel:
             raise OnnxModelError("the model's intensity reference is malformed; turn histogram matching off") from None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Raw network output (logits) of a batch ``x`` (N x 1 x H x W float32 in [0, 1])."""
+        """Raw network output (logits) of a batch ``x`` (N x C x H x W float32 in [0, 1], C = ``in_chans``)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         try:
             return self.session.run(None, {self.input_name: x})[0]
@@ -201,13 +212,13 @@ def _run_tiles(model: OnnxModel, image: np.ndarray, grid: _Grid, batch_size: int
     tiles = list(grid.tiles())
     total = len(tiles)
     th, tw = grid.tile
-    buf = np.empty((batch_size, 1, th, tw), dtype=np.float32)
+    buf = np.empty((batch_size, image.shape[0], th, tw), dtype=np.float32)
     for done in range(0, total, batch_size):
         if stop is not None and stop():
             raise Cancelled("prediction stopped")
         chunk = tiles[done:done + batch_size]
         for k, (i, j) in enumerate(chunk):
-            grid.extract(image, i, j, buf[k, 0])
+            grid.extract(image, i, j, buf[k])
         consume(chunk, np.ascontiguousarray(_forward(model, buf[:len(chunk)], act, tta)))
         if progress is not None:
             progress(done + len(chunk), total)
@@ -217,10 +228,12 @@ def predict_maps(model: OnnxModel, image: np.ndarray, *, tile: int = 512, overla
                  batch_size: int = _D.batch_size,
                  tta: bool = False, progress: Callable[[int, int], None] | None = None,
                  stop: Callable[[], bool] | None = None) -> np.ndarray:
-    """Blended sigmoid outputs (C, H, W) float32 of a segmentation model, tiled as ``predict_tiled`` does."""
+    """Blended sigmoid outputs (C, H, W) float32 of a segmentation model, tiled as ``predict_tiled`` does
+    (an (H, W) or (H, W, 3) image, given to the model with its ``in_chans``)."""
     image = _check_image(image)
     _check_tiling(tile, overlap, batch_size)
-    h, w = image.shape
+    h, w = image.shape[:2]
+    image = to_chw(image, model.in_chans)
     grid = _Grid((h, w), int(tile), int(overlap), model.multiple)
     th, tw = grid.tile
     out: np.ndarray | None = None
@@ -228,7 +241,7 @@ def predict_maps(model: OnnxModel, image: np.ndarray, *, tile: int = 512, overla
     def consume(chunk, y):
         nonlocal out
         if y.ndim != 4 or y.shape[0] != len(chunk) or y.shape[2:] != (th, tw):
-            raise OnnxModelError(f"model output has shape {tuple(y.shape)} for input {(len(chunk), 1, th, tw)}; "
+            raise OnnxModelError(f"model output has shape {tuple(y.shape)} for input {(len(chunk), image.shape[0], th, tw)}; "
                                  "a segmentation model must return N x C x H x W")
         if out is None:
             out = np.zeros((y.shape[1], h, w), dtype=np.float32)
@@ -257,16 +270,16 @@ def predict_onnx(
     warn: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> PredictionResult:
-    """Segment or classify one grayscale image in [0, 1] with an exported ONNX model.
+    """Segment or classify one grey or colour image in [0, 1] with an exported ONNX model.
 
-    The counterpart of :func:`~napari_grainlab.core.inference.predict_array` (same tiles,
-    blending, test-time augmentation, histogram matching and watershed), without AdaBN (the
-    BatchNorm statistics are folded into the exported graph).
+    The counterpart of :func:`~napari_grainlab.core.inference.predict_array` (same channel
+    conversion, grain-scale rescaling, tiles, blending, test-time augmentation, histogram matching
+    and watershed), without AdaBN (the BatchNorm statistics are folded into the exported graph).
 
     Parameters
     ----------
     model : OnnxModel, or the path of an ``.onnx`` file
-    image : (H, W) float array in [0, 1]
+    image : (H, W) or (H, W, 3) float array in [0, 1]
         See :func:`~napari_grainlab.core.data.io.read_image` / ``normalize_intensity``.
     options : InferenceOptions, optional
         The settings of :func:`~napari_grainlab.core.inference.predict_array` (``**overrides``: the
@@ -300,23 +313,28 @@ def predict_onnx(
     if opts.histogram_match:
         image = match_histogram(image, model.histogram_reference)
     if model.task == "segment":
+        input_shape = image.shape[:2]
+        scaling = plan_scale(image, model.grain_diameter, opts.diameter, opts.rescale, model.multiple)
+        image = resize_image(image, scaling.factor, model.multiple)
         probs = predict_maps(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
                              progress=progress, stop=stop)
         if probs.shape[0] != 2:
             raise OnnxModelError(f"a segmentation model has 2 output channels, this one has {probs.shape[0]}")
         from .inference.postprocess import watershed_grains
 
+        probs = resize_maps(probs, input_shape)
         boundary, distance = probs[0], probs[1]
         post = {k: v for k, v in (model.meta.get("postprocess") or {}).items() if k in _POSTPROCESS_KEYS}
         post.update(opts.watershed_changes())
-        if min_size is None:
-            min_size = default_min_size(image.shape)
-        labels = watershed_grains(boundary, distance, min_size=int(min_size), **post)
-        return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance)
+        post.setdefault("smoothing", _D.smoothing)  # files of older exports may not say
+        min_size, post = scaled_postprocess(min_size, post, scaling.factor, image.shape[:2])
+        labels = watershed_grains(boundary, distance, min_size=min_size, **post)
+        return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance, scaling=scaling)
 
     stride = tile // 2
     _check_tiling(tile, tile - stride, batch_size)
-    grid = _Grid(image.shape, tile, tile - stride, model.multiple)
+    grid = _Grid(image.shape[:2], tile, tile - stride, model.multiple)
+    image = to_chw(image, model.in_chans)
     probs: list[np.ndarray] = []
 
     def consume(chunk, y):

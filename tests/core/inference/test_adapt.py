@@ -116,8 +116,8 @@ def test_adabn_small_and_odd_images_and_no_bn():
     assert copy is not plain and torch.equal(copy.weight, plain.weight)
     with pytest.raises(ValueError, match="at least one image"):
         adapt_batchnorm(model, [])
-    with pytest.raises(ValueError, match=r"images\[1\]"):
-        adapt_batchnorm(model, [np.zeros((8, 8)), np.zeros((8, 8, 3))])
+    with pytest.raises(ValueError, match=r"images\[1\]"):  # (H, W, 3) is colour now; 2 channels are not
+        adapt_batchnorm(model, [np.zeros((8, 8)), np.zeros((8, 8, 2))])
 
 
 def test_intensity_quantiles():

@@ -71,7 +71,7 @@ def test_bad_arguments(kwargs, message):
 
 
 def test_bad_image():
-    with pytest.raises(ValueError, match="2-D"):
-        classical_grains(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="2-D"):  # (H, W, 3) is a colour image; 4 channels are not
+        classical_grains(np.zeros((4, 4, 4), np.float32))
     with pytest.raises(ValueError, match="NaN"):
         classical_grains(np.full((8, 8), np.inf, np.float32))

@@ -62,16 +62,16 @@ def test_lower_level_defaults_are_the_options_defaults():
 
 def test_every_watershed_option_reaches_the_watershed(monkeypatch):
     """A "Grains" option declared in InferenceOptions arrives in watershed_grains with no other edit."""
-    import napari_grainlab.core.inference.segment as segment
+    import napari_grainlab.core.inference.pipeline as pipeline
 
     seen = {}
-    real = segment.watershed_grains
+    real = pipeline.watershed_grains
 
     def spy(boundary, distance, **kwargs):
         seen.update(kwargs)
         return real(boundary, distance, **kwargs)
 
-    monkeypatch.setattr(segment, "watershed_grains", spy)
+    monkeypatch.setattr(pipeline, "watershed_grains", spy)
     opts = InferenceOptions(tile=64, compactness=0.5, h=0.2, smoothing=1.0)
     predict_array(LineModel(), {}, _image(), opts, device="cpu")
     assert {k: seen[k] for k in opts.watershed()} == opts.watershed()

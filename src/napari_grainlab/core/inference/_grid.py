@@ -116,14 +116,15 @@ class _Grid:
                 yield i, j
 
     def extract(self, image: np.ndarray, i: int, j: int, out: np.ndarray) -> None:
+        """Tile (i, j) of ``image`` into ``out``: an (H, W) image into (th, tw), a (C, H, W) one into (C, th, tw)."""
         (h, w), (th, tw) = self.shape, self.tile
         y0, x0 = self.pos[0][i], self.pos[1][j]
         if y0 + th <= h and x0 + tw <= w:
-            out[...] = image[y0:y0 + th, x0:x0 + tw]
+            out[...] = image[..., y0:y0 + th, x0:x0 + tw]
         else:
             rows = _reflect_index(np.arange(y0, y0 + th), h)
             cols = _reflect_index(np.arange(x0, x0 + tw), w)
-            out[...] = image[np.ix_(rows, cols)]
+            out[...] = image[..., rows[:, None], cols[None, :]]
 
     def valid(self, i: int, j: int) -> tuple[slice, slice, int, int]:
         """Image slices covered by tile (i, j) and the size of its part inside the image."""
@@ -135,9 +136,10 @@ class _Grid:
 
 # ----------------------------------------------------------------------------- checks
 def _check_image(image) -> np.ndarray:
+    """An (H, W) grey or (H, W, 3) colour image as float32; :class:`DataError` for anything else."""
     image = np.asarray(image)
-    if image.ndim != 2:
-        raise DataError(f"image must be a 2-D grayscale array, got shape {image.shape}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
+        raise DataError(f"image must be a 2-D grey or (H, W, 3) colour array, got shape {image.shape}")
     if image.size == 0:
         raise DataError("image is empty")
     if image.dtype.kind not in "fiub":
@@ -156,7 +158,7 @@ def _check_size(image: np.ndarray, multiple: int = MULTIPLE) -> None:
     "grain" for a 1 x 1 px image).
     """
     side = max(MULTIPLE, int(multiple))
-    h, w = image.shape
+    h, w = image.shape[:2]
     if h < side or w < side:
         raise DataError(f"the image is {h} x {w} px, smaller than the model can see: it needs at least "
                         f"{side} x {side} px")

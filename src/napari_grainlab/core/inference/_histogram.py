@@ -3,6 +3,11 @@
 :func:`intensity_quantiles` summarises the intensities a model was trained on, and
 :func:`match_histogram` maps a new image's intensities onto them. Used by
 :mod:`~napari_grainlab.core.inference.adapt` and by the torch-free ONNX prediction.
+
+Colour images ``(H, W, 3)`` are summarised and matched by their luminance: the quantiles are those of
+the luminance, and the one monotone curve that maps the image's luminance onto the reference is applied
+to each of the three channels, so a grey pixel stays grey (and a grey image replicated to RGB is
+matched exactly as the grey image is) while hues keep their order.
 """
 
 from __future__ import annotations
@@ -19,8 +24,13 @@ __all__ = ["intensity_quantiles", "match_histogram"]
 SAMPLE_PIXELS = 1 << 20
 
 
+def _is_image(im: np.ndarray) -> bool:
+    """(H, W) grey or (H, W, 3) colour, not empty."""
+    return im.size > 0 and (im.ndim == 2 or (im.ndim == 3 and im.shape[-1] == 3))
+
+
 def _check_images(images, name: str = "images") -> list[np.ndarray]:
-    if isinstance(images, np.ndarray) and images.ndim == 2:
+    if isinstance(images, np.ndarray) and (images.ndim == 2 or (images.ndim == 3 and images.shape[-1] == 3)):
         images = [images]
     images = list(images)
     if not images:
@@ -28,8 +38,9 @@ def _check_images(images, name: str = "images") -> list[np.ndarray]:
     out = []
     for k, im in enumerate(images):
         im = np.asarray(im)
-        if im.ndim != 2 or im.size == 0:
-            raise DataError(f"{name}[{k}]: expected a non-empty 2-D grayscale array, got shape {im.shape}")
+        if not _is_image(im):
+            raise DataError(f"{name}[{k}]: expected a non-empty 2-D grey or (H, W, 3) colour array, got shape "
+                            f"{im.shape}")
         if im.dtype.kind not in "fiub":
             raise DataError(f"{name}[{k}]: must be numeric, got dtype {im.dtype}")
         out.append(im)
@@ -38,7 +49,14 @@ def _check_images(images, name: str = "images") -> list[np.ndarray]:
 
 # ----------------------------------------------------------------------------- histogram matching
 def _sample(image: np.ndarray, limit: int = SAMPLE_PIXELS) -> np.ndarray:
-    """All pixels, or an evenly strided subset of about ``limit`` of them, as float64."""
+    """All pixels, or an evenly strided subset of about ``limit`` of them, as float64 (colour: their
+    luminance)."""
+    if image.ndim == 3:
+        from ..data.channels import luminance
+
+        flat = image.reshape(-1, image.shape[-1])
+        step = max(1, flat.shape[0] // limit)
+        return luminance(flat[::step].astype(np.float64)[None])[0]
     flat = image.reshape(-1)
     step = max(1, flat.size // limit)
     return flat[::step].astype(np.float64)
@@ -51,7 +69,7 @@ def _probabilities(n: int) -> np.ndarray:
 def intensity_quantiles(images: Sequence[np.ndarray] | np.ndarray, n: int = 256) -> np.ndarray:
     """``n`` evenly spaced quantiles (0 to 1) of the pooled intensities of ``images``, float32.
 
-    Large images contribute an evenly strided sample of about a million pixels each.
+    Colour images contribute their luminance. Large images contribute an evenly strided sample of about a million pixels each.
     """
     if int(n) < 2:
         raise ConfigError(f"n must be at least 2, got {n}")
@@ -81,11 +99,12 @@ def match_histogram(image: np.ndarray, reference_quantiles: np.ndarray, *, chunk
     is interpolated through that curve, in chunks of ``chunk`` pixels (float32 output, no
     float64 copy of a large image). Tied image quantiles (a saturated or constant region)
     map to the mean of their reference quantiles, so a constant image becomes the middle of
-    the reference. The result is clipped to [0, 1].
+    the reference. The result is clipped to [0, 1]. A colour ``(H, W, 3)`` image is matched by its
+    luminance: the curve from its luminance quantiles is applied to every channel.
     """
     image = np.asarray(image)
-    if image.ndim != 2 or image.size == 0:
-        raise DataError(f"image must be a non-empty 2-D grayscale array, got shape {image.shape}")
+    if not _is_image(image):
+        raise DataError(f"image must be a non-empty 2-D grey or (H, W, 3) colour array, got shape {image.shape}")
     if image.dtype.kind not in "fiub":
         raise DataError(f"image must be numeric, got dtype {image.dtype}")
     ref = _check_reference(reference_quantiles)

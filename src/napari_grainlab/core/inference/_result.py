@@ -7,15 +7,53 @@ torch-free ONNX prediction (:mod:`napari_grainlab.core.onnx_predict`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["CLASSIFY_TILE", "SEGMENT_TILE", "PredictionResult", "default_min_size"]
+__all__ = ["CLASSIFY_TILE", "SCALE_COLUMNS", "SEGMENT_TILE", "PredictionResult", "ScaleInfo", "default_min_size"]
 
 #: default tile of a segmentation model (px)
 SEGMENT_TILE = 512
 #: default tile of a classification model trained without a recorded patch size (px)
 CLASSIFY_TILE = 224
+
+
+@dataclass(frozen=True)
+class ScaleInfo:
+    """The grain scale of one prediction.
+
+    ``diameter``: the input's mean grain diameter in px that was used (None: not known, nothing was
+    estimated); ``source``: ``"given"`` (the user's), ``"estimated"`` or ``""``; ``model_diameter``: the
+    model's training scale (None: the model records none); ``factor``: the input was resized by this before
+    the model (1: not resized); ``note``: why it was not resized, or was clamped (empty otherwise).
+    """
+
+    diameter: float | None = None
+    source: str = ""
+    model_diameter: float | None = None
+    factor: float = 1.0
+    note: str = ""
+
+    def text(self) -> str:
+        """One line for a report, e.g. ``grain diameter ≈ 23 px (estimated), scaled ×1.39``; '' when the
+        diameter is not known."""
+        if self.diameter is None:
+            return ""
+        sign = "≈ " if self.source == "estimated" else ""
+        size = f"{self.diameter:.0f}" if self.diameter >= 10 else f"{self.diameter:.2g}"
+        line = f"grain diameter {sign}{size} px ({self.source or 'given'})"
+        line += f", scaled ×{self.factor:.3g}" if self.factor != 1.0 else ", not scaled"
+        return line + (f" ({self.note})" if self.note else "")
+
+    def row(self) -> dict[str, Any]:
+        """The summary-table columns (:data:`SCALE_COLUMNS`)."""
+        return {"diameter_px": "" if self.diameter is None else float(self.diameter),
+                "diameter_source": self.source, "scale": float(self.factor)}
+
+
+#: the columns of :meth:`ScaleInfo.row` in a batch's ``summary.csv``
+SCALE_COLUMNS = ("diameter_px", "diameter_source", "scale")
 
 
 @dataclass
@@ -25,7 +63,9 @@ class PredictionResult:
     Segmentation (``task == "segment"``): ``labels`` (H, W) uint32 grain instances 1..n,
     ``boundary`` and ``distance`` (H, W) float32 probability maps. Classification
     (``task == "classify"``): ``class_map`` (H, W) uint16 class indices into ``classes``,
-    ``confidence`` (H, W) float32 and ``tile_probs`` (n_tiles, K) float32.
+    ``confidence`` (H, W) float32 and ``tile_probs`` (n_tiles, K) float32. ``scaling``: the grain
+    diameter of the input and the factor it was resized by for the model (:class:`ScaleInfo`; the
+    outputs are always at the input's resolution).
     """
 
     task: str
@@ -36,6 +76,17 @@ class PredictionResult:
     confidence: np.ndarray | None = None
     tile_probs: np.ndarray | None = None
     classes: tuple[str, ...] = field(default_factory=tuple)
+    scaling: ScaleInfo = field(default_factory=ScaleInfo)
+
+    @property
+    def diameter(self) -> float | None:
+        """The input's mean grain diameter (px) used for the scale: given or estimated (None: not known)."""
+        return self.scaling.diameter
+
+    @property
+    def scale(self) -> float:
+        """The factor the input was resized by before the model (1: not resized)."""
+        return self.scaling.factor
 
     @property
     def class_probabilities(self) -> np.ndarray | None:

@@ -26,31 +26,32 @@ from ._histogram import (  # noqa: F401
     intensity_quantiles,
     match_histogram,
 )
-from .tiling import MULTIPLE, _reflect_index, _round_up, model_multiple, resolve_device
+from .tiling import MULTIPLE, _reflect_index, _round_up, as_model_input, model_channels, model_multiple, resolve_device
 
 __all__ = ["adapt_batchnorm", "intensity_quantiles", "match_histogram"]
 
 # ----------------------------------------------------------------------------- AdaBN
 def _random_tiles(images: list[np.ndarray], tile: int, max_tiles: int, rng: np.random.Generator, multiple: int):
-    """Random tiles (float32, sides multiples of ``multiple``, reflect-padded) grouped by shape.
+    """Random tiles (float32 (C, th, tw), sides multiples of ``multiple``, reflect-padded) of (C, H, W)
+    images, grouped by shape.
 
     Each image offers one slot per ``tile`` x ``tile`` block it holds (rounded up), and up to
     ``max_tiles`` slots are drawn without replacement; each slot becomes a tile at a uniform
     random position of its image.
     """
-    slots = np.concatenate([np.full(-(-im.shape[0] // tile) * -(-im.shape[1] // tile), k)
+    slots = np.concatenate([np.full(-(-im.shape[-2] // tile) * -(-im.shape[-1] // tile), k)
                             for k, im in enumerate(images)])
     chosen = np.sort(rng.choice(slots, size=min(int(max_tiles), slots.size), replace=False))
     groups: dict[tuple[int, int], list[np.ndarray]] = {}
     for k in chosen:
         im = images[k]
-        h, w = im.shape
+        h, w = im.shape[-2:]
         th, tw = min(tile, _round_up(h, multiple)), min(tile, _round_up(w, multiple))
         y0 = int(rng.integers(0, max(h - th, 0) + 1))
         x0 = int(rng.integers(0, max(w - tw, 0) + 1))
         rows = _reflect_index(np.arange(y0, y0 + th), h)
         cols = _reflect_index(np.arange(x0, x0 + tw), w)
-        groups.setdefault((th, tw), []).append(im[np.ix_(rows, cols)].astype(np.float32))
+        groups.setdefault((th, tw), []).append(im[:, rows[:, None], cols[None, :]].astype(np.float32))
     return groups
 
 
@@ -76,9 +77,10 @@ def adapt_batchnorm(
     Parameters
     ----------
     model : torch.nn.Module
-        Takes N x 1 x H x W float32 in [0, 1].
-    images : sequence of (H, W) arrays
-        Target-domain grayscale images in [0, 1].
+        Takes N x c x H x W float32 in [0, 1] (c: :func:`~napari_grainlab.core.inference.tiling.model_channels`).
+    images : sequence of (H, W) or (H, W, 3) arrays
+        Target-domain grey or colour images in [0, 1], given to the model as
+        :func:`~napari_grainlab.core.inference.tiling.as_model_input` makes them.
     tile : int
         Tile side (rounded down to a multiple of 32, or of ``model.stride`` when larger;
         smaller images give smaller tiles).
@@ -96,6 +98,8 @@ def adapt_batchnorm(
     if int(tile) < MULTIPLE or int(batch_size) < 1 or int(max_tiles) < 1:
         raise ConfigError(f"tile must be >= {MULTIPLE}, batch_size and max_tiles >= 1")
     multiple = model_multiple(model)
+    channels = model_channels(model)
+    images = [as_model_input(im, channels) for im in images]
     tile = max(multiple, int(tile) // multiple * multiple)
     device = resolve_device(device)
     adapted = copy.deepcopy(model).to(device)
@@ -125,7 +129,7 @@ def adapt_batchnorm(
         with torch.no_grad():
             for tiles in _random_tiles(images, tile, max_tiles, rng, multiple).values():
                 for i in range(0, len(tiles), int(batch_size)):
-                    batch = np.stack(tiles[i:i + int(batch_size)])[:, None]
+                    batch = np.stack(tiles[i:i + int(batch_size)])
                     adapted(torch.from_numpy(batch).to(device))
     finally:
         for handle in handles:

@@ -1,6 +1,6 @@
 """Prediction options, declared once.
 
-:class:`InferenceOptions` holds every setting of a prediction: tiling, test-time augmentation,
+:class:`InferenceOptions` holds every setting of a prediction: grain scale, tiling, test-time augmentation,
 domain adaptation, the watershed that turns the maps into grains, and the device.  Its fields
 carry their ranges and help (see :mod:`napari_grainlab.core._schema`); ``predict_array``,
 ``iter_predict``, ``run_batch`` (whose :class:`~napari_grainlab.core.batch.BatchOptions` extends
@@ -29,8 +29,21 @@ DEFAULT_OVERLAP = 64
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """Settings of one prediction (segmentation or classification)."""
+    """Settings of one prediction (segmentation or classification).
 
+    ``diameter`` and ``rescale`` act on segmentation models that record their training grain scale
+    (``grain_diameter``); see :mod:`napari_grainlab.core.inference._rescale`."""
+
+    # ------------------------------------------------------------------- scale
+    diameter: float | None = option(None, min=1.0, max=10_000.0, step=1.0, suffix=" px", special="auto",
+                                    group="Scale", label="Grain diameter", metavar="PX",
+                                    help="mean grain diameter of the image in px (default: estimated when the "
+                                         "model records its training scale); the image is resized so its grains "
+                                         "meet the model at that scale, and the labels come back at the image's "
+                                         "resolution")
+    rescale: bool = option(True, group="Scale", label="Rescale to the model",
+                           help="resize the image to the model's training grain scale (models that record one; "
+                                "by 0.25 to 4 times)")
     # ------------------------------------------------------------------ tiling
     tile: int | None = option(None, min=MIN_TILE, max=16384, step=32, suffix=" px", special="auto",
                               group="Tiling", metavar="PX",

@@ -1,9 +1,11 @@
 """The whole prediction of one micrograph array, shared by the CLI, the napari dock and scripts.
 
 :func:`prepare_image` turns any image array (8/16-bit, float, RGB) into the engine's input, a
-grayscale float32 image in [0, 1]. :func:`predict_array` runs a loaded checkpoint on it with the
-optional domain adaptation (histogram matching to the training intensities, AdaBN) and returns a
-:class:`PredictionResult`: grain labels with the boundary and distance maps for a segmentation
+float32 image in [0, 1]: ``(H, W)`` grey or ``(H, W, 3)`` colour. :func:`predict_array` runs a loaded
+checkpoint on it (converted to the model's input channels: luminance for a grey model, grey replicated
+for a colour one), at the model's training grain scale when the model records one (the input is
+resized, the maps come back at the input's resolution), with the optional domain adaptation
+(histogram matching to the training intensities, AdaBN) and returns a :class:`PredictionResult`: grain labels with the boundary and distance maps for a segmentation
 model, a class map with its confidence for a classification model. :func:`iter_predict` is the
 same call as a generator of :class:`PredictProgress` events, for callers that must not block
 (the prediction runs in a helper thread; closing the generator stops it).
@@ -24,14 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import normalize_intensity, to_grayscale
+from ..data.channels import normalize_image, to_planes
 from ..errors import CheckpointError, DataError
 from ._grid import _check_size, _warn_constant
-from ._result import CLASSIFY_TILE, SEGMENT_TILE, PredictionResult, _default_tile  # noqa: F401
+from ._rescale import model_grain_diameter, plan_scale, resize_image, resize_maps, scaled_postprocess
+from ._result import CLASSIFY_TILE, SEGMENT_TILE, PredictionResult, ScaleInfo, _default_tile  # noqa: F401
 from .adapt import adapt_batchnorm, match_histogram
 from .options import InferenceOptions, resolve_options
-from .segment import segment_image
-from .tiling import Cancelled, _check_image, classify_tiled, model_multiple, resolve_device
+from .postprocess import watershed_grains
+from .segment import check_segmentation_model
+from .tiling import Cancelled, _check_image, classify_tiled, model_multiple, predict_tiled, resolve_device
 
 __all__ = ["PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
            "prepare_image"]
@@ -51,20 +55,22 @@ class PredictProgress:
 
 
 def prepare_image(array: Any, source: str = "image", *, rgb: bool | None = None) -> np.ndarray:
-    """Any 2-D image array (8/16/32-bit, float, bool, RGB(A)) as grayscale float32 in [0, 1].
+    """Any 2-D image array (8/16/32-bit, float, bool, RGB(A)) as float32 in [0, 1]: ``(H, W)`` grey or
+    ``(H, W, 3)`` colour.
 
-    Colour becomes luminance (``rgb=True`` names the last axis as colour; None detects an
-    RGB(A) last axis), then the 0.1–99.9 percentile range is stretched to [0, 1], as
-    :func:`~napari_grainlab.core.data.io.read_image` does for files. Stacks and NaN / infinite
-    pixels raise :class:`~napari_grainlab.core.errors.DataError`.
+    Colour stays colour (``rgb=True`` names the last axis as colour; None detects an RGB(A) last
+    axis; alpha is dropped; RGB with three equal channels is grey), then the 0.1–99.9 percentile
+    range (one range for all channels) is stretched to [0, 1], as
+    :func:`~napari_grainlab.core.data.io.read_image` does for files
+    (:func:`~napari_grainlab.core.data.channels.to_planes`,
+    :func:`~napari_grainlab.core.data.channels.normalize_image`). Stacks and NaN / infinite pixels
+    raise :class:`~napari_grainlab.core.errors.DataError`.
     """
     arr = np.asarray(array)
-    gray = to_grayscale(arr, source, -1 if rgb else None)
-    if gray.ndim != 2:
-        raise DataError(f"{source}: a stack of shape {arr.shape}; expected one 2-D image (grayscale or RGB)")
-    if gray.dtype.kind == "f" and not np.isfinite(gray).all():
+    planes = to_planes(arr, source, -1 if rgb else None)
+    if planes.dtype.kind == "f" and not np.isfinite(planes).all():
         raise DataError(f"{source}: the image contains NaN or infinite values")
-    return normalize_intensity(gray)
+    return normalize_image(planes)
 
 
 def histogram_reference(meta: dict) -> np.ndarray:
@@ -91,13 +97,20 @@ def predict_array(
     stage: Callable[[str], None] | None = None,
     **overrides: Any,
 ) -> PredictionResult:
-    """Run a loaded checkpoint on one grayscale image in [0, 1] (see :func:`prepare_image`).
+    """Run a loaded checkpoint on one grey or colour image in [0, 1] (see :func:`prepare_image`).
+
+    The model gets the image with its own number of input channels (``spec.in_chans``): a grey
+    (1-channel) model the luminance of a colour image, a colour model a grey image replicated. A
+    segmentation model that records its training grain scale (``grain_diameter``) gets the image
+    resized so that its grains have that size (the input's diameter: ``diameter``, else estimated;
+    ``rescale=False`` turns this off); the maps are resized back, so every output is at the input's
+    resolution, and ``result.scaling`` tells the diameter and the factor.
 
     Parameters
     ----------
     model, meta
         From :func:`~napari_grainlab.core.models.load_checkpoint`.
-    image : (H, W) float array in [0, 1]
+    image : (H, W) or (H, W, 3) float array in [0, 1]
     options : InferenceOptions, optional
         Tiling, test-time augmentation, domain adaptation, watershed and device (see
         :class:`~napari_grainlab.core.inference.options.InferenceOptions`; default: its defaults).
@@ -105,6 +118,8 @@ def predict_array(
         The same settings as keywords (``tta=True``, ``tile=256``, ...), applied on top of
         ``options``. ``device`` may also be a ``torch.device``.
 
+        - ``diameter``: the image's mean grain diameter in px (None: estimated when needed);
+          ``rescale``: resize to the model's training scale (default on);
         - ``tta``: average over the four flips (slower, smoother);
         - ``adabn``: re-estimate the BatchNorm statistics on this image first (a copy of the model);
         - ``histogram_match``: map the intensities onto the model's training intensities first; a
@@ -144,8 +159,16 @@ def predict_array(
         if stage is not None:
             stage(name)
 
+    if task == "segment":
+        check_segmentation_model(model)
     if opts.histogram_match:
         image = match_histogram(image, histogram_reference(meta))
+    scaling = ScaleInfo()
+    input_shape = image.shape[:2]
+    if task == "segment":
+        multiple = model_multiple(model)
+        scaling = plan_scale(image, model_grain_diameter(meta, model), opts.diameter, opts.rescale, multiple)
+        image = resize_image(image, scaling.factor, multiple)
     if opts.adabn:
         at("adapt")
         model = adapt_batchnorm(model, [image], device=device)
@@ -158,10 +181,13 @@ def predict_array(
             stage("postprocess")
 
     if task == "segment":
-        res = segment_image(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
-                            device=device, amp=amp, min_size=opts.min_size, progress=tiles_done, stop=stop,
-                            warn=warn, **opts.watershed())
-        return PredictionResult("segment", labels=res.labels, boundary=res.boundary, distance=res.distance)
+        probs = predict_tiled(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
+                              device=device, amp=amp, activation="sigmoid", progress=tiles_done, stop=stop,
+                              out_channels=2, warn=warn)
+        probs = resize_maps(probs, input_shape)
+        min_size, post = scaled_postprocess(opts.min_size, opts.watershed(), scaling.factor, image.shape[:2])
+        labels = watershed_grains(probs[0], probs[1], min_size=min_size, **post)
+        return PredictionResult("segment", labels=labels, boundary=probs[0], distance=probs[1], scaling=scaling)
     class_map, confidence, tile_probs = classify_tiled(model, image, tile=tile, batch_size=batch_size, tta=tta,
                                                        device=device, amp=amp, progress=tiles_done, stop=stop,
                                                        warn=warn)

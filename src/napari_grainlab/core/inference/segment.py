@@ -16,7 +16,7 @@ from .options import DEFAULTS as _D
 from .postprocess import watershed_grains
 from .tiling import _check_image, predict_tiled
 
-__all__ = ["SegmentationResult", "default_min_size", "segment_image"]
+__all__ = ["SegmentationResult", "check_segmentation_model", "default_min_size", "segment_image"]
 
 
 @dataclass
@@ -26,6 +26,16 @@ class SegmentationResult:
     labels: np.ndarray  # (H, W) uint32, grains 1..n
     boundary: np.ndarray  # (H, W) float32 boundary probability
     distance: np.ndarray  # (H, W) float32 normalised distance to the boundary (1 = grain centre)
+
+
+def check_segmentation_model(model: torch.nn.Module) -> None:
+    """:class:`ModelError` unless ``model`` is a segmentation model with the two outputs (boundary, distance)."""
+    task = getattr(model, "task", "segment")
+    if task != "segment":
+        raise ModelError(f"model: expected a segmentation model, got task {task!r}")
+    out_channels = getattr(model, "out_channels", 2)
+    if out_channels != 2:
+        raise ModelError(f"model: a segmentation model has 2 output channels, this one has {out_channels}")
 
 
 def segment_image(
@@ -58,8 +68,10 @@ def segment_image(
     model : torch.nn.Module
         A segmentation model (``model.task == "segment"``) returning N x 2 x H x W logits:
         grain boundary, normalised distance to the boundary.
-    image : (H, W) float array
-        Grayscale micrograph in [0, 1].
+    image : (H, W) or (H, W, 3) float array
+        Grey or colour micrograph in [0, 1] (given to the model with its input channels, see
+        :func:`~napari_grainlab.core.inference.tiling.predict_tiled`). No grain-scale rescaling here:
+        :func:`~napari_grainlab.core.inference.predict_array` does that.
     tile, overlap, batch_size, tta, device, amp, progress, stop, warn
         See :func:`~napari_grainlab.core.inference.tiling.predict_tiled`.
     histogram_reference : (n,) array, optional
@@ -80,12 +92,7 @@ def segment_image(
     -------
     SegmentationResult
     """
-    task = getattr(model, "task", "segment")
-    if task != "segment":
-        raise ModelError(f"model: expected a segmentation model, got task {task!r}")
-    out_channels = getattr(model, "out_channels", 2)
-    if out_channels != 2:
-        raise ModelError(f"model: a segmentation model has 2 output channels, this one has {out_channels}")
+    check_segmentation_model(model)
     image = _check_image(image)
     if histogram_reference is not None:
         image = match_histogram(image, histogram_reference)
@@ -95,7 +102,7 @@ def segment_image(
                           amp=amp, activation="sigmoid", progress=progress, stop=stop, out_channels=2, warn=warn)
     boundary, distance = probs[0], probs[1]
     if min_size is None:
-        min_size = default_min_size(image.shape)
+        min_size = default_min_size(image.shape[:2])
     labels = watershed_grains(boundary, distance, marker_threshold=marker_threshold,
                               boundary_threshold=boundary_threshold, min_size=int(min_size),
                               smoothing=smoothing, h=h, merge_threshold=merge_threshold, **watershed)

@@ -53,6 +53,7 @@ __all__ = [
     "classify_tiled",
     "predict_tiled",
     "resolve_device",
+    "model_channels",
     "model_multiple",
     "tile_positions",
     "tile_window",
@@ -65,6 +66,28 @@ def model_multiple(model: torch.nn.Module) -> int:
     if isinstance(stride, int) and stride > 0:
         return math.lcm(MULTIPLE, stride)
     return MULTIPLE
+
+
+def model_channels(model, meta: dict | None = None) -> int:
+    """Input channels the model takes (1 or 3): ``model.spec.in_chans``, else the checkpoint metadata's,
+    else 1 (older, grey checkpoints and plain modules)."""
+    n = getattr(getattr(model, "spec", None), "in_chans", None)
+    if not isinstance(n, int):
+        n = getattr(model, "in_chans", None)
+    if not isinstance(n, int) and isinstance(meta, dict):
+        spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+        inp = meta.get("input") if isinstance(meta.get("input"), dict) else {}
+        n = spec.get("in_chans", inp.get("channels"))
+    return n if isinstance(n, int) and n in (1, 3) else 1
+
+
+def as_model_input(image: np.ndarray, channels: int) -> np.ndarray:
+    """float32 (C, H, W) of an (H, W) / (H, W, 3) image for a model of ``channels`` inputs: grey is
+    replicated for a 3-channel model, colour becomes luminance for a 1-channel one
+    (:func:`~napari_grainlab.core.data.channels.to_chw`)."""
+    from ..data.channels import to_chw
+
+    return to_chw(image, int(channels))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -183,14 +206,14 @@ def _run_batches(model, image: np.ndarray, grid: _Grid, state: dict, batch_size:
     tiles = list(grid.tiles())
     total = len(tiles)
     th, tw = grid.tile
-    buf = np.empty((batch_size, 1, th, tw), dtype=np.float32)
+    buf = np.empty((batch_size, image.shape[0], th, tw), dtype=np.float32)
     while state["done"] < total:
         if stop is not None and stop():
             raise Cancelled("prediction stopped")
         done = state["done"]
         chunk = tiles[done:done + batch_size]
         for k, (i, j) in enumerate(chunk):
-            grid.extract(image, i, j, buf[k, 0])
+            grid.extract(image, i, j, buf[k])
         try:
             x = torch.from_numpy(buf[:len(chunk)]).to(device)
             with torch.inference_mode():
@@ -262,17 +285,19 @@ def predict_tiled(
     stop: Callable[[], bool] | None = None,
     out_channels: int | None = None,
     warn: Callable[[str], None] | None = None,
+    in_chans: int | None = None,
 ) -> np.ndarray:
     """Dense prediction of a fully convolutional model over an image of any size.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Maps N x 1 x h x w float32 in [0, 1] (h, w multiples of 32) to N x C x h x w.
+        Maps N x c x h x w float32 in [0, 1] (h, w multiples of 32; c = ``in_chans``) to N x C x h x w.
         It is moved to ``device`` (in place, as ``Module.to`` does) and run in eval mode;
         every submodule's previous train / eval mode is restored afterwards.
-    image : (H, W) array
-        Grayscale image, float in [0, 1] (other dtypes are converted to float32 as they are).
+    image : (H, W) or (H, W, 3) array
+        Grey or colour image, float in [0, 1] (other dtypes are converted to float32 as they are); it
+        is given to the model as :func:`as_model_input` makes it.
     tile : int
         Tile side in px, rounded down to a multiple of 32 (of ``model.stride`` when that is
         larger) and capped at the padded image.
@@ -296,6 +321,8 @@ def predict_tiled(
         Expected number of output channels (default: ``model.out_channels`` when present).
     warn : callable(str), optional
         Receives out-of-memory retry messages (default: ``warnings.warn``).
+    in_chans : int, optional
+        Input channels of the model (default :func:`model_channels`).
 
     Returns
     -------
@@ -314,7 +341,8 @@ def predict_tiled(
     model = _prepare_model(model, device)
     if out_channels is None:
         out_channels = getattr(model, "out_channels", None)
-    h, w = image.shape
+    h, w = image.shape[:2]
+    image = as_model_input(image, model_channels(model) if in_chans is None else in_chans)
     multiple = model_multiple(model)
     out: np.ndarray | None = None
 
@@ -334,7 +362,7 @@ def predict_tiled(
             th, tw = grid.tile
             if y.ndim != 4 or y.shape[0] != len(chunk) or y.shape[2:] != (th, tw):
                 raise ModelError(
-                    f"model output has shape {tuple(y.shape)} for input {(len(chunk), 1, th, tw)}; "
+                    f"model output has shape {tuple(y.shape)} for input {(len(chunk), image.shape[0], th, tw)}; "
                     "a segmentation model must return N x C x H x W"
                 )
             if out is None:
@@ -404,9 +432,9 @@ def classify_tiled(
     Parameters
     ----------
     model : torch.nn.Module
-        Maps N x 1 x t x t float32 in [0, 1] to N x K logits.
-    image : (H, W) array
-        Grayscale image in [0, 1].
+        Maps N x c x t x t float32 in [0, 1] to N x K logits (c: :func:`model_channels`).
+    image : (H, W) or (H, W, 3) array
+        Grey or colour image in [0, 1].
     tile : int
         Tile side (rounded down to a multiple of 32, capped at the padded image).
     stride : int, optional
@@ -425,7 +453,8 @@ def classify_tiled(
     _check_tiling(tile, int(tile) - stride, batch_size)
     device = resolve_device(device)
     model = _prepare_model(model, device)
-    grid = _Grid(image.shape, int(tile), int(tile) - stride, model_multiple(model))
+    grid = _Grid(image.shape[:2], int(tile), int(tile) - stride, model_multiple(model))
+    image = as_model_input(image, model_channels(model))
     probs = _tile_probs(model, image, grid, batch_size, tta, device, amp, activation, progress, stop, warn)
     return _class_map(grid, probs)
 
@@ -448,6 +477,7 @@ def classify_image(
     _check_tiling(size, 0, batch_size)
     device = resolve_device(device)
     model = _prepare_model(model, device)
-    grid = _Grid(image.shape, int(size), 0, model_multiple(model))
+    grid = _Grid(image.shape[:2], int(size), 0, model_multiple(model))
+    image = as_model_input(image, model_channels(model))
     probs = _tile_probs(model, image, grid, batch_size, tta, device, amp, "softmax", progress, stop, warn)
     return probs.mean(axis=0).astype(np.float32)

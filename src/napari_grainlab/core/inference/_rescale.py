@@ -1,0 +1,146 @@
+"""Grain scale at inference: meet the model at the grain size it was trained on (NumPy / scikit-image only).
+
+A model that records its training scale (``grain_diameter``, the mean grain diameter in px of its
+training data) sees an input best when the input's grains have about that size.  The input's mean grain
+diameter is the user's (``InferenceOptions.diameter``) or estimated
+(:func:`napari_grainlab.core.inference.scale.estimate_diameter`); the image is resized by
+``model diameter / input diameter`` (clamped to [:data:`MIN_SCALE`, :data:`MAX_SCALE`], never below what
+the model can see, never above :data:`MAX_SCALED_PIXELS` unless the input is already larger), the model
+predicts, and its probability maps are resized back to the input's resolution before the watershed, so
+labels come back at the input's resolution.  The watershed settings measured in px at the network's
+scale (the Gaussian ``smoothing`` of the maps, the default ``min_size``) are converted to input px.
+Models without a recorded scale (older checkpoints) are never rescaled.
+
+Shared by the PyTorch pipeline and the torch-free ONNX prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from ._result import SCALE_COLUMNS, ScaleInfo, default_min_size
+
+__all__ = ["MAX_SCALE", "MAX_SCALED_PIXELS", "MIN_SCALE", "SCALE_COLUMNS", "ScaleInfo", "model_grain_diameter",
+           "plan_scale", "resize_image", "resize_maps", "scaled_postprocess", "scaled_shape"]
+
+#: the input is resized by at least this factor ...
+MIN_SCALE = 0.25
+#: ... and at most this one
+MAX_SCALE = 4.0
+#: factors this close to 1 are taken as 1 (no resampling, no blur)
+TOLERANCE = 0.05
+#: an image is not enlarged beyond this many pixels (8192 x 8192) unless it is already larger
+MAX_SCALED_PIXELS = 1 << 26
+
+
+def _positive(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def model_grain_diameter(meta: dict | None, model: Any = None) -> float | None:
+    """The training scale (mean grain diameter, px) a model records: ``model.spec.grain_diameter``, else the
+    ``grain_diameter`` of its metadata (top level, ``spec``, ``training`` or ``input``); None when there is
+    none (older checkpoints)."""
+    found = _positive(getattr(getattr(model, "spec", None), "grain_diameter", None))
+    if found is not None:
+        return found
+    meta = meta if isinstance(meta, dict) else {}
+    for where in (meta, meta.get("spec"), meta.get("training"), meta.get("input")):
+        if isinstance(where, dict):
+            found = _positive(where.get("grain_diameter"))
+            if found is not None:
+                return found
+    return None
+
+
+def plan_scale(image: np.ndarray, model_diameter: float | None, diameter: float | None, rescale: bool,
+               min_side: int) -> ScaleInfo:
+    """How to resize ``image`` ((H, W) or (H, W, 3) in [0, 1]) for a model of training scale ``model_diameter``.
+
+    ``diameter`` is the user's mean grain diameter of the image in px (None: estimate it, but only when the
+    model records a scale and ``rescale`` is on, since nothing else needs it); ``min_side`` is the shortest
+    side the model takes.
+    """
+    given = _positive(diameter)
+    if diameter is not None and given is None:
+        raise DataError(f"diameter: must be a positive number of px, got {diameter!r}")
+    if model_diameter is None:
+        return ScaleInfo(given, "given" if given else "", None, 1.0,
+                         "the model records no training scale" if given else "")
+    if not rescale:
+        return ScaleInfo(given, "given" if given else "", model_diameter, 1.0, "rescaling off" if given else "")
+    if given is None:
+        from .scale import estimate_diameter
+
+        est = _positive(estimate_diameter(image))
+        if est is None:
+            return ScaleInfo(None, "", model_diameter, 1.0, "no grain diameter could be estimated")
+        used, source = est, "estimated"
+    else:
+        used, source = given, "given"
+    h, w = image.shape[:2]
+    wanted = model_diameter / used
+    factor = min(max(wanted, MIN_SCALE), MAX_SCALE)
+    factor = max(factor, min_side / min(h, w))  # never smaller than the model can see
+    factor = min(factor, max(1.0, math.sqrt(MAX_SCALED_PIXELS / (h * w))))  # nor beyond a sane size
+    note = ""
+    if abs(factor - wanted) > 1e-9 * wanted:
+        note = f"limited from ×{wanted:.3g}"
+    if abs(factor - 1.0) < TOLERANCE:
+        factor = 1.0
+    return ScaleInfo(float(used), source, float(model_diameter), float(factor), note)
+
+
+def scaled_shape(shape: tuple[int, ...], factor: float, min_side: int = 1) -> tuple[int, int]:
+    """(H, W) of an image of ``shape`` resized by ``factor`` (each side at least ``min_side``)."""
+    return tuple(max(int(min_side), int(round(n * factor))) for n in shape[:2])
+
+
+def resize_image(image: np.ndarray, factor: float, min_side: int = 1) -> np.ndarray:
+    """``image`` ((H, W) or (H, W, 3)) resized by ``factor``: bilinear, anti-aliased when shrinking;
+    float32, values kept in the input's range."""
+    from skimage.transform import resize
+
+    if factor == 1.0:
+        return image
+    shape = scaled_shape(image.shape, factor, min_side) + tuple(image.shape[2:])
+    out = resize(image, shape, order=1, mode="reflect", anti_aliasing=factor < 1, preserve_range=True)
+    return out.astype(np.float32, copy=False)
+
+
+def resize_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) probability maps resized to (C, *shape): bilinear, anti-aliased when shrinking, so a thin
+    boundary line is kept (blurred) rather than skipped."""
+    from skimage.transform import resize
+
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    shrink = shape[0] < maps.shape[1] or shape[1] < maps.shape[2]
+    out = np.empty((maps.shape[0], *shape), dtype=np.float32)
+    for c in range(maps.shape[0]):
+        out[c] = resize(maps[c], shape, order=1, mode="reflect", anti_aliasing=shrink, preserve_range=True)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def scaled_postprocess(min_size: int | None, watershed: dict[str, Any], factor: float,
+                       model_shape: tuple[int, int]) -> tuple[int, dict[str, Any]]:
+    """``(min_size, watershed keyword arguments)`` for maps at the input's resolution that the network
+    made at ``factor`` times it: the ``smoothing`` (px at the network's scale) becomes ``smoothing /
+    factor`` input px; the default ``min_size`` (:func:`default_min_size` of the network's image) becomes
+    ``/ factor**2`` input px.  A ``min_size`` the user gave is in input px and stays."""
+    kwargs = dict(watershed)
+    if min_size is None:
+        min_size = default_min_size(model_shape)
+        if factor != 1.0:
+            min_size = max(1, int(round(min_size / (factor * factor))))
+    if factor != 1.0 and kwargs.get("smoothing"):
+        kwargs["smoothing"] = float(kwargs["smoothing"]) / factor
+    return int(min_size), kwargs
