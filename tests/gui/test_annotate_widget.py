@@ -338,19 +338,103 @@ def test_no_image_layer(viewer, qtbot, notifications):
     assert dock.labels_layer.name == "late annotation"
 
 
-def test_rgb_image_is_annotated_as_gray(viewer, qtbot, notifications, tmp_path):
+def test_rgb_image_of_equal_channels_is_annotated_as_gray(viewer, qtbot, notifications, tmp_path):
     gray = micrograph()
     rgb = np.stack([gray, gray, gray], axis=-1)
     viewer.add_image(rgb, name="colour", rgb=True)
     dock = make_widget(viewer, qtbot)
     assert dock.labels_layer is not None and dock.labels_layer.data.shape == gray.shape
-    assert any("RGB" in m for m in notifications.messages("warning"))
+    assert dock._gray.shape == gray.shape  # an RGB file whose channels are equal is grey
+    assert not any("colour" in m for m in notifications.messages("warning"))
     dock.propose()
     qtbot.waitUntil(lambda: dock.proposal_layer is not None and not dock.proposal_busy, timeout=20_000)
     dock.apply_proposal()
     assert dock.save(tmp_path / "ds") is not None
     samples = load_segmentation_folder(tmp_path / "ds")
     assert samples[0].image.shape == gray.shape
+
+
+def colour_micrograph(shape=(160, 192)) -> np.ndarray:
+    """Grains told apart by colour only: blocks of one luminance, no boundary lines (a tint-etched look)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    ids = (yy // 40) * 8 + xx // 48
+    palette = np.array([[200, 80, 80], [80, 160, 90], [90, 110, 220], [180, 150, 40]], np.float64)
+    rgb = palette[(ids + yy // 40) % 4]
+    rgb *= 120.0 / (rgb @ [0.2125, 0.7154, 0.0721])[..., None]  # equal luminance everywhere
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def test_colour_image_is_shown_as_it_is_and_proposed_on_colour(viewer, qtbot, notifications, tmp_path):
+    from napari_grainlab.core.inference import classical_grains
+
+    rgb = colour_micrograph()
+    layer = viewer.add_image(rgb, name="tint", rgb=True)
+    dock = make_widget(viewer, qtbot)
+    assert dock.labels_layer.data.shape == rgb.shape[:2]
+    assert layer.rgb and layer.data is rgb or np.array_equal(layer.data, rgb)  # the layer is left as it is
+    assert dock._gray.shape == rgb.shape and dock._gray.dtype == np.float32  # colour kept for the proposals
+    assert any("colour image" in m for m in notifications.messages("warning"))
+    dock.propose()
+    qtbot.waitUntil(lambda: dock.proposal_layer is not None and not dock.proposal_busy, timeout=20_000)
+    expected, _ = classical_grains(dock._gray, **dock.proposals.settings().kwargs())
+    np.testing.assert_array_equal(dock.proposal_layer.data, expected)
+    assert int(expected.max()) >= 12  # the 16 blocks, told apart by colour alone
+    dock.apply_proposal()
+    assert dock.save(tmp_path / "ds") is not None
+    samples = load_segmentation_folder(tmp_path / "ds")
+    assert samples[0].image.shape[:2] == rgb.shape[:2]
+
+
+def test_from_model_takes_the_builtin_name_and_a_diameter(viewer, qtbot, notifications, tmp_path, monkeypatch):
+    import hashlib
+    import json
+    import shutil
+
+    import torch
+
+    from napari_grainlab.core.models import ModelSpec, build_model, registry, save_checkpoint
+    from napari_grainlab.gui.annotate import AnnotateWidget
+
+    torch.manual_seed(0)
+    net = build_model(ModelSpec(backbone="resnet18", decoder_channels=(8, 8, 8, 8, 8), in_chans=3)).eval()
+    pkg = tmp_path / "pkg"
+    save_checkpoint(pkg / "generalist", net, {"grain_diameter": 16.0})
+    weights = pkg / "generalist" / "model.safetensors"
+    entry = {"file": "generalist/model.safetensors", "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    (pkg / "registry.json").write_text(json.dumps({"format": "napari-grainlab-registry", "format_version": 1,
+                                                   "models": {"generalist": entry}}))
+    monkeypatch.setenv("GRAINLAB_REGISTRY", str(pkg / "registry.json"))
+    monkeypatch.chdir(tmp_path)
+    registry._verified.clear()
+    calls = []
+    real = core.propose_from_model
+
+    def spy(checkpoint, image, **kwargs):
+        calls.append((checkpoint, np.shape(image), kwargs.get("diameter")))
+        return real(checkpoint, image, **kwargs)
+
+    monkeypatch.setattr(core, "propose_from_model", spy)
+    rgb = colour_micrograph((128, 128))
+    viewer.add_image(rgb, name="tint", rgb=True)
+    dock = AnnotateWidget(viewer)
+    dock.ask_unsaved = lambda: "discard"
+    viewer.window.add_dock_widget(dock, name="Annotate", area="right")
+    panel = dock.proposals
+    assert panel.model_edit.text() == "generalist"  # the installed built-in model is offered
+    assert panel.diameter_spin.text() == "auto" and panel.diameter() is None
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
+    task = dock.propose_from_model()
+    assert task is not None
+    qtbot.waitUntil(lambda: task.result is not None, timeout=60_000)
+    assert task.result.status == "completed", task.result.error
+    assert calls[-1] == ("generalist", rgb.shape, None)
+    assert dock.proposal_layer is not None and dock.proposal_layer.data.shape == rgb.shape[:2]
+    panel.diameter_spin.setValue(24)
+    assert panel.diameter() == 24
+    task = dock.propose_from_model("generalist")
+    qtbot.waitUntil(lambda: task.result is not None, timeout=60_000)
+    assert task.result.status == "completed" and calls[-1] == ("generalist", rgb.shape, 24)
+    assert not notifications.messages("error")
 
 
 def test_16bit_image_works(viewer, qtbot, tmp_path):

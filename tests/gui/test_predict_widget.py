@@ -43,6 +43,13 @@ def config_dir(tmp_path, monkeypatch):
     return tmp_path / "config"
 
 
+@pytest.fixture(autouse=True)
+def no_builtin_models(tmp_path, monkeypatch):
+    """No built-in model (an empty registry): these tests choose their models themselves, so a fresh dock
+    starts with none (tests/gui/test_predict_builtin.py covers the built-in model)."""
+    monkeypatch.setenv("GRAINLAB_REGISTRY", str(tmp_path / "no_registry.json"))
+
+
 @pytest.fixture
 def micrograph():
     from napari_grainlab.core.synthetic import SynthParams, TessellationParams, generate

@@ -442,3 +442,28 @@ def test_closing_the_dock_while_busy(viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not [p for p in progress._all_instances if p.desc.startswith("Writing")],
                     timeout=WAIT_MS)
     assert len(list((tmp_path / "closing" / "images").glob("*.tif"))) < 500
+
+
+@pytest.mark.parametrize("style", ["tint", "ebsd"])
+def test_colour_looks_preview_as_rgb_with_titled_sections(dock, qtbot, style):
+    image, _labels = preview_layers(dock.viewer)
+    assert not image.rgb
+    titles = {key: box.text() for key, box in dock.sections.items()}
+    for key, title in (("tint", "Tint etching look (colour)"), ("polarized", "Polarised light look (colour)"),
+                       ("ebsd", "EBSD IPF look (colour)")):
+        assert title in str(titles[key]), titles
+    editor = dock.forms[""].editors["style"].editor
+    editor.setCurrentIndex(editor.findData(style))
+    assert not dock.sections[style].isHidden() and dock.sections["sem"].isHidden()
+    qtbot.waitUntil(lambda: any(ly.rgb for ly in dock.viewer.layers if hasattr(ly, "rgb")), timeout=WAIT_MS)
+    wait_preview(qtbot, dock)
+    image, labels = preview_layers(dock.viewer)
+    expected = generate(dock.params(), seed=dock.seed).image
+    assert image.rgb and image.data.shape == (128, 128, 3) and labels.data.shape == (128, 128)
+    np.testing.assert_array_equal(image.data, expected)
+    assert image.metadata["grainlab"]["role"] == "synthetic_image" and len(dock.viewer.layers) == 2
+    # and back to grey: a grey layer again
+    editor.setCurrentIndex(editor.findData("optical"))
+    qtbot.waitUntil(lambda: not preview_layers(dock.viewer)[0].rgb, timeout=WAIT_MS)
+    wait_preview(qtbot, dock)
+    assert preview_layers(dock.viewer)[0].data.shape == (128, 128)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +220,7 @@ def test_a_dock_removed_by_a_script_mid_run_stops_its_run(viewer, dock, qtbot, t
 
 
 @pytest.mark.parametrize("kind", ["rgb", "uint16"])
-def test_rgb_and_16_bit_images_train(viewer, dock, qtbot, notifications, kind):
+def test_rgb_and_16_bit_images_train(viewer, dock, qtbot, notifications, kind, tmp_path):
     image, labels = micrograph(96, seed=4)
     if kind == "rgb":
         data = np.stack([image, image // 2, image], axis=-1)
@@ -232,10 +233,56 @@ def test_rgb_and_16_bit_images_train(viewer, dock, qtbot, notifications, kind):
     events, result = run_to_end(qtbot, dock)
     assert result.status == "completed", result.error
     assert next(e for e in events if isinstance(e, Started)).n_train == 1
-    if kind == "rgb":
-        assert any("RGB image: training uses its luminance" in m for m in notifications.messages("info"))
+    if kind == "rgb":  # colour trains a colour model (input channels: auto)
+        assert not any("luminance" in m for m in notifications.messages("info"))
+        meta = json.loads(next((tmp_path / "run").glob("*/model.json")).read_text())
+        assert meta["input"]["channels"] == 3
     assert any("Training finished" in m for m in notifications.messages("info"))
     assert not notifications.messages("error")
+
+
+def test_the_builtin_model_is_a_weights_choice_and_fine_tunes_on_colour(viewer, qtbot, notifications, tmp_path,
+                                                                         monkeypatch):
+    import hashlib
+    import shutil
+
+    import torch
+
+    from napari_grainlab.core.models import ModelSpec, build_model, registry, save_checkpoint
+    from napari_grainlab.gui.train import TrainWidget
+
+    torch.manual_seed(0)
+    net = build_model(ModelSpec(backbone="resnet18", in_chans=3)).eval()
+    pkg = tmp_path / "pkg"
+    save_checkpoint(pkg / "generalist", net, {"grain_diameter": 20.0})
+    weights = pkg / "generalist" / "model.safetensors"
+    entry = {"file": "generalist/model.safetensors", "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+             "channels": 3, "description": "test generalist"}
+    (pkg / "registry.json").write_text(json.dumps({"format": "napari-grainlab-registry", "format_version": 1,
+                                                   "models": {"generalist": entry}}))
+    monkeypatch.setenv("GRAINLAB_REGISTRY", str(pkg / "registry.json"))
+    monkeypatch.chdir(tmp_path)
+    registry._verified.clear()
+
+    dock = TrainWidget(viewer)
+    viewer.window.add_dock_widget(dock, name="Train")
+    dock.ask_overwrite = lambda folder: True
+    combo = dock.weights_combo
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    assert texts[:2] == ["ImageNet", "generalist (built-in model)"], texts
+    assert "fine-tune the built-in generalist" in combo.itemData(1, 3)  # Qt.ToolTipRole
+    dock.set_config(tiny_config(tmp_path / "run", weights="generalist", strategy="finetune"))
+    assert combo.currentData() == "generalist" and not dock.options.weights_row.isVisible()
+    assert dock.config().weights == "generalist"
+    image, labels = micrograph(96, seed=4)
+    viewer.add_image(np.stack([image, image // 2, 255 - image], axis=-1), name="tint", rgb=True)
+    viewer.add_labels(labels, name="tint grains")
+    events, result = run_to_end(qtbot, dock)
+    assert result.status == "completed", result.error
+    meta = json.loads(next((tmp_path / "run").glob("*/model.json")).read_text())
+    assert meta["input"]["channels"] == 3 and meta["training"]["weights"] == "generalist"
+    assert not notifications.messages("error")
+    shutil.rmtree(tmp_path / "run")
 
 
 # -------------------------------------------------------------------------------- bad inputs

@@ -168,10 +168,19 @@ def role_name(base: str, role: str) -> str:
 
 
 def prediction_metadata(image: str, model: str, role: str = "grains", made_by: str | None = None,
-                        **extra: Any) -> dict[str, Any]:
+                        scaling: Any = None, **extra: Any) -> dict[str, Any]:
     """``layer.metadata`` of a layer holding a model's prediction of the image layer ``image``
-    (see :func:`is_prediction`); ``made_by`` names the dock (e.g. "Predict dock")."""
+    (see :func:`is_prediction`); ``made_by`` names the dock (e.g. "Predict dock").
+
+    ``scaling`` (the prediction's :class:`~napari_grainlab.core.inference._result.ScaleInfo`) adds the
+    grain scale used: ``grain_diameter_px`` (the image's mean grain diameter, given or estimated; None:
+    not known), ``grain_diameter_source`` ("given" / "estimated" / ""), ``model_grain_diameter_px``,
+    ``scale_factor`` (the image was resized by this before the model) and ``scale_text`` (one line)."""
     info = {"made_by": made_by} if made_by else {}
+    if scaling is not None:
+        info.update(grain_diameter_px=scaling.diameter, grain_diameter_source=scaling.source,
+                    model_grain_diameter_px=scaling.model_diameter, scale_factor=float(scaling.factor),
+                    scale_text=scaling.text())
     return role_metadata(role, image, model=str(model), prediction=True, **info, **extra)
 
 

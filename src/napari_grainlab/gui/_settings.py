@@ -64,8 +64,11 @@ def recent_checkpoints() -> list[str]:
 
 
 def remember_checkpoint(path: str | Path) -> list[str]:
-    """Put ``path`` first in the recent list (saved); returns the new list."""
-    path = str(Path(path).expanduser().resolve())
+    """Put ``path`` first in the recent list (saved); returns the new list.  A built-in model's name
+    (a ``str`` such as ``"generalist"``) is remembered as that name."""
+    from ..core.models.registry import is_registry_name
+
+    path = path if isinstance(path, str) and is_registry_name(path) else str(Path(path).expanduser().resolve())
     settings = load_settings()
     recent = [path] + [p for p in recent_checkpoints() if p != path]
     settings["recent_checkpoints"] = recent[:MAX_RECENT]

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QVBoxLayout, QWidge
 from ...core import annotate as core
 from ...core.annotation_store import AnnotationStore, SavedLabelsConflict, labels_differ
 from ...core.errors import USER_ERRORS, DataError, GrainLabError
+from ...core.models.registry import is_registry_name
 from .._layers import layer_pixel_size, layers_with_role, role_metadata, role_name, spatial_of
 from .._napari_compat import hook_dock_close, unwrap_proxy, watch_main_window_close
 from .._settings import dataset_folders, remember_dataset_folder
@@ -83,7 +84,7 @@ class AnnotateWidget(QWidget):
         self._labels_ref: weakref.ref | None = None
         self._base_name = ""  # the image layer's name when attached (the source of the dock's layers)
         self._rejected: tuple[weakref.ref, str] | None = None  # the image that could not be attached, and why
-        self._gray: np.ndarray | None = None  # float32 [0, 1] for the proposals
+        self._gray: np.ndarray | None = None  # float32 [0, 1] for the proposals: (H, W) grey or (H, W, 3) colour
         self.store = AnnotationStore(warn=lambda message: show_warning(f"Annotate: {message}"))
         self._torn_down = False
         self._dock_hooked = False
@@ -511,8 +512,9 @@ class AnnotateWidget(QWidget):
         return ask_folder(self, "Dataset folder for the annotation", self.folder or Path.home())
 
     def ask_checkpoint(self) -> Path | None:
+        text = self.model_edit.text().strip()
         return ask_folder(self, "Model folder (model.safetensors + model.json)",
-                          self.model_edit.text() or Path.home())
+                          text if text and not is_registry_name(text) else Path.home())
 
     def ask_overwrite(self, conflict: SavedLabelsConflict) -> bool:
         """Ask whether a saved label file holding more than the annotation may be replaced (a

@@ -1,5 +1,6 @@
 """The layer choice of the Annotate dock: the *Image* and *Grains* combo boxes, and the image
-plane that is annotated (a 2-D grayscale image; RGB is annotated as gray)."""
+plane that is annotated (a 2-D grey or RGB image: the layer is shown as it is, and proposals are
+made on its colour; the dataset file stores its luminance while the core's annotation files are grey)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QWidget
 
-from ...core.data.io import normalize_intensity, to_grayscale
+from ...core.data.channels import is_colour, luminance, normalize_image, to_planes
 from ...core.errors import DataError
 from .._forms import ComboBox
 from .._layers import role_of
@@ -23,36 +24,51 @@ NEW_LAYER = "New layer"
 HELPER_ROLES = frozenset({"proposal", "classes"})
 
 
+def _stored_plane(planes: np.ndarray) -> np.ndarray:
+    """The 2-D image written to the dataset folder: grey as it is, colour as its luminance in the
+    layer's pixel type (the annotation files hold one plane)."""
+    if not is_colour(planes):
+        return planes
+    grey = luminance(planes)
+    if planes.dtype.kind in "ui":
+        grey = np.clip(np.round(grey), 0, np.iinfo(planes.dtype).max).astype(planes.dtype)
+    return grey
+
+
 def image_plane(layer: Image) -> tuple[np.ndarray, np.ndarray]:
-    """(image to store, float image in [0, 1] for proposals) of an image layer; raises DataError."""
+    """(2-D image to store, float image in [0, 1] for proposals: ``(H, W)`` grey or ``(H, W, 3)``
+    colour) of an image layer; raises DataError."""
     if getattr(layer, "multiscale", False):
         raise DataError(f"{layer.name!r} is a multiscale image; open one resolution level to annotate it")
     data = np.asarray(layer.data)
+    source = f"image {layer.name!r}"
     if layer.rgb:
-        gray = to_grayscale(data, f"image {layer.name!r}", channel_axis=data.ndim - 1)
-        if data.dtype.kind in "ui":
-            gray = np.clip(np.round(gray), 0, np.iinfo(data.dtype).max).astype(data.dtype)
-        show_warning(f"Annotate: {layer.name!r} is an RGB image; it is annotated and saved as grayscale "
-                     "(luminance)")
-        data = gray
+        if data.dtype.kind not in "buif":
+            raise DataError(f"{layer.name!r} has unsupported pixels ({data.dtype})")
+        planes = to_planes(data, source, channel_axis=data.ndim - 1)
     elif data.ndim != 2:
         raise DataError(f"{layer.name!r} has shape {data.shape}: annotate one 2-D image (for a stack, "
                         "take one plane into its own layer)")
-    if data.dtype.kind not in "buif":
-        raise DataError(f"{layer.name!r} has unsupported pixels ({data.dtype})")
-    if min(data.shape) < 8:
-        raise DataError(f"{layer.name!r} is too small ({data.shape[0]} x {data.shape[1]} px)")
+    else:
+        planes = data
+    if planes.dtype.kind not in "buif":
+        raise DataError(f"{layer.name!r} has unsupported pixels ({planes.dtype})")
+    if min(planes.shape[:2]) < 8:
+        raise DataError(f"{layer.name!r} is too small ({planes.shape[0]} x {planes.shape[1]} px)")
     try:
-        gray = normalize_intensity(data)
+        image = normalize_image(planes)
     except DataError:
-        if data.dtype.kind == "f":  # normalize_intensity refuses NaN and infinite pixels: name the image
-            bad = int(np.count_nonzero(~np.isfinite(data)))
+        if planes.dtype.kind == "f":  # the normalisation refuses NaN and infinite pixels: name the image
+            bad = int(np.count_nonzero(~np.isfinite(planes)))
             if bad:
                 raise DataError(f"image {layer.name!r} contains NaN or infinite values ({bad} pixel"
                                 f"{'s' if bad != 1 else ''}); replace them (e.g. numpy.nan_to_num) to annotate "
                                 "it") from None
         raise
-    return data, gray
+    if is_colour(planes):
+        show_warning(f"Annotate: {layer.name!r} is a colour image; proposals use its colour, the dataset folder "
+                     "stores its luminance (grey) with the labels")
+    return _stored_plane(planes), image
 
 
 class LayerPicker(QWidget):
@@ -63,7 +79,7 @@ class LayerPicker(QWidget):
         self.viewer = viewer
         self.syncing = False  # True while the combos are refilled (their signals mean nothing then)
         self.image_combo = ComboBox()
-        self.image_combo.setToolTip("the micrograph to annotate (a 2-D grayscale image; RGB is annotated as gray)")
+        self.image_combo.setToolTip("the micrograph to annotate (a 2-D grey or RGB image; proposals use its colour)")
         self.image_combo.setSizeAdjustPolicy(ComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.image_combo.setMinimumContentsLength(8)
         self.labels_combo = ComboBox()

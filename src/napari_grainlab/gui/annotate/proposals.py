@@ -1,7 +1,9 @@
 """The Propose grains panel of the Annotate dock: the classical pipeline (sliders with a live,
-debounced preview computed off the GUI thread) or a trained model (in a worker).  A proposal is
-shown as contours in the layer ``NAME proposal`` and put into the annotation only on *Apply*, by
-default into the unannotated pixels only, as one undoable step."""
+debounced preview computed off the GUI thread) or a trained model (in a worker: a model folder or
+a built-in model's name such as ``generalist``, with the image's grain diameter, ``auto`` =
+estimated).  Both work on the image as it is, grey or colour (the classical pipeline then uses the
+colour gradient).  A proposal is shown as contours in the layer ``NAME proposal`` and put into the
+annotation only on *Apply*, by default into the unannotated pixels only, as one undoable step."""
 
 from __future__ import annotations
 
@@ -27,9 +29,11 @@ from qtpy.QtWidgets import (
 from superqt import QLabeledDoubleSlider, QLabeledSlider
 
 from ...core import annotate as core
-from ...core.errors import DataError, GrainLabError
+from ...core.errors import USER_ERRORS, ConfigError, DataError, GrainLabError
+from ...core.inference.options import InferenceOptions
+from ...core.models.registry import installed, is_registry_name, list_models
 from .._engine import ensure_engine
-from .._forms import ComboBox
+from .._forms import ComboBox, ParamsForm
 from .._layers import role_metadata, role_name, spatial_of
 from .._widgets import make_form, progress_bar, show_status, single_shot_timer
 from ..workers import GeneratorTask, LatestOnlyRunner, TaskProgress, TaskResult, report_error
@@ -81,7 +85,7 @@ SLIDERS = (
 
 
 def classical_job(gray: np.ndarray, settings: ClassicalSettings) -> tuple[np.ndarray, float]:
-    """Worker body of the classical proposal: labels and seconds taken."""
+    """Worker body of the classical proposal (``gray``: the image, grey or colour): labels and seconds taken."""
     from ...core.inference import classical_grains
 
     t0 = time.perf_counter()
@@ -95,15 +99,24 @@ def first_line(error: BaseException | None, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def model_job(checkpoint: str, gray: np.ndarray, *, stop) -> Any:
-    """Worker body of the model proposal (a generator for :class:`GeneratorTask`)."""
+def model_job(checkpoint: str, image: np.ndarray, diameter: float | None = None, *, stop) -> Any:
+    """Worker body of the model proposal (a generator for :class:`GeneratorTask`): ``image`` grey or colour,
+    ``diameter`` its mean grain diameter in px (None: estimated when the model records its scale)."""
     from ...core.inference.tiling import Cancelled
 
     yield TaskProgress(0, None, "loading the model")
     try:
-        return core.propose_from_model(checkpoint, gray, stop=stop.is_set)
+        return core.propose_from_model(checkpoint, image, stop=stop.is_set, diameter=diameter)
     except Cancelled:
         return None
+
+
+def default_model() -> str:
+    """The first installed built-in model's name ('' when there is none)."""
+    try:
+        return next((m.name for m in list_models() if installed(m) != "not installed"), "")
+    except USER_ERRORS:
+        return ""
 
 
 class ProposalsPanel(QWidget):
@@ -159,9 +172,10 @@ class ProposalsPanel(QWidget):
         row.addWidget(self.live_check)
         row.addWidget(self.propose_button, 1)
         layout.addLayout(row)
-        self.model_edit = QLineEdit()
-        self.model_edit.setPlaceholderText("model folder")
-        self.model_edit.setToolTip("a segmentation checkpoint trained with GrainLab")
+        self.model_edit = QLineEdit(default_model())
+        self.model_edit.setPlaceholderText("model folder or built-in name")
+        self.model_edit.setToolTip("<p>a segmentation model trained with GrainLab (its folder), or a built-in "
+                                   "model's name: <tt>generalist</tt></p>")
         self.model_browse = QToolButton()
         self.model_browse.setText("…")
         self.model_browse.setToolTip("choose a model folder")
@@ -174,6 +188,13 @@ class ProposalsPanel(QWidget):
         model_row.addWidget(self.model_browse)
         model_row.addWidget(self.model_button)
         layout.addLayout(model_row)
+        self.diameter_form = ParamsForm(InferenceOptions(), fields=["diameter"], compact=True, error=ConfigError)
+        self.diameter_form.form.setContentsMargins(0, 0, 0, 0)
+        diameter = self.diameter_form.editors["diameter"]
+        if diameter.label is not None:
+            diameter.label.setText("Grain diameter ≈")
+        self.diameter_spin = diameter.editor
+        layout.addWidget(self.diameter_form)
         self.model_progress = progress_bar()
         self.model_progress.setMaximumHeight(14)
         self.model_cancel = QPushButton("Cancel")
@@ -283,9 +304,14 @@ class ProposalsPanel(QWidget):
     def _on_model_clicked(self) -> None:
         self.propose_from_model()
 
+    def diameter(self) -> float | None:
+        """The grain diameter (px) for the model proposal; None: ``auto`` (estimated)."""
+        return self.diameter_form.editors["diameter"].value()
+
     @guarded("Proposal from model")
     def propose_from_model(self, checkpoint: str | Path | None = None) -> GeneratorTask | None:
-        """Segment the image with a trained model in a worker; the result becomes the proposal."""
+        """Segment the image with a trained model (a folder, or a built-in model's name) in a worker; the
+        result becomes the proposal."""
         gray = self._dock._gray
         if gray is None:
             raise self._dock.no_image_error()
@@ -298,14 +324,14 @@ class ProposalsPanel(QWidget):
                 return None
             checkpoint = str(path)
             self.model_edit.setText(checkpoint)
-        if not Path(checkpoint).exists():
+        if not is_registry_name(checkpoint) and not Path(checkpoint).exists():
             raise DataError(f"no model at {checkpoint}")
         if not ensure_engine(lambda text, error=False: self.proposal_label.setText(text)):
             return None
-        task = GeneratorTask(model_job, checkpoint, gray, description="Grain proposal from model",
+        task = GeneratorTask(model_job, checkpoint, gray, self.diameter(), description="Grain proposal from model",
                              progress_bar=self.model_progress, cancel_button=self.model_cancel, parent=self)
         started = time.perf_counter()
-        shape = gray.shape
+        shape = gray.shape[:2]
         generation = self._generation
         task.finished.connect(lambda result: self._model_finished(result, shape, started, generation))
         self._model_task = task

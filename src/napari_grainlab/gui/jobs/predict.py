@@ -79,8 +79,9 @@ _STAGE_TEXT = {"adapt": "adapting BatchNorm (AdaBN)…", "tiles": "predicting ti
                "postprocess": "separating grains…"}
 
 
-def _load_model(checkpoint: Path, device: str, cache: dict) -> tuple[Any, dict, Any]:
-    """(model, metadata, torch device), reusing the model of the previous run when unchanged."""
+def _load_model(checkpoint: str | Path, device: str, cache: dict) -> tuple[Any, dict, Any]:
+    """(model, metadata, torch device), reusing the model of the previous run when unchanged; ``checkpoint``
+    is a path or a built-in model's name (``"generalist"``)."""
     from ...core.inference import resolve_device
     from ...core.models import load_checkpoint
 
@@ -107,7 +108,8 @@ def predict_jobs(jobs: list[PredictJob], checkpoint: str | Path, options: Infere
     from ...core.measure import astm_grain_size, grain_table, summarize
 
     yield PredictStatus("loading the model…")
-    model, meta, device = _load_model(Path(checkpoint), options.device, {} if cache is None else cache)
+    model, meta, device = _load_model(checkpoint if isinstance(checkpoint, str) else Path(checkpoint), options.device,
+                                      {} if cache is None else cache)
     if options.histogram_match:
         histogram_reference(meta)  # a model without a reference: fail before any image
     done = 0
@@ -186,7 +188,8 @@ def show_prediction(viewer: napari.viewer.Viewer, done: ImageDone, source: str) 
     job, res = done.job, done.result
 
     def common(role: str) -> dict[str, Any]:
-        meta = prediction_metadata(job.name, done.model_path, role=role, made_by=source, pixel_size_um=job.pixel_size)
+        meta = prediction_metadata(job.name, done.model_path, role=role, made_by=source, pixel_size_um=job.pixel_size,
+                                   scaling=getattr(res, "scaling", None))
         return {**job.spatial, "metadata": meta}
 
     def name(role: str) -> str:

@@ -1,10 +1,14 @@
 """The *Predict* dock: segment (or classify) micrographs in the viewer with a trained model.
 
 Pick a model checkpoint (:mod:`.model`: a folder with ``model.safetensors`` + ``model.json``,
-chosen with *Browse…* or from the recent list, and checked at once from its files' headers: a
-broken folder is named in red and disables *Predict*) and an image layer, or every open image
-(:mod:`.image`); the options (:mod:`.options`) are generated from
-:class:`~napari_grainlab.core.inference.options.InferenceOptions`.  The prediction runs in a
+chosen with *Browse…* or from the model list, which offers the built-in models first, and checked
+at once from its files' headers: a broken folder, or a built-in model that is not installed, is
+named in red and disables *Predict*; when the dock opens, the model used last, else the built-in
+generalist, is chosen) and an image layer, or every open image (:mod:`.image`; an RGB layer is
+predicted in colour); the options (:mod:`.options`) are generated from
+:class:`~napari_grainlab.core.inference.options.InferenceOptions`, with the grain diameter
+(``auto``: estimated) shown first.  The status line tells each image's grain diameter and the
+factor it was resized by for the model, and the result layers' metadata records them.  The prediction runs in a
 worker thread (:mod:`napari_grainlab.gui.jobs.predict`) with a progress bar and *Cancel*; the
 model is loaded once per run and kept for the next run.  Results become layers tagged with their
 roles (``layer.metadata["grainlab"]["role"]``):
@@ -85,6 +89,13 @@ def _align_form_labels(root: QWidget) -> None:
     right = max(left[label] + label.sizeHint().width() for label in labels)
     for label in labels:
         label.setMinimumWidth(right - left[label])
+
+
+def scale_text(result: Any) -> str:
+    """The grain scale of a prediction for the status line (``grain diameter ≈ 23 px (estimated), scaled
+    ×1.39``); '' when nothing is known (a model without a training scale and no diameter given)."""
+    scaling = getattr(result, "scaling", None)
+    return scaling.text() if scaling is not None else ""
 
 
 class PredictWidget(QWidget):
@@ -319,7 +330,8 @@ class PredictWidget(QWidget):
         text = f"{done.job.name}: {n} grain{'' if n == 1 else 's'}, mean ⌀ {mean} {unit}"
         if done.job.pixel_size:
             text += f", ASTM G {fmt_number(s.get('astm_g'), 3)}"
-        return text
+        scale = scale_text(res)
+        return f"{text}; {scale}" if scale else text
 
     def _on_finished(self, result: TaskResult) -> None:
         self.set_busy(False)

@@ -16,20 +16,27 @@ from qtpy.QtWidgets import QComboBox, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ...core.errors import ConfigError
+from ...core.inference._rescale import model_grain_diameter
 from ...core.inference.options import InferenceOptions
 from .._forms import FieldEditor, ParamsForm, field_groups, field_tooltip
 from .._widgets import section
 
 __all__ = ["INLINE_GROUPS", "SEGMENT_ONLY_GROUPS", "OptionsPanel", "available_devices"]
 
-#: groups shown without a collapsible section (the options one changes per run)
-INLINE_GROUPS = ("Adaptation",)
+#: groups shown without a collapsible section (the options one changes per run), in this order
+INLINE_GROUPS = ("Scale", "Adaptation")
 #: groups that only a segmentation model uses (the watershed that separates grains)
 SEGMENT_ONLY_GROUPS = ("Grains",)
 #: a classification model's tile below this is its training patch size; a segmentation tile is at least
 MIN_SEGMENT_TILE = 256
 NO_REFERENCE = "this model records no intensity reference of its training data"
 NOT_SEGMENTING = "a classification model separates no grains"
+NO_SCALE = ("this model records no training grain scale: the image is predicted at its own resolution (train or "
+            "fine-tune a model with this version to have one)")
+#: the options that act only for a segmentation model that records its training grain scale
+SCALE_FIELDS = ("diameter", "rescale")
+#: the label of the grain-diameter editor (its value reads "auto" or "23 px")
+DIAMETER_LABEL = "Grain diameter ≈"
 
 
 def available_devices() -> list[str]:
@@ -92,6 +99,9 @@ class OptionsPanel(QWidget):
         for name, offers in SUGGESTIONS.items():
             if name in self.editors:
                 self.set_suggestions(name, offers())
+        diameter = self.editors.get("diameter")
+        if diameter is not None and diameter.label is not None:
+            diameter.label.setText(DIAMETER_LABEL)
 
     # ----------------------------------------------------------------- values
     def options(self) -> InferenceOptions:
@@ -171,7 +181,8 @@ class OptionsPanel(QWidget):
 
     def apply_model(self, meta: dict | None) -> None:
         """Fit the options to a model's metadata (None: no model chosen): histogram matching needs
-        the model's intensity reference; a classification model separates no grains and predicts
+        the model's intensity reference; the grain diameter and rescaling need a segmentation model
+        that records its training grain scale; a classification model separates no grains and predicts
         at its training patch size; a segmentation model's tiles are at least ``MIN_SEGMENT_TILE``."""
         info = meta or {}
         has_ref = bool(info.get("histogram_reference"))
@@ -181,6 +192,10 @@ class OptionsPanel(QWidget):
         for group in SEGMENT_ONLY_GROUPS:
             for name in self.group_fields(group):
                 self.set_available(name, segment, NOT_SEGMENTING)
+        scaled = meta is None or (segment and model_grain_diameter(info) is not None)
+        for name in SCALE_FIELDS:
+            if name in self.editors:
+                self.set_available(name, scaled, NO_SCALE if segment else NOT_SEGMENTING)
         if meta is None or "tile" not in self.editors:
             return
         tile = self.editors["tile"]

@@ -24,7 +24,9 @@ __all__ = ["DERIVED_VALUES", "EXCLUSIVE_FIELDS", "EXPANDED_SECTIONS", "SECTION_T
 SEED_MAX = 2**31 - 1
 #: titles of the parameter sections ("" is the top level of SynthParams); a section without
 #: a title here is named after its field's help text
-SECTION_TITLES = {"": "Image", "tessellation": "Grains", "sem": "SEM look", "optical": "Optical look"}
+SECTION_TITLES = {"": "Image", "tessellation": "Grains", "sem": "SEM look", "optical": "Optical look",
+                  "tint": "Tint etching look (colour)", "polarized": "Polarised light look (colour)",
+                  "ebsd": "EBSD IPF look (colour)"}
 #: sections expanded when the dock opens
 EXPANDED_SECTIONS = ("", "tessellation")
 #: optional fields of which exactly one is used: radio buttons instead of check boxes

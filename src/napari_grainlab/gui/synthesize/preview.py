@@ -63,10 +63,19 @@ def make_preview(params: SynthParams, note: str = "", *, seed: int) -> PreviewRe
     t0 = time.perf_counter()
     sample = generate(params, seed=seed)
     layers = sample_layer_data(sample, PREVIEW_IMAGE)
-    for _data, kwargs, kind in layers:
+    for data, kwargs, kind in layers:
         kwargs["metadata"] = role_metadata(_ROLES[kind], **kwargs["metadata"]["grainlab"])
+        if kind == "image":
+            kwargs["rgb"] = is_rgb(data)
+            if kwargs["rgb"]:  # a colour look (tint, polarized, ebsd) is shown as RGB, not as a grey stack
+                kwargs.pop("colormap", None)
     n = len(layers[1][1]["features"]["index"])
     return PreviewResult(layers, params, seed, n, time.perf_counter() - t0, note)
+
+
+def is_rgb(data: np.ndarray) -> bool:
+    """A generated image is colour: (H, W, 3)."""
+    return np.ndim(data) == 3 and np.shape(data)[-1] == 3
 
 
 class PreviewLayers:
@@ -83,6 +92,9 @@ class PreviewLayers:
         for data, kwargs, kind in result.layers:
             role = _ROLES[kind]
             layer = self.find(role, kind)
+            if layer is not None and kind == "image" and bool(layer.rgb) != bool(kwargs.get("rgb")):
+                self.viewer.layers.remove(layer)  # grey <-> colour: napari fixes rgb when a layer is made
+                layer = None
             if layer is None:
                 layer = getattr(self.viewer, f"add_{kind}")(data, **kwargs)
                 reset_view = reset_view or kind == "image"

@@ -432,8 +432,9 @@ class DataPanel(QWidget):
             if not lab.any():
                 empty.append(labels.name)
                 continue
-            if image.rgb:
-                notes.append(f"'{image.name}' is an RGB image: training uses its luminance")
+            if image.rgb and str(getattr(cfg, "channels", "1")) == "1":
+                notes.append(f"'{image.name}' is an RGB image: a grey model (input channels 1) trains on its "
+                             "luminance")
             job.images.append(img)
             job.labels.append(lab)
             job.names.append(str(image.name))

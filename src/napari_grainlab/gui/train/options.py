@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -47,6 +48,26 @@ SECTIONS = (
 STRATEGY_TIPS = {name: sentence(text) for name, text in STRATEGY_HELP.items()}
 WEIGHT_SOURCES = (("imagenet", "ImageNet"), ("none", "none (random)"), ("file", "weights file…"),
                   ("model", "GrainLab model folder…"))
+#: how a built-in model is named in the weights list (after ImageNet)
+BUILTIN_WEIGHTS = "{name} (built-in model)"
+
+
+def builtin_weight_sources() -> list[tuple[str, str, str]]:
+    """(registry name, text, tooltip) of every built-in model: starting weights to fine-tune."""
+    from ...core.errors import USER_ERRORS
+    from ...core.models.registry import installed, list_models
+
+    try:
+        models = list_models()
+    except USER_ERRORS:
+        return []
+    out = []
+    for m in models:
+        tip = f"fine-tune the built-in {m.name} model" + (f": {m.description}" if m.description else "")
+        if installed(m) == "not installed":
+            tip += " (not installed)"
+        out.append((m.name, BUILTIN_WEIGHTS.format(name=m.name), tip))
+    return out
 
 
 def default_out() -> Path:
@@ -115,11 +136,17 @@ class OptionsPanel(QWidget):
     # ======================================================================= layout
     def _build_weights(self, form: ParamsForm) -> None:
         self.weights_combo = ComboBox()
-        for key, text in WEIGHT_SOURCES:
+        for key, text in WEIGHT_SOURCES[:1]:
+            self.weights_combo.addItem(text, key)
+        for key, text, tip in builtin_weight_sources():  # fine-tune the generalist
+            self.weights_combo.addItem(text, key)
+            self.weights_combo.setItemData(self.weights_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        for key, text in WEIGHT_SOURCES[1:]:
             self.weights_combo.addItem(text, key)
         self.weights_combo.setToolTip("<p>initial weights: ImageNet (offline for efficientnet_lite0; otherwise from "
-                                      "local caches), random, a .safetensors / .pth file, or a GrainLab model folder "
-                                      "(e.g. a synthetic pre-training run)</p>")
+                                      "local caches), a built-in model such as the generalist (the whole network, "
+                                      "its backbone and channels), random, a .safetensors / .pth file, or a GrainLab "
+                                      "model folder (e.g. a synthetic pre-training run)</p>")
         self.weights_edit = QLineEdit()
         self.weights_edit.setPlaceholderText("path of the weights")
         self.weights_edit.textEdited.connect(lambda t: setattr(self, "_weights_path", t.strip()))
@@ -244,6 +271,8 @@ class OptionsPanel(QWidget):
         w = str(cfg.weights)
         if w.lower() in ("imagenet", "none"):
             self.weights_combo.setCurrentIndex(self.weights_combo.findData(w.lower()))
+        elif self.weights_combo.findData(w) >= 0:  # a built-in model's name
+            self.weights_combo.setCurrentIndex(self.weights_combo.findData(w))
         else:
             self.weights_combo.setCurrentIndex(self.weights_combo.findData("model" if Path(w).is_dir() else "file"))
             self.set_weights_path(w)
