@@ -157,8 +157,9 @@ def test_samples_from_arrays():
                                   pixel_sizes=[0.2, None])
     assert [s.name for s in samples] == ["x_tile1", "y"] and [s.group for s in samples] == ["x", "y"]
     assert samples[0].pixel_size == 0.2 and samples[1].pixel_size is None
+    assert samples[0].image.shape == (40, 48) and samples[1].image.shape == (40, 48, 3)  # colour stays colour
     for s in samples:
-        assert s.image.dtype == np.float32 and s.image.shape == (40, 48)
+        assert s.image.dtype == np.float32 and s.labels.shape == (40, 48)
         assert 0 <= s.image.min() and s.image.max() <= 1 and s.labels.dtype == np.uint32
     one = samples_from_arrays(image(), lab)  # a single pair
     assert len(one) == 1 and one[0].name == "image0"

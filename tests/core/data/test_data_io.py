@@ -19,6 +19,7 @@ from napari_grainlab.core.data.io import (
     read_image,
     read_labels,
     read_pixel_size,
+    to_grayscale,
 )
 from napari_grainlab.core.synthetic import SynthParams, generate
 
@@ -83,7 +84,7 @@ def test_bool_image(tmp_path):
     np.testing.assert_array_equal(im.data, b.astype(np.float32))
 
 
-def test_rgb_and_rgba_to_luminance(tmp_path):
+def test_equal_channel_rgb_is_grey_and_colour_stays_colour(tmp_path):
     gray = ramp()
     rgb = np.repeat(gray[..., None], 3, axis=-1)
     iio.imwrite(tmp_path / "rgb.png", rgb)
@@ -92,16 +93,41 @@ def test_rgb_and_rgba_to_luminance(tmp_path):
     tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb", planarconfig="separate")
     iio.imwrite(tmp_path / "gray.png", gray)
     ref = read_image(tmp_path / "gray.png").data
-    for name in ("rgb.png", "rgba.png", "rgb.tif", "planar.tif"):
-        np.testing.assert_allclose(read_image(tmp_path / name).data, ref, atol=1e-5, err_msg=name)
-    # pure colours: green is brightest, blue darkest (luminance weights)
+    for name in ("rgb.png", "rgba.png", "rgb.tif", "planar.tif"):  # equal channels: grey (H, W)
+        data = read_image(tmp_path / name).data
+        assert data.shape == gray.shape, name
+        np.testing.assert_allclose(data, ref, atol=1e-5, err_msg=name)
+    # pure colours: read as colour (H, W, 3); to_grayscale gives luminance (green brightest, blue darkest)
     colours = np.zeros((3, 8, 3), np.uint8)
     for c in range(3):
         colours[c, :, c] = 255
     iio.imwrite(tmp_path / "colours.png", np.repeat(colours, 4, axis=0))
     d = read_image(tmp_path / "colours.png").data
-    red, green, blue = d[0, 0], d[4, 0], d[8, 0]
+    assert d.shape == (12, 8, 3) and d.dtype == np.float32
+    np.testing.assert_array_equal(d[0, 0], [1, 0, 0])
+    np.testing.assert_array_equal(d[4, 0], [0, 1, 0])
+    np.testing.assert_array_equal(d[8, 0], [0, 0, 1])
+    lum = to_grayscale(iio.imread(tmp_path / "colours.png"))
+    assert lum.shape == (12, 8)
+    red, green, blue = lum[0, 0], lum[4, 0], lum[8, 0]
     assert green > red > blue
+
+
+def test_colour_file_read_as_colour_one_range_for_all_channels(tmp_path):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(20, 200, (30, 40, 3)).astype(np.uint16) * 100  # 16-bit colour, not equal channels
+    rgb[..., 2] //= 2  # a bluish-poor tint: the blue channel stays darker after normalisation
+    tifffile.imwrite(tmp_path / "tint.tif", rgb, photometric="rgb")
+    iio.imwrite(tmp_path / "tint.png", (rgb // 100).astype(np.uint8))
+    for name in ("tint.tif", "tint.png"):
+        d = read_image(tmp_path / name).data
+        assert d.shape == (30, 40, 3) and d.dtype == np.float32, name
+        assert 0 <= d.min() and d.max() <= 1
+        assert d[..., 2].mean() < 0.7 * d[..., 0].mean(), name  # one range for all channels keeps the hue
+    np.testing.assert_allclose(read_image(tmp_path / "tint.tif").data, normalize_intensity(rgb), atol=1e-6)
+    # RGBA: alpha dropped
+    iio.imwrite(tmp_path / "tint_a.png", np.dstack([(rgb // 100).astype(np.uint8), np.full((30, 40), 9, np.uint8)]))
+    np.testing.assert_allclose(read_image(tmp_path / "tint_a.png").data, read_image(tmp_path / "tint.png").data)
 
 
 def test_singleton_axes_squeezed_and_stacks_rejected(tmp_path):

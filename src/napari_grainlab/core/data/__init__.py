@@ -4,6 +4,8 @@
 >>> img = read_image("micrograph.tif")            # doctest: +SKIP
 >>> img.data.dtype, img.pixel_size                 # doctest: +SKIP
 (dtype('float32'), 0.0125)
+>>> img.data.shape                                 # (H, W) grey or (H, W, 3) colour  # doctest: +SKIP
+(1024, 1280, 3)
 
 The torch / albumentations parts (:mod:`.augment`, :mod:`.patches`) load on first use.
 """
@@ -21,6 +23,7 @@ from .datasets import (
     load_classification_folder,
     load_dataset_folders,
     load_segmentation_folder,
+    rescale_sample,
     samples_from_arrays,
 )
 from .io import (
@@ -36,10 +39,11 @@ from .io import (
     to_grayscale,
 )
 from .splits import group_split, kfold_splits, spatial_split
-from .targets import segmentation_targets
+from .targets import mean_grain_diameter, segmentation_targets
 
 _LAZY = {
     "build_augmentation": "augment",
+    "ColourJitter": "augment",
     "mixup_cutmix": "augment",
     "SEMArtifacts": "augment",
     "PoissonNoise": "augment",
@@ -65,10 +69,12 @@ __all__ = [
     "load_dataset_folders",
     "load_classification_folder",
     "load_segmentation_folder",
+    "mean_grain_diameter",
     "normalize_intensity",
     "read_image",
     "read_labels",
     "read_pixel_size",
+    "rescale_sample",
     "samples_from_arrays",
     "segmentation_targets",
     "spatial_split",

@@ -1,7 +1,12 @@
 """Label-aware augmentation presets (albumentations) and Mixup / CutMix for classification.
 
 A pipeline is data: :func:`build_augmentation` returns an ``albumentations.Compose`` assembled
-from small preset functions.  Images are float32 (H, W) in [0, 1] in and out; grain labels travel
+from small preset functions.  Images are float32 (H, W) (grey) or (H, W, 3) (colour) in [0, 1] in
+and out, and every preset works on both: the brightness, contrast, gamma, blur and noise transforms
+act on every channel alike (the noise is drawn per channel, as a colour sensor's is), the SEM
+artefacts put the same distortion on all channels, and inversion inverts the luminance of a colour
+image exactly (its hues turn to their complements, harmless for colour maps that are arbitrary
+anyway).  Grain labels travel
 as the ``mask`` target (int32, nearest-neighbour interpolation), shifted by one so that areas a
 rotation fills in come out as 0 ("outside", see :mod:`.patches`).
 
@@ -18,6 +23,9 @@ noise
     probe blur (Gaussian or motion), Poisson shot noise at a random dose, Gaussian noise.
 sem
     :class:`SEMArtifacts`: the synthetic renderer's scan and specimen effects on a real image.
+colour
+    :class:`ColourJitter`: hue rotation, saturation and white balance of colour images (grey
+    images pass unchanged); see the class for why these and not channel shuffles.
 invert
     contrast inversion (not in the defaults; used for domain randomisation).
 """
@@ -35,14 +43,17 @@ import torch
 
 from ..errors import DataError
 from ..synthetic.render import _charging, _draw_dust, _draw_scratches, _scan_shifts, _shading
+from .channels import is_colour, luminance
 
 __all__ = [
     "DEFAULT_PRESETS",
     "PRESETS",
     "Clip",
+    "ColourJitter",
     "PoissonNoise",
     "SEMArtifacts",
     "build_augmentation",
+    "colour",
     "context_size",
     "geometric",
     "intensity",
@@ -53,7 +64,7 @@ __all__ = [
     "sem_artifacts",
 ]
 
-DEFAULT_PRESETS = ("geometric", "intensity", "noise", "sem")
+DEFAULT_PRESETS = ("geometric", "intensity", "noise", "sem", "colour")
 
 
 # ---------------------------------------------------------------------------------------- transforms
@@ -119,17 +130,33 @@ def sem_artifacts(image: np.ndarray, rng: np.random.Generator, strength: float =
     Each effect happens with its probability (``shading``, ``scratches``, …) at a random strength
     scaled by ``strength``: shading (multiplicative, smooth), polishing scratches, dust and
     contamination, charging streaks along the scan, scan-line shifts (jitter + drift, at most
-    ``max_shift`` px so that pixel-accurate labels stay valid) and line brightness noise.
+    ``max_shift`` px so that pixel-accurate labels stay valid) and line brightness noise.  A colour
+    ``(H, W, 3)`` image gets the same artefacts (places, strengths, shifts) on all three channels;
+    dust takes grey levels from the luminance.
 
     Returns
     -------
-    float32 (H, W) in [0, 1], a new array
+    float32 (H, W) or (H, W, 3) in [0, 1], a new array
     """
     img = np.array(image, dtype=np.float32, copy=True)
+    args = (strength, shading, scratches, dust, charging, scan, line_noise, max_shift)
+    if is_colour(img):
+        seed = int(rng.integers(0, 2**63 - 1))  # one draw of every effect, replayed on each channel
+        mean = float(luminance(img).mean())
+        for c in range(3):
+            img[..., c] = _sem_plane(np.ascontiguousarray(img[..., c]), np.random.default_rng(seed), mean, *args)
+        return img
     if img.ndim != 2:
-        raise DataError(f"sem_artifacts: expected a 2-D image, got shape {img.shape}")
+        raise DataError(f"sem_artifacts: expected an (H, W) or (H, W, 3) image, got shape {img.shape}")
+    return _sem_plane(img, rng, float(img.mean()), *args)
+
+
+def _sem_plane(img: np.ndarray, rng: np.random.Generator, mean: float, strength: float, shading: float,
+               scratches: float, dust: float, charging: float, scan: float, line_noise: float,
+               max_shift: float) -> np.ndarray:
+    """:func:`sem_artifacts` on one float32 plane (changed in place where it can be); ``mean`` sets the dust
+    levels.  The random draws depend on the shape only, so a replay with the same seed repeats them."""
     h, w = img.shape
-    mean = float(img.mean())
     s = float(strength)
     if rng.random() < shading:
         gy, gx = _shading(rng, h, w, s * rng.uniform(0.1, 0.4))
@@ -170,6 +197,58 @@ class SEMArtifacts(A.ImageOnlyTransform):
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("strength", "shading", "scratches", "dust", "charging", "scan", "line_noise")
+
+
+_LUMINANCE = np.array([0.2125, 0.7154, 0.0721])  # BT.709, as channels.luminance
+
+
+class ColourJitter(A.ImageOnlyTransform):
+    """Colour changes that happen to real colour micrographs; grey ``(H, W)`` images pass unchanged.
+
+    - **hue rotation** (uniform in ±``hue`` degrees, in HSV): the colour of a tint- (colour-) etched
+      grain is an interference colour of its oxide / sulphide film, whose thickness depends on the
+      grain's orientation *and* on the etching time, temperature and reagent, so one lab's grains are
+      another lab's grains with every hue shifted; in polarised light (anodised aluminium) turning the
+      analyser or the sensitive-tint plate rotates all colours, and an EBSD-IPF-like map's colour key is
+      a convention.  What separates grains is the hue *difference*, which a rotation keeps.
+    - **saturation** (a factor log-uniform in [1 / ``saturation``, ``saturation``]): a thinner film,
+      a weaker stain or a less crossed polariser gives paler colours.
+    - **white balance** (per-channel gains ``exp(N(0, white_balance))``, scaled to keep the luminance of
+      white): the lamp's colour temperature and the camera's white balance.
+
+    Brightness and contrast belong to the ``intensity`` preset.  Not used: channel shuffles and
+    independent per-channel curves, which give colour relations that no etch, illumination or camera
+    produces (a grain pair that differs in red only could come out differing in blue only).
+    """
+
+    def __init__(self, hue: float = 180.0, saturation: float = 1.5, white_balance: float = 0.08, p: float = 0.5):
+        super().__init__(p=p)
+        if not (0 <= hue <= 180 and saturation >= 1 and white_balance >= 0):
+            raise DataError(f"ColourJitter: need 0 <= hue <= 180, saturation >= 1, white_balance >= 0; got hue={hue}, "
+                            f"saturation={saturation}, white_balance={white_balance}")
+        self.hue, self.saturation, self.white_balance = float(hue), float(saturation), float(white_balance)
+
+    def get_params(self) -> dict[str, Any]:
+        g = self.random_generator
+        gains = np.exp(g.normal(0.0, self.white_balance, 3)) if self.white_balance > 0 else np.ones(3)
+        log_s = math.log(self.saturation)
+        return {"hue": float(g.uniform(-self.hue, self.hue)), "sat": math.exp(g.uniform(-log_s, log_s)),
+                "gains": (gains / float(gains @ _LUMINANCE)).astype(np.float32)}
+
+    def apply(self, img: np.ndarray, hue: float = 0.0, sat: float = 1.0, gains: np.ndarray | None = None,
+              **params: Any) -> np.ndarray:
+        if not is_colour(img):
+            return img
+        hsv = cv2.cvtColor(np.clip(img, 0.0, 1.0).astype(np.float32), cv2.COLOR_RGB2HSV)  # H in [0, 360)
+        hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(hue), np.float32(360.0))
+        hsv[..., 1] = np.clip(hsv[..., 1] * np.float32(sat), 0.0, 1.0)
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        if gains is not None:
+            out *= np.asarray(gains, dtype=np.float32)
+        return np.clip(out, 0.0, 1.0)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("hue", "saturation", "white_balance")
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -220,7 +299,14 @@ def invert() -> list:
     return [A.InvertImg(p=0.5)]
 
 
-PRESETS = ("geometric", "sem", "intensity", "invert", "noise")  # the order they are applied in
+def colour(strength: float = 1.0) -> list:
+    """Hue rotation (up to ±180° at strength 1), saturation (x 1/1.5 .. 1.5) and white balance of colour images
+    (:class:`ColourJitter`); nothing happens to grey images."""
+    s = float(strength)
+    return [ColourJitter(hue=min(180.0, 180.0 * s), saturation=1.0 + 0.5 * s, white_balance=0.08 * s, p=0.5)]
+
+
+PRESETS = ("geometric", "sem", "colour", "intensity", "invert", "noise")  # the order they are applied in
 
 
 def build_augmentation(presets: Sequence[str] | str = DEFAULT_PRESETS, oriented_growth: bool = False,
@@ -235,7 +321,7 @@ def build_augmentation(presets: Sequence[str] | str = DEFAULT_PRESETS, oriented_
     patch_size : when given, the geometric stage ends with a centre crop to this size, so the
         patch sampler can pass a larger window (:func:`context_size`) and rotations fill nothing
         in, and the remaining stages work on the final patch only
-    strength : magnitude of the intensity, noise and artefact effects and of the zoom (0 .. 2)
+    strength : magnitude of the intensity, colour, noise and artefact effects and of the zoom (0 .. 2)
 
     Use as ``out = aug(image=image, mask=labels.astype(np.int32) + 1)``.
     """
@@ -253,9 +339,9 @@ def build_augmentation(presets: Sequence[str] | str = DEFAULT_PRESETS, oriented_
         transforms.append(A.CenterCrop(int(patch_size), int(patch_size), pad_if_needed=True,
                                        border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0))
     transforms += [t for t in geo if not isinstance(t, A.Affine)]
-    for name in ("sem", "intensity", "invert", "noise"):
+    for name in ("sem", "colour", "intensity", "invert", "noise"):
         if name in names:
-            transforms += invert() if name == "invert" else {"sem": sem, "intensity": intensity,
+            transforms += invert() if name == "invert" else {"sem": sem, "colour": colour, "intensity": intensity,
                                                               "noise": noise}[name](strength)
     transforms.append(Clip())
     return A.Compose(transforms)

@@ -36,10 +36,8 @@ from .io import (
     IMAGE_EXTENSIONS,
     LABEL_EXTENSIONS,
     labels_from_array,
-    normalize_intensity,
     read_image,
     read_labels,
-    to_grayscale,
 )
 
 __all__ = [
@@ -51,6 +49,9 @@ __all__ = [
     "load_classification_folder",
     "load_dataset_folders",
     "load_segmentation_folder",
+    "rescale_sample",
+    "resize_image",
+    "resize_labels",
     "samples_from_arrays",
 ]
 
@@ -69,7 +70,7 @@ class SegSample:
     Attributes
     ----------
     name : identifier (file stem)
-    image : float32 (H, W) in [0, 1]
+    image : float32 in [0, 1], (H, W) grey or (H, W, 3) colour (a dataset may mix them)
     labels : uint32 (H, W) grain instances, 0 = not annotated
     group : the source micrograph (samples of one group stay on one side of a split)
     pixel_size : µm per pixel, or None
@@ -82,11 +83,12 @@ class SegSample:
     pixel_size: float | None = None
 
     def __post_init__(self) -> None:
-        if np.shape(self.image) != np.shape(self.labels):
+        shape = np.shape(self.image)
+        if len(shape) not in (2, 3) or (len(shape) == 3 and shape[-1] != 3):
+            raise DataError(f"{self.name}: expected an (H, W) grey or (H, W, 3) colour image, got shape {shape}")
+        if shape[:2] != np.shape(self.labels):
             raise DataError(f"{self.name}: labels shape {np.shape(self.labels)} does not match the image shape "
-                            f"{np.shape(self.image)}")
-        if np.ndim(self.image) != 2:
-            raise DataError(f"{self.name}: expected a 2-D image, got shape {np.shape(self.image)}")
+                            f"{shape[:2]}")
 
 
 @dataclass
@@ -231,7 +233,7 @@ def load_segmentation_folder(path: str | Path) -> list[SegSample]:
     samples, empty = [], []
     for name in pairs:
         img = read_image(images[name])
-        lab = read_labels(labels[name], shape=img.data.shape)
+        lab = read_labels(labels[name], shape=img.data.shape[:2])
         if not lab.any():
             empty.append(name)
             continue
@@ -252,7 +254,8 @@ def samples_from_arrays(images: Sequence[np.ndarray] | np.ndarray, labels: Seque
     Parameters
     ----------
     images : list of 2-D (or RGB(A) H x W x C) arrays of any dtype, or one such array, or an
-        N x H x W stack; normalised with :func:`~.io.normalize_intensity`
+        N x H x W stack; colour stays colour (RGB with equal channels is grey, see
+        :func:`~.channels.to_planes`), normalised with :func:`~.channels.normalize_image`
     labels : list of integer (or bool) 2-D arrays of the same shapes (one array or a stack, like
         ``images``), 0 = not annotated; values are relabelled to 1..n (no boundary-mask
         detection: pass instances)
@@ -277,24 +280,68 @@ def samples_from_arrays(images: Sequence[np.ndarray] | np.ndarray, labels: Seque
     for what, seq in (("names", names), ("pixel_sizes", pixel_sizes), ("groups", groups)):
         if len(seq) != n:
             raise DataError(f"samples_from_arrays: {n} images but {len(seq)} {what}")
+    from .channels import normalize_image, to_planes
+
     samples, empty = [], []
     for i in range(n):
-        gray = to_grayscale(np.asarray(images[i]), f"image {names[i]!r}")
-        if gray.dtype.kind == "f" and not np.isfinite(gray).all():
+        planes = to_planes(np.asarray(images[i]), f"image {names[i]!r}")
+        if planes.dtype.kind == "f" and not np.isfinite(planes).all():
             raise DataError(f"image {names[i]!r}: contains NaN or infinite values")
         lab = labels_from_array(np.asarray(labels[i]), f"labels of {names[i]!r}", detect_boundaries=False,
-                                shape=gray.shape)
+                                shape=planes.shape[:2])
         if not lab.any():
             empty.append(names[i])
             continue
         px = pixel_sizes[i]
-        samples.append(SegSample(name=names[i], image=normalize_intensity(gray), labels=lab, group=groups[i],
+        samples.append(SegSample(name=names[i], image=normalize_image(planes), labels=lab, group=groups[i],
                                  pixel_size=float(px) if px is not None else None))
     if not samples:
         raise DataError(f"no annotated pixels in the labels of {_listing(names)}")
     if empty:
         _warn(f"{len(empty)} image(s) have no annotated pixel and are skipped: {_listing(empty)}")
     return samples
+
+
+# -------------------------------------------------------------------------------------------- scale
+def _scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
+    if not (np.isfinite(factor) and factor > 0):
+        raise DataError(f"scale factor must be a positive number, got {factor!r}")
+    return max(1, int(round(shape[0] * factor))), max(1, int(round(shape[1] * factor)))
+
+
+def resize_image(image: np.ndarray, factor: float) -> np.ndarray:
+    """An ``(H, W)`` or ``(H, W, 3)`` float image scaled by ``factor``: area averaging when it shrinks
+    (no aliasing of thin boundaries), bilinear when it grows; float32."""
+    import cv2
+
+    h, w = _scaled_shape(np.shape(image), factor)
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    if (h, w) == img.shape[:2]:
+        return img
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, (w, h), interpolation=interp)
+
+
+def resize_labels(labels: np.ndarray, factor: float) -> np.ndarray:
+    """Label image scaled by ``factor`` with nearest-neighbour sampling (pixel centres; any integer dtype)."""
+    labels = np.asarray(labels)
+    h, w = _scaled_shape(labels.shape, factor)
+    if (h, w) == labels.shape:
+        return labels
+    rows = np.minimum(((np.arange(h) + 0.5) * (labels.shape[0] / h)).astype(np.int64), labels.shape[0] - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * (labels.shape[1] / w)).astype(np.int64), labels.shape[1] - 1)
+    return np.ascontiguousarray(labels[np.ix_(rows, cols)])
+
+
+def rescale_sample(sample: SegSample, factor: float) -> SegSample:
+    """``sample`` with image and labels scaled by ``factor`` (see :func:`resize_image`, :func:`resize_labels`);
+    the pixel size (µm per px) grows by ``1 / factor``."""
+    if factor == 1:
+        return sample
+    image = np.clip(resize_image(sample.image, factor), 0.0, 1.0)
+    labels = resize_labels(sample.labels, factor)
+    px = sample.pixel_size / factor if sample.pixel_size is not None else None
+    return SegSample(name=sample.name, image=image, labels=labels, group=sample.group, pixel_size=px)
 
 
 # ---------------------------------------------------------------------------------- classification

@@ -1,8 +1,9 @@
 """Reading micrographs and label images: any dtype to float32 [0, 1], pixel size from metadata.
 
-Images are read with tifffile (TIFF) or imageio (PNG, JPEG, BMP), reduced to one grayscale
-plane and stretched between two percentiles (:func:`normalize_intensity`), so that 8-bit data,
-12-bit SEM data stored in 16 bits and float data all look alike to a model.  Label images are
+Images are read with tifffile (TIFF) or imageio (PNG, JPEG, BMP) as one grey ``(H, W)`` or colour
+``(H, W, 3)`` plane (:func:`~.channels.to_planes`: an RGB file whose channels are equal is grey) and
+stretched between two percentiles (:func:`normalize_intensity`, one range for all channels), so that
+8-bit data, 12-bit SEM data stored in 16 bits and float data all look alike to a model.  Label images are
 grain instances (0 = not annotated) or, detected automatically, binary boundary masks that are
 converted to instances (:func:`boundary_mask_to_instances`).
 """
@@ -48,7 +49,6 @@ _TIFF_EXTENSIONS = (".tif", ".tiff")
 PIXEL_SIZE_RANGE = (1e-5, 1e4)
 #: resolutions in dots per inch that image programs write by default: they are no calibration
 _DEFAULT_DPI = (72.0, 96.0, 150.0, 200.0, 300.0, 600.0, 1200.0)
-_LUMINANCE = np.array([0.2125, 0.7154, 0.0721])  # ITU-R BT.709, as skimage.color.rgb2gray
 _UNIT_UM = {
     "m": 1e6, "meter": 1e6, "metre": 1e6, "cm": 1e4, "centimeter": 1e4, "centimetre": 1e4,
     "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3, "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0,
@@ -65,7 +65,7 @@ class Image:
 
     Attributes
     ----------
-    data : float32 array (H, W) in [0, 1]
+    data : float32 array in [0, 1], (H, W) for grey or (H, W, 3) RGB for colour (see :mod:`.channels`)
     pixel_size : µm per pixel from the file's metadata, or None when unknown
     source : the file it came from
     original_dtype : dtype of the stored pixels (e.g. ``"uint16"``)
@@ -141,38 +141,12 @@ def to_grayscale(arr: np.ndarray, source: str = "image", channel_axis: int | Non
     ``channel_axis`` names the colour axis when known (e.g. from TIFF metadata); otherwise the last
     axis of a 3-D array (after squeezing) is colour when its length is 2 (gray + alpha), 3 or 4.
     Stacks (more than two spatial axes) raise :class:`DataError` with the shape.  Integer values
-    keep their range (RGB becomes float).
+    keep their range (RGB becomes float).  For callers that want grey; :func:`read_image` keeps colour
+    (:func:`~.channels.to_planes`).
     """
-    arr = np.asarray(arr)
-    shape = arr.shape
-    if arr.size == 0:
-        raise DataError(f"{source}: the image is empty (shape {shape})")
-    if arr.dtype.kind not in "buif":
-        raise DataError(f"{source}: unsupported pixel type {arr.dtype}")
-    if channel_axis is None:
-        arr = _squeeze_to(arr, 2)
-        if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
-            channel_axis = 2
-    else:
-        arr = np.moveaxis(arr, channel_axis, -1)
-        if arr.shape[-1] == 1:  # one sample per pixel: grayscale
-            arr, channel_axis = _squeeze_to(arr[..., 0], 2), None
-        else:
-            arr = _squeeze_to(arr, 3)
-    if arr.ndim != (2 if channel_axis is None else 3):
-        raise DataError(f"{source}: a stack of shape {shape}; expected one 2-D image (grayscale or RGB)")
-    if channel_axis is not None:
-        channels = arr.shape[-1]
-        if channels in (3, 4):
-            if arr.dtype == np.bool_:
-                arr = arr.view(np.uint8)
-            work = np.float32 if arr.dtype.itemsize <= 2 else np.float64
-            arr = arr[..., :3].astype(work) @ _LUMINANCE.astype(work)
-        elif channels == 2:
-            arr = arr[..., 0]  # gray + alpha
-        else:
-            raise DataError(f"{source}: {channels} channels (shape {shape}); expected grayscale or RGB(A)")
-    return np.ascontiguousarray(arr)
+    from .channels import to_planes
+
+    return to_planes(arr, source, channel_axis, colour=False)
 
 
 def _squeeze_to(arr: np.ndarray, ndim: int) -> np.ndarray:
@@ -379,11 +353,13 @@ def constant_image_message(image: np.ndarray, source: str = "the image") -> str 
 
 
 def read_image(path: str | Path, low: float = 0.1, high: float = 99.9) -> Image:
-    """Read a micrograph as float32 (H, W) in [0, 1] with its pixel size.
+    """Read a micrograph as float32 (H, W) (grey) or (H, W, 3) (colour) in [0, 1] with its pixel size.
 
     TIFF (first series; tifffile), PNG, JPEG, BMP (imageio); 8/16/32-bit integer, float or bool
-    pixels; RGB(A) is converted to luminance.  The intensities are stretched between the ``low``
-    and ``high`` percentiles (:func:`normalize_intensity`); a constant image becomes all zeros.
+    pixels.  RGB(A) stays colour (alpha dropped) unless its three channels are equal, which is grey
+    (:func:`~.channels.to_planes`).  The intensities are stretched between the ``low`` and ``high``
+    percentiles, one range for all channels (:func:`~.channels.normalize_image`); a constant image
+    becomes all zeros.  :func:`to_grayscale` / :func:`~.channels.luminance` give grey where it is wanted.
 
     Raises
     ------
@@ -393,11 +369,13 @@ def read_image(path: str | Path, low: float = 0.1, high: float = 99.9) -> Image:
     path = Path(path)
     _check_file(path, "image", IMAGE_EXTENSIONS)
     arr, channel_axis, pixel_size = _read_array(path)
+    from .channels import normalize_image, to_planes
+
     original = str(arr.dtype)
-    gray = to_grayscale(arr, str(path), channel_axis)
-    if gray.dtype.kind == "f" and not np.isfinite(gray).all():
+    planes = to_planes(arr, str(path), channel_axis)
+    if planes.dtype.kind == "f" and not np.isfinite(planes).all():
         raise DataError(f"{path}: the image contains NaN or infinite values")
-    return Image(normalize_intensity(gray, low, high), pixel_size, str(path), original)
+    return Image(normalize_image(planes, low, high), pixel_size, str(path), original)
 
 
 # ------------------------------------------------------------------------------------- pixel size

@@ -4,10 +4,14 @@ Training patches are random (seeded per ``(seed, epoch, index)``, so every item 
 whatever the number of DataLoader workers); validation tiles are a fixed grid.  All datasets are
 plain picklable objects (no lambdas, no open files) for DataLoader worker processes.
 
-Segmentation items are dicts of float32 tensors of shape (1, P, P): ``image`` in [0, 1],
+Samples hold grey ``(H, W)`` or colour ``(H, W, 3)`` images (a dataset may mix them); patches are
+cut and augmented as they are and converted at the end to the ``in_chans`` channels the model takes
+(:func:`.channels.to_chw`: grey replicated for 3 channels, colour to luminance for 1).
+
+Segmentation items are dicts of float32 tensors: ``image`` (C, P, P) in [0, 1] (C = ``in_chans``),
 ``boundary`` and ``distance`` (:func:`.targets.segmentation_targets`) and ``valid`` (1 where the
-loss counts: annotated pixels inside the image).  Classification items: ``image`` (1, P, P) and
-``target`` (int64).
+loss counts: annotated pixels inside the image), each (1, P, P).  Classification items: ``image``
+(C, P, P) and ``target`` (int64).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 
 from ..errors import DataError
 from .augment import context_size
+from .channels import to_chw
 from .datasets import ClsSample, SegSample
 from .targets import segmentation_targets
 
@@ -31,14 +36,15 @@ def crop_window(image: np.ndarray, labels: np.ndarray | None, y0: int, x0: int, 
                 w: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The window ``[y0, y0 + h) x [x0, x0 + w)`` of an image, reaching outside it where needed.
 
-    Outside the image the image is mirrored (reflect padding) and the labels are 0.
+    Outside the image the image is mirrored (reflect padding) and the labels are 0.  ``image`` is
+    ``(H, W)`` or ``(H, W, C)`` (the window keeps the channels).
 
     Returns
     -------
     image window, labels window (None without labels), outside mask (None when the window lies
     inside the image)
     """
-    H, W = image.shape
+    H, W = image.shape[:2]
     ys, ye, xs, xe = max(y0, 0), min(y0 + h, H), max(x0, 0), min(x0 + w, W)
     if ys >= ye or xs >= xe:
         raise DataError(f"window ({y0}, {x0}, {h}, {w}) does not overlap the image of shape {image.shape}")
@@ -47,7 +53,7 @@ def crop_window(image: np.ndarray, labels: np.ndarray | None, y0: int, x0: int, 
     pads = ((ys - y0, y0 + h - ye), (xs - x0, x0 + w - xe))
     if not any(p for pair in pads for p in pair):
         return np.ascontiguousarray(img), (np.ascontiguousarray(lab) if lab is not None else None), None
-    img = np.pad(img, pads, mode="reflect" if min(img.shape) > 1 else "edge")
+    img = np.pad(img, pads + ((0, 0),) * (img.ndim - 2), mode="reflect" if min(img.shape[:2]) > 1 else "edge")
     if lab is not None:
         lab = np.pad(lab, pads, mode="constant")
     outside = np.ones((h, w), dtype=bool)
@@ -80,11 +86,17 @@ def _check_positive(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def _check_chans(value) -> int:
+    if isinstance(value, bool) or value not in (1, 3):
+        raise DataError(f"in_chans must be 1 or 3, got {value!r}")
+    return int(value)
+
+
 def _seg_item(image: np.ndarray, labels: np.ndarray, outside: np.ndarray | None,
-              boundary_width: int) -> dict[str, torch.Tensor]:
+              boundary_width: int, in_chans: int = 1) -> dict[str, torch.Tensor]:
     boundary, distance, valid = segmentation_targets(labels, boundary_width, outside)
     return {
-        "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)[None]),
+        "image": torch.from_numpy(to_chw(image, in_chans)),
         "boundary": torch.from_numpy(boundary[None]),
         "distance": torch.from_numpy(distance[None]),
         "valid": torch.from_numpy(valid.astype(np.float32)[None]),
@@ -150,19 +162,22 @@ class SegPatchDataset(_Augmenting, torch.utils.data.Dataset):
 
     Parameters
     ----------
-    samples : annotated images (may be empty with ``synthetic_ratio=1``: synthetic-only training)
+    samples : annotated images, grey or colour (may be empty with ``synthetic_ratio=1``: synthetic-only
+        training)
     patch_size : patch side in px
     augment : an albumentations pipeline (:func:`.augment.build_augmentation`) or None
     length : number of items (patches per epoch)
     seed : random seed
     synthetic, synthetic_ratio : synthetic source and the fraction of items drawn from it
     boundary_width : see :func:`.targets.segmentation_targets`
+    in_chans : channels of the ``image`` tensors (1 or 3, the model's ``in_chans``)
     """
 
     def __init__(self, samples: Sequence[SegSample], patch_size: int, augment=None, length: int = 1000,
                  seed: int = 0, synthetic=None, synthetic_ratio: float = 0.0, boundary_width: int = 2,
-                 tries: int = 5):
+                 tries: int = 5, in_chans: int = 1):
         self.samples = list(samples)
+        self.in_chans = _check_chans(in_chans)
         self.patch_size = _check_positive("patch_size", patch_size)
         self.length = _check_positive("length", length)
         self.seed = _check_positive("seed", seed, 0)
@@ -236,8 +251,9 @@ class SegPatchDataset(_Augmenting, torch.utils.data.Dataset):
         P = self.patch_size
         image, labels = self.synthetic.sample(rng, P)
         image, labels = np.asarray(image, dtype=np.float32), np.asarray(labels)
-        if image.shape != (P, P) or labels.shape != (P, P):
-            raise DataError(f"synthetic source returned shapes {image.shape} / {labels.shape}, expected {(P, P)}")
+        if image.shape not in ((P, P), (P, P, 3)) or labels.shape != (P, P):
+            raise DataError(f"synthetic source returned shapes {image.shape} / {labels.shape}, expected {(P, P)} "
+                            f"(or {(P, P, 3)} for a colour image)")
         return image, labels.astype(np.uint32, copy=False), None
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -250,7 +266,7 @@ class SegPatchDataset(_Augmenting, torch.utils.data.Dataset):
             image, labels, outside = self._augment(rng, image, labels, outside)
             if labels.any():
                 break
-        return _seg_item(image, labels, outside, self.boundary_width)
+        return _seg_item(image, labels, outside, self.boundary_width, self.in_chans)
 
 
 class SegTileDataset(torch.utils.data.Dataset):
@@ -261,8 +277,9 @@ class SegTileDataset(torch.utils.data.Dataset):
     mirror-padded, the padding not valid.
     """
 
-    def __init__(self, samples: Sequence[SegSample], tile: int, boundary_width: int = 2):
+    def __init__(self, samples: Sequence[SegSample], tile: int, boundary_width: int = 2, in_chans: int = 1):
         self.samples = list(samples)
+        self.in_chans = _check_chans(in_chans)
         self.tile = _check_positive("tile", tile)
         self.boundary_width = _check_positive("boundary_width", boundary_width)
         self.items = [(k, y, x) for k, s in enumerate(self.samples)
@@ -276,11 +293,11 @@ class SegTileDataset(torch.utils.data.Dataset):
         k, y, x = self.items[index]
         s = self.samples[k]
         image, labels, outside = crop_window(s.image, s.labels, y, x, self.tile, self.tile)
-        return _seg_item(image, labels, outside, self.boundary_width)
+        return _seg_item(image, labels, outside, self.boundary_width, self.in_chans)
 
 
 class ClsPatchDataset(_Augmenting, torch.utils.data.Dataset):
-    """Random augmented crops for classification: ``image`` (1, P, P) and ``target`` (int64).
+    """Random augmented crops for classification: ``image`` (C, P, P) and ``target`` (int64).
 
     Item ``i`` picks a sample uniformly and a random ``patch_size`` crop of it (reproducible from
     ``(seed, epoch, i)``).  Images smaller than the patch are mirror-padded rather than resized,
@@ -288,8 +305,9 @@ class ClsPatchDataset(_Augmenting, torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: Sequence[ClsSample], patch_size: int, augment=None, length: int = 1000,
-                 seed: int = 0):
+                 seed: int = 0, in_chans: int = 1):
         self.samples = list(samples)
+        self.in_chans = _check_chans(in_chans)
         if not self.samples:
             raise DataError("no samples for classification")
         self.patch_size = _check_positive("patch_size", patch_size)
@@ -311,12 +329,13 @@ class ClsPatchDataset(_Augmenting, torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {self.length} patches")
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         s = self.samples[int(rng.integers(len(self.samples)))]
-        H, W = np.shape(s.image)
+        H, W = np.shape(s.image)[:2]
         P, C = self.patch_size, self.context
         m = (C - P) // 2
         image, _, _ = crop_window(s.image, None, self._start(rng, H) - m, self._start(rng, W) - m, C, C)
         image, _, _ = self._augment(rng, image, None, None)
-        return {"image": torch.from_numpy(image[None]), "target": torch.tensor(int(s.label), dtype=torch.int64)}
+        return {"image": torch.from_numpy(to_chw(image, self.in_chans)),
+                "target": torch.tensor(int(s.label), dtype=torch.int64)}
 
 
 class ClsTileDataset(torch.utils.data.Dataset):
@@ -327,16 +346,18 @@ class ClsTileDataset(torch.utils.data.Dataset):
     crop per image.
     """
 
-    def __init__(self, samples: Sequence[ClsSample], patch_size: int, mode: str = "grid", max_tiles: int = 16):
+    def __init__(self, samples: Sequence[ClsSample], patch_size: int, mode: str = "grid", max_tiles: int = 16,
+                 in_chans: int = 1):
         if mode not in ("grid", "center"):
             raise DataError(f"ClsTileDataset: mode must be 'grid' or 'center', got {mode!r}")
         self.samples = list(samples)
+        self.in_chans = _check_chans(in_chans)
         self.patch_size = P = _check_positive("patch_size", patch_size)
         self.max_tiles = _check_positive("max_tiles", max_tiles)
         self.mode = mode
         self.items: list[tuple[int, int, int]] = []
         for k, s in enumerate(self.samples):
-            H, W = np.shape(s.image)
+            H, W = np.shape(s.image)[:2]
             if mode == "center":
                 self.items.append((k, (H - P) // 2, (W - P) // 2))
                 continue
@@ -353,5 +374,5 @@ class ClsTileDataset(torch.utils.data.Dataset):
         k, y, x = self.items[index]
         s = self.samples[k]
         image, _, _ = crop_window(s.image, None, y, x, self.patch_size, self.patch_size)
-        return {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)[None]),
+        return {"image": torch.from_numpy(to_chw(image, self.in_chans)),
                 "target": torch.tensor(int(s.label), dtype=torch.int64)}

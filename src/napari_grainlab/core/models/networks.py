@@ -1,9 +1,12 @@
-"""Networks: a U-Net decoder on any timm encoder, and a timm classifier, both for grayscale micrographs.
+"""Networks: a U-Net decoder on any timm encoder, and a timm classifier, for grey or colour micrographs.
 
-Grayscale input: timm adapts the stem by summing the pretrained RGB filters (``in_chans=1``), which gives
-exactly the output of feeding the gray image replicated into three channels, at a third of the stem cost.
-Both networks take N x 1 x H x W float images in [0, 1] and normalise internally with the backbone's
-(channel-averaged) ImageNet mean and std, so callers never deal with normalisation.
+``ModelSpec.in_chans`` is 1 (grey) or 3 (RGB).  Colour models use timm's pretrained RGB stem as it is and
+normalise with the backbone's per-channel ImageNet mean and std.  Grey models: timm adapts the stem by
+summing the pretrained RGB filters (``in_chans=1``), close to feeding the grey image replicated into three
+channels at a third of the stem cost, and they normalise with the channel-averaged mean and std.  Both
+networks take N x C x H x W float images in [0, 1] and normalise internally, so callers never deal with
+normalisation.  :func:`adapt_in_chans` converts the weights of a model of one channel count to the other
+(only the layers that see the input image change), so a grey model can be fine-tuned on colour data.
 """
 from __future__ import annotations
 
@@ -81,13 +84,64 @@ def _create(name: str, state: dict | None, **kwargs) -> nn.Module:
             raise ModelError(f"weights do not fit '{name}': {str(exc).splitlines()[0]}") from None
 
 
-def _gray_stats(name: str) -> tuple[float, float]:
+def input_stats(name: str, in_chans: int = 1) -> tuple[list[float], list[float]]:
+    """The per-channel input mean and std of backbone ``name`` for a model of ``in_chans`` channels: its
+    pretrained configuration's RGB values (ImageNet's by default) for 3, their channel averages for 1."""
     import timm
 
+    if in_chans not in (1, 3):
+        raise ModelError(f"a model takes 1 or 3 input channels, not {in_chans}")
     cfg = timm.get_pretrained_cfg(name)
-    mean = getattr(cfg, "mean", None) or (0.485, 0.456, 0.406)
-    std = getattr(cfg, "std", None) or (0.229, 0.224, 0.225)
-    return float(sum(mean) / len(mean)), float(sum(std) / len(std))
+    mean = tuple(getattr(cfg, "mean", None) or (0.485, 0.456, 0.406))
+    std = tuple(getattr(cfg, "std", None) or (0.229, 0.224, 0.225))
+    if len(mean) != 3 or len(std) != 3:  # a backbone pretrained on grey images
+        mean, std = (sum(mean) / len(mean),) * 3, (sum(std) / len(std),) * 3
+    if in_chans == 3:
+        return [float(v) for v in mean], [float(v) for v in std]
+    return [float(sum(mean) / 3)], [float(sum(std) / 3)]
+
+
+def adapt_in_chans(state: dict[str, torch.Tensor], src_in_chans: int, model: _GrainNet) -> dict[str, torch.Tensor]:
+    """Weights of a model taking ``src_in_chans`` channels, converted to fit ``model`` (1 <-> 3 channels).
+
+    Only the tensors that see the input image change: the backbone's first convolution and, in the U-Net,
+    the image channels of the full-resolution decoder block.  1 -> 3 replicates the filters (a third each,
+    and for the stem scaled by each channel's std over the grey std), so the converted model gives exactly
+    the grey model's output on a grey image replicated into three channels; 3 -> 1 sums them (the stem as
+    ``std_grey * sum_c W_c / std_c``), exact on the image's contrast and close on its offset.
+    """
+    dst = int(model.spec.in_chans)
+    src = int(src_in_chans)
+    if src == dst:
+        return dict(state)
+    if {src, dst} != {1, 3}:
+        raise ModelError(f"cannot convert the weights of a {src}-channel model to {dst} channels")
+    own = model.state_dict()
+    _, std_src = input_stats(model.spec.backbone, src)
+    _, std_dst = input_stats(model.spec.backbone, dst)
+    prefix = model.backbone_prefix() + "."
+    out = dict(state)
+    for key, w in state.items():
+        ref = own.get(key)
+        if ref is None or w.ndim != 4 or ref.ndim != 4 or tuple(ref.shape) == tuple(w.shape):
+            continue
+        if ref.shape[0] != w.shape[0] or ref.shape[2:] != w.shape[2:] or ref.shape[1] - w.shape[1] != dst - src:
+            continue
+        other = w.shape[1] - src  # input channels before the image (the decoder features of the full-res block)
+        if other < 0:
+            continue
+        image_w = w[:, other:].float()
+        if key.startswith(prefix) and other == 0:  # the stem: it sees the normalised image
+            if dst == 3:
+                gain = torch.tensor(std_dst, dtype=torch.float32).view(1, 3, 1, 1) / (3.0 * std_src[0])
+                new = image_w.repeat(1, 3, 1, 1) * gain
+            else:
+                gain = std_dst[0] / torch.tensor(std_src, dtype=torch.float32).view(1, 3, 1, 1)
+                new = (image_w * gain).sum(1, keepdim=True)
+        else:  # the raw image
+            new = image_w.repeat(1, 3, 1, 1) / 3.0 if dst == 3 else image_w.sum(1, keepdim=True)
+        out[key] = torch.cat([w[:, :other], new.to(w.dtype)], 1)
+    return out
 
 
 def parameter_stages(module: nn.Module, feature_modules: list[str]) -> dict[str, int]:
@@ -136,11 +190,21 @@ class _GrainNet(nn.Module):
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
+        if spec.in_chans not in (1, 3) or isinstance(spec.in_chans, bool):
+            raise ModelError(f"in_chans: a model takes 1 or 3 input channels, not {spec.in_chans!r}")
         self.spec = spec
-        mean, std = _gray_stats(spec.backbone)
-        self.register_buffer("in_mean", torch.tensor(mean), persistent=False)
-        self.register_buffer("in_std", torch.tensor(std), persistent=False)
+        mean, std = input_stats(spec.backbone, spec.in_chans)
+        c = len(mean)
+        # per channel, used by normalize(); in_mean / in_std are their averages (the values of a grey model)
+        self.register_buffer("in_mean_c", torch.tensor(mean).view(c, 1, 1), persistent=False)
+        self.register_buffer("in_std_c", torch.tensor(std).view(c, 1, 1), persistent=False)
+        self.register_buffer("in_mean", torch.tensor(sum(mean) / c), persistent=False)
+        self.register_buffer("in_std", torch.tensor(sum(std) / c), persistent=False)
         self.frozen_bn: set[str] = set()
+
+    def input_stats(self) -> tuple[list[float], list[float]]:
+        """The per-channel mean and std that :meth:`normalize` uses (one value per input channel)."""
+        return [float(v) for v in self.in_mean_c.flatten()], [float(v) for v in self.in_std_c.flatten()]
 
     # --- subclasses define: backbone_module(), feature_modules(), head_modules()
     def backbone_module(self) -> nn.Module:
@@ -178,7 +242,7 @@ class _GrainNet(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.spec.in_chans:
             raise ModelError(f"expected N x {self.spec.in_chans} x H x W input, got {tuple(x.shape)}")
-        return (x - self.in_mean) / self.in_std
+        return (x - self.in_mean_c) / self.in_std_c
 
     def train(self, mode: bool = True):
         super().train(mode)

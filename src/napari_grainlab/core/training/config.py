@@ -10,7 +10,8 @@ from ..errors import ConfigError
 STRATEGIES = ("scratch", "frozen", "finetune", "gradual")
 TASKS = ("segment", "classify")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-AUGMENT_PRESETS = ("geometric", "intensity", "noise", "sem")
+AUGMENT_PRESETS = ("geometric", "intensity", "noise", "sem", "colour")
+CHANNELS = ("auto", "1", "3")
 
 
 
@@ -29,6 +30,14 @@ AUGMENT_HELP = {
     "intensity": "brightness, contrast and gamma",
     "noise": "Gaussian noise, Poisson shot noise at a random dose, and blur",
     "sem": "SEM artefacts: scan-line shifts, line noise, charging, scratches, dust, shading",
+    "colour": "colour images only: hue rotation, saturation and white balance (as etching time, polariser "
+              "and lamp change them); grey images are left as they are",
+    "invert": "contrast inversion (dark boundaries become bright)",
+}
+CHANNELS_HELP = {
+    "auto": "3 when a training image is colour or the starting weights are a colour grainlab model, else 1",
+    "1": "grey: colour images are turned into their luminance",
+    "3": "colour (RGB): grey images are replicated into the three channels",
 }
 SYNTHETIC_HELP = {
     "none": "no synthetic data",
@@ -73,6 +82,10 @@ class TrainConfig:
                           help="imagenet | none | PATH (.safetensors, .pth state dict, or a grainlab model folder)")
     strategy: str = option("finetune", choices=STRATEGIES, descriptions=STRATEGY_HELP, group="Model",
                            help="how much of the pretrained backbone trains")
+    channels: str = option("auto", choices=CHANNELS, descriptions=CHANNELS_HELP, group="Model",
+                           label="Input channels", metavar="C",
+                           help="input channels of the model: auto (3 when any training image is colour or the "
+                                "starting weights are a colour grainlab model, else 1), 1 (grey) or 3 (RGB)")
     finetune_stages: int = option(2, min=1, max=16, group="Advanced", label="Fine-tuned stages", metavar="K",
                                   help="finetune: how many of the deepest backbone stages train")
     unfreeze_every: int = option(2, min=1, max=1000, group="Advanced", suffix=" epochs", metavar="E",
@@ -92,6 +105,13 @@ class TrainConfig:
                              help="patches per step; halved automatically when the GPU runs out of memory")
     patch_size: int = option(256, min=32, max=4096, multiple_of=32, step=32, suffix=" px", group="Training",
                              metavar="PX", help="side of the square training patches (a multiple of 32)")
+    grain_diameter: float | None = option(None, min=4.0, max=1000.0, special="auto", suffix=" px", group="Training",
+                                          label="Grain diameter", metavar="PX",
+                                          help="train at this grain scale: every training image is resized so that "
+                                               "its grains (median equivalent-circle diameter of its labels) are "
+                                               "about PX px across, and synthetic grains are drawn at that size; "
+                                               "auto (default): the data's own scale. The model records its "
+                                               "training scale either way")
     lr: float = option(1e-3, min=0.0, max=1.0, min_open=True, widget="log", group="Training",
                        label="Learning rate", metavar="LR",
                        help="learning rate of the decoder / head (AdamW, warm-up then cosine decay)")
@@ -169,9 +189,18 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every option against its declared type and range (``field.metadata``), then the
         rules that involve more than one option; raises :class:`ConfigError` naming the option."""
+        if isinstance(self.channels, int) and not isinstance(self.channels, bool):
+            self.channels = str(self.channels)  # TrainConfig(channels=3) from a script
         check_options(self, ConfigError)
         if self.device not in DEVICES and not (self.device.startswith("cuda:") and self.device[5:].isdigit()):
             raise ConfigError(f"device: '{self.device}' is not one of {', '.join(DEVICES)} (or cuda:N)")
+
+    def in_chans(self, colour_data: bool = False, colour_weights: bool = False) -> int:
+        """The model's input channel count: ``channels`` when set, else (auto) 3 when the training data has a
+        colour image or the starting weights are a colour grainlab model, else 1."""
+        if self.channels != "auto":
+            return int(self.channels)
+        return 3 if colour_data or colour_weights else 1
 
     @property
     def monitor_metric(self) -> str:
@@ -199,5 +228,5 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
 
-__all__ = ["AUGMENT_HELP", "AUGMENT_PRESETS", "BACKBONES", "ConfigError", "DEVICES", "DEVICE_HELP", "GROUPS", "STRATEGIES",
-           "STRATEGY_HELP", "SYNTHETIC_HELP", "TASKS", "TrainConfig", "field"]
+__all__ = ["AUGMENT_HELP", "AUGMENT_PRESETS", "BACKBONES", "CHANNELS", "CHANNELS_HELP", "ConfigError", "DEVICES",
+           "DEVICE_HELP", "GROUPS", "STRATEGIES", "STRATEGY_HELP", "SYNTHETIC_HELP", "TASKS", "TrainConfig", "field"]

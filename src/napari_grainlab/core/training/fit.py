@@ -102,9 +102,52 @@ def _synthetic_val(source, n: int, size: int, seed: int):
 
 
 def _default_steps(cfg: TrainConfig, train: list) -> int:
-    pixels = sum(int(np.asarray(s.image).size) for s in train) if train else 0
+    pixels = sum(int(np.prod(np.shape(s.image)[:2])) for s in train) if train else 0
     steps = math.ceil(2 * pixels / (cfg.patch_size ** 2 * cfg.batch_size)) if pixels else 50
     return int(min(max(steps, 10), 500))
+
+
+#: a training image is not enlarged beyond this many pixels (8192 x 8192) to meet the grain diameter
+MAX_SCALED_PIXELS = 1 << 26
+
+
+def _measured_diameter(samples) -> float | None:
+    """The median over ``samples`` of their grain diameters (:func:`~..data.targets.mean_grain_diameter`)."""
+    from ..data.targets import mean_grain_diameter
+
+    values = [d for d in (mean_grain_diameter(s.labels) for s in samples) if d is not None]
+    return float(np.median(values)) if values else None
+
+
+def _to_grain_scale(samples: list, target: float, warn: list) -> list:
+    """Each segmentation sample resized so that its grain diameter is about ``target`` px."""
+    from ..data.datasets import rescale_sample
+    from ..data.targets import mean_grain_diameter
+
+    out = []
+    for s in samples:
+        d = mean_grain_diameter(s.labels)
+        if d is None:
+            warn.append(f"{s.name}: no annotated grain to measure; trained at its own scale")
+            out.append(s)
+            continue
+        factor = target / d
+        h, w = s.labels.shape
+        cap = math.sqrt(MAX_SCALED_PIXELS / (h * w))
+        if factor > max(cap, 1.0):
+            warn.append(f"{s.name}: enlarging it {factor:.2g}x to grains of {target:g} px would make it larger than "
+                        f"{MAX_SCALED_PIXELS:,} px; enlarged {max(cap, 1.0):.2g}x")
+            factor = max(cap, 1.0)
+        out.append(rescale_sample(s, factor) if abs(factor - 1.0) > 1e-3 else s)
+    return out
+
+
+def _checkpoint_channels(weights: str) -> int | None:
+    """The input channels of the grainlab model at ``weights`` (1 for older ones), None when it is none."""
+    if not is_checkpoint(weights):
+        return None
+    spec = read_metadata(weights).get("spec")
+    return int(spec.get("in_chans", 1)) if isinstance(spec, dict) else 1
 
 
 def _loader(ds, batch_size: int, shuffle: bool, cfg: TrainConfig, device: torch.device):
@@ -253,9 +296,29 @@ def _load_training_state(folder: Path, optimizer) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- model
-def _make_model(cfg: TrainConfig, warn: list) -> tuple[torch.nn.Module, str]:
+def _load_grainlab_weights(model, path: str) -> list[str]:
+    """:func:`load_into` that also takes a model of the other channel count (1 <-> 3): the layers that see the
+    image are converted (:func:`~..models.networks.adapt_in_chans`)."""
+    from ..models.networks import adapt_in_chans
+
+    src = _checkpoint_channels(path) or 1
+    if src == model.spec.in_chans:
+        return load_into(model, path)
+    meta = read_metadata(path)
+    if meta.get("backbone") != model.spec.backbone or meta.get("task") != model.task:
+        raise CheckpointError(f"{path}: a {meta.get('task')} model on {meta.get('backbone')} cannot initialise a "
+                              f"{model.task} model on {model.spec.backbone}")
+    state = adapt_in_chans(load_state(path), src, model)
+    own = model.state_dict()
+    fresh = [k for k, v in own.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
+    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in fresh}, strict=False)
+    return fresh
+
+
+def _make_model(cfg: TrainConfig, warn: list, in_chans: int = 1) -> tuple[torch.nn.Module, str]:
     spec = ModelSpec(task=cfg.task, backbone=cfg.backbone, num_classes=max(len(cfg.classes), 2),
-                     classes=list(cfg.classes), dropout=cfg.dropout, decoder_channels=cfg.decoder_channels)
+                     classes=list(cfg.classes), dropout=cfg.dropout, decoder_channels=cfg.decoder_channels,
+                     in_chans=in_chans)
     weights = str(cfg.weights)
     if cfg.strategy == "scratch":
         if weights.lower() not in ("none", "imagenet", "random", ""):
@@ -266,8 +329,11 @@ def _make_model(cfg: TrainConfig, warn: list) -> tuple[torch.nn.Module, str]:
         return build_model(spec), "random initialisation"
     if is_checkpoint(weights):
         model = build_model(spec)
-        fresh = load_into(model, weights)
+        src = _checkpoint_channels(weights) or 1
+        fresh = _load_grainlab_weights(model, weights)
         desc = f"checkpoint {weights}"
+        if src != in_chans:
+            desc += f" (converted from {src} to {in_chans} input channels)"
         if fresh:
             desc += f" ({len(fresh)} tensors re-initialised)"
         return model, desc
@@ -293,7 +359,12 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
     ----------
     config : TrainConfig
     train : list of ``SegSample`` / ``ClsSample`` (see :mod:`napari_grainlab.core.data`), may be empty for
-        synthetic-only pre-training (segmentation).
+        synthetic-only pre-training (segmentation).  Images are grey or colour (mixed is fine); the model takes
+        ``config.channels`` channels (auto: 3 when any image is colour or the starting weights are a 3-channel
+        grainlab model, else 1), and a grainlab model of the other channel count is converted
+        (:func:`~napari_grainlab.core.models.networks.adapt_in_chans`).  With ``config.grain_diameter`` every
+        segmentation sample (and ``val``) is resized so that its grains are that many px across; the checkpoint
+        records the training scale as ``grain_diameter`` (that target, else the data's median grain diameter).
     val : optional validation samples; by default a group split of ``train`` (``config.val_fraction``), or
         synthetic validation images when training on synthetic data only.
     stop : a ``threading.Event`` or a callable returning True to stop after the current step.
@@ -323,7 +394,7 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
         if ratio > 0 and cfg.synthetic != "none":
             from .sources import synthetic_source
 
-            source = synthetic_source(cfg.synthetic)
+            source = synthetic_source(cfg.synthetic, diameter=cfg.grain_diameter)
         elif ratio > 0:
             raise ConfigError("synthetic_ratio > 0 needs a synthetic source (synthetic=randomized or a preset)")
     else:
@@ -334,6 +405,19 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
         bad = sorted({s.label for s in train} - set(range(len(cfg.classes))))
         if bad:
             raise DataError(f"class indices {bad} have no class name")
+    from ..data.channels import is_colour
+
+    colour_data = any(is_colour(np.asarray(s.image)) for s in [*train, *(val or [])]) or \
+        getattr(source, "channels", 1) == 3
+    colour_weights = cfg.strategy != "scratch" and _checkpoint_channels(str(cfg.weights)) == 3
+    in_chans = cfg.in_chans(colour_data, colour_weights)
+    measured_diameter = _measured_diameter(train) if cfg.task == "segment" else None
+    if cfg.grain_diameter is not None:
+        if cfg.task == "segment":
+            train = _to_grain_scale(train, cfg.grain_diameter, warnings)
+            val = _to_grain_scale(list(val), cfg.grain_diameter, warnings) if val is not None else None
+        else:
+            warnings.append("grain_diameter applies to segmentation only; classification trains at the data's scale")
     train, val = _split(cfg, train, list(val) if val is not None else None)
     val_tile = cfg.val_tile or min(2 * cfg.patch_size, 512)
     if not val and source is not None and cfg.val_synthetic > 0 and cfg.val_fraction > 0:
@@ -345,16 +429,18 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
         from ..data.patches import SegPatchDataset, SegTileDataset
 
         train_ds = SegPatchDataset(train, cfg.patch_size, augment, length=steps * cfg.batch_size, seed=cfg.seed,
-                                   synthetic=source, synthetic_ratio=ratio, boundary_width=cfg.boundary_width)
-        val_ds = SegTileDataset(val, val_tile, boundary_width=cfg.boundary_width) if val else None
+                                   synthetic=source, synthetic_ratio=ratio, boundary_width=cfg.boundary_width,
+                                   in_chans=in_chans)
+        val_ds = SegTileDataset(val, val_tile, boundary_width=cfg.boundary_width, in_chans=in_chans) if val else None
     else:
         from ..data.patches import ClsPatchDataset, ClsTileDataset
 
-        train_ds = ClsPatchDataset(train, cfg.patch_size, augment, length=steps * cfg.batch_size, seed=cfg.seed)
-        val_ds = ClsTileDataset(val, cfg.patch_size) if val else None
+        train_ds = ClsPatchDataset(train, cfg.patch_size, augment, length=steps * cfg.batch_size, seed=cfg.seed,
+                                   in_chans=in_chans)
+        val_ds = ClsTileDataset(val, cfg.patch_size, in_chans=in_chans) if val else None
 
     # ---- model, optimiser, schedule
-    model, weights_desc = _make_model(cfg, warnings)
+    model, weights_desc = _make_model(cfg, warnings, in_chans)
     model.to(device)
     stages = trainable_stages(cfg.strategy, model.num_stages, 0, cfg.finetune_stages, cfg.unfreeze_every)
     n_trainable = apply_stages(model, stages)
@@ -404,7 +490,13 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
                                   cfg.unfreeze_every)
         n_trainable = apply_stages(model, stages)
 
-    hist_ref = _histogram_reference(train, source, cfg.seed)
+    hist_ref, synthetic_diameter = _histogram_reference(train, source, cfg.seed)
+    if cfg.task != "segment":
+        grain_diameter = None
+    elif cfg.grain_diameter is not None:
+        grain_diameter = float(cfg.grain_diameter)
+    else:
+        grain_diameter = measured_diameter if measured_diameter is not None else synthetic_diameter
     atomic_write_text(out / "config.json", cfg.to_json())
     yield Started(device=str(device), n_train=len(train), n_val=len(val), epochs=cfg.epochs, steps_per_epoch=steps,
                   trainable_params=n_trainable, total_params=sum(p.numel() for p in model.parameters()),
@@ -415,9 +507,11 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
     def metadata(epoch: int, metrics: dict) -> dict:
         return {"training": cfg.to_dict(), "epoch": epoch, "metrics": metrics, "weights_source": weights_desc,
                 "histogram_reference": hist_ref, "boundary_width": cfg.boundary_width,
+                "grain_diameter": grain_diameter,
                 "data": {"train_images": [s.name for s in train][:1000], "val_images": [s.name for s in val][:1000],
                          "synthetic": cfg.synthetic if source is not None else "none",
-                         "synthetic_ratio": ratio if source is not None else 0.0}}
+                         "synthetic_ratio": ratio if source is not None else 0.0,
+                         "grain_diameter_measured": measured_diameter}}
 
     batch_size = cfg.batch_size
     loader = _loader(train_ds, batch_size, False, cfg, device)
@@ -574,16 +668,23 @@ def _train_step(model, batch: dict, optimizer, scaler, autocast, cfg: TrainConfi
     return float(loss.detach())
 
 
-def _histogram_reference(train: list, source, seed: int) -> list[float]:
+def _histogram_reference(train: list, source, seed: int) -> tuple[list[float], float | None]:
+    """Intensity quantiles of the training images (of synthetic samples for synthetic-only training), and the
+    median grain diameter of those synthetic samples (None with training images)."""
+    from ..data.targets import mean_grain_diameter
     from ..inference.adapt import intensity_quantiles
 
     images = [s.image for s in train[:64]]
+    diameter = None
     if not images and source is not None:
         rng = np.random.default_rng([seed, 104729])
-        images = [source.sample(rng, 256)[0] for _ in range(8)]
+        drawn = [source.sample(rng, 256) for _ in range(8)]
+        images = [img for img, _ in drawn]
+        values = [d for d in (mean_grain_diameter(np.asarray(lab)) for _, lab in drawn) if d is not None]
+        diameter = float(np.median(values)) if values else None
     if not images:
-        return []
-    return [float(v) for v in intensity_quantiles(images, n=256)]
+        return [], diameter
+    return [float(v) for v in intensity_quantiles(images, n=256)], diameter
 
 
 # ------------------------------------------------------------------------------------- cross-validation

@@ -35,10 +35,20 @@ class PresetSource:
         return img, s.labels
 
 
-def synthetic_source(name: str):
-    """The source called ``name``: ``randomized`` (domain randomisation) or a preset look."""
+#: synthetic grains at a training scale are drawn within this factor of it (the generator's own size spread and
+#: the geometric augmentation's zoom come on top)
+DIAMETER_SPREAD = 1.15
+
+
+def synthetic_source(name: str, diameter: float | None = None):
+    """The source called ``name``: ``randomized`` (domain randomisation) or a preset look.
+
+    ``diameter`` (px): draw mean grain diameters within :data:`DIAMETER_SPREAD` of it (training at a grain
+    scale) instead of the source's wide default range.
+    """
+    grains = None if diameter is None else (float(diameter) / DIAMETER_SPREAD, float(diameter) * DIAMETER_SPREAD)
     if name in ("randomized", "random", "domain"):
         from ..synthetic.randomize import DomainRandomizer
 
-        return DomainRandomizer()
-    return PresetSource(name)
+        return DomainRandomizer() if grains is None else DomainRandomizer(grains=grains)
+    return PresetSource(name) if grains is None else PresetSource(name, diameter=grains)
