@@ -8,6 +8,8 @@ edit here.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -73,6 +75,35 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _ConfigFile(argparse.Action):
+    """``--config FILE``: training options from a JSON object of :class:`TrainConfig` fields (a recipe,
+    or the ``config.json`` a run writes); they replace the defaults, and flags after ``--config``
+    replace them in turn."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        path = Path(value)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            parser.error(f"--config {path}: {exc.strerror or exc}")
+        except json.JSONDecodeError as exc:
+            parser.error(f"--config {path}: not JSON ({exc.msg}, line {exc.lineno})")
+        if not isinstance(data, dict):
+            parser.error(f"--config {path}: expected a JSON object of training options")
+        fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+        flagged = {f.name for f in option_fields(TrainConfig) if f.metadata.get("cli") is not False}
+        skip = {"out", "task", "classes", "resume"}  # where the run goes, what the data says, how it started
+        for key, item in data.items():
+            if key.startswith("_") or key in skip:
+                continue
+            if key not in fields:
+                parser.error(f"--config {path}: unknown training option {key!r}")
+            if key not in flagged:
+                continue
+            setattr(namespace, key, tuple(item) if isinstance(item, list) else item)
+        namespace.config = str(path)
+
+
 def _strategies() -> str:
     """The strategy descriptions of the configuration, with option names written as flags."""
     flags = {f.name: flag for f in option_fields(TrainConfig) if (flag := cli_flag(f))}
@@ -101,6 +132,9 @@ def register(sub) -> None:
     t.add_argument("--out", required=True, metavar="MODEL", help="output folder (best/ and last/ checkpoints)")
     t.add_argument("--task", choices=TASKS, help="default: detected from the data")
     t.add_argument("--overwrite", action="store_true", help="train into a non-empty MODEL folder")
+    t.add_argument("--config", action=_ConfigFile, metavar="FILE",
+                   help="training options from a JSON file (a recipe, or a run's config.json); flags after "
+                        "--config override it")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     groups = add_options(t, TrainConfig, group_order=GROUPS)
     validation = groups["Validation"]

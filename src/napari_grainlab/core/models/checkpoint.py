@@ -110,6 +110,7 @@ def save_checkpoint(folder: str | Path, model, metadata: dict | None = None,
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = dict(metadata or {})
+    mean, std = model.input_stats()
     meta.update({
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -122,8 +123,7 @@ def save_checkpoint(folder: str | Path, model, metadata: dict | None = None,
         "outputs": list(SEG_OUTPUTS) if model.task == "segment" else list(model.spec.classes),
         "input": {"channels": model.spec.in_chans, "range": [0.0, 1.0],
                   "normalization": "per-image percentile stretch (0.1, 99.9) to [0, 1], then (x - mean) / std",
-                  "mean": float(model.in_mean), "std": float(model.in_std),
-                  "size_multiple": int(model.stride)},
+                  "mean": _per_channel(mean), "std": _per_channel(std), "size_multiple": int(model.stride)},
     })
     with atomic_write_folder(folder) as new:
         (new / "model.safetensors").write_bytes(save(state, metadata={"format": FORMAT}))
@@ -166,6 +166,11 @@ def _link_or_copy(src, dst) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def _per_channel(values: list[float]) -> float | list[float]:
+    """One number for a grey model (as older model.json files have it), one per channel for a colour one."""
+    return values[0] if len(values) == 1 else values
 
 
 def _jsonable(obj):
@@ -288,14 +293,22 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"):
 def load_into(model, path: str | Path) -> list[str]:
     """Initialise ``model`` from one of our checkpoints (e.g. synthetic pre-training -> real fine-tuning).
 
-    The backbones must agree. Tensors whose shape differs (a classification head with other classes) are
-    left at their fresh initialisation; their names are returned.
+    The backbones must agree. A checkpoint of the other input channel count (1 <-> 3) is converted in the
+    layers that see the image (:func:`~.networks.adapt_in_chans`), so an older grey model can be fine-tuned
+    on colour data and the other way round. Tensors whose shape still differs (a classification head with
+    other classes) are left at their fresh initialisation; their names are returned.
     """
+    from .networks import adapt_in_chans
+
     meta = read_metadata(path)
     if meta.get("backbone") != model.spec.backbone or meta.get("task") != model.task:
         raise CheckpointError(f"{path}: a {meta.get('task')} model on {meta.get('backbone')} cannot initialise a "
                               f"{model.task} model on {model.spec.backbone}")
     state = load_state(path)
+    spec = meta.get("spec")
+    src = int(spec.get("in_chans", 1)) if isinstance(spec, dict) else 1
+    if src != model.spec.in_chans:
+        state = adapt_in_chans(state, src, model)
     own = model.state_dict()
     fresh = [k for k, v in own.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
     model.load_state_dict({k: v for k, v in state.items() if k in own and k not in fresh}, strict=False)

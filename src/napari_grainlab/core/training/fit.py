@@ -296,25 +296,6 @@ def _load_training_state(folder: Path, optimizer) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- model
-def _load_grainlab_weights(model, path: str) -> list[str]:
-    """:func:`load_into` that also takes a model of the other channel count (1 <-> 3): the layers that see the
-    image are converted (:func:`~..models.networks.adapt_in_chans`)."""
-    from ..models.networks import adapt_in_chans
-
-    src = _checkpoint_channels(path) or 1
-    if src == model.spec.in_chans:
-        return load_into(model, path)
-    meta = read_metadata(path)
-    if meta.get("backbone") != model.spec.backbone or meta.get("task") != model.task:
-        raise CheckpointError(f"{path}: a {meta.get('task')} model on {meta.get('backbone')} cannot initialise a "
-                              f"{model.task} model on {model.spec.backbone}")
-    state = adapt_in_chans(load_state(path), src, model)
-    own = model.state_dict()
-    fresh = [k for k, v in own.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
-    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in fresh}, strict=False)
-    return fresh
-
-
 def _make_model(cfg: TrainConfig, warn: list, in_chans: int = 1) -> tuple[torch.nn.Module, str]:
     spec = ModelSpec(task=cfg.task, backbone=cfg.backbone, num_classes=max(len(cfg.classes), 2),
                      classes=list(cfg.classes), dropout=cfg.dropout, decoder_channels=cfg.decoder_channels,
@@ -330,7 +311,7 @@ def _make_model(cfg: TrainConfig, warn: list, in_chans: int = 1) -> tuple[torch.
     if is_checkpoint(weights):
         model = build_model(spec)
         src = _checkpoint_channels(weights) or 1
-        fresh = _load_grainlab_weights(model, weights)
+        fresh = load_into(model, weights)
         desc = f"checkpoint {weights}"
         if src != in_chans:
             desc += f" (converted from {src} to {in_chans} input channels)"
