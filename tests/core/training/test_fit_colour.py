@@ -147,3 +147,18 @@ def test_synthetic_source_at_a_grain_scale():
     assert p.diameter == pytest.approx((20.0 / DIAMETER_SPREAD, 20.0 * DIAMETER_SPREAD))
     img, lab = p.sample(np.random.default_rng(0), 160)
     assert 0.6 * 20 < mean_grain_diameter(lab) < 1.6 * 20
+
+
+def test_finetuning_a_model_with_a_scale_trains_at_that_scale(tmp_path):
+    """grain_diameter auto + a grainlab model that records a scale: its scale, not the data's."""
+    _, meta, _ = run(TrainConfig(strategy="scratch", weights="none", out=str(tmp_path / "base"),
+                                 grain_diameter=24.0, **TINY), [grey_sample("g0")])
+    assert meta["grain_diameter"] == 24.0
+    _, meta2, _ = run(TrainConfig(weights=str(tmp_path / "base" / "last"), out=str(tmp_path / "ft"), **TINY),
+                      [grey_sample("g1", seed=1)])
+    assert meta2["grain_diameter"] == 24.0
+    assert meta2["data"]["grain_diameter_measured"] == pytest.approx(np.sqrt(4 * 256 / np.pi))
+    # from ImageNet there is no model scale: the data's own
+    _, meta3, _ = run(TrainConfig(strategy="scratch", weights="none", out=str(tmp_path / "own"), **TINY),
+                      [grey_sample("g2", seed=2)])
+    assert meta3["grain_diameter"] == pytest.approx(np.sqrt(4 * 256 / np.pi))

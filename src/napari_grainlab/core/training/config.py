@@ -110,8 +110,9 @@ class TrainConfig:
                                           help="train at this grain scale: every training image is resized so that "
                                                "its grains (median equivalent-circle diameter of its labels) are "
                                                "about PX px across, and synthetic grains are drawn at that size; "
-                                               "auto (default): the data's own scale. The model records its "
-                                               "training scale either way")
+                                               "auto (default): the starting model's scale when fine-tuning a "
+                                               "grainlab model that records one (e.g. generalist), else the "
+                                               "data's own scale. The model records its training scale either way")
     lr: float = option(1e-3, min=0.0, max=1.0, min_open=True, widget="log", group="Training",
                        label="Learning rate", metavar="LR",
                        help="learning rate of the decoder / head (AdamW, warm-up then cosine decay)")

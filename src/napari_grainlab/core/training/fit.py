@@ -142,6 +142,14 @@ def _to_grain_scale(samples: list, target: float, warn: list) -> list:
     return out
 
 
+def _checkpoint_diameter(weights: str) -> float | None:
+    """The training grain scale (px) that the grainlab model at ``weights`` records, None when none."""
+    if not is_checkpoint(weights):
+        return None
+    value = read_metadata(weights).get("grain_diameter")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
 def _checkpoint_channels(weights: str) -> int | None:
     """The input channels of the grainlab model at ``weights`` (1 for older ones), None when it is none."""
     if not is_checkpoint(weights):
@@ -365,6 +373,11 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
             warnings.append(message)
 
     # ---- data
+    # the grain scale to train at: the option, else (fine-tuning one of our models) the scale that model
+    # learnt, so that its scale prior and the prediction-time rescaling stay valid
+    target_diameter = cfg.grain_diameter
+    if target_diameter is None and cfg.task == "segment" and cfg.strategy != "scratch":
+        target_diameter = _checkpoint_diameter(str(cfg.weights))
     source = None
     ratio = cfg.synthetic_ratio
     if cfg.task == "segment":
@@ -375,7 +388,7 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
         if ratio > 0 and cfg.synthetic != "none":
             from .sources import synthetic_source
 
-            source = synthetic_source(cfg.synthetic, diameter=cfg.grain_diameter)
+            source = synthetic_source(cfg.synthetic, diameter=target_diameter)
         elif ratio > 0:
             raise ConfigError("synthetic_ratio > 0 needs a synthetic source (synthetic=randomized or a preset)")
     else:
@@ -393,10 +406,10 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
     colour_weights = cfg.strategy != "scratch" and _checkpoint_channels(str(cfg.weights)) == 3
     in_chans = cfg.in_chans(colour_data, colour_weights)
     measured_diameter = _measured_diameter(train) if cfg.task == "segment" else None
-    if cfg.grain_diameter is not None:
+    if target_diameter is not None:
         if cfg.task == "segment":
-            train = _to_grain_scale(train, cfg.grain_diameter, warnings)
-            val = _to_grain_scale(list(val), cfg.grain_diameter, warnings) if val is not None else None
+            train = _to_grain_scale(train, target_diameter, warnings)
+            val = _to_grain_scale(list(val), target_diameter, warnings) if val is not None else None
         else:
             warnings.append("grain_diameter applies to segmentation only; classification trains at the data's scale")
     train, val = _split(cfg, train, list(val) if val is not None else None)
@@ -474,8 +487,8 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
     hist_ref, synthetic_diameter = _histogram_reference(train, source, cfg.seed)
     if cfg.task != "segment":
         grain_diameter = None
-    elif cfg.grain_diameter is not None:
-        grain_diameter = float(cfg.grain_diameter)
+    elif target_diameter is not None:
+        grain_diameter = float(target_diameter)
     else:
         grain_diameter = measured_diameter if measured_diameter is not None else synthetic_diameter
     atomic_write_text(out / "config.json", cfg.to_json())
