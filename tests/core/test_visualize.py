@@ -34,9 +34,11 @@ def test_image_to_unit_percentile_stretch_and_flat_image():
     assert not np.any(image_to_unit(np.full((3, 3), 7, np.uint16), percentiles=(1, 99)))
 
 
-def test_image_to_unit_rejects_non_2d():
-    with pytest.raises(ValueError, match="2-D"):
-        image_to_unit(np.zeros((2, 2, 3)))
+def test_image_to_unit_rejects_what_is_neither_grey_nor_rgb():
+    assert image_to_unit(np.zeros((2, 2, 3))).shape == (2, 2, 3)  # colour (H, W, 3) is an image
+    for shape in ((2, 2, 4), (2, 2, 2, 3), (5,)):
+        with pytest.raises(ValueError, match=r"grey \(H, W\) or colour \(H, W, 3\)"):
+            image_to_unit(np.zeros(shape))
 
 
 def test_label_colors_deterministic_distinct_and_in_range():

@@ -183,14 +183,34 @@ def _range_problem(value: float, meta: Any) -> str | None:
     return None
 
 
-def _value_type(f: dataclasses.Field, kind: type) -> Callable[[str], Any]:
-    """argparse type of one value of ``f``: converts it and checks the range as ``check_options`` does."""
+def _special_word(f: dataclasses.Field, optional: bool) -> str | None:
+    """The word (``auto``) that stands for None on the command line: the ``special`` text of an optional
+    field whose default is None; None for other fields."""
+    special = f.metadata.get("special")
+    if optional and f.default is None and isinstance(special, str) and special.strip():
+        return special.strip()
+    return None
+
+
+def _value_type(f: dataclasses.Field, kind: type, optional: bool = False) -> Callable[[str], Any]:
+    """argparse type of one value of ``f``: converts it and checks the range as ``check_options`` does.
+
+    An optional field with a ``special`` text and default None also takes that text (``--diameter auto``)
+    for None, in any letter case."""
     meta = f.metadata
+    word = _special_word(f, optional)
 
     def parse(text: str) -> Any:
+        if word is not None and text.strip().lower() == word.lower():
+            return None
         if kind is str:
             return text
-        value = _whole_number(text) if kind is int else finite_float(text)
+        try:
+            value = _whole_number(text) if kind is int else finite_float(text)
+        except argparse.ArgumentTypeError as exc:
+            if word is None:
+                raise
+            raise argparse.ArgumentTypeError(f"{exc} (or {word})") from None
         problem = _range_problem(value, meta)
         if problem:
             raise argparse.ArgumentTypeError(f"must be {problem}, got {text}")
@@ -249,7 +269,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[st
             groups[name] = parser.add_argument_group(f"{name.lower()} options")
     for f in chosen:
         meta = f.metadata
-        kind, _, is_tuple = field_kind(cls, f.name)
+        kind, optional, is_tuple = field_kind(cls, f.name)
         if kind is None:
             raise TypeError(f"{cls.__name__}.{f.name}: no command-line flag for this type; give it cli=False")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -269,7 +289,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[st
                     text += f"; comma-separated: {', '.join(str(c) for c in meta['choices'])} (or none)"
                 shown = ",".join(fmt_value(v) for v in default) or "none"
             else:
-                kwargs["type"] = _value_type(f, kind)
+                kwargs["type"] = _value_type(f, kind, optional)
                 if meta.get("choices") is not None:
                     kwargs["choices"] = meta["choices"]
                 shown = None if default is None else fmt_value(default)
@@ -289,6 +309,28 @@ def options_from_args(cls: type, args: argparse.Namespace, **values: Any) -> Any
 
 
 # ---------------------------------------------------------------------------------------------- output
+def scale_report(info: Any, *, rescale: bool = True) -> str:
+    """The one-line grain-scale report of a prediction (a ``ScaleInfo``: ``grain diameter ≈ 23 px
+    (estimated), scaled ×1.39``); '' when the image's grain diameter is not known.  An image that was not
+    resized says why: the model records no training scale, rescaling is off (``rescale``), the change
+    would be under the resampling tolerance (5 %), or the factor was limited."""
+    if info.diameter is None:
+        return ""
+    if info.factor == 1.0 and not info.note:
+        from ..core.inference._rescale import TOLERANCE
+
+        if info.model_diameter is None:
+            note = "the model records no training scale"
+        elif not rescale:
+            note = "rescaling off"
+        else:
+            wanted = float(info.model_diameter) / float(info.diameter)
+            note = f"change under {TOLERANCE * 100:g} %" if abs(wanted - 1.0) < TOLERANCE else \
+                f"limited from ×{wanted:.3g}"
+        info = dataclasses.replace(info, note=note)
+    return info.text()
+
+
 def _json_safe(obj):
     """``obj`` with NumPy values as Python ones and NaN / inf as None (JSON has no NaN)."""
     if isinstance(obj, dict):

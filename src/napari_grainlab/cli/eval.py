@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..core.inference.options import InferenceOptions
-from ._common import EXIT_OK, UserError, add_options, nonnegative_int, options_from_args, print_json
+from ._common import EXIT_OK, UserError, add_options, nonnegative_int, options_from_args, print_json, scale_report
 from ._data import load_training_data
 
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             res = predict_array(model, meta, sample.image, options, device=device, warn=warn)
         except DataError as exc:  # e.g. an image too small for the model: say which
             raise DataError(f"{sample.name}: {exc}") from None
-        line = res.scaling.text()
+        line = scale_report(res.scaling, rescale=options.rescale)
         if line:
             print(f"grainlab: {sample.name}: {line}", file=sys.stderr, flush=True)
         return res

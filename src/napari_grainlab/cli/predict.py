@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.batch import BatchOptions
@@ -23,19 +24,57 @@ from ._common import (
     positive_int,
     print_above,
     progress_bar,
+    scale_report,
     show_progress,
 )
 
 
+def _model_diameter(model: str) -> Callable[[], float | None]:
+    """A function giving the training grain scale ``model`` records (its metadata read on the first call;
+    None: none, or unreadable)."""
+    found: list[float | None] = []
+
+    def get() -> float | None:
+        if not found:
+            from ..core.errors import USER_ERRORS
+            from ..core.inference._rescale import model_grain_diameter
+            from ..core.models.checkpoint import read_metadata
+
+            try:
+                found.append(model_grain_diameter(read_metadata(model)))
+            except USER_ERRORS:
+                found.append(None)
+        return found[0]
+
+    return get
+
+
+def _scale_line(row: dict, model_diameter: Callable[[], float | None], rescale: bool) -> str:
+    """The per-image grain-scale line of a batch summary row (see :func:`._common.scale_report`)."""
+    import math
+
+    from ..core.inference._result import ScaleInfo
+
+    d = row.get("diameter_px")
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
+        return ""
+    scale = row.get("scale")
+    scale = float(scale) if isinstance(scale, (int, float)) and math.isfinite(scale) else 1.0
+    model_d = model_diameter() if scale == 1.0 else None  # needed only to say why it was not scaled
+    info = ScaleInfo(float(d), str(row.get("diameter_source") or ""), model_d, scale)
+    return scale_report(info, rescale=rescale)
+
+
 def run(args: argparse.Namespace) -> int:
     """Batch prediction (:func:`napari_grainlab.core.batch.run_batch`)."""
-    from ..core.batch import BatchFinished, BatchImageDone, BatchImageFailed, BatchStarted, run_batch, scale_line
+    from ..core.batch import BatchFinished, BatchImageDone, BatchImageFailed, BatchStarted, run_batch
 
     out = Path(args.out)
     show = show_progress(args)
     bar = None
     end = None
     options = options_from_args(BatchOptions, args)
+    model_diameter = _model_diameter(args.model)
     if options.histogram_match:  # imported only here: run_batch checks --scheduler before torch is loaded
         from ..core.models.checkpoint import read_metadata
 
@@ -54,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 elif isinstance(ev, BatchImageDone):
                     for w in ev.warnings:
                         print_above(bar, f"grainlab: warning: {ev.path}: {' '.join(w.split())}", sys.stderr)
-                    line = scale_line(ev.row)
+                    line = _scale_line(ev.row, model_diameter, options.rescale)
                     if line:
                         print_above(bar, f"grainlab: {ev.path}: {line}", sys.stderr)
                     bar.update(1)

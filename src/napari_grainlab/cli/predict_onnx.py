@@ -23,6 +23,7 @@ from ._common import (
     add_options,
     error_message,
     options_from_args,
+    scale_report,
 )
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
@@ -68,7 +69,7 @@ def _predict_one(model, path: Path, out: Path, options: BatchOptions, stem: str)
             atomic_write_png(out / f"{stem}_overlay.png", overlay_rgb(img.data, res.labels))
         row.update(summarize(res.labels, pixel_size))
         row.update(res.scaling.row())
-        line = res.scaling.text()
+        line = scale_report(res.scaling, rescale=options.rescale)
         if line:
             print(f"grainlab: {path}: {line}", file=sys.stderr, flush=True)
     else:

@@ -88,15 +88,35 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None, description: str | None = None,
-               compression: str | None = None, *, compression_level: int | None = None) -> None:
-    """Write a 2-D array as TIFF; a known pixel size goes into the resolution tags (µm).
+def _is_rgb(array: np.ndarray, rgb: bool | None) -> bool:
+    """Whether ``array`` is written as an RGB TIFF (see :func:`write_tiff`)."""
+    shaped = array.ndim == 3 and array.shape[-1] == 3
+    if rgb is None:
+        return shaped
+    if rgb and not shaped:
+        raise ValueError(f"an RGB TIFF needs an (H, W, 3) array, got shape {array.shape}")
+    return bool(rgb)
 
-    ``compression_level`` (e.g. 1-9 for zlib) trades file size for speed; None: the codec's default.
+
+def write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None, description: str | None = None,
+               compression: str | None = None, *, compression_level: int | None = None,
+               rgb: bool | None = None) -> None:
+    """Write a 2-D grey array, or an ``(H, W, 3)`` colour one, as TIFF; a known pixel size goes into the
+    resolution tags (µm).
+
+    ``rgb``: write an ``(H, W, 3)`` array as an RGB image (photometric RGB, channels interleaved), which
+    every reader shows in colour; None (default): RGB exactly for ``(H, W, 3)`` arrays; False: grey planes
+    (minisblack) whatever the shape.  ``compression_level`` (e.g. 1-9 for zlib) trades file size for
+    speed; None: the codec's default.
     """
     import tifffile
 
+    array = np.asarray(array)
     kwargs = {}
+    if _is_rgb(array, rgb):
+        kwargs.update(photometric="rgb", planarconfig="contig")
+    else:
+        kwargs["photometric"] = "minisblack"
     if compression is not None and compression_level is not None:
         kwargs["compressionargs"] = {"level": int(compression_level)}
     if pixel_size_um:
@@ -105,13 +125,15 @@ def write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None
         kwargs["resolutionunit"] = "CENTIMETER"
     if description is not None:
         kwargs["description"] = description
-    tifffile.imwrite(path, array, photometric="minisblack", compression=compression, metadata=None, **kwargs)
+    tifffile.imwrite(path, array, compression=compression, metadata=None, **kwargs)
 
 
 def atomic_write_tiff(path: Path, array: np.ndarray, pixel_size_um: float | None = None,
-                      description: str | None = None, compression: str | None = None) -> None:
+                      description: str | None = None, compression: str | None = None, *,
+                      rgb: bool | None = None) -> None:
+    """:func:`write_tiff` to a temporary file next to ``path``, renamed over it."""
     with atomic_writer(path) as tmp:
-        write_tiff(tmp, array, pixel_size_um, description, compression)
+        write_tiff(tmp, array, pixel_size_um, description, compression, rgb=rgb)
 
 
 def atomic_write_png(path: Path, array: np.ndarray) -> None:

@@ -13,7 +13,9 @@ Statistics
 
 Files (the dataset-folder contract; every file is written atomically)
     Segmentation: ``FOLDER/images/NAME.tif`` and ``FOLDER/labels/NAME.tif`` (grain instances,
-    uint16 or uint32, 0 = not annotated), read back unchanged by :func:`load_segmentation`.
+    uint16 or uint32, 0 = not annotated), read back unchanged by :func:`load_segmentation`.  The
+    image is grey ``(H, W)`` or colour ``(H, W, 3)``; a colour image is stored as an RGB TIFF, so
+    that the dataset keeps its colour.
 
     Classification: ``FOLDER/classes.json`` (class names, the class of whole images, the tile
     size), the editable class-region masks ``FOLDER/.grainlab/regions/NAME.tif`` (0 = no class,
@@ -426,17 +428,15 @@ def image_digest(image: np.ndarray) -> str:
 
 
 def image_fingerprint(image: np.ndarray) -> str:
-    """A cheap fingerprint of a 2-D image (its shape, pixel type and a regular sample of at most
+    """A cheap fingerprint of a grey or colour image (its shape, pixel type and a regular sample of at most
     512 x 512 of its pixels): the same image always gets the same one, other micrographs
     practically never.  Milliseconds even for a large image, so the GUI thread may compute it;
     it only tells where an image's labels were saved before, and every file found that way is
     still checked against the image's pixels (:func:`load_segmentation` with ``image``)."""
     import hashlib
 
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise DataError(f"expected a 2-D grayscale image, got shape {image.shape}")
-    steps = tuple(max(1, -(-n // _FINGERPRINT_SIDE)) for n in image.shape)
+    image = _check_image(image)
+    steps = tuple(max(1, -(-n // _FINGERPRINT_SIDE)) for n in image.shape[:2])
     sample = np.ascontiguousarray(image[:: steps[0], :: steps[1]])
     h = hashlib.blake2b(digest_size=8)
     h.update(f"{image.shape}{image.dtype.str}{steps}".encode())
@@ -451,13 +451,13 @@ def autosave_name(name: str, image: np.ndarray) -> str:
 
 
 def _other_image(stored: np.ndarray, image: np.ndarray) -> bool:
-    """The stored image is evidently not ``image``: another size, or, for a grayscale file of the
-    same pixel type, other pixels (a file in another form, e.g. RGB, is compared by size only)."""
+    """The stored image is evidently not ``image``: another size, or, for a file of the same form (grey
+    or RGB) and pixel type, other pixels (a file in another form, e.g. RGBA, is compared by size only)."""
     stored = np.squeeze(stored)
-    if stored.shape[:2] != image.shape:
+    if stored.shape[:2] != image.shape[:2]:
         return True
     mine = _image_to_store(image)
-    return stored.ndim == 2 and stored.dtype == mine.dtype and not np.array_equal(stored, mine)
+    return stored.shape == mine.shape and stored.dtype == mine.dtype and not np.array_equal(stored, mine)
 
 
 def autosave_dir() -> Path:
@@ -495,10 +495,18 @@ def _read_plane(path: Path) -> np.ndarray:
     return np.asarray(arr)
 
 
-def _image_to_store(image: np.ndarray) -> np.ndarray:
+def _check_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as an array: grey ``(H, W)`` or colour ``(H, W, 3)`` (:class:`DataError` otherwise)."""
     image = np.asarray(image)
-    if image.ndim != 2:
-        raise DataError(f"expected a 2-D grayscale image, got shape {image.shape}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
+        raise DataError(f"expected a grey (H, W) or colour (H, W, 3) image, got shape {image.shape}")
+    return image
+
+
+def _image_to_store(image: np.ndarray) -> np.ndarray:
+    """The pixels written to ``images/NAME.tif``: the image's own values, in a type TIFF readers take
+    (bool as 0 / 255, float as float32); colour stays ``(H, W, 3)`` (written as RGB)."""
+    image = _check_image(image)
     if image.dtype == np.bool_:
         return image.astype(np.uint8) * 255
     if image.dtype.kind == "f" and image.dtype != np.float32:
@@ -514,22 +522,23 @@ def save_segmentation(folder: str | Path, name: str, image: np.ndarray, labels: 
                       pixel_size: float | None = None) -> tuple[Path, Path]:
     """Write ``images/NAME.tif`` (only when missing) and ``labels/NAME.tif`` atomically.
 
-    The labels are stored unchanged as uint16 (ids up to 65535) or uint32.  An existing image
-    of another name extension is kept; an existing image of another shape raises
-    :class:`ValueError` (another micrograph of the same name).
+    ``image`` is grey ``(H, W)`` or colour ``(H, W, 3)`` (stored as an RGB TIFF).  The labels are
+    stored unchanged as uint16 (ids up to 65535) or uint32.  An existing image of another name
+    extension is kept; an existing image of another shape (or, of the same form and pixel type,
+    other pixels) raises :class:`ValueError` (another micrograph of the same name).
 
     Returns the image and label paths.
     """
     folder = Path(folder)
     name = safe_name(name)
     labels = _check_labels(labels)
-    image = np.asarray(image)
-    if image.shape[:2] != labels.shape or image.ndim != 2:
+    image = _check_image(image)
+    if image.shape[:2] != labels.shape:
         raise DataError(f"{name}: labels shape {labels.shape} does not match the image shape {image.shape}")
     image_path = _existing(folder / "images", name, _IMAGE_SUFFIXES)
     if image_path is None:
         image_path = folder / "images" / f"{name}.tif"
-        atomic_write_tiff(image_path, _image_to_store(image), pixel_size_um=pixel_size)
+        atomic_write_tiff(image_path, _image_to_store(image), pixel_size_um=pixel_size, rgb=image.ndim == 3)
     else:
         stored = _read_plane(image_path)
         if _other_image(stored, image):
@@ -549,9 +558,11 @@ def load_segmentation(folder: str | Path, name: str, shape: tuple[int, int] | No
                       image: np.ndarray | None = None) -> np.ndarray | None:
     """The labels saved for ``NAME`` in ``folder`` exactly as written (None when there are none).
 
-    Raises ValueError when they do not have ``shape``, or when ``image`` is given and the image
-    saved with them is another micrograph (see :func:`save_segmentation`).
+    Raises ValueError when they do not have ``shape`` (an image's shape: a colour ``(H, W, 3)`` one's
+    first two), or when ``image`` is given and the image saved with them is another micrograph (see
+    :func:`save_segmentation`).
     """
+    shape = None if shape is None else tuple(shape)[:2]
     path = _existing(Path(folder) / "labels", safe_name(name), _LABEL_SUFFIXES)
     if path is None:
         return None
@@ -729,9 +740,8 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
     """
     folder = Path(folder)
     name = safe_name(name)
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise DataError(f"expected a 2-D grayscale image, got shape {image.shape}")
+    image = _check_image(image)
+    shape = image.shape[:2]
     classes = [_check_class_name(c) for c in ann.classes]
     if len(set(classes)) != len(classes):
         raise DataError(f"duplicate class names: {classes}")
@@ -740,8 +750,8 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
     regions = None
     if ann.regions is not None:
         regions = np.asarray(ann.regions)
-        if regions.shape != image.shape:
-            raise DataError(f"class regions of shape {regions.shape} do not match the image {image.shape}")
+        if regions.shape != shape:
+            raise DataError(f"class regions of shape {regions.shape} do not match the image {shape}")
         if int(regions.max(initial=0)) > len(classes):
             raise DataError(f"class regions use index {int(regions.max())}, but there are {len(classes)} classes")
     meta = _read_classes_json(folder)
@@ -753,8 +763,8 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
         regions = lut[regions.astype(np.int64)]
     elif region_path.is_file():  # None: keep the saved regions (already in the folder's order)
         regions = np.squeeze(_read_plane(region_path))
-        if regions.shape != image.shape:
-            raise DataError(f"{region_path}: class regions of shape {regions.shape}, but the image is {image.shape}")
+        if regions.shape != shape:
+            raise DataError(f"{region_path}: class regions of shape {regions.shape}, but the image is {shape}")
     images = meta.get("images") if isinstance(meta.get("images"), dict) else {}
     images = {k: v for k, v in images.items() if k != name}
     if ann.image_class is not None:
@@ -768,9 +778,10 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
     _remove_class_exports(folder, name, merged)  # the previous export of this image
     written: list[Path] = []
     stored = _image_to_store(image)
+    rgb = stored.ndim == 3
     if ann.image_class is not None:
         path = folder / ann.image_class / f"{name}.tif"
-        atomic_write_tiff(path, stored, pixel_size_um=pixel_size)
+        atomic_write_tiff(path, stored, pixel_size_um=pixel_size, rgb=rgb)
         written.append(path)
     if regions is not None and regions.any():
         atomic_write_tiff(region_path, regions.astype(np.uint8 if len(merged) < 256 else np.uint16),
@@ -779,7 +790,7 @@ def save_class_annotation(folder: str | Path, name: str, image: np.ndarray, ann:
         for r, c, k in class_tiles(regions, tile, ann.min_fraction):
             path = folder / merged[k - 1] / f"{name}_r{r}_c{c}.tif"
             atomic_write_tiff(path, np.ascontiguousarray(stored[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile]),
-                              pixel_size_um=pixel_size)
+                              pixel_size_um=pixel_size, rgb=rgb)
             written.append(path)
     elif region_path.exists():
         region_path.unlink()
@@ -803,7 +814,9 @@ def _remove_class_exports(folder: Path, name: str, classes: Sequence[str]) -> li
 
 
 def load_class_annotation(folder: str | Path, name: str, shape: tuple[int, int] | None = None) -> ClassAnnotation | None:
-    """The classification work saved for ``NAME`` (None when ``folder`` has no ``classes.json``)."""
+    """The classification work saved for ``NAME`` (None when ``folder`` has no ``classes.json``); its regions
+    must have ``shape`` (an image's shape: a colour ``(H, W, 3)`` one's first two)."""
+    shape = None if shape is None else tuple(shape)[:2]
     folder = Path(folder)
     meta = _read_classes_json(folder)
     if not meta:

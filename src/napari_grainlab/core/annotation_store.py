@@ -163,7 +163,7 @@ class AnnotationStore:
         self._fallback_dir = fallback_dir or _annotate.autosave_dir
         self._warn = warn or (lambda message: None)
         self.name = ""
-        self.image: np.ndarray | None = None  # the 2-D image written to images/
+        self.image: np.ndarray | None = None  # the image written to images/: grey (H, W) or colour (H, W, 3)
         self.pixel_size: float | None = None
         self.saved: np.ndarray | None = None  # the labels as last written (anywhere)
         self.saved_classes: tuple = ()  # class_state() of the classification work as last written or loaded
@@ -190,7 +190,8 @@ class AnnotationStore:
         return self.image is not None
 
     def open(self, name: str, image: np.ndarray, pixel_size: float | None = None) -> None:
-        """Work on ``image`` (files named ``name``); results of writes for an earlier image are
+        """Work on ``image`` (files named ``name``; grey ``(H, W)`` or colour ``(H, W, 3)``, which is saved
+        as an RGB TIFF); results of writes for an earlier image are
         no longer recorded.  Call :meth:`adopt` with what :meth:`find_saved` returns next."""
         self._session += 1
         self._known, self._backed_up = {}, set()  # new objects: a write still running keeps the old ones
@@ -251,7 +252,8 @@ class AnnotationStore:
                 if folder == self.folder or _annotate.labels_file(folder, self.name) is None:
                     continue
                 try:
-                    loaded[folder] = _annotate.load_segmentation(folder, self.name, shape=image.shape, image=image)
+                    loaded[folder] = _annotate.load_segmentation(folder, self.name, shape=image.shape[:2],
+                                                                 image=image)
                 except (ValueError, OSError):  # another micrograph of the name, unreadable: not this one's
                     continue
                 self.set_folder(folder)
@@ -268,7 +270,7 @@ class AnnotationStore:
         try:
             saved = loaded.get(where)
             if saved is None:
-                saved = _annotate.load_segmentation(where, stored_name, shape=image.shape, image=image)
+                saved = _annotate.load_segmentation(where, stored_name, shape=image.shape[:2], image=image)
         except ValueError as exc:  # DataError, and tifffile's errors for a corrupt file
             self._warn(f"saved labels not used: {exc}")
             return None, None
@@ -294,7 +296,7 @@ class AnnotationStore:
                 continue
             try:
                 ann = _annotate.load_class_annotation(folder / CLASSIFICATION_DIR, self.stored_name(folder),
-                                                      shape=image.shape)
+                                                      shape=image.shape[:2])
             except ValueError as exc:  # DataError, and tifffile's errors for a corrupt file
                 self._warn(f"saved classes not used: {exc}")
                 continue
@@ -309,7 +311,7 @@ class AnnotationStore:
         (e.g. a layer of other labels), their file is not replaced without the checks of
         :meth:`write`."""
         image = self._require()
-        self.saved = saved if saved is not None else np.zeros(image.shape, dtype=np.uint32)
+        self.saved = saved if saved is not None else np.zeros(image.shape[:2], dtype=np.uint32)
         self.in_dataset = saved is not None and self.folder is not None and where == self.folder
         found, self._found = self._found, None
         if derived and saved is not None and found is not None and found[0] == where and found[2] is not None:

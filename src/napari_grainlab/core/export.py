@@ -352,9 +352,13 @@ class BioimageioReport:
                           f"weights; bioimageio.spec {self.spec_version} validation: {self.status})"])
 
 
-def _sample_micrograph(size: int = 256, seed: int = 0) -> np.ndarray:
-    """A grain micrograph lookalike in [0, 1]: bright Voronoi boundaries, darker grains of varied shade."""
+def _sample_micrograph(size: int = 256, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """A grain micrograph lookalike in [0, 1]: with one channel bright Voronoi boundaries and darker grains of
+    varied shade (an SEM look), with three a colour (tint) etched look, ``(H, W, 3)``: each grain its own
+    colour, thin dark boundaries."""
     from scipy import ndimage as ndi
+
+    from .data.channels import normalize_image
 
     rng = np.random.default_rng(seed)
     seeds = rng.random((int(size * size / 28 ** 2), 2)) * size
@@ -363,29 +367,55 @@ def _sample_micrograph(size: int = 256, seed: int = 0) -> np.ndarray:
     edge = np.zeros((size, size), bool)
     edge[:-1] |= owner[:-1] != owner[1:]
     edge[:, :-1] |= owner[:, :-1] != owner[:, 1:]
-    shade = rng.uniform(0.15, 0.45, owner.max() + 1)[owner]
-    image = shade + 0.5 * np.exp(-ndi.distance_transform_edt(~edge) / 1.5) + rng.normal(0, 0.03, owner.shape)
-    from .data.io import normalize_intensity
+    line = np.exp(-ndi.distance_transform_edt(~edge) / 1.5)
+    if channels == 3:
+        import colorsys
 
-    return normalize_intensity(ndi.gaussian_filter(image, 0.7))
+        n = int(owner.max()) + 1
+        colours = np.array([colorsys.hsv_to_rgb(h, 0.6, 0.8) for h in rng.random(n)], np.float64)
+        image = colours[owner] * (1.0 - 0.6 * line[..., None]) + rng.normal(0, 0.02, (*owner.shape, 3))
+        return normalize_image(ndi.gaussian_filter(image, (0.7, 0.7, 0)))
+    shade = rng.uniform(0.15, 0.45, owner.max() + 1)[owner]
+    image = shade + 0.5 * line + rng.normal(0, 0.03, owner.shape)
+    return normalize_image(ndi.gaussian_filter(image, 0.7))
+
+
+def _channel_names(channels: int) -> list[str]:
+    """The names of a model's input channels in its bioimage.io description."""
+    return ["r", "g", "b"] if channels == 3 else ["gray"]
+
+
+def _input_words(channels: int) -> str:
+    return "an RGB colour micrograph" if channels == 3 else "a grayscale micrograph"
 
 
 def _documentation(description: dict, report: ExportReport) -> str:
     task = description["task"]
     multiple = description["input"]["size_multiple"]
+    channels = int(description["input"].get("channels") or 1)
     lines = [f"# napari-grainlab {task} model ({description['backbone']})", ""]
     if task == "segment":
-        lines += ["Grain segmentation of materials micrographs (SEM, optical). The network maps a grayscale "
-                  "micrograph to two maps (after the sigmoid of the package's post-processing): the probability "
-                  "of a grain boundary and the distance to the nearest boundary, normalised to 1 at grain "
-                  "centres. napari-grainlab turns them into grain instances with a marker-controlled watershed "
+        lines += ["Grain segmentation of materials micrographs (SEM, optical). The network maps "
+                  f"{_input_words(channels)} to two maps (after the sigmoid of the package's post-processing): "
+                  "the probability of a grain boundary and the distance to the nearest boundary, normalised to 1 "
+                  "at grain centres. napari-grainlab turns them into grain instances with a marker-controlled watershed "
                   f"(parameters: {json.dumps(description.get('postprocess'))}).", ""]
     else:
         lines += [f"Micrograph classification into {', '.join(description['classes'])}; the output is the "
                   "softmax over the classes of the whole input tile.", ""]
+    if channels == 3:
+        text = ("Three channels, RGB (`r`, `g`, `b`); grey micrographs are given as three equal channels. The 0.1 "
+                "and 99.9 percentiles of all three channels together are stretched to [0, 1] (clipped), so hues "
+                "stay as they are")
+    else:
+        text = ("One grayscale channel (colour micrographs as their luminance). The 0.1 and 99.9 percentiles are "
+                "stretched to [0, 1] (clipped)")
+    grain = description.get("grain_diameter")
+    scale = ([f"The model was trained on grains of about {grain:.0f} px mean diameter; napari-grainlab resizes "
+              "an input so that its grains have that size (estimated, or given with --diameter).", ""]
+             if isinstance(grain, (int, float)) else [])
     lines += ["## Input", "",
-              f"One grayscale channel; height and width multiples of {multiple}. The 0.1 and 99.9 percentiles are "
-              "stretched to [0, 1] (clipped); the model normalises internally.", "",
+              f"{text}; height and width multiples of {multiple}. The model normalises internally.", "", *scale,
               "## Use with napari-grainlab", "",
               "The ONNX file carries the napari-grainlab description in its metadata:", "",
               "    grainlab predict-onnx weights.onnx IMAGE... --out DIR", "",
@@ -399,10 +429,12 @@ def _documentation(description: dict, report: ExportReport) -> str:
 
 
 def _cover(image: np.ndarray, result: np.ndarray) -> np.ndarray:
-    """Input and output side by side (8-bit RGB, 1:2)."""
-    right = result if result.ndim == 2 else np.full(image.shape, float(result.max()), dtype=np.float32)
-    both = np.concatenate([image, np.clip(right, 0, 1)], axis=1)
-    return np.repeat((both * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+    """Input (grey or colour) and output side by side (8-bit RGB, 1:2)."""
+    h, w = image.shape[:2]
+    right = result if result.ndim == 2 else np.full((h, w), float(result.max()), dtype=np.float32)
+    left = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    both = np.concatenate([left, np.repeat(np.clip(right, 0, 1)[..., None], 3, axis=2)], axis=1)
+    return (np.clip(both, 0, 1) * 255).round().astype(np.uint8)
 
 
 def export_bioimageio(
@@ -435,9 +467,15 @@ def export_bioimageio(
     authors : author names (default ``["napari-grainlab user"]``).
     license : SPDX license identifier of the weights.
     cite : ``(text, doi or None)`` pairs (default: napari-grainlab itself).
-    test_image : grayscale (H, W) image for the test tensors (default: a synthetic micrograph); it
-        is cropped to multiples of the model's input size multiple and percentile-stretched.
+    test_image : grey (H, W) or colour (H, W, 3) image for the test tensors (default: a synthetic
+        micrograph, in colour for a 3-channel model); it is cropped to multiples of the model's input
+        size multiple, percentile-stretched and given the model's channels (grey replicated for a
+        3-channel model, colour as its luminance for a 1-channel one).
     exporter : see :func:`export_onnx`.
+
+    The input tensor is ``(batch, channel, y, x)``: one channel ``gray``, or three ``r``, ``g``, ``b``
+    for a colour model, whose percentile stretch is taken over the three channels together (as
+    napari-grainlab normalises colour).
     """
     import os
     import shutil
@@ -450,7 +488,7 @@ def export_bioimageio(
         raise ExportError("bioimage.io export needs the bioimageio.spec package "
                           "(pip install 'napari-grainlab[bioimageio]')") from None
     from ._io import atomic_write_png
-    from .data.io import normalize_intensity
+    from .data.channels import normalize_image, to_channels, to_chw
 
     out = Path(out).expanduser()
     as_zip = out.suffix.lower() == ".zip"
@@ -466,12 +504,18 @@ def export_bioimageio(
         session = _session((stage / "weights.onnx").read_bytes())
         info = json.loads(next(p.value for p in _onnx_props(stage / "weights.onnx") if p.key == METADATA_KEY))
         multiple = int(info["input"]["size_multiple"])
-        image = _sample_micrograph(max(256, multiple * 2)) if test_image is None else np.asarray(test_image, "f4")
-        if image.ndim != 2 or min(image.shape) < multiple:
-            raise ExportError(f"test image must be 2-D and at least {multiple} px on each side")
-        h, w = (s // multiple * multiple for s in image.shape)
-        image = normalize_intensity(np.ascontiguousarray(image[:h, :w], dtype=np.float32))
-        x = image[None, None]
+        channels = int(info["input"]["channels"])
+        if test_image is None:
+            image = _sample_micrograph(max(256, multiple * 2), channels=channels)
+        else:
+            image = np.asarray(test_image, "f4")
+        colour = image.ndim == 3 and image.shape[-1] == 3
+        if not (image.ndim == 2 or colour) or min(image.shape[:2]) < multiple:
+            raise ExportError(f"test image must be grey (H, W) or colour (H, W, 3) and at least {multiple} px on "
+                              "each side")
+        h, w = (s // multiple * multiple for s in image.shape[:2])
+        image = to_channels(normalize_image(np.ascontiguousarray(image[:h, :w], dtype=np.float32)), channels)
+        x = to_chw(image, channels)[None]
         logits = session.run(None, {"image": x})[0]
         task = report.task
         if task == "segment":
@@ -486,26 +530,28 @@ def export_bioimageio(
         (stage / "README.md").write_text(_documentation(info, report), encoding="utf-8")
 
         yx = [bm.AxisId("y"), bm.AxisId("x")]
+        # colour: one percentile range over the three channels together (the channel axis is reduced too)
+        joint = [bm.AxisId("channel"), *yx] if channels == 3 else yx
         inputs = [bm.InputTensorDescr(
             id=bm.TensorId("image"),
-            description="grayscale micrograph",
-            axes=[bm.BatchAxis(), bm.ChannelAxis(channel_names=[bm.Identifier("gray")]),
+            description="RGB colour micrograph" if channels == 3 else "grayscale micrograph",
+            axes=[bm.BatchAxis(), bm.ChannelAxis(channel_names=[bm.Identifier(c) for c in _channel_names(channels)]),
                   *[bm.SpaceInputAxis(id=a, size=bm.ParameterizedSize(min=multiple, step=multiple)) for a in yx]],
             test_tensor=bm.FileDescr(source=stage / "test_input.npy"),
             data=bm.IntervalOrRatioDataDescr(type="float32"),
-            preprocessing=[bm.ScaleRangeDescr(kwargs=bm.ScaleRangeKwargs(axes=yx, min_percentile=0.1,
+            preprocessing=[bm.ScaleRangeDescr(kwargs=bm.ScaleRangeKwargs(axes=joint, min_percentile=0.1,
                                                                            max_percentile=99.9)),
                            bm.ClipDescr(kwargs=bm.ClipKwargs(min=0.0, max=1.0))],
         )]
-        channels = [bm.Identifier(str(c)) for c in info["output"]["channels"]]
+        out_names = [bm.Identifier(str(c)) for c in info["output"]["channels"]]
         if task == "segment":
-            out_axes = [bm.BatchAxis(), bm.ChannelAxis(channel_names=channels),
+            out_axes = [bm.BatchAxis(), bm.ChannelAxis(channel_names=out_names),
                         *[bm.SpaceOutputAxis(id=a, size=bm.SizeReference(tensor_id=bm.TensorId("image"), axis_id=a))
                           for a in yx]]
             post = [bm.SigmoidDescr()]
             out_text = "grain-boundary probability and normalised distance to the boundary"
         else:
-            out_axes = [bm.BatchAxis(), bm.ChannelAxis(channel_names=channels)]
+            out_axes = [bm.BatchAxis(), bm.ChannelAxis(channel_names=out_names)]
             post = [bm.SoftmaxDescr(kwargs=bm.SoftmaxKwargs(axis=bm.AxisId("channel")))]
             out_text = "class probabilities"
         outputs = [bm.OutputTensorDescr(id=bm.TensorId("probabilities"), description=out_text, axes=out_axes,
@@ -527,13 +573,16 @@ def export_bioimageio(
                 documentation=bm.FileDescr(source=stage / "README.md"),
                 covers=[bm.FileDescr(source=stage / "cover.png")],
                 tags=["napari-grainlab", "materials-science", "grains", "micrograph",
-                      "segmentation" if task == "segment" else "classification", "onnx", "2d"],
+                      "segmentation" if task == "segment" else "classification", "onnx", "2d",
+                      "rgb" if channels == 3 else "grayscale"],
                 inputs=inputs,
                 outputs=outputs,
                 weights=bm.WeightsDescr(onnx=bm.OnnxWeightsDescr(source=stage / "weights.onnx",
                                                                   opset_version=report.opset)),
                 version="0.1.0",
-                config={"napari_grainlab": {"version": __version__, "onnx_metadata_key": METADATA_KEY}},
+                config={"napari_grainlab": {"version": __version__, "onnx_metadata_key": METADATA_KEY,
+                                            "channels": _channel_names(channels),
+                                            "grain_diameter": info.get("grain_diameter")}},
             )
         except Exception as exc:  # noqa: BLE001 - pydantic validation errors
             raise ExportError(f"bioimage.io description rejected: {' '.join(str(exc).split())[:400]}") from None
@@ -563,10 +612,14 @@ def export_bioimageio(
 
 
 def description_text(task: str, description: dict) -> str:
+    colour = int((description.get("input") or {}).get("channels") or 1) == 3
+    kind = "colour (RGB) " if colour else ""
     if task == "segment":
-        return ("Grain segmentation of materials micrographs: grain-boundary probability and distance-to-boundary "
-                f"maps from a U-Net on {description['backbone']}, for napari-grainlab's watershed.")
-    return f"Micrograph classification ({', '.join(description['classes'])}) with {description['backbone']}."
+        return (f"Grain segmentation of {kind}materials micrographs: grain-boundary probability and "
+                f"distance-to-boundary maps from a U-Net on {description['backbone']}, for napari-grainlab's "
+                "watershed.")
+    return (f"{'Colour (RGB) m' if colour else 'M'}icrograph classification ({', '.join(description['classes'])}) "
+            f"with {description['backbone']}.")
 
 
 def _onnx_props(path: Path):

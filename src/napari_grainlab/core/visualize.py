@@ -21,15 +21,16 @@ _GOLDEN = 0.6180339887498949
 
 
 def image_to_unit(image: np.ndarray, percentiles: tuple[float, float] | None = None) -> np.ndarray:
-    """A 2-D image (any dtype) as float32 in [0, 1].
+    """A grey ``(H, W)`` or colour ``(H, W, 3)`` image (any dtype) as float32 in [0, 1], of the same shape.
 
     Integer images are scaled by their dtype range (``uint16`` by 65535), float images are taken
     as [0, 1] and clipped. With ``percentiles=(lo, hi)`` the image is instead stretched so that
-    those percentiles map to 0 and 1 (useful for dim 16-bit micrographs).
+    those percentiles map to 0 and 1 (useful for dim 16-bit micrographs); a colour image gets one
+    range for its three channels, so hues stay as they are.
     """
     a = np.asarray(image)
-    if a.ndim != 2:
-        raise DataError(f"expected a 2-D grey image, got shape {a.shape}")
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
+        raise DataError(f"expected a grey (H, W) or colour (H, W, 3) image, got shape {a.shape}")
     if a.dtype == bool:
         return a.astype(np.float32)
     if percentiles is not None:
@@ -88,34 +89,37 @@ def overlay_rgb(
     boundary_color: Sequence[float] = (1.0, 0.85, 0.0),
     percentiles: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """The grey ``image`` with each grain of ``labels`` tinted in its own colour, as uint8 RGB.
+    """The ``image`` (grey, or colour ``(H, W, 3)``) with each grain of ``labels`` tinted in its own
+    colour, as uint8 RGB.
 
     Label 0 (not annotated, pores) is left untinted. ``boundaries`` (a bool mask, e.g. the one the
     generator writes) is drawn in ``boundary_color``; when it is ``None`` the 1-px boundaries
     between different labels are drawn instead.
     """
-    grey = image_to_unit(image, percentiles)
+    unit = image_to_unit(image, percentiles)
+    shape = unit.shape[:2]
     lab = np.asarray(labels)
-    if lab.shape != grey.shape:
-        raise DataError(f"image {grey.shape} and labels {lab.shape} differ in shape")
+    if lab.shape != shape:
+        raise DataError(f"image {shape} and labels {lab.shape} differ in shape")
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    rgb = unit.copy() if unit.ndim == 3 else np.repeat(unit[..., None], 3, axis=-1)
     ids, inverse = np.unique(lab, return_inverse=True)
     colors = label_colors(ids)
     tint = colors[inverse.reshape(lab.shape)]
     grain = lab != 0
     rgb[grain] = (1.0 - alpha) * rgb[grain] + alpha * tint[grain]
     edge = boundary_mask(lab) if boundaries is None else np.asarray(boundaries, dtype=bool)
-    if edge.shape != grey.shape:
-        raise DataError(f"boundaries {edge.shape} and image {grey.shape} differ in shape")
+    if edge.shape != shape:
+        raise DataError(f"boundaries {edge.shape} and image {shape} differ in shape")
     rgb[edge] = np.asarray(boundary_color, dtype=np.float32)
     return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _grey_rgb(image: np.ndarray, percentiles) -> np.ndarray:
-    grey = image_to_unit(image, percentiles)
-    return np.repeat(np.round(grey * 255.0).astype(np.uint8)[..., None], 3, axis=-1)
+    """uint8 RGB of a grey (replicated) or colour image."""
+    unit = np.round(image_to_unit(image, percentiles) * 255.0).astype(np.uint8)
+    return unit if unit.ndim == 3 else np.repeat(unit[..., None], 3, axis=-1)
 
 
 def preview_grid(
