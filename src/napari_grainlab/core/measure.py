@@ -10,6 +10,9 @@ from .errors import DataError
 
 __all__ = ["astm_grain_size", "grain_table", "summarize", "TABLE_COLUMNS", "write_table_csv"]
 
+#: pixels per block of rows in :func:`grain_table` (its float64 temporaries are a few times this)
+_BLOCK_PIXELS = 1 << 20
+
 TABLE_COLUMNS = (
     "label", "area", "equivalent_diameter", "centroid_y", "centroid_x", "major_axis_length",
     "minor_axis_length", "aspect_ratio", "orientation", "touches_border",
@@ -36,7 +39,9 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
     h, w = labels.shape
     if labels.size == 0:
         return _empty_table()
-    flat = labels.ravel().astype(np.int64, copy=False)
+    flat = labels.ravel()  # kept in its dtype (no full-image int64 copy): bincount casts block by block
+    if flat.dtype.kind == "u" and flat.dtype.itemsize >= 8:
+        flat = flat.astype(np.int64)  # beyond 2**63 becomes negative, refused below
     if flat.min() < 0:
         raise DataError("labels must be >= 0")
     nl = int(flat.max()) + 1
@@ -55,29 +60,61 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
         flat = inv.astype(np.int64, copy=False)
         labels = flat.reshape(h, w)
         nl = int(uniq.size)
-    area = np.bincount(flat, minlength=nl).astype(np.float64)
+    # the area and the moments are summed over blocks of rows, so that no full-image temporary exists
+    # (the coordinates, their deviations and products of a block only: O(block) memory)
+    rows = max(1, _BLOCK_PIXELS // max(1, w))
+    blocks = [(y0, min(h, y0 + rows)) for y0 in range(0, h, rows)]
+    area = np.zeros(nl)
+    for y0, y1 in blocks:
+        area += np.bincount(flat[y0 * w:y1 * w], minlength=nl)
     ids = np.nonzero(area)[0]
     ids = ids[ids > 0]
-    yy = np.repeat(np.arange(h, dtype=np.float64), w)
-    xx = np.tile(np.arange(w, dtype=np.float64), h)
+    ref_y = ref_x = None
     if periodic:
-        if reference is None:
+        if reference is None:  # the first pixel of every grain in raster order
             first = np.full(nl, -1, dtype=np.int64)
-            first[flat[::-1]] = np.arange(flat.size - 1, -1, -1)
+            for y0, y1 in reversed(blocks):
+                first[flat[y0 * w:y1 * w][::-1]] = np.arange(y1 * w - 1, y0 * w - 1, -1)
             ref_y, ref_x = first // w, first % w
         else:
             ref_y, ref_x = reference[:, 0], reference[:, 1]
-        yy = ref_y[flat] + (yy - ref_y[flat] + h / 2) % h - h / 2
-        xx = ref_x[flat] + (xx - ref_x[flat] + w / 2) % w - w / 2
     safe = np.maximum(area, 1.0)
-    my = np.bincount(flat, yy, nl) / safe
-    mx = np.bincount(flat, xx, nl) / safe
-    dy = yy - my[flat]
-    dx = xx - mx[flat]
+
+    def coords(y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lab = flat[y0 * w:y1 * w]
+        yy = np.repeat(np.arange(y0, y1, dtype=np.float64), w)
+        xx = np.tile(np.arange(w, dtype=np.float64), y1 - y0)
+        if periodic:
+            ry, rx = ref_y[lab], ref_x[lab]
+            yy = ry + (yy - ry + h / 2) % h - h / 2
+            xx = rx + (xx - rx + w / 2) % w - w / 2
+        return lab, yy, xx
+
+    sy = np.zeros(nl)
+    sx = np.zeros(nl)
+    for y0, y1 in blocks:
+        lab, yy, xx = coords(y0, y1)
+        sy += np.bincount(lab, yy, nl)
+        sx += np.bincount(lab, xx, nl)
+    my = sy / safe
+    mx = sx / safe
+    syy = np.zeros(nl)
+    sxx = np.zeros(nl)
+    sxy = np.zeros(nl)
+    for y0, y1 in blocks:
+        lab, yy, xx = coords(y0, y1)
+        dy = yy - my[lab]
+        dx = xx - mx[lab]
+        del yy, xx
+        sxy += np.bincount(lab, dx * dy, nl)
+        dy *= dy
+        dx *= dx
+        syy += np.bincount(lab, dy, nl)
+        sxx += np.bincount(lab, dx, nl)
     # second central moments (+1/12: a pixel is a unit square, not a point)
-    myy = np.bincount(flat, dy * dy, nl) / safe + 1.0 / 12.0
-    mxx = np.bincount(flat, dx * dx, nl) / safe + 1.0 / 12.0
-    mxy = np.bincount(flat, dx * dy, nl) / safe
+    myy = syy / safe + 1.0 / 12.0
+    mxx = sxx / safe + 1.0 / 12.0
+    mxy = sxy / safe
     tr = myy + mxx
     det_term = np.sqrt(np.maximum(((mxx - myy) / 2.0) ** 2 + mxy**2, 0.0))
     l1 = tr / 2.0 + det_term

@@ -329,7 +329,8 @@ def predict_onnx(
         post.setdefault("smoothing", _D.smoothing)  # files of older exports may not say
         min_size, post = scaled_postprocess(min_size, post, scaling.factor, image.shape[:2])
         labels = watershed_grains(boundary, distance, min_size=min_size, **post)
-        return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance, scaling=scaling)
+        return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance, scaling=scaling,
+                                backend="onnxruntime")
 
     stride = tile // 2
     _check_tiling(tile, tile - stride, batch_size)
@@ -351,4 +352,4 @@ def predict_onnx(
     if len(names) != k:
         names = [str(i) for i in range(k)]
     return PredictionResult("classify", class_map=class_map, confidence=confidence, tile_probs=tile_probs,
-                            classes=tuple(names))
+                            classes=tuple(names), backend="onnxruntime")

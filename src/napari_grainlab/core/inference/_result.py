@@ -65,7 +65,9 @@ class PredictionResult:
     (``task == "classify"``): ``class_map`` (H, W) uint16 class indices into ``classes``,
     ``confidence`` (H, W) float32 and ``tile_probs`` (n_tiles, K) float32. ``scaling``: the grain
     diameter of the input and the factor it was resized by for the model (:class:`ScaleInfo`; the
-    outputs are always at the input's resolution).
+    outputs are always at the input's resolution). ``backend``: what ran the network
+    (``"onnxruntime"``, ``"torch"`` (channels-last on the CPU) or ``"torch-eager"``; see
+    :mod:`~napari_grainlab.core.inference.backend`).
     """
 
     task: str
@@ -77,6 +79,7 @@ class PredictionResult:
     tile_probs: np.ndarray | None = None
     classes: tuple[str, ...] = field(default_factory=tuple)
     scaling: ScaleInfo = field(default_factory=ScaleInfo)
+    backend: str = ""
 
     @property
     def diameter(self) -> float | None:

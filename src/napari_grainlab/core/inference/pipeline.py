@@ -120,6 +120,9 @@ def predict_array(
 
         - ``diameter``: the image's mean grain diameter in px (None: estimated when needed);
           ``rescale``: resize to the model's training scale (default on);
+        - ``backend``: what runs the network, ``"auto"`` (default: onnxruntime on the CPU when it
+          pays off, see :mod:`~napari_grainlab.core.inference.backend`), ``"onnxruntime"``,
+          ``"torch"`` or ``"torch-eager"``; ``result.backend`` tells the one used;
         - ``tta``: average over the four flips (slower, smoother);
         - ``adabn``: re-estimate the BatchNorm statistics on this image first (a copy of the model);
         - ``histogram_match``: map the intensities onto the model's training intensities first; a
@@ -141,6 +144,7 @@ def predict_array(
     model's input multiple (32 px).
     """
     device = overrides.pop("device", None)
+    backend = overrides.pop("backend", "auto")
     opts = resolve_options(options, {**overrides, **({"device": device} if isinstance(device, str) else {})})
     if device is None or isinstance(device, str):
         device = resolve_device(opts.device)
@@ -172,6 +176,8 @@ def predict_array(
     if opts.adabn:
         at("adapt")
         model = adapt_batchnorm(model, [image], device=device)
+        if backend == "auto":  # new weights for every image: an export would not pay off
+            backend = "torch"
     at("tiles")
 
     def tiles_done(done: int, total: int) -> None:
@@ -180,14 +186,16 @@ def predict_array(
         if done == total and stage is not None:
             stage("postprocess")
 
+    used: list[str] = []
     if task == "segment":
         probs = predict_tiled(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
                               device=device, amp=amp, activation="sigmoid", progress=tiles_done, stop=stop,
-                              out_channels=2, warn=warn)
+                              out_channels=2, warn=warn, backend=backend, on_backend=used.append)
         probs = resize_maps(probs, input_shape)
         min_size, post = scaled_postprocess(opts.min_size, opts.watershed(), scaling.factor, image.shape[:2])
         labels = watershed_grains(probs[0], probs[1], min_size=min_size, **post)
-        return PredictionResult("segment", labels=labels, boundary=probs[0], distance=probs[1], scaling=scaling)
+        return PredictionResult("segment", labels=labels, boundary=probs[0], distance=probs[1], scaling=scaling,
+                                backend=used[-1] if used else "")
     class_map, confidence, tile_probs = classify_tiled(model, image, tile=tile, batch_size=batch_size, tta=tta,
                                                        device=device, amp=amp, progress=tiles_done, stop=stop,
                                                        warn=warn)
@@ -196,7 +204,7 @@ def predict_array(
     if len(names) != k:
         names = [str(i) for i in range(k)]
     return PredictionResult("classify", class_map=class_map, confidence=confidence, tile_probs=tile_probs,
-                            classes=tuple(names))
+                            classes=tuple(names), backend="torch-eager")
 
 
 _DONE = object()
@@ -217,8 +225,10 @@ def iter_predict(model: torch.nn.Module, meta: dict, image: np.ndarray, options:
         if name in kwargs:
             raise TypeError(f"iter_predict reports {name} as events; do not pass {name}=")
     device = kwargs.pop("device", None)
+    backend = kwargs.pop("backend", "auto")
     opts = resolve_options(options, {**kwargs, **({"device": device} if isinstance(device, str) else {})})
-    kwargs = {} if device is None or isinstance(device, str) else {"device": device}
+    kwargs = {"backend": backend} if device is None or isinstance(device, str) else {"device": device,
+                                                                                    "backend": backend}
     options = opts  # checked here, in the caller's thread
     events: queue.SimpleQueue = queue.SimpleQueue()
     abandoned = threading.Event()

@@ -197,9 +197,11 @@ class _OOM(Exception):
 
 
 def _run_batches(model, image: np.ndarray, grid: _Grid, state: dict, batch_size: int, act, tta: bool,
-                 device: torch.device, amp: bool, progress, stop, consume) -> None:
+                 device: torch.device, amp: bool, progress, stop, consume, channels_last: bool = False) -> None:
     """Feed the grid's tiles, from ``state["done"]`` on, in batches to the model.
 
+    ``model`` is any callable of a batch tensor (a module, or a :mod:`.backend` runner); with
+    ``channels_last`` the batches are given to it in that memory format.
     ``consume(tiles, output)`` receives each batch's activated output as a numpy array.
     Out-of-memory errors become :class:`_OOM`; ``state["done"]`` then tells where to resume.
     """
@@ -216,9 +218,11 @@ def _run_batches(model, image: np.ndarray, grid: _Grid, state: dict, batch_size:
             grid.extract(image, i, j, buf[k])
         try:
             x = torch.from_numpy(buf[:len(chunk)]).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 y = _forward(model, x, act, tta, device, amp)
-            y = y.cpu().numpy()
+            y = np.ascontiguousarray(y.cpu().numpy())
         except Exception as exc:
             if not _is_oom(exc):
                 raise
@@ -264,6 +268,18 @@ def _with_oom_retries(run: Callable[[int, int, dict], object], tile: int, batch_
                 ) from oom
 
 
+def _select_runner(model, device: torch.device, backend: str, amp: bool, in_chans: int, multiple: int, pixels: int,
+                   warn, on_backend) -> tuple[Callable[[torch.Tensor], torch.Tensor], bool]:
+    """The callable that runs the batches (see :mod:`.backend`) and whether it takes channels-last input."""
+    from .backend import choose_backend, model_runner
+
+    chosen = choose_backend(model, device, backend, amp=amp, pixels=pixels, in_chans=in_chans)
+    call, used, channels_last = model_runner(model, chosen, in_chans, multiple, warn)
+    if on_backend is not None:
+        on_backend(used)
+    return call, channels_last
+
+
 def _prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -286,6 +302,8 @@ def predict_tiled(
     out_channels: int | None = None,
     warn: Callable[[str], None] | None = None,
     in_chans: int | None = None,
+    backend: str = "auto",
+    on_backend: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Dense prediction of a fully convolutional model over an image of any size.
 
@@ -323,6 +341,12 @@ def predict_tiled(
         Receives out-of-memory retry messages (default: ``warnings.warn``).
     in_chans : int, optional
         Input channels of the model (default :func:`model_channels`).
+    backend : {"auto", "onnxruntime", "torch", "torch-eager"}
+        What runs the network (see :mod:`~napari_grainlab.core.inference.backend`): on the CPU
+        ``"auto"`` runs napari-grainlab's networks on onnxruntime (exported once, cached) when that pays
+        off, else on PyTorch in channels-last format; the outputs agree to ~1e-6.
+    on_backend : callable(str), optional
+        Called with the backend actually used.
 
     Returns
     -------
@@ -345,6 +369,7 @@ def predict_tiled(
     image = as_model_input(image, model_channels(model) if in_chans is None else in_chans)
     multiple = model_multiple(model)
     out: np.ndarray | None = None
+    call, channels_last = model, False
 
     def run(tile_now: int, batch_now: int, state: dict) -> _Grid:
         nonlocal out
@@ -373,10 +398,15 @@ def predict_tiled(
                 out = np.zeros((y.shape[1], h, w), dtype=np.float32)
             _blend_tiles(out, grid, chunk, y)
 
-        _run_batches(model, image, grid, state, batch_now, act, tta, device, amp, progress, stop, consume)
+        _run_batches(call, image, grid, state, batch_now, act, tta, device, amp, progress, stop, consume,
+                     channels_last)
         return grid
 
     with _EvalMode(model):
+        probe = _Grid((h, w), int(tile), int(overlap), multiple)
+        pixels = len(probe) * probe.tile[0] * probe.tile[1] * (len(_FLIPS) if tta else 1)
+        call, channels_last = _select_runner(model, device, backend, amp, image.shape[0], multiple, pixels, warn,
+                                             on_backend)
         grid = _with_oom_retries(run, int(tile), int(batch_size), device, warn)
     _normalise(out, grid)
     return _check_output(out)
