@@ -14,6 +14,14 @@ Targets (from the issue): p95 latency < 50 ms; GUI epoch time <= 1.10 x headless
 
 The first epoch of every run is left out of the epoch-time ratio (one-off allocations and
 warm-up); the ratio compares medians.
+
+``--stalls`` measures instead the longest event-loop stall (the largest gap between two probe
+timeouts beyond their interval) of what a user does first in a fresh napari, each scenario in a fresh
+process (imports happen once per process): opening the Train dock and the first *Start training*,
+opening the Annotate dock and its first *From model*, opening the Predict dock and its first run.
+Target (from issue 14): about 50 ms on the GUI thread.
+
+    xvfb-run -a python benchmarks/bench_gui_responsiveness.py --stalls [--repeat 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -121,6 +129,196 @@ def headless_run(samples, cfg) -> dict:
     return {"epoch_s": epochs, "wall_s": time.perf_counter() - t0}
 
 
+# ================================================================================ first-use stalls
+STALL_SCENARIOS = ("train", "annotate", "predict")
+STALL_TARGET_MS = 50.0
+
+
+def make_tiny_model(folder: Path) -> Path:
+    """A small segmentation checkpoint (resnet18 encoder, narrow decoder, random weights)."""
+    import torch
+
+    from napari_grainlab.core.models import ModelSpec, build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_model(ModelSpec(task="segment", backbone="resnet18", decoder_channels=(16, 16, 8, 8, 8))).eval()
+    save_checkpoint(folder, net)
+    return folder
+
+
+class StallProbe:
+    """A ``QTimer`` every ``interval_ms``; :meth:`phase` runs a step and returns its longest stall (ms)."""
+
+    def __init__(self, interval_ms: int = 5) -> None:
+        from qtpy.QtCore import QElapsedTimer, Qt, QTimer
+
+        self.interval = interval_ms
+        self.clock = QElapsedTimer()
+        self.clock.start()
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(lambda: self.ticks.append(self.clock.nsecsElapsed() / 1e6))
+        self.timer.start()
+
+    def now(self) -> float:
+        return self.clock.nsecsElapsed() / 1e6
+
+    def wait(self, done, timeout_s: float = 600.0, settle_ms: float = 300.0) -> None:
+        """Run the event loop until ``done()`` is true, then ``settle_ms`` more."""
+        from qtpy.QtCore import QEventLoop
+        from qtpy.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        end = time.perf_counter() + timeout_s
+        while not done():
+            if time.perf_counter() > end:
+                raise RuntimeError("the step did not finish in time")
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+            time.sleep(0.001)
+        t = time.perf_counter() + settle_ms / 1000
+        while time.perf_counter() < t:
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+            time.sleep(0.001)
+
+    def phase(self, action, done, timeout_s: float = 600.0) -> dict:
+        """Schedule ``action`` from the event loop (as a click would run it), wait for ``done()``; the
+        longest gap between ticks from just before the action to the end, and the wall time (s)."""
+        from qtpy.QtCore import QTimer
+
+        self.wait(lambda: True, settle_ms=100)
+        state: dict = {}
+
+        def run():
+            state["t0"] = self.now()
+            try:
+                state["value"] = action()
+            except BaseException as exc:  # noqa: BLE001 - reported by the parent
+                state["error"] = exc
+            state["ran"] = True
+
+        t_start = self.now()
+        QTimer.singleShot(0, run)
+        self.wait(lambda: "error" in state or (state.get("ran") and done(state.get("value"))), timeout_s)
+        if "error" in state:
+            raise state["error"]
+        t_end = self.now()
+        ticks = [t_start] + [t for t in self.ticks if t_start < t <= t_end] + [t_end]
+        gaps = [b - a - self.interval for a, b in zip(ticks, ticks[1:])]
+        return {"max_stall_ms": max(0.0, max(gaps)), "seconds": (t_end - state["t0"]) / 1000}
+
+
+def _engine_idle() -> bool:
+    """No engine warm-up runs (also true for code without one)."""
+    from napari_grainlab.gui import _engine
+
+    running = getattr(_engine, "warmup_running", None)
+    return not (running and running())
+
+
+def stall_child(scenario: str, model: Path, work: Path) -> dict:
+    """One scenario in this (fresh) process: open the dock, then its first heavy action."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_grainlab.core.synthetic import SynthParams, TessellationParams, generate
+
+    s = generate(SynthParams(height=256, width=256, tessellation=TessellationParams(grains=40)), seed=3)
+    viewer = napari.Viewer(show=True, title=f"bench stalls {scenario}")
+    viewer.add_image(s.image, name="micrograph0")
+    viewer.add_labels(s.labels, name="micrograph0 grains")
+    app = QApplication.instance()
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.01)
+    probe = StallProbe()
+    dock_name = {"train": "Train", "annotate": "Annotate", "predict": "Predict"}[scenario]
+    opened: dict = {}
+
+    def open_dock():
+        _, opened["widget"] = viewer.window.add_plugin_dock_widget("napari-grainlab", dock_name)
+        return opened["widget"]
+
+    out = {"scenario": scenario}
+    out["open"] = probe.phase(open_dock, lambda w: _engine_idle())
+    dock = opened["widget"]
+    results: list = []
+    if scenario == "train":
+        from napari_grainlab.core.training.config import TrainConfig  # what the dock imported already
+
+        dock.ask_overwrite = lambda folder: True
+        dock.set_config(TrainConfig(backbone="resnet18", weights="none", strategy="scratch", epochs=1,
+                                    steps_per_epoch=2, batch_size=2, patch_size=64, synthetic="none",
+                                    device="cpu", seed=0, out=str(work / "train"), val_fraction=0.5))
+        dock.training_finished.connect(results.append)
+
+        def first():
+            if dock.start() is None:
+                raise RuntimeError("the Train dock did not start")
+        out["first_action"] = probe.phase(first, lambda _: bool(results))
+    elif scenario == "annotate":
+        def first():
+            task = dock.propose_from_model(str(model))
+            if task is None:
+                raise RuntimeError("From model did not start")
+            task.finished.connect(results.append)
+        out["first_action"] = probe.phase(first, lambda _: bool(results))
+    else:
+        dock.set_checkpoint(model)
+
+        def first():
+            task = dock.run()
+            if task is None:
+                raise RuntimeError("Predict did not start")
+            task.finished.connect(results.append)
+        out["first_action"] = probe.phase(first, lambda _: bool(results))
+    status = getattr(results[0], "status", "?") if results else "none"
+    out["status"] = status
+    viewer.close()
+    return out
+
+
+def run_stalls(args) -> int:
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="grainlab-bench-stalls-"))
+    try:
+        model = make_tiny_model(tmp / "model")
+        rows: dict[str, list[dict]] = {s: [] for s in STALL_SCENARIOS}
+        for r in range(args.repeat):
+            for scenario in STALL_SCENARIOS:
+                out = tmp / f"{scenario}{r}.json"
+                cmd = [sys.executable, __file__, "--stall-child", scenario, "--model", str(model),
+                       "--work", str(tmp / f"work-{scenario}{r}"), "--json", str(out)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+                if proc.returncode != 0 or not out.is_file():
+                    print(proc.stdout[-2000:], proc.stderr[-4000:], sep="\n")
+                    raise RuntimeError(f"scenario {scenario} failed (exit {proc.returncode})")
+                res = json.loads(out.read_text())
+                rows[scenario].append(res)
+                print(f"round {r + 1} {scenario:9s}: open dock stall {res['open']['max_stall_ms']:7.0f} ms "
+                      f"({res['open']['seconds']:.1f} s until ready); first {scenario} action stall "
+                      f"{res['first_action']['max_stall_ms']:7.0f} ms ({res['first_action']['seconds']:.1f} s, "
+                      f"{res['status']})", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    labels = {"train": ("open Train dock", "first Start training"),
+              "annotate": ("open Annotate dock", "first From model"),
+              "predict": ("open Predict dock", "first Predict run")}
+    report = {}
+    print()
+    print(f"longest event-loop stall (median over {args.repeat} fresh processes; target ~{STALL_TARGET_MS:.0f} ms):")
+    for scenario in STALL_SCENARIOS:
+        for key, label in zip(("open", "first_action"), labels[scenario]):
+            vals = [row[key]["max_stall_ms"] for row in rows[scenario]]
+            report[label] = {"median_ms": statistics.median(vals), "max_ms": max(vals), "runs_ms": vals}
+            print(f"  {label:22s} {statistics.median(vals):7.0f} ms  (max {max(vals):.0f} ms)")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2, help="GUI / headless pairs, interleaved")
@@ -133,7 +331,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--probe-ms", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--stalls", action="store_true",
+                        help="measure the longest event-loop stall of first dock opening / first action instead")
+    parser.add_argument("--repeat", type=int, default=2, help="fresh processes per --stalls scenario")
+    parser.add_argument("--stall-child", choices=STALL_SCENARIOS, help=argparse.SUPPRESS)
+    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.stall_child:
+        args.work.mkdir(parents=True, exist_ok=True)
+        res = stall_child(args.stall_child, args.model, args.work)
+        args.json.write_text(json.dumps(res))
+        return 0
+    if args.stalls:
+        return run_stalls(args)
 
     # import torch & friends before the OpenGL context exists (see gui/_engine.py)
     import napari

@@ -63,3 +63,17 @@ def test_eval_with_a_registry_name_that_is_not_downloaded_is_one_line(registry, 
     assert main(["eval", "later", str(registry / "data")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "https://example.org/later.safetensors" in err[0]
+
+
+def test_predict_with_a_registry_name(registry, tmp_path, capsys):
+    """``grainlab predict NAME IMAGE --out DIR`` loads the built-in model, not a folder called NAME."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    image = tmp_path / "micrograph.tif"
+    tifffile.imwrite(image, (rng.random((64, 64)) * 255).astype(np.uint8))
+    assert main(["predict", "fake", str(image), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert (tmp_path / "out" / "micrograph_labels.tif").is_file()
+    summary = (tmp_path / "out" / "summary.csv").read_text()
+    assert "micrograph" in summary

@@ -34,8 +34,10 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -506,6 +508,58 @@ def _ignore_interrupts() -> bool:
     return True
 
 
+class _MainWithoutPath(types.ModuleType):
+    """What ``sys.modules["__main__"]`` is while our own worker processes may start: the launcher's
+    module without ``__file__`` and ``__spec__``, every other attribute read from (and written to) it.
+
+    Dask starts its workers with multiprocessing's ``spawn`` (or ``forkserver``) method, which runs the
+    parent's main script again in every new process (as ``__mp_main__``), unless the main module names no
+    file or module. A launcher without ``if __name__ == "__main__":`` (``import napari; napari.Viewer();
+    ...; napari.run()``) would open one viewer per worker and the worker would fail to start. The tasks
+    run here are functions of this package, so the workers never need the main script; the script's own
+    code keeps its globals (its ``__file__`` too: only the ``sys.modules`` entry is replaced).
+    """
+
+    def __init__(self, main: types.ModuleType) -> None:
+        super().__init__("__main__", getattr(main, "__doc__", None))
+        self.__dict__["_grainlab_main"] = main
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("__file__", "__spec__", "__path__", "__cached__"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["_grainlab_main"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.__dict__["_grainlab_main"], name, value)
+
+
+_MAIN_LOCK = threading.Lock()
+_MAIN_HIDDEN: dict[str, Any] = {"depth": 0, "main": None, "stand_in": None}
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Generator[None, None, None]:
+    """While inside, processes started with ``spawn`` / ``forkserver`` do not re-import the main script
+    (see :class:`_MainWithoutPath`); nests and may be entered from several threads at once."""
+    with _MAIN_LOCK:
+        if _MAIN_HIDDEN["depth"] == 0:
+            main = sys.modules.get("__main__")
+            if main is not None and (getattr(main, "__file__", None) or getattr(main, "__spec__", None)):
+                stand_in = _MainWithoutPath(main)
+                _MAIN_HIDDEN.update(main=main, stand_in=stand_in)
+                sys.modules["__main__"] = stand_in
+        _MAIN_HIDDEN["depth"] += 1
+    try:
+        yield
+    finally:
+        with _MAIN_LOCK:
+            _MAIN_HIDDEN["depth"] -= 1
+            if _MAIN_HIDDEN["depth"] == 0:
+                if _MAIN_HIDDEN["stand_in"] is not None and sys.modules.get("__main__") is _MAIN_HIDDEN["stand_in"]:
+                    sys.modules["__main__"] = _MAIN_HIDDEN["main"]
+                _MAIN_HIDDEN.update(main=None, stand_in=None)
+
+
 # =============================================================================== records, rows
 def _json_row(row: dict) -> dict:
     out = {}
@@ -785,7 +839,8 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
         the cluster is left running. A malformed address, or one where nothing accepts a connection
         within 3 s, raises :class:`BatchError` before any work (:func:`parse_scheduler_address`).
         None: a :class:`distributed.LocalCluster` of ``workers``
-        processes with ``threads_per_worker`` threads each, closed at the end.
+        processes with ``threads_per_worker`` threads each, closed at the end. The workers do not
+        run the main script again, so a launcher script needs no ``if __name__ == "__main__":``.
     workers
         Local workers (default :func:`default_workers`: one per core, or one per GPU), at most
         one per image to predict. Each gets ``torch_threads`` PyTorch threads (default
@@ -835,7 +890,9 @@ def run_batch(model: str | os.PathLike, inputs: Iterable[str | os.PathLike], out
         raise BatchError("no images to predict")
     out_dir.mkdir(parents=True, exist_ok=True)
     out_dir = out_dir.resolve()
-    model_path = str(Path(model).expanduser().resolve())
+    from .models.registry import resolve_model
+
+    model_path = str(resolve_model(model).expanduser().resolve())  # a registry name: its bundled / cached folder
     model_id = _model_id(model_path)
     stems = output_stems(paths)
 
@@ -918,6 +975,7 @@ def _on_dask(todo: list[_Job], scheduler: str | None, n_workers: int, threads: i
 
     cluster = client = None
     futures: list = []
+    hidden = contextlib.ExitStack()
     try:
         if scheduler:
             try:
@@ -926,6 +984,7 @@ def _on_dask(todo: list[_Job], scheduler: str | None, n_workers: int, threads: i
                 raise BatchError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(exc)}") from None
         else:
             torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // (n_workers * threads))
+            hidden.enter_context(_main_script_hidden())  # for the cluster's life: the nanny restarts dead workers
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
                                    dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
             client = Client(cluster, set_as_default=False)
@@ -962,6 +1021,7 @@ def _on_dask(todo: list[_Job], scheduler: str | None, n_workers: int, threads: i
         if cluster is not None:
             with contextlib.suppress(Exception):
                 cluster.close()
+        hidden.close()
 
 
 def _replace_job(job: _Job, **changes: Any) -> _Job:

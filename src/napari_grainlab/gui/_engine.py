@@ -1,25 +1,40 @@
-"""Loading the learning engine (torch, timm) inside a running napari.
+"""Loading the learning engine (torch, timm) inside a running napari, off the GUI thread.
 
-Two traps, both avoided by :func:`preload_engine`:
+Importing torch, timm and the engine takes seconds; on the GUI thread that freezes the viewer. The
+first dock that needs the engine (Train, Annotate, Predict) calls :func:`start_warmup`, which imports
+them in a background thread; :func:`ensure_engine` (before a run) waits for it with the event loop
+running, a busy cursor and a status line, so the viewer keeps painting meanwhile.
 
-* the first import of torch / timm must happen on the main thread, not in a worker;
-* on Linux, Mesa's OpenGL drivers (llvmpipe under Xvfb or in VMs, radeonsi on AMD GPUs) load
-  the system's ``libLLVM`` into napari's process. torchvision imports ``torch._dynamo``, which
-  imports triton, whose own bundled LLVM then crashes the process (segmentation fault). When
-  ``libLLVM`` is already mapped and triton is not yet imported, triton is marked as unavailable
-  (``sys.modules["triton"] = None``): torch then treats it as not installed, which costs nothing
-  here (triton only serves ``torch.compile`` GPU kernels, which GrainLab does not use).
-  ``GRAINLAB_ALLOW_TRITON=1`` turns this guard off.
+What makes the import in a thread safe here:
+
+* on Linux, Mesa's OpenGL drivers (llvmpipe under Xvfb or in VMs, radeonsi on AMD GPUs) load the
+  system's ``libLLVM`` into napari's process. torchvision imports ``torch._dynamo``, which imports
+  triton, whose own bundled LLVM then crashes the process (segmentation fault) — in whichever thread
+  imports it. When ``libLLVM`` is already mapped and triton is not yet imported, triton is marked as
+  unavailable (``sys.modules["triton"] = None``): torch then treats it as not installed, which costs
+  nothing here (triton only serves ``torch.compile`` GPU kernels, which GrainLab does not use).
+  :func:`start_warmup` does this on the main thread before the thread starts, and only once a dock is
+  open (napari's canvas, hence ``libLLVM``, exists then). ``GRAINLAB_ALLOW_TRITON=1`` turns the guard off.
+* a module being imported by one thread makes any other thread that imports it wait (Python's module
+  locks): the GUI must not import the engine itself while the warm-up runs, so the docks import no torch
+  at module level and reach it only through :func:`ensure_engine` or in their workers.
+* an import holds the GIL most of the time, so the event loop still runs only in the gaps; the longest
+  gap is loading torch's native libraries (``dlopen`` of ``libtorch_cpu`` and ``libtorch_cuda``, hundreds
+  of MB, under the GIL). :func:`_preload_native_libraries` loads them first through libc's ``dlopen``
+  called by ctypes, which releases the GIL, so ``import torch`` then finds them in memory.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys
+import threading
 
-__all__ = ["avoid_triton_llvm_clash", "engine_loaded", "ensure_engine", "preload_engine"]
+__all__ = ["avoid_triton_llvm_clash", "engine_loaded", "ensure_engine", "preload_engine", "start_warmup",
+           "warmup_running", "warmup_thread_name"]
 
 log = logging.getLogger(__name__)
 
@@ -50,42 +65,151 @@ def avoid_triton_llvm_clash() -> bool:
 
 
 def engine_loaded() -> bool:
-    return all(name in sys.modules for name in _MODULES)
+    """Whether every engine module is imported (and finished importing: the warm-up is not in it)."""
+    return all(name in sys.modules for name in _MODULES) and not warmup_running()
+
+
+#: torch's native libraries, in load order (those present are loaded; CUDA builds have the CUDA ones)
+_NATIVE_LIBRARIES = (("libtorch_global_deps.so", True), ("libc10.so", False), ("libtorch_cpu.so", False),
+                     ("libtorch.so", False))
+
+
+def _preload_native_libraries() -> list[str]:
+    """``dlopen`` torch's big native libraries without holding the GIL (Linux; returns those loaded).
+
+    ``libtorch_global_deps`` is opened ``RTLD_GLOBAL`` as torch itself does, the others ``RTLD_LOCAL``
+    (torch's ``_C`` extension then links to these same copies). Libraries that call into Python
+    (``libtorch_python``) are left to torch. Anything unexpected: nothing is loaded, torch does it.
+    """
+    if not sys.platform.startswith("linux") or "torch" in sys.modules:
+        return []
+    try:
+        import ctypes
+
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.origin:
+            return []
+        libdir = os.path.join(os.path.dirname(spec.origin), "lib")
+        libc = ctypes.CDLL(None)  # a CDLL function call releases the GIL while it runs
+        dlopen = libc.dlopen
+        dlopen.restype = ctypes.c_void_p
+        dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        loaded = []
+        for name, is_global in _NATIVE_LIBRARIES:
+            path = os.path.join(libdir, name)
+            if not os.path.isfile(path):
+                continue
+            mode = os.RTLD_NOW | (os.RTLD_GLOBAL if is_global else os.RTLD_LOCAL)
+            if not dlopen(path.encode(), mode):
+                log.info("could not preload %s; torch loads it itself", path)
+                break
+            loaded.append(name)
+        return loaded
+    except Exception as exc:  # noqa: BLE001 - only an optimisation
+        log.info("native torch libraries not preloaded: %s", exc)
+        return []
 
 
 def preload_engine() -> None:
-    """Import torch, timm and the engine (call on the main thread; a few seconds the first time)."""
-    if engine_loaded():
+    """Import torch, timm and the engine in this thread (a few seconds the first time)."""
+    if all(name in sys.modules for name in _MODULES) and not warmup_running():
         return
-    avoid_triton_llvm_clash()
+    if threading.current_thread() is threading.main_thread():
+        avoid_triton_llvm_clash()
+    _preload_native_libraries()
     for name in _MODULES:
         importlib.import_module(name)
 
 
-def ensure_engine(status=None) -> bool:
-    """Load the engine on the main thread with a wait cursor; False (and a notification) if it fails.
+_WARMUP_LOCK = threading.Lock()
+_WARMUP: dict = {"thread": None, "done": threading.Event(), "error": None}
 
-    ``status(text, error=False)`` is told what happens (e.g. a dock's status line).
+
+def warmup_thread_name() -> str:
+    return "grainlab-engine-warmup"
+
+
+def warmup_running() -> bool:
+    """Whether the background import of the engine is under way."""
+    t = _WARMUP["thread"]
+    return t is not None and not _WARMUP["done"].is_set()
+
+
+def _warm() -> None:
+    try:
+        preload_engine()
+    except BaseException as exc:  # noqa: BLE001 - kept for ensure_engine, which reports it
+        _WARMUP["error"] = exc
+        log.info("loading the engine in the background failed: %s", exc)
+    finally:
+        _WARMUP["done"].set()
+
+
+def start_warmup() -> bool:
+    """Start importing the engine in a background thread, once (call on the main thread, when a dock opens).
+
+    Returns whether a warm-up thread runs (False: already loaded, or already warmed up). The thread is
+    not a daemon: an interpreter that exits meanwhile waits for the import to end instead of tearing it
+    down half-way.
+    """
+    with _WARMUP_LOCK:
+        if _WARMUP["thread"] is not None:
+            return warmup_running()
+        if all(name in sys.modules for name in _MODULES):
+            return False
+        avoid_triton_llvm_clash()  # on the main thread, before anything may import triton
+        thread = threading.Thread(target=_warm, name=warmup_thread_name(), daemon=False)
+        _WARMUP["thread"] = thread
+        thread.start()
+        return True
+
+
+_WAITING = {"now": False}
+
+
+def ensure_engine(status=None) -> bool:
+    """Make sure the engine is loaded before a run; False (and a notification) if it cannot be.
+
+    When it is not loaded yet, the warm-up (:func:`start_warmup`) is started or joined and waited for
+    with the event loop running (a busy cursor; ``status("Loading PyTorch…")``), so that the viewer stays
+    responsive. ``status(text, error=False)`` is told what happens (e.g. a dock's status line). A second
+    call while one waits returns False at once (a second click on *Predict* while PyTorch loads).
     """
     if engine_loaded():
         return True
-    from qtpy.QtCore import Qt
+    if _WAITING["now"]:
+        return False
+    from qtpy.QtCore import QEventLoop, Qt, QTimer
     from qtpy.QtWidgets import QApplication
 
     from .workers import report_error
 
+    start_warmup()
     if status is not None:
         status("Loading PyTorch…")
-    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+    _WAITING["now"] = True
+    QApplication.setOverrideCursor(Qt.CursorShape.BusyCursor)
     try:
-        QApplication.processEvents()
-        preload_engine()
+        if warmup_running():
+            loop = QEventLoop()
+            timer = QTimer()
+            timer.setInterval(20)
+            timer.timeout.connect(lambda: loop.quit() if _WARMUP["done"].is_set() else None)
+            timer.start()
+            loop.exec()
+            timer.stop()
+        error = _WARMUP["error"]
+        if error is None and not engine_loaded():
+            preload_engine()  # the warm-up ended without the engine (it never ran): import here
+        elif error is not None:
+            raise error
     except Exception as exc:  # noqa: BLE001 - a broken torch install: tell, do not crash
         if status is not None:
             status(f"Cannot load PyTorch: {exc}", error=True)
         report_error(exc, "Loading PyTorch")
         return False
     finally:
+        _WAITING["now"] = False
         QApplication.restoreOverrideCursor()
     if status is not None:
         status("")

@@ -38,6 +38,7 @@ from ...core import annotate as core
 from ...core.annotation_store import AnnotationStore, SavedLabelsConflict, labels_differ
 from ...core.errors import USER_ERRORS, DataError, GrainLabError
 from ...core.models.registry import is_registry_name
+from .._engine import start_warmup
 from .._layers import layer_pixel_size, layers_with_role, role_metadata, role_name, spatial_of
 from .._napari_compat import hook_dock_close, unwrap_proxy, watch_main_window_close
 from .._settings import dataset_folders, remember_dataset_folder
@@ -76,6 +77,7 @@ class AnnotateWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        start_warmup()  # import torch & co. in the background now, not on the GUI thread at From model
         # the dock keeps weak references to and identities of layers: it needs the real objects,
         # not the proxies napari hands plugin docks
         self.viewer = unwrap_proxy(napari_viewer)

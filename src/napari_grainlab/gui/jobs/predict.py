@@ -22,7 +22,6 @@ import numpy as np
 from ..._sample_data import grain_features
 from ...core.errors import USER_ERRORS
 from ...core.inference.options import InferenceOptions
-from ...core.models.checkpoint import checkpoint_files
 from .._layers import layer_pixel_size, prediction_metadata, prediction_name, put_layer, role_name, spatial_of
 
 if TYPE_CHECKING:
@@ -84,6 +83,7 @@ def _load_model(checkpoint: str | Path, device: str, cache: dict) -> tuple[Any, 
     is a path or a built-in model's name (``"generalist"``)."""
     from ...core.inference import resolve_device
     from ...core.models import load_checkpoint
+    from ...core.models.checkpoint import checkpoint_files  # torch: imported in the worker, not with the dock
 
     dev = resolve_device(device)
     weights, meta_file = checkpoint_files(checkpoint)

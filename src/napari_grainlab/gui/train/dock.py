@@ -35,7 +35,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, Qt, Signal
 from qtpy.QtWidgets import QMessageBox, QSplitter, QVBoxLayout, QWidget
 
-from .._engine import avoid_triton_llvm_clash
+from .._engine import avoid_triton_llvm_clash, ensure_engine, start_warmup
 from .._layers import is_prediction
 
 avoid_triton_llvm_clash()  # again before timm / torchvision are first imported (see the module)
@@ -87,6 +87,7 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        start_warmup()  # import torch & co. in the background now, not on the GUI thread at Start
         self.viewer = napari_viewer
         self.setMinimumWidth(330)
         self._task: GeneratorTask | None = None
@@ -335,7 +336,8 @@ class TrainWidget(QWidget):
         """Start training with the dock's settings; returns the task (None: not started, with a notification)."""
         if self._busy():
             return None
-        avoid_triton_llvm_clash()
+        if not ensure_engine(self.run_panel.set_status):  # waits for the warm-up with the event loop running
+            return None
         try:
             cfg = self.config()
         except ConfigError as exc:
