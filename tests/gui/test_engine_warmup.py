@@ -1,4 +1,4 @@
-"""Opening a dock starts loading the engine (timm, the training and inference engine) in a background
+"""Opening a dock starts loading the engine (torch, timm, the training and inference engine) in a background
 thread, not on the GUI thread; a run then waits for it with the event loop running.
 
 In a fresh interpreter (imports happen once per process), on the display the GUI tests use (Xvfb:
@@ -22,7 +22,7 @@ import json
 import sys
 import threading
 
-WATCH = ("timm", "torchvision", "napari_grainlab.core.inference.pipeline", "napari_grainlab.core.training.fit")
+WATCH = ("torch", "timm", "torchvision", "napari_grainlab.core.inference.pipeline", "napari_grainlab.core.training.fit")
 first = {}
 
 
@@ -75,6 +75,6 @@ def test_opening_a_dock_loads_the_engine_off_the_gui_thread(dock, tmp_path):
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["ok"] and res["started"] and res["value"] == 36.0
     first = res["first"]
-    assert set(first) >= {"timm", "torchvision", "napari_grainlab.core.inference.pipeline"}
+    assert set(first) >= {"torch", "timm", "torchvision", "napari_grainlab.core.inference.pipeline"}
     assert set(first.values()) == {res["warmup"]}, first  # none of them on the GUI thread
     assert res["triton"] != "imported"  # Mesa's libLLVM is loaded under Xvfb: triton stays out

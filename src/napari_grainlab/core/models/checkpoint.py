@@ -18,12 +18,17 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .._io import atomic_write_folder
 from ..errors import CheckpointError, ModelError
-from .networks import SEG_OUTPUTS, ModelSpec, build_model
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and the networks are imported inside the functions that build or load a network: finding a
+# checkpoint's files and reading its description (checkpoint_files, read_metadata, weight_shapes)
+# stays torch-free, so the docks can check a model before the engine has loaded
 
 FORMAT = "napari-grainlab-model"
 FORMAT_VERSION = 1
@@ -106,6 +111,7 @@ def save_checkpoint(folder: str | Path, model, metadata: dict | None = None,
     from safetensors.torch import save
 
     from ... import __version__
+    from .networks import SEG_OUTPUTS
 
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -242,6 +248,10 @@ def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
 
 def _model_of(meta: dict, path: str | Path, device: str | torch.device | None = None):
     """The (untrained) network that ``model.json`` describes; its faults as one-line CheckpointErrors."""
+    import torch
+
+    from .networks import ModelSpec, build_model
+
     spec_dict = meta.get("spec")
     if not isinstance(spec_dict, dict):
         raise CheckpointError(f"{path}: model.json does not describe the network (no 'spec')")
