@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import tifffile
 import yaml
 
 from napari_grainlab.core import annotate as core
@@ -373,7 +374,7 @@ def test_colour_image_is_shown_as_it_is_and_proposed_on_colour(viewer, qtbot, no
     assert dock.labels_layer.data.shape == rgb.shape[:2]
     assert layer.rgb and layer.data is rgb or np.array_equal(layer.data, rgb)  # the layer is left as it is
     assert dock._gray.shape == rgb.shape and dock._gray.dtype == np.float32  # colour kept for the proposals
-    assert any("colour image" in m for m in notifications.messages("warning"))
+    assert not any("colour image" in m for m in notifications.messages("warning"))
     dock.propose()
     qtbot.waitUntil(lambda: dock.proposal_layer is not None and not dock.proposal_busy, timeout=20_000)
     expected, _ = classical_grains(dock._gray, **dock.proposals.settings().kwargs())
@@ -382,7 +383,9 @@ def test_colour_image_is_shown_as_it_is_and_proposed_on_colour(viewer, qtbot, no
     dock.apply_proposal()
     assert dock.save(tmp_path / "ds") is not None
     samples = load_segmentation_folder(tmp_path / "ds")
-    assert samples[0].image.shape[:2] == rgb.shape[:2]
+    assert samples[0].image.shape == rgb.shape  # the dataset folder keeps the colour
+    stored = tifffile.imread(next((tmp_path / "ds" / "images").iterdir()))
+    np.testing.assert_array_equal(stored, rgb)
 
 
 def test_from_model_takes_the_builtin_name_and_a_diameter(viewer, qtbot, notifications, tmp_path, monkeypatch):

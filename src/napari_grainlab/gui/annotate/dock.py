@@ -270,7 +270,7 @@ class AnnotateWidget(QWidget):
         if labels is not None:
             if not isinstance(labels, Labels):
                 raise DataError(f"{labels.name!r} is not a Labels layer")
-            if getattr(labels, "multiscale", False) or labels.data.shape != stored.shape:
+            if getattr(labels, "multiscale", False) or labels.data.shape != stored.shape[:2]:
                 raise DataError(f"the labels {labels.name!r} ({' x '.join(map(str, labels.data.shape))} px) do not "
                                 f"match the image {image.name!r} ({stored.shape[0]} x {stored.shape[1]} px)")
         # leave the current image (autosave on switching)
@@ -285,11 +285,11 @@ class AnnotateWidget(QWidget):
             self.saving.show_folder()
         if labels is None:
             existing = [x for x in layers_with_role(self.viewer, "annotation", source=image.name)
-                        if isinstance(x, Labels) and x.data.shape == stored.shape]
+                        if isinstance(x, Labels) and x.data.shape == stored.shape[:2]]
             if existing:
                 labels = existing[0]
             else:
-                data = saved if saved is not None else np.zeros(stored.shape, dtype=np.uint32)
+                data = saved if saved is not None else np.zeros(stored.shape[:2], dtype=np.uint32)
                 labels = self.viewer.add_labels(data, name=role_name(image.name, "annotation"), opacity=0.5,
                                                 metadata=role_metadata("annotation", source=image.name),
                                                 **spatial_of(image))

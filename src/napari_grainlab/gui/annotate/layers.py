@@ -1,6 +1,6 @@
 """The layer choice of the Annotate dock: the *Image* and *Grains* combo boxes, and the image
-plane that is annotated (a 2-D grey or RGB image: the layer is shown as it is, and proposals are
-made on its colour; the dataset file stores its luminance while the core's annotation files are grey)."""
+plane that is annotated (a 2-D grey or RGB image: the layer is shown as it is, proposals are made
+on its colour and the dataset folder stores it in colour, as an RGB TIFF)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QWidget
 
-from ...core.data.channels import is_colour, luminance, normalize_image, to_planes
+from ...core.data.channels import normalize_image, to_planes
 from ...core.errors import DataError
 from .._forms import ComboBox
 from .._layers import role_of
@@ -24,20 +23,10 @@ NEW_LAYER = "New layer"
 HELPER_ROLES = frozenset({"proposal", "classes"})
 
 
-def _stored_plane(planes: np.ndarray) -> np.ndarray:
-    """The 2-D image written to the dataset folder: grey as it is, colour as its luminance in the
-    layer's pixel type (the annotation files hold one plane)."""
-    if not is_colour(planes):
-        return planes
-    grey = luminance(planes)
-    if planes.dtype.kind in "ui":
-        grey = np.clip(np.round(grey), 0, np.iinfo(planes.dtype).max).astype(planes.dtype)
-    return grey
-
-
 def image_plane(layer: Image) -> tuple[np.ndarray, np.ndarray]:
-    """(2-D image to store, float image in [0, 1] for proposals: ``(H, W)`` grey or ``(H, W, 3)``
-    colour) of an image layer; raises DataError."""
+    """(the image to store, in its own pixel type, and the float image in [0, 1] for proposals) of an
+    image layer, each ``(H, W)`` grey or ``(H, W, 3)`` colour (an RGB layer with equal channels is grey);
+    raises DataError."""
     if getattr(layer, "multiscale", False):
         raise DataError(f"{layer.name!r} is a multiscale image; open one resolution level to annotate it")
     data = np.asarray(layer.data)
@@ -65,10 +54,7 @@ def image_plane(layer: Image) -> tuple[np.ndarray, np.ndarray]:
                                 f"{'s' if bad != 1 else ''}); replace them (e.g. numpy.nan_to_num) to annotate "
                                 "it") from None
         raise
-    if is_colour(planes):
-        show_warning(f"Annotate: {layer.name!r} is a colour image; proposals use its colour, the dataset folder "
-                     "stores its luminance (grey) with the labels")
-    return _stored_plane(planes), image
+    return planes, image
 
 
 class LayerPicker(QWidget):
