@@ -314,7 +314,11 @@ def predict_onnx(
         image = match_histogram(image, model.histogram_reference)
     if model.task == "segment":
         input_shape = image.shape[:2]
-        scaling = plan_scale(image, model.grain_diameter, opts.diameter, opts.rescale, model.multiple)
+        def probe(crop: np.ndarray) -> np.ndarray:  # the network on a crop, for the model-based scale refinement
+            return predict_maps(model, crop, tile=tile, overlap=overlap, batch_size=batch_size)
+
+        scaling = plan_scale(image, model.grain_diameter, opts.diameter, opts.rescale, model.multiple,
+                             predict=probe, refine=opts.refine_scale)
         image = resize_image(image, scaling.factor, model.multiple)
         probs = predict_maps(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
                              progress=progress, stop=stop)

@@ -105,3 +105,45 @@ def test_a_1024_micrograph_takes_well_under_a_second():
         best = min(best, time.perf_counter() - t0)
     assert 1 / 1.45 < d / true_diameter(s.labels) < 1.45
     assert best < 0.4, best
+
+
+def test_the_model_refines_an_estimate_three_times_too_large(monkeypatch):
+    """With the model-free estimate replaced by 3x the truth, the model-based refinement (``_rescale.
+    refine_factor``, the built-in generalist on a synthetic optical micrograph) brings the factor back near
+    the model's training scale / the true diameter; without it, the wrong factor is used."""
+    from napari_grainlab.core.inference import _rescale, predict_array
+    from napari_grainlab.core.inference import scale as scale_module
+    from napari_grainlab.core.models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint("generalist")
+    d_model = _rescale.model_grain_diameter(meta, model)
+    img, true = sample(d_model, "optical", seed=3)
+    img = np.ascontiguousarray(img[:256, :256])
+    monkeypatch.setattr(scale_module, "estimate_diameter", lambda image: 3.0 * true)
+    right = d_model / true
+    plain = predict_array(model, meta, img, device="cpu", backend="torch", refine_scale=False)
+    assert plain.scaling.source == "estimated" and plain.scale == pytest.approx(right / 3, rel=1e-6)
+    refined = predict_array(model, meta, img, device="cpu", backend="torch")  # refine_scale: on by default
+    assert refined.scaling.source == "estimated (model)", refined.scaling
+    assert 1 / 1.5 < refined.scale / right < 1.5, (refined.scale, right)
+    assert refined.diameter == pytest.approx(d_model / refined.scale)
+    assert refined.labels.shape == img.shape
+    assert int(refined.labels.max()) > 1.5 * int(plain.labels.max())  # the shrunk input merged grains
+
+
+def test_refine_factor_keeps_the_estimate_when_no_candidate_is_surer():
+    from napari_grainlab.core.inference._rescale import refine_factor
+
+    seen = []
+
+    def flat(crop):  # the same maps whatever the scale: nothing to choose
+        seen.append(crop.shape)
+        out = np.zeros((2, *crop.shape[:2]), np.float32)
+        out[0, ::16] = 0.9
+        out[1] = 0.5
+        return out
+
+    img = np.zeros((1024, 1024), np.float32)
+    f, support = refine_factor(img, 0.8, flat, 32)
+    assert f == 0.8 and len(support) == len(seen) >= 4
+    assert all(max(s) <= 512 for s in seen)  # a centre crop, not the whole image

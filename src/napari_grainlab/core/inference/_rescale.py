@@ -11,12 +11,24 @@ labels come back at the input's resolution.  The watershed settings measured in 
 scale (the Gaussian ``smoothing`` of the maps, the default ``min_size``) are converted to input px.
 Models without a recorded scale (older checkpoints) are never rescaled.
 
+An *estimated* diameter is refined with the model itself when the caller passes a ``predict`` function
+(:func:`refine_factor`; the ``refine_scale`` option switches it off): the model-free estimate can be far off on real
+micrographs (2-3x too large on optical micrographs without dark boundary lines and on EBSD maps), so the
+network is run on a centre crop at a few factors around the estimate's (and at 1), each result is
+segmented by the watershed, and the factor whose predicted boundaries the network is surest of (the
+highest mean boundary probability along the watershed lines) is taken.  A network shown grains far
+smaller than it was trained on blurs their boundaries into grey; shown grains far larger, it draws weak,
+invented boundaries inside them; both lower that mean.  (Comparing the predicted grain size with the
+training scale, cellpose's criterion, does not work for our networks: they find grains of about their
+training size at every factor.)
+
 Shared by the PyTorch pipeline and the torch-free ONNX prediction.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,8 +36,9 @@ import numpy as np
 from ..errors import DataError
 from ._result import SCALE_COLUMNS, ScaleInfo, default_min_size
 
-__all__ = ["MAX_SCALE", "MAX_SCALED_PIXELS", "MIN_SCALE", "SCALE_COLUMNS", "ScaleInfo", "model_grain_diameter",
-           "plan_scale", "resize_image", "resize_maps", "scaled_postprocess", "scaled_shape"]
+__all__ = ["MAX_SCALE", "MAX_SCALED_PIXELS", "MIN_SCALE", "SCALE_COLUMNS", "ScaleInfo", "boundary_support",
+           "model_grain_diameter", "plan_scale", "refine_factor", "resize_image", "resize_maps", "scaled_postprocess",
+           "scaled_shape"]
 
 #: the input is resized by at least this factor ...
 MIN_SCALE = 0.25
@@ -35,6 +48,19 @@ MAX_SCALE = 4.0
 TOLERANCE = 0.05
 #: an image is not enlarged beyond this many pixels (8192 x 8192) unless it is already larger
 MAX_SCALED_PIXELS = 1 << 26
+#: the factors tried, as multiples of the model-free estimate's factor (and 1, the input as it is, when it
+#: lies between them): only enlarging ones, since the estimate errs towards too large a diameter on real
+#: micrographs (benchmarks/bench_real.py) and every wrong choice measured below the estimate's factor cost
+#: more F1 than the right ones gained (benchmarks/bench_scale.py --model)
+REFINE_STEPS = (1.0, 2 ** 0.5, 2.0, 2 ** 1.5)
+#: the refinement looks at a centre crop of at most this side (input px) ...
+REFINE_CROP = 512
+#: ... smaller when the candidates together would give the network more than this many pixels ...
+REFINE_PIXELS = 3 * 256 * 256
+#: ... but not below this side
+REFINE_MIN_CROP = 128
+#: a candidate must be surer by this much (mean boundary probability) to replace the estimate's factor
+REFINE_MARGIN = 0.01
 
 
 def _positive(value: Any) -> float | None:
@@ -60,13 +86,66 @@ def model_grain_diameter(meta: dict | None, model: Any = None) -> float | None:
     return None
 
 
+def _clamp(wanted: float, shape: tuple[int, ...], min_side: int) -> float:
+    h, w = shape[:2]
+    factor = min(max(wanted, MIN_SCALE), MAX_SCALE)
+    factor = max(factor, min_side / min(h, w))  # never smaller than the model can see
+    return min(factor, max(1.0, math.sqrt(MAX_SCALED_PIXELS / (h * w))))  # nor beyond a sane size
+
+
+def boundary_support(maps: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(mean boundary probability along the watershed lines, labels)`` of (2, h, w) network maps (boundary,
+    distance) at the network's scale, segmented with the default watershed; 0 when there are no lines."""
+    from skimage.segmentation import find_boundaries
+
+    from .postprocess import watershed_grains
+
+    labels = watershed_grains(maps[0], maps[1], min_size=default_min_size(maps.shape[1:]))
+    lines = find_boundaries(labels, mode="inner")
+    return (float(maps[0][lines].mean()) if lines.any() else 0.0), labels
+
+
+def refine_factor(image: np.ndarray, factor: float, predict: Callable[[np.ndarray], np.ndarray], min_side: int,
+                  steps: tuple[float, ...] = REFINE_STEPS) -> tuple[float, dict[float, float]]:
+    """The resize factor the network is surest of, among ``factor`` x ``steps`` (each clamped as
+    :func:`plan_scale` does) and 1 when it lies between them; returns it and the boundary support (:func:`boundary_support`) of every
+    candidate.
+
+    ``predict`` takes an (h, w) / (h, w, 3) image and returns the network's (2, h, w) maps. All candidates
+    see the same centre crop of ``image`` (at most :data:`REFINE_CROP` px, less when they would cost more
+    than :data:`REFINE_PIXELS` network pixels together, at least :data:`REFINE_MIN_CROP`); a candidate
+    replaces ``factor`` only when its support is higher by :data:`REFINE_MARGIN`. Deterministic.
+    """
+    shape = image.shape[:2]
+    cands = {round(_clamp(factor * k, shape, min_side), 6) for k in steps}
+    lo, hi = min(cands), max(cands)
+    native = round(_clamp(1.0, shape, min_side), 6)
+    cands = sorted(cands | ({native} if lo <= native <= hi else set()))
+    cost = sum(f * f for f in cands)
+    side = int(max(REFINE_MIN_CROP, min(REFINE_CROP, math.sqrt(REFINE_PIXELS / cost))))
+    h, w = min(side, shape[0]), min(side, shape[1])
+    y0, x0 = (shape[0] - h) // 2, (shape[1] - w) // 2
+    crop = image[y0:y0 + h, x0:x0 + w]
+    support = {}
+    for f in cands:
+        support[f] = boundary_support(predict(resize_image(crop, f, min_side)))[0]
+    base = min(cands, key=lambda f: abs(math.log(f / factor)))
+    best = max(cands, key=lambda f: (support[f], -abs(math.log(f / factor))))
+    if support[best] < support[base] + REFINE_MARGIN:
+        best = base
+    return (factor if best == base else best), support
+
+
 def plan_scale(image: np.ndarray, model_diameter: float | None, diameter: float | None, rescale: bool,
-               min_side: int) -> ScaleInfo:
+               min_side: int, predict: Callable[[np.ndarray], np.ndarray] | None = None,
+               refine: bool = True) -> ScaleInfo:
     """How to resize ``image`` ((H, W) or (H, W, 3) in [0, 1]) for a model of training scale ``model_diameter``.
 
     ``diameter`` is the user's mean grain diameter of the image in px (None: estimate it, but only when the
     model records a scale and ``rescale`` is on, since nothing else needs it); ``min_side`` is the shortest
-    side the model takes.
+    side the model takes. ``predict`` (an image -> the network's (2, h, w) maps) lets an estimate be refined
+    with the model (:func:`refine_factor`, when ``refine``); the diameter is then
+    ``model_diameter / factor`` and the source ``"estimated (model)"``.
     """
     given = _positive(diameter)
     if diameter is not None and given is None:
@@ -85,11 +164,12 @@ def plan_scale(image: np.ndarray, model_diameter: float | None, diameter: float 
         used, source = est, "estimated"
     else:
         used, source = given, "given"
-    h, w = image.shape[:2]
     wanted = model_diameter / used
-    factor = min(max(wanted, MIN_SCALE), MAX_SCALE)
-    factor = max(factor, min_side / min(h, w))  # never smaller than the model can see
-    factor = min(factor, max(1.0, math.sqrt(MAX_SCALED_PIXELS / (h * w))))  # nor beyond a sane size
+    factor = _clamp(wanted, image.shape, min_side)
+    if source == "estimated" and predict is not None and refine:
+        refined, _ = refine_factor(image, factor, predict, min_side)
+        if refined != factor:
+            used, source, wanted, factor = model_diameter / refined, "estimated (model)", refined, refined
     note = ""
     if abs(factor - wanted) > 1e-9 * wanted:
         note = f"limited from ×{wanted:.3g}"

@@ -40,7 +40,7 @@ class ScaleInfo:
         diameter is not known."""
         if self.diameter is None:
             return ""
-        sign = "≈ " if self.source == "estimated" else ""
+        sign = "≈ " if self.source.startswith("estimated") else ""
         size = f"{self.diameter:.0f}" if self.diameter >= 10 else f"{self.diameter:.2g}"
         line = f"grain diameter {sign}{size} px ({self.source or 'given'})"
         line += f", scaled ×{self.factor:.3g}" if self.factor != 1.0 else ", not scaled"

@@ -44,6 +44,10 @@ class InferenceOptions:
     rescale: bool = option(True, group="Scale", label="Rescale to the model",
                            help="resize the image to the model's training grain scale (models that record one; "
                                 "by 0.25 to 4 times)")
+    refine_scale: bool = option(True, group="Scale", label="Check the scale with the model",
+                                help="when the diameter is estimated, also try the model on a centre crop at 1 to "
+                                     "2.8 times the estimated factor and keep the one whose boundaries it is surest "
+                                     "of (about 0.5 s; the model-free estimate is often too large on real images)")
     # ------------------------------------------------------------------ tiling
     tile: int | None = option(None, min=MIN_TILE, max=16384, step=32, suffix=" px", special="auto",
                               group="Tiling", metavar="PX",

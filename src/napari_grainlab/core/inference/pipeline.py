@@ -171,7 +171,14 @@ def predict_array(
     input_shape = image.shape[:2]
     if task == "segment":
         multiple = model_multiple(model)
-        scaling = plan_scale(image, model_grain_diameter(meta, model), opts.diameter, opts.rescale, multiple)
+
+        def probe(crop: np.ndarray) -> np.ndarray:  # the network on a crop, for the model-based scale refinement
+            return predict_tiled(model, crop, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
+                                 amp=amp, activation="sigmoid", stop=stop, out_channels=2, warn=warn,
+                                 backend=backend)
+
+        scaling = plan_scale(image, model_grain_diameter(meta, model), opts.diameter, opts.rescale, multiple,
+                             predict=probe, refine=opts.refine_scale)
         image = resize_image(image, scaling.factor, multiple)
     if opts.adabn:
         at("adapt")
