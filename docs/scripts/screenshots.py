@@ -8,7 +8,8 @@ Writes one picture of each dock in use: ``annotate_dock.png`` (a classical propo
 partly annotated grains, ``shot_annotate.py``), ``train_dock.png`` (a short fine-tuning run
 with its live plot and a preview, ``shot_train.py``), ``predict_dock.png`` and
 ``measure_dock.png`` (a prediction with its grain table, ``shot_predict.py``; without
-``--checkpoint`` a model is fine-tuned first, a few minutes on a CPU),
+``--checkpoint`` the built-in model that the Predict dock preselects), ``predict_colour.png`` (a
+colour-etched micrograph segmented by it),
 ``synthesize_dock.png`` (the Synthesize dock and its live preview) and ``sample_data.png``
 (File ▸ Open Sample ▸ Synthetic SEM grains, hovering over a grain). ``--only NAME ...``
 takes a subset.
@@ -101,22 +102,21 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from shot_annotate import annotate_dock
-    from shot_predict import measure_dock, predict_dock, train_model
+    from shot_predict import measure_dock, predict_colour, predict_dock
     from shot_train import train_dock
 
-    shots = {"annotate": annotate_dock, "train": train_dock, "predict": predict_dock, "measure": measure_dock,
-             "synthesize": synthesize_dock, "sample": sample_data}
+    shots = {"annotate": annotate_dock, "train": train_dock, "predict": predict_dock, "colour": predict_colour,
+             "measure": measure_dock, "synthesize": synthesize_dock, "sample": sample_data}
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "images")
     parser.add_argument("--only", nargs="+", choices=list(shots), default=list(shots))
-    parser.add_argument("--checkpoint", type=Path, help="model for the Predict and Measure pictures")
+    parser.add_argument("--checkpoint", type=Path, help="model for the Predict and Measure pictures (default: the "
+                                                        "built-in model the Predict dock preselects)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.checkpoint
     for name in args.only:
-        if name in ("predict", "measure"):
-            if checkpoint is None:
-                checkpoint = train_model()
+        if name in ("predict", "colour", "measure"):
             print(shots[name](args.out, checkpoint))
         else:
             print(shots[name](args.out))

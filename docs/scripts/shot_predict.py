@@ -2,12 +2,13 @@
 
 Run from the repository root (needs a display; on a headless machine use Xvfb)::
 
-    xvfb-run -a python docs/scripts/shot_predict.py [--out docs/images] [--checkpoint MODEL]
+    xvfb-run -a python docs/scripts/shot_predict.py [--out docs/images] [--checkpoint MODEL] [--image FILE]
 
-Without ``--checkpoint`` a small model is first fine-tuned (about four minutes of CPU time)
-(efficientnet_lite0 from its offline ImageNet weights, on synthetic SEM micrographs). Writes
-``predict_dock.png`` (the SEM sample segmented, hovering over a grain) and ``measure_dock.png``
-(its grain table, size histogram and ASTM grain size).
+Without ``--checkpoint`` the dock predicts with the model it preselects, the built-in
+``generalist`` (nothing chosen by the user); ``--train`` fine-tunes a small model first instead
+(about four minutes of CPU time). Writes ``predict_dock.png`` (the SEM sample segmented, hovering
+over a grain), ``predict_colour.png`` (a synthetic colour-etched micrograph, or ``--image``) and
+``measure_dock.png`` (the SEM sample's grain table, size histogram and ASTM grain size).
 """
 
 from __future__ import annotations
@@ -57,17 +58,45 @@ def train_model(out: Path | None = None) -> Path:
     return Path(best)
 
 
-def _predicted_viewer(checkpoint: Path):
-    """A viewer with the SEM sample and the Predict dock, after predicting it."""
+def _colour_sample(viewer, image: Path | None):
+    """Add a colour micrograph: ``image`` (a file) or a synthetic tint-etched one; returns its layer."""
+    import numpy as np
+
+    if image is not None:
+        from napari_grainlab.core.data.io import read_image
+
+        layer = viewer.add_image(np.round(read_image(image).data * 255).astype(np.uint8), name=image.stem,
+                                 rgb=None)
+        return layer
+    from napari_grainlab.core.synthetic import SynthParams, generate
+
+    params = SynthParams.preset("tint", height=512, width=512, pixel_size=0.5)
+    params.tessellation.grains = 120
+    return viewer.add_image(generate(params, seed=77).image, name="tint-etched", rgb=True)
+
+
+def _predicted_viewer(checkpoint: Path | None, colour: bool = False, image: Path | None = None):
+    """A viewer with the SEM sample (or a colour micrograph) and the Predict dock, after predicting it;
+    with no ``checkpoint`` the dock's preselected built-in model predicts."""
     viewer = _new_viewer()
-    viewer.open_sample("napari-grainlab", "sem_grains")
-    viewer.layers.remove("SEM grains labels")  # the ground truth; show the prediction instead
+    if colour:
+        layer = _colour_sample(viewer, image)
+    else:
+        viewer.open_sample("napari-grainlab", "sem_grains")
+        viewer.layers.remove("SEM grains labels")  # the ground truth; show the prediction instead
+        layer = viewer.layers["SEM grains"]
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-grainlab", "Predict")
-    widget.set_image_layer(viewer.layers["SEM grains"])
-    # shown relative to its grandparent folder: the picture shows no path of the machine it was taken on
-    checkpoint = Path(checkpoint).resolve()
-    os.chdir(checkpoint.parents[2])
-    widget.set_checkpoint(checkpoint.relative_to(checkpoint.parents[2]))
+    widget.set_image_layer(layer)
+    if checkpoint is not None:
+        # shown relative to its grandparent folder: the picture shows no path of the machine it was taken on
+        checkpoint = Path(checkpoint).resolve()
+        os.chdir(checkpoint.parents[2])
+        widget.set_checkpoint(checkpoint.relative_to(checkpoint.parents[2]))
+    else:
+        _process_until(lambda: widget.model_panel.checkpoint is not None or widget.model_panel.problem is not None,
+                       timeout=120)
+        if widget.model_panel.checkpoint is None:
+            raise RuntimeError(f"no built-in model: {widget.model_panel.problem}")
     widget.device_combo.setCurrentText("cpu")
     task = widget.run()
     if task is None:
@@ -75,7 +104,7 @@ def _predicted_viewer(checkpoint: Path):
     _process_until(lambda: task.result is not None, timeout=300)
     if not task.result.ok:
         raise RuntimeError(f"the prediction failed: {task.result.error}")
-    return viewer, widget
+    return viewer, widget, layer
 
 
 def _hover(viewer, layer) -> None:
@@ -92,7 +121,7 @@ def _hover(viewer, layer) -> None:
 
 
 def predict_dock(out: Path, checkpoint: Path | None = None) -> Path:
-    viewer, _widget = _predicted_viewer(checkpoint or train_model())
+    viewer, _widget, _layer = _predicted_viewer(checkpoint)
     grains = viewer.layers["SEM grains grains"]
     viewer.layers.selection.active = grains
     viewer.reset_view()
@@ -104,8 +133,21 @@ def predict_dock(out: Path, checkpoint: Path | None = None) -> Path:
     return path
 
 
+def predict_colour(out: Path, checkpoint: Path | None = None, image: Path | None = None) -> Path:
+    viewer, _widget, layer = _predicted_viewer(checkpoint, colour=True, image=image)
+    grains = viewer.layers[f"{layer.name} grains"]
+    viewer.layers[f"{layer.name} boundary"].visible = False
+    grains.contour = 2
+    viewer.layers.selection.active = grains
+    viewer.reset_view()
+    _settle()
+    path = _save(viewer, out / ("predict_colour.png" if image is None else f"predict_{image.stem}.png"))
+    viewer.close()
+    return path
+
+
 def measure_dock(out: Path, checkpoint: Path | None = None) -> Path:
-    viewer, predict = _predicted_viewer(checkpoint or train_model())
+    viewer, predict, _layer = _predicted_viewer(checkpoint)
     grains = viewer.layers["SEM grains grains"]
     viewer.window.remove_dock_widget(predict)
     viewer.layers["SEM grains boundary"].visible = False
@@ -128,14 +170,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "images")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="a trained segmentation model (default: train one, about four CPU minutes)")
+                        help="a trained segmentation model (default: the dock's preselected built-in model)")
+    parser.add_argument("--train", action="store_true", help="fine-tune a small model first and use it")
     parser.add_argument("--train-into", type=Path, default=None,
-                        help="folder for the model trained when no --checkpoint is given (default: a temporary one)")
+                        help="folder for the model trained with --train (default: a temporary one)")
+    parser.add_argument("--image", type=Path, default=None,
+                        help="a colour micrograph for the colour picture (default: a synthetic tint-etched one)")
+    parser.add_argument("--only", nargs="+", choices=("predict", "colour", "measure"), default=None)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.checkpoint or train_model(args.train_into)
-    for shoot in (predict_dock, measure_dock):
-        print(shoot(args.out, checkpoint))
+    checkpoint = train_model(args.train_into) if args.train else args.checkpoint
+    shots = {"predict": lambda: predict_dock(args.out, checkpoint),
+             "colour": lambda: predict_colour(args.out, checkpoint, args.image),
+             "measure": lambda: measure_dock(args.out, checkpoint)}
+    for name in args.only or shots:
+        print(shots[name]())
 
 
 if __name__ == "__main__":

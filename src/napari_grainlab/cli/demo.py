@@ -51,20 +51,25 @@ class _Plan:
         return max(1, round(full_grains * (self.size / full_size) ** 2))
 
 
-_TRAIN_COMMON = {"backbone": "efficientnet_lite0", "weights": "imagenet", "strategy": "finetune",
-                 "synthetic": "randomized", "synthetic_ratio": 0.5, "seed": 0}
+#: the demo fine-tunes the built-in model (registry name), at the grain scale it was trained at
+_TRAIN_COMMON = {"backbone": "efficientnet_lite0", "weights": "generalist", "strategy": "finetune",
+                 "synthetic": "randomized", "synthetic_ratio": 0.25, "seed": 0}
 #: the two demo modes (``--quick`` or not)
 PLANS: dict[str, _Plan] = {
     "full": _Plan(size=512, sem_count=8, optical_count=2, sample_size=None,
-                  train={**_TRAIN_COMMON, "epochs": 6, "steps_per_epoch": 50, "batch_size": 8, "patch_size": 128,
-                         "lr": 2e-3, "val_tile": 256}),
-    # 80 steps of 4 patches of 64 px. The decoder starts from random weights: it needs a high learning
-    # rate and a short warm-up to learn both maps, the boundaries and the distance domes that seed the
-    # watershed (2 steps inside a whole-run warm-up left both maps flat: one grain per image, F1 0).
+                  train={**_TRAIN_COMMON, "epochs": 4, "steps_per_epoch": 40, "batch_size": 8, "patch_size": 192,
+                         "lr": 5e-4, "val_tile": 256}),
+    # a short fine-tune of the built-in model: its decoder is trained already, so a low learning rate
     "quick": _Plan(size=256, sem_count=3, optical_count=1, sample_size=256,
-                   train={**_TRAIN_COMMON, "epochs": 2, "steps_per_epoch": 40, "batch_size": 4, "patch_size": 64,
-                          "lr": 1e-2, "warmup_epochs": 0.25, "val_tile": 128}),
+                   train={**_TRAIN_COMMON, "epochs": 2, "steps_per_epoch": 20, "batch_size": 4, "patch_size": 128,
+                          "lr": 5e-4, "warmup_epochs": 0.25, "val_tile": 128}),
 }
+#: the images the demo segments: name -> (what it is, whether it is of the SEM look the demo fine-tunes on; only
+#: those are held to the classical baseline: on the synthetic colour-etched image, whose grains are flat colour
+#: regions, the colour-gradient watershed is about as good as a model, so it is shown, not checked)
+CASES = {"fresh_synthetic": ("a fresh synthetic SEM micrograph", True),
+         "sample_sem": ("the built-in SEM sample image", True),
+         "fresh_colour": ("a fresh synthetic colour (tint) etched micrograph", False)}
 
 
 @dataclasses.dataclass
@@ -144,7 +149,7 @@ def _demo_preview(ctx: _DemoContext) -> dict:
 
 
 def _demo_train(ctx: _DemoContext) -> dict:
-    """Fine-tune efficientnet_lite0 (offline ImageNet weights) on the SEM set mixed with randomised synthetic."""
+    """Fine-tune the built-in model on the SEM set mixed with randomised synthetic patches."""
     from ..core.data.datasets import load_segmentation_folder
     from ..core.training import TrainConfig, fit
 
@@ -165,52 +170,84 @@ def _demo_train(ctx: _DemoContext) -> dict:
                                                   "patch_size", "lr")}}
 
 
-def _demo_segment(ctx: _DemoContext) -> dict:
-    """Segment a fresh synthetic micrograph and the built-in sample; score against the ground truth."""
-    import numpy as np
-
-    from ..core._io import atomic_write_png, atomic_write_tiff
-    from ..core.inference import classical_grains, segment_image
-    from ..core.measure import grain_table, summarize, write_table_csv
-    from ..core.metrics import segmentation_metrics
-    from ..core.models import ModelSpec, build_model, load_checkpoint, resolve_weights
+def _demo_cases(ctx: _DemoContext) -> list[tuple[str, Any]]:
+    """The micrographs the demo segments (generated with fixed seeds), as (name, synthetic sample)."""
     from ..core.synthetic import SynthParams, generate
     from ..core.synthetic.samples import SEM_SEED, sem_sample_params
-    from ..core.visualize import overlay_rgb
 
     plan = ctx.plan
-    out = ctx.out / "predictions"
-    out.mkdir(parents=True, exist_ok=True)
     fresh = SynthParams.preset("sem", height=plan.size, width=plan.size, pixel_size=0.05)
     fresh.tessellation.grains = plan.grains(180)
+    colour = SynthParams.preset("tint", height=plan.size, width=plan.size, pixel_size=0.5)
+    colour.tessellation.grains = plan.grains(120)
     sample_params = sem_sample_params()
     if plan.sample_size is not None:  # a smaller field of view of the sample: same grain size
         t = sample_params.tessellation
         t.grains = max(1, round(t.grains * plan.sample_size ** 2 / (sample_params.height * sample_params.width)))
         sample_params.height = sample_params.width = plan.sample_size
-    cases = [("fresh_synthetic", generate(fresh, seed=424242)), ("sample_sem", generate(sample_params, SEM_SEED))]
+    return [("fresh_synthetic", generate(fresh, seed=424242)), ("sample_sem", generate(sample_params, SEM_SEED)),
+            ("fresh_colour", generate(colour, seed=77))]
+
+
+def _normalised(sample) -> Any:
+    from ..core.data.channels import normalize_image, to_planes
+
+    return normalize_image(to_planes(sample.image, "demo image"))
+
+
+def _demo_generalist(ctx: _DemoContext) -> dict:
+    """Segment the demo's micrographs with the built-in model as installed (no training) and the classical
+    baseline; score both against the ground truth."""
+    from ..core.inference import classical_grains, predict_array
+    from ..core.metrics import segmentation_metrics
+    from ..core.models import load_checkpoint
+
+    model, meta = load_checkpoint("generalist")
+    result: dict[str, Any] = {}
+    for name, s in _demo_cases(ctx):
+        img = _normalised(s)
+        res = predict_array(model, meta, img)
+        scores = {"generalist": segmentation_metrics(res.labels, s.labels),
+                  "classical": segmentation_metrics(classical_grains(img)[0], s.labels)}
+        result[name] = {"grains_true": int(s.labels.max()), "grains_generalist": int(res.labels.max()),
+                        "scale": res.scaling.text(),
+                        **{f"boundary_f1_{k}": round(float(v["boundary_f1"]), 4) for k, v in scores.items()}}
+    return result
+
+
+def _demo_segment(ctx: _DemoContext) -> dict:
+    """Segment the demo's micrographs with the fine-tuned model; write labels, maps, tables, overlays."""
+    import numpy as np
+
+    from ..core._io import atomic_write_png, atomic_write_tiff
+    from ..core.inference import predict_array
+    from ..core.measure import grain_table, summarize, write_table_csv
+    from ..core.metrics import segmentation_metrics
+    from ..core.models import load_checkpoint
+    from ..core.visualize import overlay_rgb
+
+    out = ctx.out / "predictions"
+    out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(ctx.out / ctx.results["train"]["folder"])
-    state, _ = resolve_weights("efficientnet_lite0", "imagenet")
-    untrained = build_model(ModelSpec.from_dict(meta["spec"]), state).eval()
+    before = ctx.results["generalist"]
     result = {}
-    for name, s in cases:
-        img = s.image_float()
-        lo, hi = np.percentile(img, (0.1, 99.9))
-        img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
+    for name, s in _demo_cases(ctx):
+        img = _normalised(s)
         px = s.params.pixel_size
-        res = segment_image(model, img, tile=512)
+        res = predict_array(model, meta, img)
         with errors_about(out):
             atomic_write_tiff(out / f"{name}_image.tif", s.image, pixel_size_um=px)
             atomic_write_tiff(out / f"{name}_labels.tif", res.labels, pixel_size_um=px)
             atomic_write_tiff(out / f"{name}_boundary.tif", res.boundary.astype(np.float32), pixel_size_um=px)
             write_table_csv(out / f"{name}_grains.csv", grain_table(res.labels, px), px)
             atomic_write_png(out / f"{name}_overlay.png", overlay_rgb(img, res.labels))
-        scores = {"trained": segmentation_metrics(res.labels, s.labels),
-                  "untrained": segmentation_metrics(segment_image(untrained, img, tile=512).labels, s.labels),
-                  "classical": segmentation_metrics(classical_grains(img)[0], s.labels)}
+        scores = segmentation_metrics(res.labels, s.labels)
         result[name] = {"grains_true": int(s.labels.max()), **summarize(res.labels, px),
-                        **{f"boundary_f1_{k}": round(float(v["boundary_f1"]), 4) for k, v in scores.items()},
-                        **{f"grain_f1_{k}": round(float(v["grain_f1"]), 4) for k, v in scores.items()}}
+                        "fine_tune_domain": CASES[name][1],
+                        "boundary_f1_finetuned": round(float(scores["boundary_f1"]), 4),
+                        "grain_f1_finetuned": round(float(scores["grain_f1"]), 4),
+                        "boundary_f1_generalist": before[name]["boundary_f1_generalist"],
+                        "boundary_f1_classical": before[name]["boundary_f1_classical"]}
     return result
 
 
@@ -218,8 +255,9 @@ DEMO_STEPS: tuple[_DemoStep, ...] = (
     _DemoStep("synth-sem", "synthetic SEM dataset", _demo_synth_sem),
     _DemoStep("synth-optical", "synthetic optical dataset", _demo_synth_optical),
     _DemoStep("preview", "preview picture (image | grains)", _demo_preview),
-    _DemoStep("train", "fine-tune efficientnet_lite0 (ImageNet weights) on synthetic SEM grains", _demo_train),
-    _DemoStep("segment", "segment a fresh synthetic micrograph and the sample image", _demo_segment),
+    _DemoStep("generalist", "segment three micrographs with the built-in model, as installed", _demo_generalist),
+    _DemoStep("train", "fine-tune the built-in model on the synthetic SEM grains", _demo_train),
+    _DemoStep("segment", "segment them again with the fine-tuned model", _demo_segment),
 )
 
 
@@ -230,14 +268,24 @@ def _write_marker(out: Path, record: dict) -> None:
 
 
 def baseline_failures(segment: dict[str, Any]) -> list[str]:
-    """The images on which the fine-tuned model's boundary F1 is not above the classical baseline's.
+    """The checks the demo's models fail, one entry per image and model.
 
-    ``segment`` is the demo's segment step result (as in ``demo.json``); each entry reads
-    ``NAME (boundary F1 fine-tuned vs classical)``.
+    ``segment`` is the demo's segment step result (as in ``demo.json``).  On the images of the look the demo
+    fine-tunes on (``fine_tune_domain``), the built-in model and the fine-tuned one must both score a
+    boundary F1 above the classical baseline's; each entry reads ``NAME: MODEL (boundary F1 x vs classical y)``.
     """
-    return [f"{case} (boundary F1 {r['boundary_f1_trained']:.3f} vs {r['boundary_f1_classical']:.3f})"
-            for case, r in segment.items()
-            if isinstance(r, dict) and not r["boundary_f1_trained"] > r["boundary_f1_classical"]]
+    failures = []
+    for case, r in segment.items():
+        if not isinstance(r, dict):
+            continue
+        for m in (("generalist", "finetuned") if r.get("fine_tune_domain", True) else ()):
+            if not r[f"boundary_f1_{m}"] > r["boundary_f1_classical"]:
+                failures.append(f"{case}: {_MODEL_NAMES[m]} (boundary F1 {r[f'boundary_f1_{m}']:.3f} vs classical "
+                                f"{r['boundary_f1_classical']:.3f})")
+    return failures
+
+
+_MODEL_NAMES = {"generalist": "built-in model", "finetuned": "fine-tuned model"}
 
 
 def _passive_openmp_wait() -> None:
@@ -279,7 +327,8 @@ def run(args: argparse.Namespace) -> int:
     failures = baseline_failures(ctx.results["segment"])
     record["complete"] = True
     record["seconds"] = round(time.perf_counter() - t_all, 2)
-    record["check"] = {"rule": "the fine-tuned model's boundary F1 is above the classical baseline's on every image",
+    record["check"] = {"rule": "boundary F1 above the classical baseline's on the SEM images, for the built-in model "
+                               "and for the fine-tuned one",
                        "passed": not failures, "failures": failures}
     _write_marker(out, record)
 
@@ -290,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
         (opt["folder"] + "/", f"{opt['images']} synthetic optical image{'' if opt['images'] == 1 else 's'}, "
                               f"{opt['size']}x{opt['size']} px, same layout"),
         (ctx.results["preview"]["file"], "image | grain overlay of a few of them"),
-        ("model/", "the fine-tuned model: best/ and last/ (model.safetensors + model.json)"),
+        ("model/", "the fine-tuned built-in model: best/ and last/ (model.safetensors + model.json)"),
         ("predictions/", "NAME_labels.tif, NAME_boundary.tif, NAME_grains.csv, NAME_overlay.png"),
         (DEMO_MARKER, "what ran, with timings and scores"),
     ]
@@ -299,28 +348,31 @@ def run(args: argparse.Namespace) -> int:
     for name, what in rows:
         print(f"  {name:<{width}}  {what}")
     print("\nBoundary F1 against the ground truth (tolerance 2 px):")
+    print(f"  {'image':<16} {'built-in':>8} {'fine-tuned':>10} {'classical':>9}  grains found / true")
     for case, r in ctx.results["segment"].items():
         if not isinstance(r, dict):
             continue
-        print(f"  {case:<16} fine-tuned {r['boundary_f1_trained']:.3f} | ImageNet, not fine-tuned "
-              f"{r['boundary_f1_untrained']:.3f} | classical ridge + watershed {r['boundary_f1_classical']:.3f}"
-              f"  ({int(r['grains'])} grain{'' if int(r['grains']) == 1 else 's'} found, {r['grains_true']} true)")
+        tuned = f"{r['boundary_f1_finetuned']:.3f}" + ("" if r["fine_tune_domain"] else "*")
+        print(f"  {case:<16} {r['boundary_f1_generalist']:>8.3f} {tuned:>10} {r['boundary_f1_classical']:>9.3f}  "
+              f"{int(r['grains'])} / {r['grains_true']}")
+    print("  (* not the look the demo fine-tunes on, and not checked against the baseline)")
     if failures:
-        print(f"{PROG}: demo failed: the fine-tuned model does not beat the classical baseline on "
-              f"{', '.join(failures)}", file=sys.stderr, flush=True)
+        print(f"{PROG}: demo failed: not above the classical baseline: {'; '.join(failures)}", file=sys.stderr,
+              flush=True)
         return EXIT_WORSE_THAN_BASELINE
-    print("\nThe fine-tuned model beats the classical baseline on every image.")
+    print("\nOn the SEM images the built-in model and the fine-tuned one both beat the classical baseline.")
     return EXIT_OK
 
 
 def register(sub) -> None:
     d = sub.add_parser(
         "demo", help="run the main job end to end on built-in data",
-        description="Generate a small synthetic SEM dataset and an optical one, draw preview.png, fine-tune "
-                    "efficientnet_lite0 from ImageNet weights on the SEM set (mixed with domain-randomised synthetic "
-                    "patches), then segment a fresh synthetic micrograph and the built-in sample image, writing "
-                    "labels, boundary maps, grain tables and overlays; all into one folder. Exits with 1 when the "
-                    "fine-tuned model's boundary F1 is not above the classical baseline's on both images.",
+        description="Generate a small synthetic SEM dataset and an optical one, draw preview.png, segment three "
+                    "micrographs (a fresh synthetic SEM one, the built-in SEM sample and a colour-etched one) with the "
+                    "built-in model as installed, fine-tune it on the SEM set (mixed with domain-randomised synthetic "
+                    "patches) and segment them again, writing labels, boundary maps, grain tables and overlays; all "
+                    "into one folder. Exits with 1 when the boundary F1 of the built-in model or of the fine-tuned one "
+                    "is not above the classical baseline's on both SEM images.",
     )
     d.add_argument("--out", default="grainlab-demo", metavar="DIR", help="output folder (default: ./grainlab-demo)")
     d.add_argument("--quick", action="store_true",
