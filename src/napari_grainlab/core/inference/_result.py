@@ -42,7 +42,8 @@ class ScaleInfo:
             return ""
         sign = "≈ " if self.source.startswith("estimated") else ""
         size = f"{self.diameter:.0f}" if self.diameter >= 10 else f"{self.diameter:.2g}"
-        line = f"grain diameter {sign}{size} px ({self.source or 'given'})"
+        source = (self.source or "given").replace(" (model)", ", checked with the model")
+        line = f"grain diameter {sign}{size} px ({source})"
         line += f", scaled ×{self.factor:.3g}" if self.factor != 1.0 else ", not scaled"
         return line + (f" ({self.note})" if self.note else "")
 
