@@ -38,7 +38,7 @@ def test_the_generalist_segments_grey_and_colour_synthetic_micrographs():
     from napari_grainlab.core.synthetic import SynthParams, generate
 
     model, meta = load_checkpoint("generalist")
-    # the shipped model scores 0.9+ (SEM) and 0.78 (tint) on these images: the bounds catch broken weights
+    # bounds below what the shipped model scores on these images (tint: 0.78), to catch broken weights
     for look, grains, least in (("sem", 40, 0.85), ("tint", 30, 0.7)):
         params = SynthParams.preset(look, height=256, width=256)
         params.tessellation.grains = grains
