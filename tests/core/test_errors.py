@@ -104,9 +104,11 @@ def test_generator_helpers_raise_parameter_errors():
 def test_an_unknown_synthetic_source_is_a_config_error():
     from napari_grainlab.core.training.sources import synthetic_source
 
+    from napari_grainlab.core.synthetic.params import PRESETS
+
     msg = _raised(ConfigError, synthetic_source, "nope")
-    assert msg == ("synthetic: unknown preset 'nope'; choose one of sem, sem-elongated, sem-twins, optical, porous "
-                   "(or randomized)")
+    assert msg == f"synthetic: unknown preset 'nope'; choose one of {', '.join(PRESETS)} (or randomized)"
+    assert "tint" in msg and "growth" in msg  # the colour and grain-growth presets are training sources too
 
 
 def test_a_segmentation_call_with_a_classification_model_is_a_model_error():
