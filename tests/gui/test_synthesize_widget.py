@@ -69,8 +69,12 @@ def test_dock_opens_from_manifest_with_preview(viewer, qtbot):
     _dw, widget = viewer.window.add_plugin_dock_widget("napari-grainlab", "Synthesize")
     assert isinstance(widget, SynthesizeWidget)
     assert widget.minimumWidth() >= 380
-    assert [s.text() for s in widget.sections.values()] == ["Image", "Grains", "SEM look", "Optical look"]
-    assert widget.sections["optical"].isHidden() and not widget.sections["sem"].isHidden()
+    assert [s.text() for s in widget.sections.values()] == ["Image", "Grains", "SEM look", "Optical look",
+                                                            "Tint etching look (colour)",
+                                                            "Polarised light look (colour)", "EBSD IPF look (colour)"]
+    # only the chosen style's look section shows (the default: SEM)
+    assert not widget.sections["sem"].isHidden()
+    assert all(widget.sections[k].isHidden() for k in ("optical", "tint", "polarized", "ebsd"))
 
     wait_preview(qtbot, widget)  # the default parameters: 512 x 512, 8 bit
     image, labels = preview_layers(viewer)
@@ -87,7 +91,8 @@ def test_form_is_generated_from_field_metadata(dock):
     scalar = [f.name for f in param_fields(TessellationParams)]
     assert list(form.editors) == scalar
     # every scalar field of every section has an editor; nested sections have none
-    top = [f.name for f in param_fields(SynthParams) if f.name not in ("tessellation", "sem", "optical")]
+    defaults = SynthParams()
+    top = [f.name for f in param_fields(SynthParams) if not dataclasses.is_dataclass(getattr(defaults, f.name))]
     assert list(dock.forms[""].editors) == top
     assert list(dock.forms["sem"].editors) == [f.name for f in param_fields(SEMParams)]
 
