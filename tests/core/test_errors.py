@@ -102,9 +102,8 @@ def test_generator_helpers_raise_parameter_errors():
 
 
 def test_an_unknown_synthetic_source_is_a_config_error():
-    from napari_grainlab.core.training.sources import synthetic_source
-
     from napari_grainlab.core.synthetic.params import PRESETS
+    from napari_grainlab.core.training.sources import synthetic_source
 
     msg = _raised(ConfigError, synthetic_source, "nope")
     assert msg == f"synthetic: unknown preset 'nope'; choose one of {', '.join(PRESETS)} (or randomized)"
