@@ -190,24 +190,10 @@ class OnnxRunner:
 
 
 def _quiet_export():
-    import contextlib
-    import logging
+    """The exporters' prints, warnings and logging silenced (the ONNX export's own context manager)."""
+    from ..export import _quiet  # imported here: export imports the inference package
 
-    @contextlib.contextmanager
-    def quiet():
-        loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
-        levels = [lg.level for lg in loggers]
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
-
-    return quiet()
+    return _quiet()
 
 
 def _export(model, in_chans: int, multiple: int) -> bytes:
