@@ -13,6 +13,13 @@ ensure_display_packages || die "the GUI tests need a virtual display; see the me
 ensure_venv
 ensure_python_packages "[testing]"
 
+# the suite writes model checkpoints (tens of MB each; a passing test's folders are deleted at once):
+# say so up front when the temporary folder is nearly full, rather than failing on ENOSPC halfway
+tmp="${TMPDIR:-/tmp}"
+free_mb="$(df -Pm "$tmp" 2>/dev/null | awk 'NR==2 {print $4}')"
+if [[ -n "$free_mb" && "$free_mb" -lt 3000 ]]; then
+    say "warning: only ${free_mb} MB free in $tmp; the tests need about 2 GB there (set TMPDIR to a roomier folder)"
+fi
 say "pytest${*:+ $*}"
 status=0
 xvfb-run -a -s "-screen 0 1280x1024x24" "$VPY" -m pytest "$@" || status=$?

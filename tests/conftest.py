@@ -1,0 +1,34 @@
+"""Suite-wide fixtures: keep the tests' disk use small and away from the user's own folders.
+
+Training and checkpoint tests write model folders of tens of MB. pytest already deletes a passing
+test's ``tmp_path`` (``tmp_path_retention_policy = "failed"`` in pyproject.toml); the folders that
+module-scoped fixtures make with ``tmp_path_factory`` are deleted here when their module ends, unless a
+test of that module failed (then they stay for a look, like the failing tests' own folders).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _grainlab_cache(tmp_path_factory):
+    """Exported ONNX sessions and downloaded models go to a temporary cache, never the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRAINLAB_CACHE", str(tmp_path_factory.mktemp("grainlab-cache-session")))
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_module_folders(request, tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for path in set(base.iterdir()) - before:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
