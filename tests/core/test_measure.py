@@ -57,3 +57,14 @@ def test_astm_g_is_nan_for_absurd_pixel_sizes(pixel_size):
     r = astm_grain_size(blocks(), pixel_size)
     assert math.isnan(r["astm_g"]) and math.isnan(r["grains_per_mm2"]) and r["grains"] == 16
     assert math.isfinite(astm_grain_size(blocks(), 0.5)["astm_g"])
+
+
+def test_summarize_uses_a_given_table(monkeypatch):
+    import napari_grainlab.core.measure as measure
+
+    labels = np.zeros((40, 40), dtype=np.uint32)
+    labels[:20], labels[20:] = 1, 2
+    table = measure.grain_table(labels, 0.5)
+    expected = measure.summarize(labels, 0.5)
+    monkeypatch.setattr(measure, "grain_table", lambda *a, **k: pytest.fail("the table was computed again"))
+    assert measure.summarize(labels, 0.5, table=table) == expected

@@ -357,12 +357,13 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
     if res.task == "segment":
         atomic_write_tiff(name("_labels.tif"), res.labels.astype(np.uint32), pixel_size_um=pixel_size)
         atomic_write_tiff(name("_boundary.tif"), res.boundary.astype(np.float32), pixel_size_um=pixel_size)
-        write_table_csv(name("_grains.csv"), grain_table(res.labels, pixel_size), pixel_size)
+        table = grain_table(res.labels, pixel_size)
+        write_table_csv(name("_grains.csv"), table, pixel_size)
         if options.overlay:
             from .visualize import overlay_rgb
 
             atomic_write_png(name("_overlay.png"), overlay_rgb(img.data, res.labels))
-        row.update(summarize(res.labels, pixel_size))
+        row.update(summarize(res.labels, pixel_size, table=table))
         row.update(res.scaling.row())
     else:
         atomic_write_tiff(name("_classes.tif"), res.class_map.astype(np.uint16), pixel_size_um=pixel_size)

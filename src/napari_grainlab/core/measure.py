@@ -199,14 +199,17 @@ def astm_grain_size(labels: np.ndarray, pixel_size: float | None) -> dict[str, f
     return out
 
 
-def summarize(labels: np.ndarray, pixel_size: float | None = None) -> dict[str, float]:
+def summarize(labels: np.ndarray, pixel_size: float | None = None, *,
+              table: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """One row per image: grain count, mean / median equivalent diameter (µm or px) and ASTM G.
 
-    A label image 1 px high or wide raises :class:`DataError` (nothing to measure)."""
+    ``table``: the :func:`grain_table` of these labels with this pixel size, when the caller has it
+    already (it is not computed again). A label image 1 px high or wide raises :class:`DataError`
+    (nothing to measure)."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
         _check_measurable(labels)
-    t = grain_table(labels, pixel_size)
+    t = grain_table(labels, pixel_size) if table is None else table
     d = t["equivalent_diameter"]
     inner = d[~t["touches_border"]]
     out = {"grains": float(len(d)),

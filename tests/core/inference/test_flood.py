@@ -56,13 +56,13 @@ def test_too_narrow_a_margin_is_detected_and_widened(monkeypatch):
     markers[5, 5], markers[1000, 1000] = 1, 2
     monkeypatch.setattr(_flood, "_initial_margin", lambda m, n: 64)
     checks = []
-    real = _flood._seams_agree
+    real = _flood._bands_agree
 
     def spy(*args):
         checks.append(real(*args))
         return checks[-1]
 
-    monkeypatch.setattr(_flood, "_seams_agree", spy)
+    monkeypatch.setattr(_flood, "_bands_agree", spy)
     got = flood(elev, markers, n_markers=2, threads=2, min_pixels=0)
     np.testing.assert_array_equal(got, watershed(elev, markers))
     assert checks and checks[0] is False  # the first, 64-row margin was caught as too narrow
@@ -70,7 +70,7 @@ def test_too_narrow_a_margin_is_detected_and_widened(monkeypatch):
 
 def test_small_images_take_the_plain_flood(monkeypatch):
     elev, markers, n = _maps(200, 20)
-    monkeypatch.setattr(_flood, "_seams_agree", lambda *a: pytest.fail("a small image was cut into strips"))
+    monkeypatch.setattr(_flood, "in_strips", lambda *a, **k: pytest.fail("a small image was cut into strips"))
     np.testing.assert_array_equal(flood(elev, markers, n_markers=n, threads=2), watershed(elev, markers))
 
 
@@ -79,3 +79,33 @@ def test_thread_count_from_the_environment(monkeypatch):
     assert _flood.flood_threads() == 3
     monkeypatch.setenv(_flood.THREADS_ENV, "zero")
     assert 1 <= _flood.flood_threads() <= 8
+
+
+def test_h_maxima_in_strips_are_the_whole_image_maxima():
+    from skimage.morphology import h_maxima
+
+    elev, _, _ = _maps(700, 28, seed=4)
+    dist = (elev.max() - elev).astype(np.float32)
+    got = _flood.h_maxima_strips(dist, 0.05, margin=32, threads=2, min_pixels=0)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, h_maxima(dist, 0.05).astype(bool))
+
+
+def test_strip_results_are_stitched_from_each_strips_core():
+    """fn sees each strip's rows; the result rows come from the strip whose core holds them."""
+    seen = []
+
+    def fn(y0, y1):
+        seen.append((y0, y1))
+        return np.repeat(np.arange(y0, y1, dtype=np.int64)[:, None], 5, axis=1)
+
+    out = _flood.in_strips(fn, (600, 5), 16, np.int64, threads=3, max_strip_pixels=10**9)
+    np.testing.assert_array_equal(out[:, 0], np.arange(600))
+    assert len(seen) == 3 and seen[0][0] == 0 and seen[-1][1] == 600
+
+
+def test_without_the_private_kernel_the_public_watershed_is_used(monkeypatch):
+    elev, markers, n = _maps(400, 20, seed=5)
+    monkeypatch.setattr(_flood, "_kernel", lambda: None)
+    np.testing.assert_array_equal(flood(elev, markers, n_markers=n, threads=2, min_pixels=0),
+                                  watershed(elev, markers))

@@ -263,3 +263,16 @@ def test_empty_label_arrays_are_handled():
     empty = np.zeros((0, 5), np.uint32)
     assert merge_weak_borders(empty, np.zeros((0, 5)), 0.3).shape == (0, 5)
     assert watershed_grains(np.zeros((0, 5)), np.zeros((0, 5))).shape == (0, 5)
+
+
+def test_relabel_through_equals_relabelling_the_mapped_labels():
+    from napari_grainlab.core.inference.postprocess import _relabel_through
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 40, (60, 70)).astype(np.int32)
+    labels[labels == 13] = 1  # a value that does not occur
+    lut = rng.integers(1, 25, 40).astype(np.int64)
+    lut[0] = 0
+    got = _relabel_through(labels, lut)
+    np.testing.assert_array_equal(got, relabel_sequential(lut[labels]))
+    assert got.dtype == np.uint32

@@ -22,10 +22,9 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.sparse import csgraph
-from skimage.morphology import h_maxima
 
 from ..errors import ConfigError, DataError
-from ._flood import MIN_PIXELS, flood, flood_threads
+from ._flood import MIN_PIXELS, flood, flood_threads, h_maxima_strips
 from .options import DEFAULTS as _D
 
 __all__ = ["boundary_from_labels", "merge_small_grains", "merge_weak_borders", "relabel_sequential",
@@ -70,6 +69,31 @@ def relabel_sequential(labels: np.ndarray) -> np.ndarray:
     lut = np.zeros(present.size, dtype=np.uint32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.uint32)
     return lut[labels]
+
+
+def _relabel_through(labels: np.ndarray, lut: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """``relabel_sequential(lut[labels])`` in one full-size pass: the renumbering is composed on the table.
+
+    ``lut`` (n,) maps every label value of ``labels`` (all < n) to its new value (``lut[0] == 0``);
+    ``present`` (n,) bool: the values that occur in ``labels`` (default: counted).
+    """
+    n = lut.size
+    if present is None:
+        present = np.bincount(labels.ravel(), minlength=n) > 0
+    used = np.zeros(int(lut.max(initial=0)) + 1, dtype=bool)
+    used[lut[present]] = True
+    used[0] = False
+    rank = np.zeros(used.size, dtype=np.uint32)
+    rank[used] = np.arange(1, int(used.sum()) + 1, dtype=np.uint32)
+    return rank[lut][labels]
+
+
+def _compact(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as they are when their largest value is at most their size, else renumbered 1..n (so that
+    per-label tables stay small)."""
+    if labels.size and int(labels.max()) > labels.size:
+        return relabel_sequential(labels)
+    return labels
 
 
 def boundary_from_labels(labels: np.ndarray, *, thick: bool = False) -> np.ndarray:
@@ -129,7 +153,8 @@ def merge_small_grains(labels: np.ndarray, min_size: int, *, max_rounds: int = 3
     min_size = int(min_size)
     if min_size <= 1 or labels.size == 0:
         return relabel_sequential(labels)
-    labels = relabel_sequential(labels)
+    labels = _compact(labels)
+    merged = False
     for _ in range(int(max_rounds)):
         n = int(labels.max()) + 1
         area = np.bincount(labels.ravel(), minlength=n)
@@ -150,8 +175,9 @@ def merge_small_grains(labels: np.ndarray, min_size: int, *, max_rounds: int = 3
         # label 0 is in no edge, so it is a component of its own: send it back to 0
         lut = (comp + 1).astype(np.uint32)
         lut[0] = 0
-        labels = relabel_sequential(lut[labels])
-    return labels
+        labels = _relabel_through(labels, lut, area > 0)
+        merged = True
+    return labels if merged else relabel_sequential(labels)
 
 
 def _border_table(labels: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -206,13 +232,13 @@ def merge_weak_borders(labels: np.ndarray, elevation: np.ndarray, threshold: flo
     -------
     (H, W) uint32 labels numbered 1..n.
     """
-    labels = relabel_sequential(labels)
+    labels = _compact(_check_labels(labels))
     elevation = _as_map("elevation", elevation, labels.shape)
     if labels.size == 0:
-        return labels
+        return relabel_sequential(labels)
     n = int(labels.max()) + 1
     if n <= 2:
-        return labels
+        return relabel_sequential(labels)
     pa, pb, total, count = _border_table(labels, elevation)
     lut = np.arange(n, dtype=np.int64)
     for _ in range(int(max_rounds)):
@@ -242,17 +268,22 @@ def merge_weak_borders(labels: np.ndarray, elevation: np.ndarray, threshold: flo
         lut = step[lut]
         a, b = step[pa], step[pb]
         pa, pb = np.minimum(a, b), np.maximum(a, b)
-    return relabel_sequential(lut.astype(np.uint32)[labels])
+    return _relabel_through(labels, lut)
+
+
+def _upsample(coarse: np.ndarray, shape: tuple[int, int], subsample: int) -> np.ndarray:
+    """A map of a ``subsample`` x coarser grid back on the full grid (each value repeated)."""
+    rows = np.arange(shape[0]) // subsample
+    cols = np.arange(shape[1]) // subsample
+    return coarse[rows[:, None], cols[None, :]]
 
 
 def _distance_maxima(distance: np.ndarray, h: float, subsample: int) -> np.ndarray:
     """Boolean h-maxima of ``distance``, searched on a ``subsample`` x coarser grid when > 1."""
     if subsample <= 1:
-        return h_maxima(distance, h).astype(bool)
-    coarse = h_maxima(np.ascontiguousarray(distance[::subsample, ::subsample]), h).astype(bool)
-    rows = np.arange(distance.shape[0]) // subsample
-    cols = np.arange(distance.shape[1]) // subsample
-    return coarse[rows[:, None], cols[None, :]]
+        return h_maxima_strips(distance, h)
+    return _upsample(h_maxima_strips(np.ascontiguousarray(distance[::subsample, ::subsample]), h),
+                     distance.shape, subsample)
 
 
 def _smooth_both(boundary: np.ndarray, distance: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -340,13 +371,26 @@ def watershed_grains(
         raise ConfigError("min_size and min_marker_size must be >= 0")
     if smoothing < 0 or h < 0:
         raise ConfigError("smoothing and h must be >= 0")
-    if smoothing > 0:
+    owned = smoothing > 0  # the maps here are this function's own copies (else the caller's arrays)
+    if owned:
         boundary, distance = _smooth_both(boundary, distance, float(smoothing))
     seeds = distance > np.float32(marker_threshold)
     seeds &= boundary < np.float32(boundary_threshold)
-    if h > 0 and seeds.any():
-        subsample = 2 if smoothing >= 1 and min(shape) >= 8 else 1
-        seeds &= _distance_maxima(distance, float(h), subsample)
+    find_maxima = h > 0 and bool(seeds.any())
+    subsample = 2 if smoothing >= 1 and min(shape) >= 8 else 1
+    coarse = None
+    if find_maxima and subsample > 1:  # what the maxima need of the distance map; the rest becomes the elevation
+        coarse = np.ascontiguousarray(distance[::subsample, ::subsample])
+    elif find_maxima:
+        seeds &= _distance_maxima(distance, float(h), 1)
+    # the flood elevation, in the smoothed distance map's memory when that is this function's own copy
+    elevation = np.subtract(np.float32(1.0), distance, out=distance if owned else None, dtype=np.float32)
+    elevation += boundary
+    elevation *= np.float32(0.5)
+    del boundary, distance
+    if coarse is not None:
+        seeds &= _upsample(h_maxima_strips(coarse, float(h)), shape, subsample)
+        del coarse
     if mask is not None:
         seeds &= mask
     markers = np.empty(shape, dtype=np.int32)
@@ -362,10 +406,6 @@ def watershed_grains(
         markers = lut[markers]
     if n == 0:
         return np.ones(shape, dtype=np.uint32) if mask is None else mask.astype(np.uint32)
-    elevation = np.subtract(np.float32(1.0), distance, dtype=np.float32)
-    elevation += boundary
-    elevation *= np.float32(0.5)
-    del boundary, distance
     labels = flood(elevation, markers, mask=mask, compactness=float(compactness), n_markers=n)
     del markers
     if merge_threshold:

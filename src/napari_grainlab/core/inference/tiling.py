@@ -196,8 +196,26 @@ class _OOM(Exception):
         self.n = n
 
 
+def _input_view(image: np.ndarray, channels: int) -> np.ndarray:
+    """The model input of :func:`as_model_input` as a (1 or C, H, W) view of ``image`` where one exists.
+
+    Tiles are copied out of it one by one (:meth:`_Grid.extract` broadcasts one grey plane to the
+    model's C channels), so a grey image for a colour model and a colour image for a colour model cost no
+    full-size copy (a replicated grey image would be 12 bytes per pixel). A colour image for a grey model
+    needs its luminance computed: that is :func:`as_model_input`.
+    """
+    channels = int(channels)
+    if image.dtype == np.float32:
+        if image.ndim == 2 and channels in (1, 3):
+            return image[None]
+        if image.ndim == 3 and image.shape[-1] == channels == 3:
+            return np.moveaxis(image, -1, 0)
+    return as_model_input(image, channels)
+
+
 def _run_batches(model, image: np.ndarray, grid: _Grid, state: dict, batch_size: int, act, tta: bool,
-                 device: torch.device, amp: bool, progress, stop, consume, channels_last: bool = False) -> None:
+                 device: torch.device, amp: bool, progress, stop, consume, channels_last: bool = False,
+                 channels: int | None = None) -> None:
     """Feed the grid's tiles, from ``state["done"]`` on, in batches to the model.
 
     ``model`` is any callable of a batch tensor (a module, or a :mod:`.backend` runner); with
@@ -208,7 +226,7 @@ def _run_batches(model, image: np.ndarray, grid: _Grid, state: dict, batch_size:
     tiles = list(grid.tiles())
     total = len(tiles)
     th, tw = grid.tile
-    buf = np.empty((batch_size, image.shape[0], th, tw), dtype=np.float32)
+    buf = np.empty((batch_size, image.shape[0] if channels is None else int(channels), th, tw), dtype=np.float32)
     while state["done"] < total:
         if stop is not None and stop():
             raise Cancelled("prediction stopped")
@@ -366,7 +384,8 @@ def predict_tiled(
     if out_channels is None:
         out_channels = getattr(model, "out_channels", None)
     h, w = image.shape[:2]
-    image = as_model_input(image, model_channels(model) if in_chans is None else in_chans)
+    in_chans = model_channels(model) if in_chans is None else int(in_chans)
+    image = _input_view(image, in_chans)
     multiple = model_multiple(model)
     out: np.ndarray | None = None
     call, channels_last = model, False
@@ -387,7 +406,7 @@ def predict_tiled(
             th, tw = grid.tile
             if y.ndim != 4 or y.shape[0] != len(chunk) or y.shape[2:] != (th, tw):
                 raise ModelError(
-                    f"model output has shape {tuple(y.shape)} for input {(len(chunk), image.shape[0], th, tw)}; "
+                    f"model output has shape {tuple(y.shape)} for input {(len(chunk), in_chans, th, tw)}; "
                     "a segmentation model must return N x C x H x W"
                 )
             if out is None:
@@ -399,13 +418,13 @@ def predict_tiled(
             _blend_tiles(out, grid, chunk, y)
 
         _run_batches(call, image, grid, state, batch_now, act, tta, device, amp, progress, stop, consume,
-                     channels_last)
+                     channels_last, in_chans)
         return grid
 
     with _EvalMode(model):
         probe = _Grid((h, w), int(tile), int(overlap), multiple)
         pixels = len(probe) * probe.tile[0] * probe.tile[1] * (len(_FLIPS) if tta else 1)
-        call, channels_last = _select_runner(model, device, backend, amp, image.shape[0], multiple, pixels, warn,
+        call, channels_last = _select_runner(model, device, backend, amp, in_chans, multiple, pixels, warn,
                                              on_backend)
         grid = _with_oom_retries(run, int(tile), int(batch_size), device, warn)
     _normalise(out, grid)
