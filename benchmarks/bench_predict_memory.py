@@ -13,6 +13,7 @@ not part of the prediction target).
     python benchmarks/bench_predict_memory.py [--size 8192] [--tile 512] [--overlap 64]
         [--batch-size 4] [--backbone efficientnet_lite0] [--channels 8] [--device cpu] [--amp]
         [--tta] [--watershed]
+    python benchmarks/bench_predict_memory.py --end-to-end [--size 8192] [--grain 32]
 """
 
 from __future__ import annotations
@@ -117,6 +118,43 @@ def run_child(argv: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+#: ``grainlab predict`` on one 8192 px micrograph before the memory work (the issue's measurement)
+BEFORE_E2E = {"peak_gb": 5.2, "seconds": 300.0}
+
+_E2E_CHILD = """
+import resource, subprocess, sys, time, json
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t, "peak_gb": kb / (1e9 if sys.platform == "darwin" else 1e6)}))
+"""
+
+
+def end_to_end(size: int, grain: float) -> dict:
+    """``grainlab predict generalist IMAGE`` on a synthetic SEM micrograph, as a user runs it: the whole
+    process (start, model, scale estimate, network, watershed, grain table, files) and its peak RSS."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import tifffile
+
+    from napari_grainlab.core.synthetic import SynthParams, generate
+
+    grainlab = shutil.which("grainlab", path=str(Path(sys.executable).parent)) or shutil.which("grainlab")
+    with tempfile.TemporaryDirectory() as d:
+        params = SynthParams(height=size, width=size, style="sem")
+        params.tessellation.grains = max(2, int(size * size / (grain * grain)))
+        image = Path(d) / f"sem{size}.tif"
+        tifffile.imwrite(image, generate(params, 1).image)
+        cmd = [sys.executable, "-c", _E2E_CHILD, grainlab, "predict", "generalist", str(image), "--out",
+               str(Path(d) / "out"), "--no-progress"]
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    if r["rc"] != 0:
+        raise SystemExit(f"grainlab predict failed (exit {r['rc']})")
+    return r
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=8192)
@@ -129,8 +167,23 @@ def main() -> None:
     p.add_argument("--amp", action="store_true")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--watershed", action="store_true")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="only `grainlab predict generalist` on a --size synthetic SEM micrograph (whole process)")
+    p.add_argument("--grain", type=float, default=32.0, help="grain diameter of that micrograph in px")
     p.add_argument("--child", choices=("predict", "watershed"), help=argparse.SUPPRESS)
     args = p.parse_args()
+
+    if args.end_to_end:
+        r = end_to_end(args.size, args.grain)
+        b = BEFORE_E2E
+        print(f"grainlab predict generalist, one {args.size} x {args.size} synthetic SEM micrograph "
+              f"(~{args.grain:.0f} px grains), whole process")
+        print(f"  peak RSS {r['peak_gb']:.2f} GB = {r['peak_gb'] / TARGET_GB:.2f} x the {TARGET_GB:.0f} GB target "
+              f"({'within' if r['peak_gb'] < TARGET_GB else 'OVER'}); before {b['peak_gb']:.1f} GB "
+              f"(x{b['peak_gb'] / r['peak_gb']:.2f} less)")
+        print(f"  {r['seconds']:.1f} s; before ~{b['seconds']:.0f} s (x{b['seconds'] / r['seconds']:.2f} faster, "
+              "target x2)")
+        return
 
     if args.child:
         fn = child_predict if args.child == "predict" else child_watershed
