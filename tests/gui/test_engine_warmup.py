@@ -42,7 +42,23 @@ viewer = napari.Viewer(show=True)
 app = QApplication.instance()
 for _ in range(10):
     app.processEvents()
+import builtins
+
+asked = []  # torch imports that napari-grainlab's code asks for on the GUI thread while the dock opens
+real_import = builtins.__import__
+
+
+def spy(name, globals=None, *args, **kwargs):
+    if (name == "torch" or name.startswith("torch.") or name == "matplotlib.figure") \
+            and threading.current_thread() is threading.main_thread() \
+            and str((globals or {}).get("__name__", "")).startswith("napari_grainlab"):
+        asked.append(f"{globals['__name__']}: {name}")
+    return real_import(name, globals, *args, **kwargs)
+
+
+builtins.__import__ = spy
 _, dock = viewer.window.add_plugin_dock_widget("napari-grainlab", sys.argv[1])
+builtins.__import__ = real_import
 from napari_grainlab.gui import _engine
 
 started = _engine.warmup_running() or _engine.engine_loaded()
@@ -58,6 +74,7 @@ import torch
 value = float(torch.nn.functional.conv2d(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3)).sum())
 triton = sys.modules.get("triton", "absent")
 print(json.dumps({"first": first, "ok": ok, "started": started, "value": value, "statuses": statuses,
+                  "asked": asked,
                   "warmup": _engine.warmup_thread_name(), "main": threading.main_thread().name,
                   "triton": "blocked" if triton is None else ("absent" if triton == "absent" else "imported")}))
 viewer.close()
@@ -74,6 +91,7 @@ def test_opening_a_dock_loads_the_engine_off_the_gui_thread(dock, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert res["ok"] and res["started"] and res["value"] == 36.0
+    assert res["asked"] == [], "opening the dock imports torch / matplotlib on the GUI thread (a stall of seconds)"
     first = res["first"]
     assert set(first) >= {"torch", "timm", "torchvision", "napari_grainlab.core.inference.pipeline"}
     assert set(first.values()) == {res["warmup"]}, first  # none of them on the GUI thread

@@ -34,13 +34,15 @@ import sys
 import threading
 
 __all__ = ["avoid_triton_llvm_clash", "engine_loaded", "ensure_engine", "preload_engine", "start_warmup",
-           "warmup_running", "warmup_thread_name"]
+           "warmup_running", "warmup_thread_name", "when_engine_ready"]
 
 log = logging.getLogger(__name__)
 
 #: what :func:`preload_engine` imports, in this order
 _MODULES = ("torch", "timm", "napari_grainlab.core.inference.pipeline", "napari_grainlab.core.models.networks",
-            "napari_grainlab.core.training")
+            "napari_grainlab.core.training",
+            # the Train dock's plot (no Qt in these: the Qt canvas is made on the main thread afterwards)
+            "matplotlib.figure", "matplotlib.font_manager")
 
 
 def _system_llvm_loaded() -> bool:
@@ -162,6 +164,33 @@ def start_warmup() -> bool:
         _WARMUP["thread"] = thread
         thread.start()
         return True
+
+
+def when_engine_ready(parent, callback) -> None:
+    """Call ``callback()`` on the main thread once the engine is imported: now if it is, else when the
+    warm-up (started here if needed) is done, polled every 50 ms by a timer that ``parent`` (a QObject)
+    owns, so nothing is called after ``parent`` is gone. A failed warm-up calls nothing (the first run
+    reports the error). For what only needs torch to answer a question (which devices exist), without
+    importing torch on the GUI thread."""
+    if engine_loaded():
+        callback()
+        return
+    from qtpy.QtCore import QTimer
+
+    start_warmup()
+    timer = QTimer(parent)
+    timer.setInterval(50)
+
+    def poll() -> None:
+        if warmup_running():
+            return
+        timer.stop()
+        timer.deleteLater()
+        if _WARMUP["error"] is None and engine_loaded():
+            callback()
+
+    timer.timeout.connect(poll)
+    timer.start()
 
 
 _WAITING = {"now": False}

@@ -18,6 +18,7 @@ from superqt import QCollapsible
 from ...core.errors import ConfigError
 from ...core.inference._rescale import model_grain_diameter
 from ...core.inference.options import InferenceOptions
+from .._engine import engine_loaded, when_engine_ready
 from .._forms import FieldEditor, ParamsForm, field_groups, field_tooltip
 from .._widgets import section
 
@@ -40,8 +41,11 @@ DIAMETER_LABEL = "Grain diameter ≈"
 
 
 def available_devices() -> list[str]:
-    """``auto``, ``cpu`` and the accelerators torch finds here."""
+    """``auto``, ``cpu`` and the accelerators torch finds here (only ``auto`` and ``cpu`` while torch is not
+    imported yet: the dock adds the others when the background import is done)."""
     out = ["auto", "cpu"]
+    if not engine_loaded():
+        return out
     try:
         import torch
 
@@ -99,6 +103,7 @@ class OptionsPanel(QWidget):
         for name, offers in SUGGESTIONS.items():
             if name in self.editors:
                 self.set_suggestions(name, offers())
+                when_engine_ready(self, lambda name=name, offers=offers: self.set_suggestions(name, offers()))
         diameter = self.editors.get("diameter")
         if diameter is not None and diameter.label is not None:
             diameter.label.setText(DIAMETER_LABEL)

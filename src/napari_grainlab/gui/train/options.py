@@ -30,6 +30,7 @@ from superqt import QCollapsible
 
 from ...core.errors import ConfigError
 from ...core.training.config import DEVICE_HELP, GROUPS, STRATEGY_HELP
+from .._engine import when_engine_ready
 from .._forms import ComboBox, FieldEditor, ParamsForm, SpinBox, field_groups, make_compact, sentence
 from .._widgets import section
 from .data import row
@@ -130,8 +131,9 @@ class OptionsPanel(QWidget):
         self._build_validation(self.forms["validation"], defaults)
         for key, form in self.forms.items():
             self.sections[key].setVisible(form.form.rowCount() > 0)
-        if "device" in self.editors:
-            mark_unavailable_devices(self.editors["device"].editor)
+        if "device" in self.editors:  # needs torch: once the background import has it, not on this thread now
+            combo = self.editors["device"].editor
+            when_engine_ready(combo, lambda: mark_unavailable_devices(combo))
 
     # ======================================================================= layout
     def _build_weights(self, form: ParamsForm) -> None:

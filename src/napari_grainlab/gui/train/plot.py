@@ -6,8 +6,10 @@ import math
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from .._engine import engine_loaded, when_engine_ready
 from .._widgets import single_shot_timer
 
 __all__ = ["METRIC_NAMES", "PLOT_REFRESH_MS", "TrainingPlot"]
@@ -19,10 +21,33 @@ PLOT_REFRESH_MS = 1500  # at most one plot redraw every 1.5 s (a draw costs tens
 
 class TrainingPlot(QWidget):
     """Live plot: training loss per step (raw and smoothed), validation loss and the monitored
-    metric per epoch.  Updates are collected and drawn at most every ``PLOT_REFRESH_MS``."""
+    metric per epoch.  Updates are collected and drawn at most every ``PLOT_REFRESH_MS``.
+
+    matplotlib is imported with the engine, in the background (:mod:`.._engine`): until then a text stands
+    where the plot will be (:attr:`built` is False), and what arrives meanwhile is drawn once it is built.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.built = False
+        self._theme: Any | None = None
+        self._colors = {"train": "#6fa8dc", "val": "#f6b26b", "metric": "#93c47d", "text": "#d0d2d6",
+                        "face": "#262930"}
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._waiting = QLabel("loss and validation curves\nappear here during training")
+        self._waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._waiting.setMinimumHeight(170)
+        self._layout.addWidget(self._waiting)
+        self._timer = single_shot_timer(self, PLOT_REFRESH_MS, self._redraw)
+        self.redraws = 0
+        self.clear()
+        when_engine_ready(self, self._build)
+
+    def _build(self) -> None:
+        """The matplotlib figure, in place of the waiting text (once matplotlib is imported)."""
+        if self.built:
+            return
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
@@ -30,13 +55,11 @@ class TrainingPlot(QWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(170)
         self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
+        self._layout.removeWidget(self._waiting)
+        self._waiting.deleteLater()
+        self._layout.addWidget(self.canvas)
         self.ax = self.figure.add_subplot(111)
         self.ax2 = self.ax.twinx()
-        self._colors = {"train": "#6fa8dc", "val": "#f6b26b", "metric": "#93c47d", "text": "#d0d2d6",
-                        "face": "#262930"}
         ax, ax2 = self.ax, self.ax2
         (self.raw_line,) = ax.plot([], [], lw=0.7, alpha=0.35)
         (self.train_line,) = ax.plot([], [], lw=1.6, label="train loss")
@@ -52,10 +75,10 @@ class TrainingPlot(QWidget):
             a.tick_params(labelsize=7, length=2, pad=1)
             a.margins(x=0.02)
         self._legend = None
-        self._timer = single_shot_timer(self, PLOT_REFRESH_MS, self._redraw)
-        self.redraws = 0
-        self.clear()
-        self.set_theme(None)
+        self.built = True
+        self._label_metric()
+        self.set_theme(self._theme)
+        self._fit_margins()
 
     # ---------------------------------------------------------------------- data
     def clear(self, metric: str = "boundary_f1") -> None:
@@ -69,10 +92,15 @@ class TrainingPlot(QWidget):
         self.metrics: list[float] = []
         self.best: tuple[int, float] | None = None
         self.metric = metric
-        self.metric_line.set_label(METRIC_NAMES.get(metric, metric))
-        self.ax2.set_ylabel(METRIC_NAMES.get(metric, metric), fontsize=8, labelpad=2)
-        self._placeholder.set_visible(True)
+        if self.built:
+            self._label_metric()
+            self._placeholder.set_visible(True)
         self._schedule()
+
+    def _label_metric(self) -> None:
+        name = METRIC_NAMES.get(self.metric, self.metric)
+        self.metric_line.set_label(name)
+        self.ax2.set_ylabel(name, fontsize=8, labelpad=2)
 
     def add_step(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):
@@ -101,9 +129,13 @@ class TrainingPlot(QWidget):
     def flush(self) -> None:
         """Draw pending updates now (e.g. when training ends)."""
         self._timer.stop()
+        if not self.built and engine_loaded():
+            self._build()
         self._redraw()
 
     def _redraw(self) -> None:
+        if not self.built:
+            return  # drawn by _build, once matplotlib is there
         self.raw_line.set_data(self.steps, self.losses)
         self.train_line.set_data(self.steps, self.smooth)
         vx = [x for x, v in zip(self.epoch_x, self.val_losses) if math.isfinite(v)]
@@ -144,7 +176,15 @@ class TrainingPlot(QWidget):
     # --------------------------------------------------------------------- look
     def set_theme(self, theme: Any | None) -> None:
         """Colours from a napari theme (None: napari's dark theme)."""
+        self._theme = theme
         c = self._colors
+        if not self.built:
+            if theme is not None:
+                try:
+                    self._waiting.setStyleSheet(f"color: {theme.text.as_hex()};")
+                except AttributeError:
+                    pass
+            return
         if theme is not None:
             try:
                 c["face"] = theme.background.as_hex()
@@ -172,7 +212,8 @@ class TrainingPlot(QWidget):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        self._fit_margins()
+        if self.built:
+            self._fit_margins()
 
     def _fit_margins(self) -> None:
         """Margins in pixels, so tick labels are not clipped at narrow dock widths."""
