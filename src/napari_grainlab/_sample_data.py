@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .core.measure import grain_features
 from .core.synthetic import SyntheticSample, generate
 from .core.synthetic.samples import OPTICAL_SEED, SAMPLE_SIZE, SEM_SEED, optical_sample_params, sem_sample_params
 
@@ -36,26 +37,6 @@ __all__ = [
 ]
 
 LayerDataTuple = tuple[np.ndarray, dict[str, Any], str]
-
-_STATUS_FIRST = ("equivalent_diameter", "area", "aspect_ratio", "orientation", "phase", "twinned")
-
-
-def grain_features(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A grain table as napari Labels ``features``: its ``label`` column becomes ``index``.
-
-    napari matches feature rows to label values through the ``index`` column, so the rows
-    need not be ordered or contiguous.
-    """
-    if "label" not in table:
-        raise KeyError("the grain table has no 'label' column")
-    features = {"index": np.asarray(table["label"])}
-    # what a microscopist reads first comes first: napari's status bar shows the columns in
-    # order and cuts the line at the window edge
-    first = [k for k in _STATUS_FIRST if k in table]
-    rest = [k for k in table if k != "label" and k not in first]
-    features.update((k, np.asarray(table[k])) for k in first + rest)
-    return features
-
 
 def layer_metadata(sample: SyntheticSample) -> dict[str, Any]:
     """Provenance stored in ``layer.metadata`` (JSON-compatible)."""

@@ -47,8 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
+# scipy.ndimage is imported in the functions that use it: the GUI imports this module when a dock opens,
+# and the engine's background import has it loaded by the time a dock uses it
 from ._io import atomic_write_text, atomic_write_tiff, atomic_writer
 from .errors import ConfigError, DataError, ModelError
 
@@ -176,6 +177,7 @@ def merge_grains(labels: np.ndarray, ids: Sequence[int], *, bridge: int = 0) -> 
         two of the merged grains and inside the morphological closing of their union: the gap
         a drawn boundary line left between them (0: none).
     """
+    from scipy import ndimage as ndi
     labels = _check_labels(labels)
     ids = list(dict.fromkeys(int(i) for i in ids if int(i) != 0))
     if len(ids) < 2:
@@ -213,6 +215,7 @@ def delete_grains(labels: np.ndarray, ids: Iterable[int]) -> LabelEdit:
 def polyline_pixels(points: np.ndarray, shape: tuple[int, int], width: int = 1) -> np.ndarray:
     """Boolean mask of a polyline through ``points`` (N x 2, row / column, float) drawn
     ``width`` px wide; 8-connected for ``width=1``, clipped to ``shape``."""
+    from scipy import ndimage as ndi
     from skimage.draw import line
 
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
@@ -254,6 +257,7 @@ def split_grain(labels: np.ndarray, points: np.ndarray, *, width: int = 1, min_s
     min_size : smallest piece that becomes a grain
     grain : split only this grain
     """
+    from scipy import ndimage as ndi
     labels = _check_labels(labels)
     cut = polyline_pixels(points, labels.shape, width)
     under = labels[cut]
@@ -307,6 +311,7 @@ def fill_holes(labels: np.ndarray, *, max_area: int | None = None, grain: int | 
     neighbours all belong to one grain (or to ``grain`` when given); holes larger than
     ``max_area`` px are kept.
     """
+    from scipy import ndimage as ndi
     labels = _check_labels(labels)
     holes, n = ndi.label(labels == 0)
     if n == 0:

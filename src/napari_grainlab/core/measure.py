@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["astm_grain_size", "grain_table", "summarize", "TABLE_COLUMNS", "write_table_csv"]
+__all__ = ["astm_grain_size", "grain_features", "grain_table", "summarize", "TABLE_COLUMNS", "write_table_csv"]
 
 #: pixels per block of rows in :func:`grain_table` (its float64 temporaries are a few times this)
 _BLOCK_PIXELS = 1 << 20
@@ -143,6 +143,27 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
         "touches_border": touches[ids],
     }
     return out
+
+
+_STATUS_FIRST = ("equivalent_diameter", "area", "aspect_ratio", "orientation", "phase", "twinned")
+
+
+def grain_features(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A grain table as napari Labels ``features`` (plain arrays: no napari here): its ``label`` column
+    becomes ``index``.
+
+    napari matches feature rows to label values through the ``index`` column, so the rows
+    need not be ordered or contiguous.
+    """
+    if "label" not in table:
+        raise KeyError("the grain table has no 'label' column")
+    features = {"index": np.asarray(table["label"])}
+    # what a microscopist reads first comes first: napari's status bar shows the columns in
+    # order and cuts the line at the window edge
+    first = [k for k in _STATUS_FIRST if k in table]
+    rest = [k for k in table if k != "label" and k not in first]
+    features.update((k, np.asarray(table[k])) for k in first + rest)
+    return features
 
 
 def _empty_table() -> dict[str, np.ndarray]:

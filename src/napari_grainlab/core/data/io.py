@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
+# scipy.ndimage is imported in the functions that use it: the GUI imports this module when a dock opens,
+# and the engine's background import has it loaded by the time a dock uses it
 from ..errors import DataError
 
 __all__ = [
@@ -479,6 +480,7 @@ def read_pixel_size(path: str | Path) -> float | None:
 # ----------------------------------------------------------------------------------------- labels
 def _erode_square(mask: np.ndarray, size: int) -> np.ndarray:
     """Binary erosion with a size x size square (two 1-D passes)."""
+    from scipy import ndimage as ndi
     out = ndi.binary_erosion(mask, structure=np.ones((size, 1), bool))
     return ndi.binary_erosion(out, structure=np.ones((1, size), bool))
 
@@ -490,6 +492,7 @@ def is_boundary_mask(mask: np.ndarray, max_fraction: float = 0.5, max_core: floa
     survive an erosion with a 5 x 5 square (lines up to about 4 px wide vanish, painted grains do
     not), and they cut the other pixels into at least two 4-connected regions.
     """
+    from scipy import ndimage as ndi
     mask = np.asarray(mask, dtype=bool)
     n = int(mask.sum())
     if n == 0 or n >= max_fraction * mask.size:
@@ -511,6 +514,7 @@ def boundary_mask_to_instances(mask: np.ndarray, min_size: int = 4) -> np.ndarra
     -------
     uint32 array, labels 1..n
     """
+    from scipy import ndimage as ndi
     from skimage.segmentation import relabel_sequential
 
     mask = np.asarray(mask, dtype=bool)

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..._sample_data import grain_features
 from ...core.errors import USER_ERRORS
 from ...core.inference.options import InferenceOptions
+from ...core.measure import grain_features
 from .._layers import layer_pixel_size, prediction_metadata, prediction_name, put_layer, role_name, spatial_of
 
 if TYPE_CHECKING:

@@ -27,8 +27,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QModelIndex, Qt
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, QWidget
 
-from ..._sample_data import grain_features
-from ...core.measure import write_table_csv
+from ...core.measure import grain_features, write_table_csv
 from .._layers import LayerCombo
 from .._widgets import PixelSizeInput, ask_save_file, make_form, show_status, single_shot_timer, status_label
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
