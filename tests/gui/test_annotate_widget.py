@@ -432,11 +432,13 @@ def test_from_model_takes_the_builtin_name_and_a_diameter(viewer, qtbot, notific
     assert task.result.status == "completed", task.result.error
     assert calls[-1] == ("generalist", rgb.shape, None)
     assert dock.proposal_layer is not None and dock.proposal_layer.data.shape == rgb.shape[:2]
+    assert "grain diameter ≈" in panel.proposal_label.text()  # the estimate the model was run at is reported
     panel.diameter_spin.setValue(24)
     assert panel.diameter() == 24
     task = dock.propose_from_model("generalist")
     qtbot.waitUntil(lambda: task.result is not None, timeout=60_000)
     assert task.result.status == "completed" and calls[-1] == ("generalist", rgb.shape, 24)
+    assert "grain diameter 24 px (given)" in panel.proposal_label.text()
     assert not notifications.messages("error")
 
 

@@ -847,14 +847,16 @@ def load_class_annotation(folder: str | Path, name: str, shape: tuple[int, int] 
 def propose_from_model(checkpoint: str | Path, image: np.ndarray, *, device: str = "auto", tile: int = 512,
                        stop: Callable[[], bool] | None = None,
                        progress: Callable[[int, int], None] | None = None,
-                       diameter: float | None = None) -> np.ndarray:
+                       diameter: float | None = None, with_scaling: bool = False):
     """Grain instances predicted by a segmentation checkpoint for a float image in [0, 1], grey ``(H, W)``
     or colour ``(H, W, 3)`` (imports torch; run it off the GUI thread).
 
     The prediction is :func:`~napari_grainlab.core.inference.predict_array`'s: the model gets the image
     with its own input channels and, when it records its training grain scale, the image resized to it
     (``diameter``: the image's mean grain diameter in px; None: estimated); the labels are at the image's
-    resolution."""
+    resolution. ``with_scaling``: return ``(labels, scaling)``, the
+    :class:`~napari_grainlab.core.inference.PredictionResult` ``scaling`` (the diameter used, its source and
+    the resize factor), instead of the labels alone."""
     from .inference import predict_array
     from .inference.tiling import resolve_device
     from .models import load_checkpoint
@@ -873,4 +875,4 @@ def propose_from_model(checkpoint: str | Path, image: np.ndarray, *, device: str
             raise
         raise MemoryError(f"out of {'GPU ' if dev.type == 'cuda' else ''}memory for a {image.shape[0]} x "
                           f"{image.shape[1]} px image (tile {tile} px)") from exc
-    return result.labels
+    return (result.labels, result.scaling) if with_scaling else result.labels

@@ -51,7 +51,7 @@ __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", 
            "BatchImageDone", "BatchImageFailed", "BatchOptions", "BatchStarted", "cached_model",
            "default_workers", "expand_inputs", "is_output_name", "model_loads", "output_stem", "output_stems",
            "parse_scheduler_address", "predict_image_file", "predict_task", "run_batch", "summary_columns",
-           "scale_line", "without_path", "write_rows_csv"]
+           "without_path", "write_rows_csv"]
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: names of the files a prediction writes (never inputs when found in the output folder)
@@ -658,19 +658,6 @@ def summary_columns(meta: dict) -> list[str]:
 
         stats = [*SEGMENT_COLUMNS, *SCALE_COLUMNS]
     return ["image", "output", "pixel_size_um", *stats, "status", "error", "path"]
-
-
-def scale_line(row: dict) -> str:
-    """The grain-scale report of a segmentation summary row (``grain diameter ≈ 23 px (estimated), scaled
-    ×1.39``); '' when the image's grain diameter was neither given nor estimated."""
-    from .inference._result import ScaleInfo
-
-    d = row.get("diameter_px")
-    if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d):
-        return ""
-    scale = row.get("scale")
-    scale = float(scale) if isinstance(scale, (int, float)) and math.isfinite(scale) else 1.0
-    return ScaleInfo(float(d), str(row.get("diameter_source") or ""), factor=scale).text()
 
 
 def _write_summary(out: Path, rows: dict[int, dict], columns: Sequence[str]) -> Path | None:

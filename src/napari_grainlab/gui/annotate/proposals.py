@@ -106,7 +106,7 @@ def model_job(checkpoint: str, image: np.ndarray, diameter: float | None = None,
 
     yield TaskProgress(0, None, "loading the model")
     try:
-        return core.propose_from_model(checkpoint, image, stop=stop.is_set, diameter=diameter)
+        return core.propose_from_model(checkpoint, image, stop=stop.is_set, diameter=diameter, with_scaling=True)
     except Cancelled:
         return None
 
@@ -271,7 +271,8 @@ class ProposalsPanel(QWidget):
         show_status(self.proposal_label, f"Proposal failed: {error}", error=True)
         report_error(error, "Propose grains")
 
-    def show_proposal(self, result: tuple[np.ndarray, float], source: str = "classical") -> None:
+    def show_proposal(self, result: tuple[np.ndarray, float], source: str = "classical", scale: str = "") -> None:
+        """Show a proposal; ``scale``: the grain-scale report of a model's proposal (the diameter used)."""
         labels_data, elapsed = result
         dock = self._dock
         labels = dock.labels_layer
@@ -293,7 +294,8 @@ class ProposalsPanel(QWidget):
         self.proposals_shown += 1
         n = int(labels_data.max())
         show_status(self.proposal_label,
-                    f"Proposal ({source}): {n} grains in {elapsed:.2f} s; Apply puts them into the annotation")
+                    f"Proposal ({source}): {n} grains in {elapsed:.2f} s{f'; {scale}' if scale else ''}; "
+                    "Apply puts them into the annotation")
 
     # ------------------------------------------------------------------ model
     def _on_browse_model(self) -> None:
@@ -350,11 +352,13 @@ class ProposalsPanel(QWidget):
             show_status(self.proposal_label, f"Model proposal failed: {first_line(result.error)}", error=True)
         elif result.status == "cancelled":
             self.proposal_label.setText("Model proposal cancelled")
-        elif result.value is None or np.shape(result.value) != shape:
+        elif not isinstance(result.value, tuple) or np.shape(result.value[0]) != shape:
             show_status(self.proposal_label, "Model proposal failed: the model gave no labels of the image's size",
                         error=True)
         else:
-            self.show_proposal((result.value, time.perf_counter() - started), source="model")
+            labels, scaling = result.value
+            self.show_proposal((labels, time.perf_counter() - started), source="model",
+                               scale=scaling.text() if scaling is not None else "")
 
     # ------------------------------------------------------------------ apply
     @guarded("Apply proposal")
