@@ -34,7 +34,7 @@ __all__ = ["flood", "flood_threads", "h_maxima_strips", "in_strips"]
 
 #: below this many pixels the image is flooded in one piece (strips would not pay for their margins)
 MIN_PIXELS = 1 << 21
-#: rows per strip are chosen so that a strip has at most about this many pixels (its temporaries ~27 B/px)
+#: rows per strip are chosen so that a strip has at most about this many pixels (its flood buffers ~13 B/px)
 MAX_STRIP_PIXELS = 6 << 20
 #: the flood's threads, if set (an integer >= 1); else the cores this process may use, at most 8
 THREADS_ENV = "GRAINLAB_FLOOD_THREADS"
@@ -157,7 +157,7 @@ def flood(elevation: np.ndarray, markers: np.ndarray, *, mask: np.ndarray | None
     """``skimage.segmentation.watershed(elevation, markers, mask=mask, compactness=compactness)``, the same
     labels (int32), flooded in strips on ``threads`` cores when the image has at least ``min_pixels``."""
     h, w = elevation.shape
-    if elevation.size < min_pixels or h < 4 * 32:
+    if elevation.size < min_pixels:  # (too few rows for two strips: in_strips floods it in one piece)
         return _watershed(elevation, markers, mask, compactness)
     if n_markers is None:
         n_markers = int(markers.max(initial=0))
@@ -176,8 +176,7 @@ def h_maxima_strips(image: np.ndarray, h: float, *, margin: int = 64, threads: i
     of its input, and a dome of a grain-sized distance map is far narrower than a strip."""
     from skimage.morphology import h_maxima
 
-    rows, cols = image.shape
-    if image.size < min_pixels or rows < 4 * margin:
+    if image.size < min_pixels:
         return h_maxima(image, h).astype(bool)
     return in_strips(lambda y0, y1: h_maxima(image[y0:y1], h).astype(bool), image.shape, margin, bool,
                      threads=threads, max_strip_pixels=MAX_STRIP_PIXELS // 4)

@@ -278,14 +278,6 @@ def _upsample(coarse: np.ndarray, shape: tuple[int, int], subsample: int) -> np.
     return coarse[rows[:, None], cols[None, :]]
 
 
-def _distance_maxima(distance: np.ndarray, h: float, subsample: int) -> np.ndarray:
-    """Boolean h-maxima of ``distance``, searched on a ``subsample`` x coarser grid when > 1."""
-    if subsample <= 1:
-        return h_maxima_strips(distance, h)
-    return _upsample(h_maxima_strips(np.ascontiguousarray(distance[::subsample, ::subsample]), h),
-                     distance.shape, subsample)
-
-
 def _smooth_both(boundary: np.ndarray, distance: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Both maps Gaussian-smoothed; on a large image in two threads (scipy's filters release the GIL)."""
     def smooth(a: np.ndarray) -> np.ndarray:
@@ -382,7 +374,7 @@ def watershed_grains(
     if find_maxima and subsample > 1:  # what the maxima need of the distance map; the rest becomes the elevation
         coarse = np.ascontiguousarray(distance[::subsample, ::subsample])
     elif find_maxima:
-        seeds &= _distance_maxima(distance, float(h), 1)
+        seeds &= h_maxima_strips(distance, float(h))
     # the flood elevation, in the smoothed distance map's memory when that is this function's own copy
     elevation = np.subtract(np.float32(1.0), distance, out=distance if owned else None, dtype=np.float32)
     elevation += boundary
