@@ -346,8 +346,13 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
     pixel_size = options.pixel_size or img.pixel_size
     stem = stem or output_stem(path)
     row: dict[str, Any] = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or ""}
-    res = predict_array(model, meta, img.data, options.inference(), device=device, progress=progress, stop=stop,
-                        warn=warn)
+    # the overlay needs the image afterwards; else the prediction holds its only reference and can free it
+    # once the network has seen it (its memory then serves the watershed of a large image)
+    source = img.data if options.overlay else None
+    data = [img.data]
+    del img
+    res = predict_array(model, meta, data.pop(), options.inference(), device=device, progress=progress, stop=stop,
+                        warn=warn, keep_distance=False)
     written: list[str] = []
 
     def name(suffix: str) -> Path:
@@ -362,7 +367,7 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
         if options.overlay:
             from .visualize import overlay_rgb
 
-            atomic_write_png(name("_overlay.png"), overlay_rgb(img.data, res.labels))
+            atomic_write_png(name("_overlay.png"), overlay_rgb(source, res.labels))
         row.update(summarize(res.labels, pixel_size, table=table))
         row.update(res.scaling.row())
     else:

@@ -326,12 +326,14 @@ def predict_onnx(
             raise OnnxModelError(f"a segmentation model has 2 output channels, this one has {probs.shape[0]}")
         from .inference.postprocess import watershed_grains
 
+        scaled_shape = image.shape[:2]
+        del image  # the network's input is not needed any more
         probs = resize_maps(probs, input_shape)
         boundary, distance = probs[0], probs[1]
         post = {k: v for k, v in (model.meta.get("postprocess") or {}).items() if k in _POSTPROCESS_KEYS}
         post.update(opts.watershed_changes())
         post.setdefault("smoothing", _D.smoothing)  # files of older exports may not say
-        min_size, post = scaled_postprocess(min_size, post, scaling.factor, image.shape[:2])
+        min_size, post = scaled_postprocess(min_size, post, scaling.factor, scaled_shape)
         labels = watershed_grains(boundary, distance, min_size=min_size, **post)
         return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance, scaling=scaling,
                                 backend="onnxruntime")

@@ -87,6 +87,41 @@ def test_predict_array_matches_segment_image():
     assert res.class_map is None and res.image_class is None
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 1.5])
+def test_keep_distance_false_gives_the_same_labels_without_the_distance_map(smoothing):
+    # the batch writer's memory saving: the watershed works in the distance map's own memory
+    image, _ = voronoi_image()
+    kept = predict_array(LineModel(), {}, image, tile=64, overlap=32, smoothing=smoothing)
+    lean = predict_array(LineModel(), {}, image, tile=64, overlap=32, smoothing=smoothing, keep_distance=False)
+    assert kept.distance is not None and lean.distance is None
+    np.testing.assert_array_equal(lean.labels, kept.labels)
+    np.testing.assert_array_equal(lean.boundary, kept.boundary)
+
+
+def test_predict_array_frees_an_image_it_holds_the_only_reference_to(monkeypatch):
+    # a caller that hands its image over (as the batch writer does) gets its memory back for the watershed
+    import gc
+    import weakref
+
+    from napari_grainlab.core.inference import pipeline
+
+    image, _ = voronoi_image((160, 160))
+    ref = weakref.ref(image)
+    seen = []
+    real = pipeline.watershed_grains
+
+    def watershed(*args, **kwargs):
+        gc.collect()
+        seen.append(ref() is None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "watershed_grains", watershed)
+    holder = [image]
+    del image
+    res = predict_array(LineModel(), {}, holder.pop(), tile=64, overlap=32, rescale=False)
+    assert seen == [True] and res.labels.max() > 1
+
+
 def test_histogram_match_needs_a_reference_and_uses_it():
     image, truth = voronoi_image(seed=1)
     dim = (0.5 * image).astype(np.float32)  # boundaries at 0.475: invisible to the model

@@ -276,3 +276,21 @@ def test_relabel_through_equals_relabelling_the_mapped_labels():
     got = _relabel_through(labels, lut)
     np.testing.assert_array_equal(got, relabel_sequential(lut[labels]))
     assert got.dtype == np.uint32
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 1.0, 2.0])
+def test_consume_distance_reuses_the_map_and_gives_the_same_labels(smoothing):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(3)
+    d = ndi.gaussian_filter(rng.random((300, 340)), 7).astype(np.float32)
+    d = (d - d.min()) / (d.max() - d.min())
+    b = (1 - d).astype(np.float32)
+    ref = watershed_grains(b, d.copy(), smoothing=smoothing)
+    mine = d.copy()
+    out = watershed_grains(b, mine, smoothing=smoothing, consume_distance=True)
+    np.testing.assert_array_equal(out, ref)
+    assert not np.array_equal(mine, d)  # its memory was used (the caller said it no longer needs it)
+    other = d.astype(np.float64)  # not float32: converted, so the caller's array is left as it was
+    np.testing.assert_array_equal(watershed_grains(b, other, smoothing=smoothing, consume_distance=True), ref)
+    np.testing.assert_array_equal(other, d.astype(np.float64))

@@ -278,9 +278,13 @@ def _upsample(coarse: np.ndarray, shape: tuple[int, int], subsample: int) -> np.
     return coarse[rows[:, None], cols[None, :]]
 
 
-def _smooth_both(boundary: np.ndarray, distance: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Both maps Gaussian-smoothed; on a large image in two threads (scipy's filters release the GIL)."""
+def _smooth_both(boundary: np.ndarray, distance: np.ndarray, sigma: float,
+                 in_place: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Both maps Gaussian-smoothed; on a large image in two threads (scipy's filters release the GIL).
+    ``in_place``: the distance map is smoothed in its own memory (a float32 array only)."""
     def smooth(a: np.ndarray) -> np.ndarray:
+        if in_place and a is distance:
+            return ndi.gaussian_filter(a, sigma, output=a)  # separable: scipy filters line by line via buffers
         return ndi.gaussian_filter(a, sigma, output=np.float32)
 
     if boundary.size < MIN_PIXELS or flood_threads() < 2:
@@ -305,6 +309,7 @@ def watershed_grains(
     smoothing: float = _D.smoothing,
     h: float = _D.h,
     merge_threshold: float | None = _D.merge_threshold,
+    consume_distance: bool = False,
 ) -> np.ndarray:
     """Grain instances from boundary and distance-to-boundary probability maps.
 
@@ -345,6 +350,10 @@ def watershed_grains(
         elevation reaches 0.5 even where the boundary probability is low; a split inside a
         grain has distance well above 0 and low boundary probability on both sides (about
         0.2 to 0.3). None or 0: no merging.
+    consume_distance : bool
+        The caller does not need ``distance`` any more: when it is a C-contiguous float32 array,
+        it is smoothed and turned into the flood elevation in its own memory (its contents are
+        lost; 4 bytes per pixel less at the peak). The labels are the same either way.
 
     Returns
     -------
@@ -364,8 +373,11 @@ def watershed_grains(
     if smoothing < 0 or h < 0:
         raise ConfigError("smoothing and h must be >= 0")
     owned = smoothing > 0  # the maps here are this function's own copies (else the caller's arrays)
+    reuse = bool(consume_distance) and distance.dtype == np.float32 and distance.flags.c_contiguous \
+        and distance.flags.writeable
     if owned:
-        boundary, distance = _smooth_both(boundary, distance, float(smoothing))
+        boundary, distance = _smooth_both(boundary, distance, float(smoothing), in_place=reuse)
+    owned = owned or reuse
     seeds = distance > np.float32(marker_threshold)
     seeds &= boundary < np.float32(boundary_threshold)
     find_maxima = h > 0 and bool(seeds.any())
