@@ -78,7 +78,9 @@ def field_type(cls: type, name: str) -> tuple[type, bool]:
     """The type of a params dataclass field and whether it may be None (``int | None``)."""
     import typing
 
-    hint = typing.get_type_hints(cls)[name]
+    from ..core._schema import type_hints
+
+    hint = type_hints(cls)[name]
     args = typing.get_args(hint)
     optional = type(None) in args
     rest = [a for a in args if a is not type(None)]

@@ -91,13 +91,19 @@ _SCALARS = (bool, int, float, str)
 
 
 @functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, evaluated once per class (building the CLI asks for it per field)."""
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
 def field_kind(cls: type, name: str) -> tuple[type | None, bool, bool]:
     """``(scalar type, None allowed, is a tuple)`` of a field from its annotation.
 
     ``int | None`` → ``(int, True, False)``; ``tuple[str, ...]`` → ``(str, False, True)``;
     anything else (a nested dataclass, a mapping) → ``(None, ..., ...)``.
     """
-    hint = typing.get_type_hints(cls)[name]
+    hint = type_hints(cls)[name]
     optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
