@@ -63,16 +63,14 @@ def _plausible(value: Any) -> float | None:
 def layer_pixel_size(layer: Layer) -> tuple[float | None, str]:
     """The pixel size (µm) of ``layer`` and where it came from ("" when unknown).
 
-    Looked up in the layer's metadata (``grainlab.pixel_size_um``, ``pixel_size_um``), its scale
-    when its units are lengths (a scale other than 1 in pixel units, napari's default, counts as µm),
-    then the TIFF it was opened from (``layer.source.path``: FEI / Zeiss SEM tags, ImageJ, the
-    resolution tags).
+    Looked up in the layer's scale when its units are lengths (napari's own calibration, which the
+    reader of this plugin sets from the file's metadata and which the user may have changed since),
+    then its metadata (``grainlab.pixel_size_um``, ``pixel_size_um``), then its scale in pixel units
+    (napari's default unit; a scale other than 1 counts as µm), then the TIFF it was opened from
+    (``layer.source.path``: FEI / Zeiss / Tescan SEM tags, vendor side files, ImageJ, the resolution tags).
     """
     meta = layer.metadata if isinstance(getattr(layer, "metadata", None), dict) else {}
     own = meta.get("grainlab") if isinstance(meta.get("grainlab"), dict) else {}
-    for value in (own.get("pixel_size_um"), meta.get("pixel_size_um")):
-        if _plausible(value):
-            return float(value), "layer metadata"
     scale = float(layer.scale[-1]) if len(layer.scale) else 1.0
     units = getattr(layer, "units", None)
     if units is not None and len(units):
@@ -82,6 +80,9 @@ def layer_pixel_size(layer: Layer) -> tuple[float | None, str]:
             um = None
         if _plausible(um):
             return um, "layer scale"
+    for value in (own.get("pixel_size_um"), meta.get("pixel_size_um")):
+        if _plausible(value):
+            return float(value), "layer metadata"
     if scale != 1.0 and _plausible(scale) and (units is None or not len(units) or str(units[-1]) == "pixel"):
         return scale, "layer scale (taken as µm)"
     path = getattr(getattr(layer, "source", None), "path", None)

@@ -296,7 +296,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int | None, float | None]:
                     raise _not_a_tiff(path, log, what=too_big)
                 arr = series.asarray()
                 axes = series.axes
-                pixel_size = _tiff_pixel_size(tif)
+                pixel_size = _tiff_pixel_size(tif, path)
         except DataError:
             raise
         except MemoryError as exc:  # a real, huge image; or a corrupt header claiming one
@@ -331,7 +331,7 @@ def _read_array(path: Path, indexed: bool = False) -> tuple[np.ndarray, int | No
         arr = iio.imread(path, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"{path}: cannot read the image ({_reason(exc)})") from None
-    return np.asarray(arr), None, None
+    return np.asarray(arr), None, _sidecar_pixel_size(path)
 
 
 def _reason(exc: Exception) -> str:
@@ -419,60 +419,42 @@ def _resolution(tags, code: int) -> float | None:
     return _number(value)
 
 
-def _tiff_pixel_size(tif) -> float | None:
-    """Pixel size in µm from vendor tags (FEI / Thermo, Zeiss), ImageJ metadata or the resolution tags."""
-    fei = tif.fei_metadata
-    if fei:
-        for section in ("Scan", "EScan", "IScan"):
-            width = _number((fei.get(section) or {}).get("PixelWidth"))
-            if width is not None and _plausible(width * 1e6):
-                return width * 1e6  # metres
-    sem = tif.sem_metadata
-    if sem:
-        for key in ("ap_image_pixel_size", "ap_pixel_size"):
-            entry = sem.get(key)
-            if isinstance(entry, tuple) and len(entry) >= 3:
-                value, factor = _number(entry[1]), _unit_to_um(entry[2])
-                if value is not None and factor is not None and _plausible(value * factor):
-                    return value * factor
-    page = tif.pages.first
-    tags = page.tags
-    xres = _resolution(tags, 282)  # XResolution: pixels per unit
-    if not xres or xres <= 0:
-        return None
-    ij = tif.imagej_metadata
-    if ij and ij.get("unit") is not None:
-        factor = _unit_to_um(ij["unit"])
-        return _plausible(factor / xres) if factor is not None else None
-    unit_tag = tags.get(296)  # ResolutionUnit
-    unit = int(unit_tag.value) if unit_tag is not None else 2  # the TIFF default is inch
-    per_unit = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(unit)  # inch, cm, mm, µm
-    if per_unit is None:
-        return None
-    if unit == 2 and any(abs(xres - dpi) < 1e-6 for dpi in _DEFAULT_DPI):
-        return None  # a screen / print default, not a calibration
-    return _plausible(per_unit / xres)
+def _tiff_pixel_size(tif, path: str | Path | None = None) -> float | None:
+    """Pixel size in µm from vendor tags (FEI / Thermo, Zeiss, Tescan), a vendor side file next to ``path``
+    (Tescan, JEOL, Hitachi), ImageJ metadata or the resolution tags (:func:`.vendor.tiff_calibration`)."""
+    from .vendor import tiff_calibration
+
+    return tiff_calibration(tif, path).pixel_size_um
+
+
+def _sidecar_pixel_size(path: Path) -> float | None:
+    from .vendor import sidecar_calibration
+
+    cal = sidecar_calibration(path)
+    return cal.pixel_size_um if cal is not None else None
 
 
 def read_pixel_size(path: str | Path) -> float | None:
-    """Pixel size in µm from a TIFF file's metadata, or None when it has none (or is no TIFF).
+    """Pixel size in µm from an image file's metadata, or None when it has none.
 
     Looked up in this order: FEI / Thermo Fisher ``Scan.PixelWidth`` (m), Zeiss SEM
-    ``ap_image_pixel_size`` / ``ap_pixel_size``, the resolution tags in ImageJ's ``unit``, the
-    resolution tags with their ``ResolutionUnit`` (inch, centimetre).  Common screen/print
-    resolutions in dots per inch (72, 96, 150, 200, 300, 600, 1200) are no calibration and give
-    None; so do values outside 1e-5 .. 1e4 µm.
+    ``ap_image_pixel_size`` / ``ap_pixel_size``, Tescan ``PixelSizeX`` (TIFF tag 50431), a vendor side
+    file next to the image (Tescan ``NAME-tif.hdr``, JEOL / Hitachi ``NAME.txt``; the only source for
+    PNG, JPEG and BMP files), the resolution tags in ImageJ's ``unit``, the resolution tags with their
+    ``ResolutionUnit`` (inch, centimetre).  Common screen/print resolutions in dots per inch (72, 96,
+    150, 200, 300, 600, 1200) are no calibration and give None; so do values outside 1e-5 .. 1e4 µm.
+    See :mod:`.vendor`.
     """
     path = Path(path)
     _check_file(path, "image", IMAGE_EXTENSIONS)
     if path.suffix.lower() not in _TIFF_EXTENSIONS:
-        return None
+        return _sidecar_pixel_size(path)
     import tifffile
 
     with _TIFF_LOG.capture() as log:
         try:
             with tifffile.TiffFile(path) as tif:
-                return _tiff_pixel_size(tif)
+                return _tiff_pixel_size(tif, path)
         except Exception as exc:  # noqa: BLE001
             raise _not_a_tiff(path, log, exc) from None
 
