@@ -73,15 +73,21 @@ def test_reader_keeps_colour(tmp_path):
     assert kwargs["rgb"] is True and data.shape == (192, 256, 3)
 
 
-def test_reader_declines_what_it_has_nothing_to_add_to(tmp_path):
-    tifffile.imwrite(tmp_path / "plain.tif", generate(SynthParams(height=64, width=64), seed=0).image)
-    assert get_reader(str(tmp_path / "plain.tif")) is None
+def test_reader_opens_a_plain_tiff_and_declines_what_is_not_one_micrograph(tmp_path):
+    image = generate(SynthParams(height=64, width=64), seed=0).image
+    tifffile.imwrite(tmp_path / "plain.tif", image)
+    ((data, kwargs, kind),) = get_reader(str(tmp_path / "plain.tif"))(str(tmp_path / "plain.tif"))
+    # nothing to add: the layer napari's own reader would give (no scale), so a remembered choice always works
+    assert kind == "image" and "scale" not in kwargs and np.array_equal(data, image)
+    assert kwargs["metadata"]["grainlab"]["data_bar_rows"] == 0
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     assert get_reader(str(tmp_path / "broken.tif")) is None
     fei_file(tmp_path / "fei.tif")
     assert get_reader([str(tmp_path / "fei.tif")] * 2) is None  # a stack: napari's own reader
     assert get_reader(str(tmp_path / "missing.tif")) is None
     assert get_reader(str(tmp_path)) is None
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 32, 32), np.uint8))
+    assert get_reader(str(tmp_path / "stack.tif")) is None
 
 
 def test_npe2_reads_with_the_plugin(tmp_path):
@@ -90,8 +96,8 @@ def test_npe2_reads_with_the_plugin(tmp_path):
     assert layers[0][1]["scale"] == pytest.approx((0.0045, 0.0045))
     plain = tmp_path / "plain.tif"
     tifffile.imwrite(plain, np.zeros((32, 32), np.uint8))
-    with pytest.raises(ValueError, match="refused"):  # declined: napari then offers its own reader
-        npe2.read([str(plain)], stack=False, plugin_name="napari-grainlab")
+    (layer,) = npe2.read([str(plain)], stack=False, plugin_name="napari-grainlab")
+    assert layer[0].shape == (32, 32) and "scale" not in layer[1]
 
 
 def test_writer_round_trip(tmp_path):

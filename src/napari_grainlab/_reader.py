@@ -5,8 +5,10 @@ ImageJ or the resolution tags; :func:`~napari_grainlab.core.data.micrograph.read
 layer's ``scale`` and ``units``, and without the SEM data bar, which is kept in the layer metadata
 (``metadata["grainlab"]["data_bar"]``).  Label TIFFs written by this plugin's writer open as a Labels layer.
 
-Files this reader has nothing to add to (no calibration, no data bar, not the plugin's labels) are declined: the reader function
-is None, and napari reads them with another reader.
+A single-image TIFF with nothing to add (no calibration, no data bar) opens as a plain layer (scale 1, as napari's
+own reader gives it), so that a user who told napari to remember this reader for ``*.tif`` can still open any
+micrograph. What this reader cannot read as one micrograph (stacks, several files, broken files) it declines
+(``get_reader`` returns None) and leaves to napari's own reader.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def _single_path(path: Any) -> str | None:
 
 
 def get_reader(path: Any):
-    """npe2 ``get_reader``: a reader function for a calibrated TIFF or one with a data bar, else None.
+    """npe2 ``get_reader``: a reader function for one TIFF micrograph (calibrated or not), else None.
 
     The file is read here (the data bar can only be found in the pixels), and the result is what the
     returned function gives back.
@@ -76,8 +78,6 @@ def get_reader(path: Any):
         m = read_micrograph(single)
     except Exception as exc:  # noqa: BLE001 - a file we cannot read is napari's own reader's to report
         log.debug("napari-grainlab declines %s: %s", single, exc)
-        return None
-    if not m.calibrated and not m.data_bar_rows and not m.labels:
         return None
     layers = micrograph_layer_data(m)
 

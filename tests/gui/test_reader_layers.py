@@ -61,7 +61,7 @@ def test_the_plugins_reader_gives_the_layer_its_scale_in_um(viewer, fei):
 
 
 def test_napari_asks_which_reader_unless_one_is_remembered(viewer, fei, tmp_path, reader_preference):
-    from napari.errors import MultipleReaderError, ReaderPluginError
+    from napari.errors import MultipleReaderError
 
     # plugin=None is what drag and drop and File > Open do: both napari's reader and the plugin's can read
     # a .tif, so napari asks (in the GUI: the "Choose reader" dialog)
@@ -71,10 +71,10 @@ def test_napari_asks_which_reader_unless_one_is_remembered(viewer, fei, tmp_path
     reader_preference("napari-grainlab")
     (layer,) = viewer.open(fei, plugin=None)
     assert tuple(layer.scale) == pytest.approx((0.0045, 0.0045))
-    # a TIFF without calibration or data bar is declined; the GUI then offers napari's own reader
+    # a TIFF without calibration or data bar still opens with the remembered reader, as a plain layer
     tifffile.imwrite(tmp_path / "plain.tif", np.zeros((32, 32), np.uint8))
-    with pytest.raises(ReaderPluginError):
-        viewer.open(tmp_path / "plain.tif", plugin=None)
+    (plain_layer,) = viewer.open(tmp_path / "plain.tif", plugin=None)
+    assert tuple(plain_layer.scale) == (1.0, 1.0) and plain_layer.data.shape == (32, 32)
     # viewer.open's default in scripts is napari's own reader: no scale, the data bar stays
     (plain,) = viewer.open(fei)
     assert tuple(plain.scale) == (1.0, 1.0) and plain.data.shape == (192, 192)
