@@ -125,8 +125,8 @@ def test_measure_refuses_a_one_pixel_label_image(tmp_path, capfd):
 
     small = tmp_path / "small.tif"
     tifffile.imwrite(small, np.array([[1, 1, 2], [1, 2, 2], [3, 3, 3]], np.uint16))
-    assert main(["measure", str(small)]) == 0
-    assert json.loads(capfd.readouterr().out)["grains"] == 3
+    assert main(["measure", str(small), "--json"]) == 0
+    assert json.loads(capfd.readouterr().out)["files"][0]["grains"] == 3
 
 
 def test_eval_warns_once_on_a_constant_image(model, tmp_path, capfd):

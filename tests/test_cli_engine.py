@@ -84,12 +84,14 @@ def test_eval_prints_metrics_as_json(model, data, capsys):
 
 def test_measure_gives_astm_g_with_a_pixel_size(data, capsys):
     labels = sorted((data / "sem" / "labels").iterdir())[0]
-    assert main(["measure", str(labels)]) == 0
-    row = json.loads(capsys.readouterr().out)
+    assert main(["measure", str(labels), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["files"][0]
     assert row["unit"] == "um" and np.isfinite(row["astm_g"]) and row["grains"] > 10
-    assert main(["measure", str(labels), "--pixel-size", "0.2"]) == 0
-    row2 = json.loads(capsys.readouterr().out)
+    assert np.isfinite(row["grain_size"]["G"])
+    assert main(["measure", str(labels), "--pixel-size", "0.2", "--json"]) == 0
+    row2 = json.loads(capsys.readouterr().out)["files"][0]
     assert row2["astm_g"] == pytest.approx(row["astm_g"] - 2.0, abs=0.01)  # 2x larger pixels: G drops by 2
+    assert row2["grain_size"]["G"] == pytest.approx(row["grain_size"]["G"] - 2.0, abs=0.01)
 
 
 def test_kfold_prints_mean_and_sd(data, tmp_path, capsys):
@@ -229,11 +231,12 @@ def test_bad_numbers_and_devices_are_one_line_and_exit_2(argv, expected, model, 
 def test_measure_json_has_null_instead_of_nan(data, tmp_path, capsys):
     zeros = tmp_path / "zeros.tif"
     tifffile.imwrite(zeros, np.zeros((16, 16), np.uint16))
-    assert main(["measure", str(zeros), "--pixel-size", "0.5"]) == 0
+    assert main(["measure", str(zeros), "--pixel-size", "0.5", "--json"]) == 0
     text = capsys.readouterr().out
     assert "NaN" not in text
-    row = json.loads(text, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))
+    row = json.loads(text, parse_constant=lambda c: pytest.fail(f"invalid JSON constant {c}"))["files"][0]
     assert row["grains"] == 0 and row["astm_g"] is None and row["mean_diameter"] is None
+    assert row["grain_size"]["G"] is None and row["grain_size"]["ci_reason"]
 
 
 def test_eval_json_is_strict_and_histogram_match_needs_a_reference(model, data, tmp_path, capsys):
