@@ -153,3 +153,26 @@ def test_pixel_size_from_the_source_tiff(qtbot, viewer, dock, sample, tmp_path):
     dock.set_labels_layer(layer)
     m = wait_measured(qtbot, dock)
     assert m.pixel_size == pytest.approx(0.4) and "TIFF" in dock.pixel_hint.text()
+
+
+@pytest.mark.parametrize("method", ["intercept", "circles", "planimetric"])
+def test_method_choice_gives_g_with_a_confidence_interval_and_a_test_pattern(qtbot, viewer, dock, sample, method):
+    from napari.layers import Shapes
+
+    from napari_grainlab.core.grainsize import grain_size
+    from napari_grainlab.gui._layers import role_of
+
+    viewer.add_labels(sample.labels, name="grains", metadata={"grainlab": {"pixel_size_um": 0.1}})
+    wait_measured(qtbot, dock)
+    dock.set_method(method)
+    qtbot.waitUntil(lambda: not dock.busy and dock.measurement.method == method, timeout=WAIT_MS)
+    expected = grain_size(sample.labels, 0.1, method=method)
+    got = dock.measurement.grain_size
+    assert got["G"] == pytest.approx(expected.G) and got["G_ci95"][0] < got["G"] < got["G_ci95"][1]
+    text = dock.summary_label.text()
+    assert "±" in text and "95 % CI" in text and f"{expected.G:.3g}"[:4] in text
+    shapes = dock.show_test_pattern()
+    assert isinstance(shapes, Shapes) and len(shapes.data) > 0 and role_of(shapes) == "measurement"
+    assert shapes.shape_type[0] == {"intercept": "line", "circles": "ellipse", "planimetric": "rectangle"}[method]
+    again = dock.show_test_pattern()  # replaces the pattern layer instead of stacking another one
+    assert sum(isinstance(ly, Shapes) for ly in viewer.layers) == 1 and again in viewer.layers

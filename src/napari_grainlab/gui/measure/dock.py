@@ -25,14 +25,14 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QModelIndex, Qt
-from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from ...core.measure import grain_features, write_table_csv
-from .._layers import LayerCombo
+from .._layers import LayerCombo, layers_with_role, role_metadata
 from .._widgets import PixelSizeInput, ask_save_file, make_form, show_status, single_shot_timer, status_label
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
 from .histogram import SizeHistogram
-from .measurement import Measurement, measure_labels, summary_html
+from .measurement import METHODS, Measurement, measure_labels, summary_html
 from .table import GrainTableModel, fit_columns, grain_table_view
 
 if TYPE_CHECKING:
@@ -69,6 +69,19 @@ class MeasureWidget(QWidget):
         self.pixel.typed_changed.connect(self._on_pixel_typed)
         self.pixel_spin, self.pixel_hint = self.pixel.spin, self.pixel.hint
 
+        self.method_combo = QComboBox()
+        for label, name in METHODS:
+            self.method_combo.addItem(label, name)
+        self.method_combo.setToolTip(
+            "<p>ASTM E112 method for G and its 95 % confidence interval: planimetric over 3 × 3 sub-fields, "
+            "lineal intercept on test lines in four directions (0°, 45°, 90°, 135°), or Abrams' three "
+            "concentric circles at several placements (see docs/measure.md).</p>")
+        self.method_combo.currentIndexChanged.connect(lambda *_: self.refresh())
+        self.pattern_button = QPushButton("Show test pattern")
+        self.pattern_button.setToolTip("add the method's sub-fields, test lines or circles as a Shapes layer")
+        self.pattern_button.clicked.connect(self.show_test_pattern)
+        self.pattern_button.setEnabled(False)
+
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.setToolTip("measure the layer again")
         self.refresh_button.clicked.connect(self.refresh)
@@ -84,6 +97,7 @@ class MeasureWidget(QWidget):
         buttons.addWidget(self.refresh_button)
         buttons.addWidget(self.auto_check)
         buttons.addStretch(1)
+        buttons.addWidget(self.pattern_button)
         buttons.addWidget(self.export_button)
 
         self.summary_label = status_label("No labels layer.")
@@ -108,6 +122,7 @@ class MeasureWidget(QWidget):
         form.addRow("Labels", self.labels_combo)
         form.addRow("Pixel size", self.pixel_spin)
         form.addRow("", self.pixel_hint)
+        form.addRow("Method", self.method_combo)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.histogram)
@@ -154,6 +169,48 @@ class MeasureWidget(QWidget):
     def pixel_size(self) -> float | None:
         return self.pixel.value
 
+    @property
+    def method(self) -> str:
+        """The ASTM E112 method chosen (``planimetric``, ``intercept`` or ``circles``)."""
+        return self.method_combo.currentData()
+
+    def set_method(self, name: str) -> None:
+        index = self.method_combo.findData(name)
+        if index < 0:
+            raise ValueError(f"unknown method {name!r}")
+        self.method_combo.setCurrentIndex(index)
+
+    def show_test_pattern(self) -> Layer | None:
+        """Add (or update) a Shapes layer with the current method's test pattern over the labels layer."""
+        from ...core.errors import GrainLabError
+        from ...core.grainsize import test_pattern
+
+        layer = self.current_layer()
+        if layer is None or self.measurement is None:
+            return None
+        data = layer.data[0] if layer.multiscale else layer.data
+        try:
+            pattern = test_pattern(tuple(self.measurement.shape), self.method, labels=np.asarray(data))
+        except GrainLabError as exc:
+            show_error(f"Test pattern: {exc}")
+            return None
+        if pattern["kind"] == "lines":
+            shapes, kind = [np.asarray(seg, dtype=float) for seg in pattern["lines"]], "line"
+        elif pattern["kind"] == "circles":
+            shapes = [np.array([[y, x], [r, r]], dtype=float) for y, x, r in pattern["circles"]]
+            kind = "ellipse"
+        else:
+            shapes = [np.asarray(rect, dtype=float) for rect in pattern["rectangles"]]
+            kind = "rectangle"
+        meta = role_metadata("measurement", layer.name, pattern=self.method)
+        for old in layers_with_role(self.viewer, "measurement", layer.name):
+            if old.metadata.get("grainlab", {}).get("pattern"):
+                self.viewer.layers.remove(old)
+        return self.viewer.add_shapes(shapes, shape_type=kind, name=f"{layer.name} {self.method} pattern",
+                                      edge_color="yellow", face_color="transparent", edge_width=1.5,
+                                      scale=tuple(layer.scale)[-2:], translate=tuple(layer.translate)[-2:],
+                                      metadata=meta)
+
     def refresh(self) -> None:
         """Measure the chosen layer now (off the main thread)."""
         self._throttle.stop()
@@ -173,7 +230,7 @@ class MeasureWidget(QWidget):
             self._clear(f"{layer.name} has {labels.ndim} dimensions; measuring needs one 2-D label image.",
                         error=True)
             return
-        self._runner.submit(measure_labels, labels, self.pixel_size, id(layer))
+        self._runner.submit(measure_labels, labels, self.pixel_size, id(layer), self.method)
 
     def schedule_refresh(self) -> None:
         """Measure again soon (edits in bursts cost one measurement per ``THROTTLE_MS``)."""
@@ -265,6 +322,7 @@ class MeasureWidget(QWidget):
         fit_columns(self.table_view)
         self.histogram.plot(m.table["equivalent_diameter"], m.unit)
         self.export_button.setEnabled(int(m.astm["grains"]) > 0)
+        self.pattern_button.setEnabled(int(m.astm["grains"]) > 0)
         self._update_features(layer, m)
 
     @staticmethod

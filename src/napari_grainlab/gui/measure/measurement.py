@@ -9,10 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from ...core.errors import GrainLabError
 from ...core.measure import astm_grain_size, grain_table, summarize
 from .._widgets import HINT_STYLE, fmt_number
 
-__all__ = ["Measurement", "measure_labels", "summary_html"]
+#: the ASTM E112 methods the dock offers (label, core name)
+METHODS = (("Planimetric (Jeffries)", "planimetric"), ("Lineal intercept (Heyn)", "intercept"),
+           ("Three circles (Abrams)", "circles"))
+
+__all__ = ["METHODS", "Measurement", "measure_labels", "summary_html"]
 
 
 @dataclass(frozen=True)
@@ -26,22 +31,56 @@ class Measurement:
     shape: tuple[int, int]
     elapsed: float
     layer_id: int = 0
+    #: the E112 method chosen, and its result (``GrainSizeResult.to_dict(per_field=False)``; None when it failed)
+    method: str = "planimetric"
+    grain_size: dict[str, Any] | None = None
+    grain_size_error: str = ""
 
     @property
     def unit(self) -> str:
         return "µm" if self.pixel_size else "px"
 
 
-def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int = 0) -> Measurement:
-    """Grain table, summary and ASTM E112 numbers of ``labels`` (runs in a worker thread)."""
+def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int = 0,
+                   method: str = "planimetric") -> Measurement:
+    """Grain table, summary and ASTM E112 numbers of ``labels`` by ``method``, with the 95 % confidence
+    interval over the sub-fields / test lines / circle placements (runs in a worker thread)."""
+    from ...core.grainsize import grain_size
+
     t0 = time.perf_counter()
     labels = np.asarray(labels)
     if labels.dtype.kind == "b":
         labels = labels.astype(np.uint8)
     table = grain_table(labels, pixel_size)
-    summary = summarize(labels, pixel_size)
+    summary = summarize(labels, pixel_size, table=table)
     astm = astm_grain_size(labels, pixel_size)
-    return Measurement(table, summary, astm, pixel_size, tuple(labels.shape), time.perf_counter() - t0, layer_id)
+    result, error = None, ""
+    if astm["grains"] > 0:
+        try:
+            result = grain_size(labels, pixel_size, method=method).to_dict(per_field=False)
+        except GrainLabError as exc:  # e.g. a field too small for the test lines: the rest is still shown
+            error = str(exc)
+    return Measurement(table, summary, astm, pixel_size, tuple(labels.shape), time.perf_counter() - t0, layer_id,
+                       method, result, error)
+
+
+def _method_line(m: Measurement) -> str:
+    label = dict((v, k) for k, v in METHODS).get(m.method, m.method)
+    if m.grain_size_error:
+        return f"{label}: <span style='{HINT_STYLE}'>{m.grain_size_error}</span>"
+    r = m.grain_size
+    if not r:
+        return ""
+    g, lo_hi, ra = r.get("G"), r.get("G_ci95") or (None, None), r.get("relative_accuracy")
+    n = r.get("n_measurements") or 0
+    if g is None:
+        return f"{label}: G — <span style='{HINT_STYLE}'>(needs the pixel size)</span>"
+    if lo_hi[0] is None or lo_hi[1] is None:
+        why = r.get("ci_reason") or "no confidence interval"
+        return f"{label}: G = <b>{fmt_number(g, 3)}</b> <span style='{HINT_STYLE}'>({why})</span>"
+    half = (lo_hi[1] - lo_hi[0]) / 2
+    return (f"{label}: G = <b>{fmt_number(g, 3)} ± {fmt_number(half, 2)}</b> (95 % CI, {n} {r.get('measurement', '')}"
+            f"{'s' if n != 1 else ''}; relative accuracy {fmt_number(ra, 2)} %)")
 
 
 def summary_html(m: Measurement) -> str:
@@ -58,4 +97,7 @@ def summary_html(m: Measurement) -> str:
                      f"({fmt_number(a['grains_per_mm2'], 4)} grains/mm², planimetric)")
     else:
         lines.append(f"ASTM E112 G = — <span style='{HINT_STYLE}'>(needs the pixel size)</span>")
+    method = _method_line(m)
+    if method:
+        lines.append(method)
     return "<br>".join(lines)
