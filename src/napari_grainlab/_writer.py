@@ -8,7 +8,6 @@ uint32 beyond 65 535 grains, with the pixel size in the resolution tags so Image
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,9 @@ __all__ = ["layer_meta_pixel_size", "write_labels"]
 
 
 def _plausible(value: Any) -> float | None:
-    from .core.data.io import PIXEL_SIZE_RANGE
+    from .core.data.io import plausible_pixel_size
 
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    lo, hi = PIXEL_SIZE_RANGE
-    return v if math.isfinite(v) and lo <= v <= hi else None
+    return plausible_pixel_size(value)
 
 
 def layer_meta_pixel_size(meta: dict[str, Any]) -> float | None:

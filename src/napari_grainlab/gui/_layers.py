@@ -13,14 +13,13 @@ image layer it belongs to when it was made.
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QSizePolicy, QWidget
 
-from ..core.data.io import PIXEL_SIZE_RANGE, DataError, read_pixel_size
+from ..core.data.io import DataError, read_pixel_size
 
 if TYPE_CHECKING:
     import napari
@@ -52,12 +51,9 @@ log = logging.getLogger(__name__)
 
 
 def _plausible(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    lo, hi = PIXEL_SIZE_RANGE
-    return v if math.isfinite(v) and lo <= v <= hi else None
+    from ..core.data.io import plausible_pixel_size
+
+    return plausible_pixel_size(value)
 
 
 def layer_pixel_size(layer: Layer) -> tuple[float | None, str]:

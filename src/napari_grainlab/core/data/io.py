@@ -586,3 +586,13 @@ def read_labels(path: str | Path, shape: tuple[int, int] | None = None) -> np.nd
     if channel_axis is not None and arr.shape[channel_axis] > 1:
         raise DataError(f"{path}: RGB labels (shape {arr.shape}); save grain instances as one integer plane")
     return labels_from_array(arr, str(path), detect_boundaries=True, shape=shape)
+
+
+def plausible_pixel_size(value: Any) -> float | None:
+    """``value`` as a float when it is a finite pixel size inside :data:`PIXEL_SIZE_RANGE` (µm), else None."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    lo, hi = PIXEL_SIZE_RANGE
+    return v if math.isfinite(v) and lo <= v <= hi else None
