@@ -81,7 +81,7 @@ def cluster():
 
 
 def test_two_worker_local_cluster_predicts_all_loads_the_model_once_per_worker_and_reports_a_bad_image(
-        model_dir, image_dir, tmp_path):
+        model_dir, image_dir, tmp_path, capfd):
     src = tmp_path / "in"
     src.mkdir()
     for f in image_dir.iterdir():
@@ -112,6 +112,28 @@ def test_two_worker_local_cluster_predicts_all_loads_the_model_once_per_worker_a
         assert r["status"] == "ok" and r["unit"] == "um" and float(r["pixel_size_um"]) == pytest.approx(0.1)
         assert float(r["grains"]) >= 1 and float(r["mean_diameter"]) > 0 and r["astm_g"] != ""
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+    # the workers' own logs (a heartbeat racing the shutdown, a task's error) never reach the terminal
+    err = capfd.readouterr().err
+    assert "distributed." not in err and "Traceback" not in err, err
+
+
+def test_the_worker_plugin_quiets_distributed_and_ignores_ctrl_c():
+    import logging
+    import signal
+
+    from napari_grainlab.core._dask_worker import QuietWorker
+
+    log = logging.getLogger("distributed")
+    level, handler = log.level, signal.getsignal(signal.SIGINT)
+    try:
+        log.setLevel(logging.INFO)
+        QuietWorker().setup(None)
+        assert log.getEffectiveLevel() == logging.CRITICAL
+        assert logging.getLogger("distributed.worker").isEnabledFor(logging.ERROR) is False
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        log.setLevel(level)
+        signal.signal(signal.SIGINT, handler)
 
 
 def test_existing_scheduler_resume_overwrite_and_the_cluster_stays_up(model_dir, image_dir, tmp_path, cluster):

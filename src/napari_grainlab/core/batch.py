@@ -503,17 +503,6 @@ def predict_task(job: _Job) -> dict:
     return _run_job(job)
 
 
-def _ignore_interrupts() -> bool:
-    """Run on the workers of our own LocalCluster (in their main thread): a Ctrl-C in a terminal
-    reaches every process of the group; the workers leave it to the client, which stops the batch."""
-    import signal
-
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return True
-
-
 class _MainWithoutPath(types.ModuleType):
     """What ``sys.modules["__main__"]`` is while our own worker processes may start: the launcher's
     module without ``__file__`` and ``__spec__``, every other attribute read from (and written to) it.
@@ -979,9 +968,15 @@ def _on_dask(todo: list[_Job], scheduler: str | None, n_workers: int, threads: i
             torch_threads = torch_threads or max(1, (os.cpu_count() or 1) // (n_workers * threads))
             hidden.enter_context(_main_script_hidden())  # for the cluster's life: the nanny restarts dead workers
             cluster = LocalCluster(n_workers=n_workers, threads_per_worker=threads, processes=True,
-                                   dashboard_address=None, memory_limit=0, silence_logs=logging.ERROR)
+                                   dashboard_address=None, memory_limit=0,
+                                   # CRITICAL, not ERROR: a worker whose heartbeat races the
+                                   # scheduler's shutdown logs a traceback at ERROR; task errors and
+                                   # dead workers reach the user through the futures anyway
+                                   silence_logs=logging.CRITICAL)
             client = Client(cluster, set_as_default=False)
-            client.run(_ignore_interrupts)
+            from ._dask_worker import QuietWorker
+
+            client.register_plugin(QuietWorker())
             pin = n_workers > 1 and _cuda_count() > 1
             todo = [_replace_job(j, pin_gpu=pin, torch_threads=torch_threads) for j in todo]
         futures = client.map(predict_task, todo, pure=False)
