@@ -37,6 +37,7 @@ ROLES: dict[str, str] = {
     "split_line": "split line",          # Shapes: the line drawn to split a grain (Annotate)
     "grains": "grains",                  # Labels: predicted grain instances (Predict, Train preview)
     "boundary": "boundary",              # Image: predicted boundary probability
+    "twin_boundary": "twin boundary",    # Image: predicted twin-boundary probability (models with a twin class)
     "class_map": "classes",              # Labels: predicted class per pixel / tile
     "confidence": "confidence",          # Image: confidence of the predicted class
     "synthetic_image": "",               # Image: a synthetic micrograph (Synthesize)
@@ -45,7 +46,7 @@ ROLES: dict[str, str] = {
     "measurement": "measurement",        # a layer made by the Measure dock
 }
 #: the roles of layers that hold a model's prediction (never training data, may be replaced)
-PREDICTION_ROLES = frozenset({"grains", "boundary", "class_map", "confidence"})
+PREDICTION_ROLES = frozenset({"grains", "boundary", "twin_boundary", "class_map", "confidence"})
 
 log = logging.getLogger(__name__)
 
