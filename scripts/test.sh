@@ -20,6 +20,9 @@ free_mb="$(df -Pm "$tmp" 2>/dev/null | awk 'NR==2 {print $4}')"
 if [[ -n "$free_mb" && "$free_mb" -lt 3000 ]]; then
     say "warning: only ${free_mb} MB free in $tmp; the tests need about 2 GB there (set TMPDIR to a roomier folder)"
 fi
+# bytecode for the package once: the suite starts many Python processes (CLI runs, Dask workers),
+# and with PYTHONDONTWRITEBYTECODE set each of them would compile the sources again
+"$VPY" -m compileall -q -j 0 src >/dev/null 2>&1 || true
 say "pytest${*:+ $*}"
 status=0
 xvfb-run -a -s "-screen 0 1280x1024x24" "$VPY" -m pytest "$@" || status=$?

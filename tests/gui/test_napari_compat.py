@@ -96,3 +96,22 @@ def test_throttle_activity_animation_slows_the_status_bar_spinner_and_restores_i
     compat.throttle_activity_animation(viewer, False)
     assert compat.throttle_activity_animation(QWidget(), True) == 0  # in no napari window: nothing to slow
     assert movie.speed() == 100
+
+
+def test_labels_colormap_backend_is_the_compiled_one_so_a_first_uint32_layer_costs_no_jit():
+    """Without PartSegCore's compiled backend napari falls back to numba, whose kernels load on the GUI
+    thread the first time a uint32 / int32 Labels layer shows (about a second in a fresh session)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from napari.utils.colormaps import _accelerated_cmap as acc\n"
+            "from napari_grainlab.gui._napari_compat import labels_colormap_backend\n"
+            "print(labels_colormap_backend())\n"
+            "out = acc.zero_preserving_modulo(np.arange(10, dtype=np.uint32), 5, np.uint8)\n"
+            "print(out.tolist())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    backend, values = r.stdout.split()[0], r.stdout.split(None, 1)[1]
+    assert backend == "partsegcore", r.stdout
+    assert values.strip() == str([0, 1, 2, 3, 4, 5, 1, 2, 3, 4]), values  # (v - 1) % 5 + 1, 0 stays 0

@@ -17,7 +17,8 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QMainWindow, QWidget
 
-__all__ = ["hook_dock_close", "throttle_activity_animation", "unwrap_proxy", "watch_main_window_close"]
+__all__ = ["hook_dock_close", "labels_colormap_backend", "throttle_activity_animation", "unwrap_proxy",
+           "watch_main_window_close"]
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +150,26 @@ def throttle_activity_animation(widget_or_viewer: Any, on: bool, speed_percent: 
     if not found:
         log.debug("napari's activity animation was not found: not throttled")
     return found
+
+
+def labels_colormap_backend() -> str:
+    """Which backend napari maps Labels values to colours with: ``"partsegcore"`` (compiled, no start-up
+    cost), ``"numba"`` (JIT: the first uint32 / int32 / int64 Labels layer of a session loads its kernels
+    on the GUI thread, about a second), ``"numpy"``, or ``"unknown"``.
+
+    Relies on ``napari.utils.colormaps._accelerated_cmap`` (napari >= 0.5): its module-level
+    ``zero_preserving_modulo`` is the function of the backend in use (``_zero_preserving_modulo_loop``
+    is the numba one when numba is installed, else plain Python).
+    """
+    try:
+        from napari.utils.colormaps import _accelerated_cmap as acc
+    except ImportError:  # pragma: no cover - napari moved it
+        log.debug("napari.utils.colormaps._accelerated_cmap not found")
+        return "unknown"
+    func = getattr(acc, "zero_preserving_modulo", None)
+    known = {"partsegcore": "zero_preserving_modulo_partsegcore", "numba": "_zero_preserving_modulo_loop",
+             "numpy": "zero_preserving_modulo_numpy"}
+    for name, attr in known.items():
+        if func is not None and func is getattr(acc, attr, None):
+            return "numba" if name == "numba" and getattr(acc, "numba", None) is not None else name
+    return "unknown"
