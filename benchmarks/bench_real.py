@@ -1,6 +1,6 @@
 """Score models and the classical baseline on real labelled micrographs (issue 13, item 5).
 
-    python benchmarks/bench_real.py --data /work/realdata [--model NAME_OR_PATH ...] [--diameter auto]
+    python benchmarks/bench_real.py --data ~/grainlab-realdata [--model NAME_OR_PATH ...] [--diameter auto]
         [--few-shot 1,3,8] [--max-images N] [--out results.json]
 
 ``--data`` holds one dataset folder per source (``SOURCE/images/NAME.tif|png`` + ``SOURCE/labels/NAME.tif``,

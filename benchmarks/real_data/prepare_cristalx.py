@@ -1,6 +1,6 @@
 """Convert the CristalX sample micrograph (CsatiZoltan/CristalX, MIT licence) into a dataset folder.
 
-    python benchmarks/real_data/prepare_cristalx.py --repo PATH/TO/CristalX --out /work/realdata
+    python benchmarks/real_data/prepare_cristalx.py --repo PATH/TO/CristalX --out ~/grainlab-realdata
 
 ``--repo`` is a clone or a bare mirror of https://github.com/CsatiZoltan/CristalX; nothing is fetched.
 Writes ``OUT/cristalx_optical/images/cristalx_1.png`` (the cropped optical micrograph, RGB as stored),
@@ -46,7 +46,7 @@ SOURCE_MD = """# cristalx_optical
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", required=True, help="clone or bare mirror of CsatiZoltan/CristalX")
-    ap.add_argument("--out", required=True, help="the real-data root folder (e.g. /work/realdata)")
+    ap.add_argument("--out", required=True, help="the real-data root folder (e.g. ~/grainlab-realdata)")
     a = ap.parse_args(argv)
     src = Source(a.repo)
     image = iio.imread(io.BytesIO(src.read("scripts/data/1_cropped.png")))

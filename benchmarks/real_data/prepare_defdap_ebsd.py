@@ -2,7 +2,7 @@
 superalloy with annealing twins, Oxford AZtec binary) into two dataset folders: the band-contrast map (grey,
 SEM-like) and an inverse-pole-figure colour map, both with grain labels computed from the measured orientations.
 
-    python benchmarks/real_data/prepare_defdap_ebsd.py --repo PATH/TO/DefDAP --out /work/realdata [--threshold 10]
+    python benchmarks/real_data/prepare_defdap_ebsd.py --repo PATH/TO/DefDAP --out ~/grainlab-realdata [--threshold 10]
 
 ``--repo`` is a clone or a bare mirror of https://github.com/MechMicroMan/DefDAP; nothing is fetched.
 
@@ -84,7 +84,7 @@ def read_crc(cpr_text: str, crc_bytes: bytes) -> tuple[np.ndarray, float]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", required=True, help="clone or bare mirror of MechMicroMan/DefDAP")
-    ap.add_argument("--out", required=True, help="the real-data root folder (e.g. /work/realdata)")
+    ap.add_argument("--out", required=True, help="the real-data root folder (e.g. ~/grainlab-realdata)")
     ap.add_argument("--threshold", type=float, default=10.0, help="grain boundary misorientation (deg)")
     ap.add_argument("--min-size", type=int, default=4, help="smaller grains become 0 (px)")
     ap.add_argument("--fill-below", type=int, default=20, help="unlabelled spots smaller than this are filled (px)")
