@@ -384,7 +384,7 @@ def _iter_build(inputs: Sequence[ReportInput], settings: Any, options: ReportOpt
             combined[method] = _measure([f.input.labels for f in fields], [f.input.pixel_size for f in fields],
                                         method, s, all_masks, [f.input.name for f in fields])
             done += 1
-    title = opts.title.strip() or (inputs[0].name if not several else "Grain size report")
+    title = (opts.title or "").strip() or (inputs[0].name if not several else "Grain size report")
     return Report(title, fields, combined, _distributions_of(combined) if several else {}, s.to_dict(),
                   opts.to_dict(), __version__, _dt.datetime.now().astimezone().isoformat(timespec="seconds"), notes)
 
@@ -515,7 +515,8 @@ def _twin_rows(results: dict[str, Any]) -> list[dict[str, str]]:
         if r is None or isinstance(r, str) or not r.twins:
             continue
         t = r.twins
-        rows.append({"method": method, "counted": _fmt(t["G_twins_counted"], 4),
+        rows.append({"method": method, "counted_raw": repr(float(t["G_twins_counted"])),
+                     "excluded_raw": repr(float(t["G_twins_excluded"])), "counted": _fmt(t["G_twins_counted"], 4),
                      "excluded": _fmt(t["G_twins_excluded"], 4),
                      "fraction": _fmt(100 * t["twin_boundary_fraction"], 3) + " %",
                      "grains": f"{int(t['grains_twins_counted'])} → {int(t['grains_twins_excluded'])}"})
@@ -530,7 +531,7 @@ def _grain_facts(counts: dict[str, float], dist: dict[str, Any]) -> list[tuple[s
     facts = [("grains", f"{int(counts.get('grains', 0))} ({int(counts.get('grains_inside', 0))} inside, "
                         f"{int(counts.get('grains_on_edge', 0))} cut by the edge)")]
     if area:
-        facts.append(("mean grain area (grains not cut by the edge)", f"{_fmt(area.get('mean'), 4)} {unit}"))
+        facts.append(("mean area of inner grains", f"{_fmt(area.get('mean'), 4)} {unit}"))
     if ala:
         facts.append(("ALA (E930): largest grain", f"{_fmt(ala.get('largest_area'), 4)} {unit}, "
                                                    f"G_ALA {_fmt(ala.get('G_ALA'), 3)}"))
@@ -607,7 +608,8 @@ def _twins_html(results: dict[str, Any], settings: dict[str, Any]) -> str:
     if not rows:
         return ""
     body = "".join(f'<tr data-method="{r["method"]}"><td>{_esc(METHOD_LABELS[r["method"]])}</td>'
-                   f'<td class="num">{_esc(r["counted"])}</td><td class="num">{_esc(r["excluded"])}</td>'
+                   f'<td class="num" data-g="{r["counted_raw"]}">{_esc(r["counted"])}</td>'
+                   f'<td class="num" data-g="{r["excluded_raw"]}">{_esc(r["excluded"])}</td>'
                    f'<td class="num">{_esc(r["fraction"])}</td><td class="num">{_esc(r["grains"])}</td></tr>'
                    for r in rows)
     shown = "excluded (twins merged into their parent grain)" if settings.get("twins") == "exclude" else "counted"
@@ -729,7 +731,7 @@ def _text_page(pdf: Any, title: str, blocks: list[tuple[str, list[str]]], head: 
 
 
 def _info_lines(rows: list[tuple[str, str]]) -> list[str]:
-    return [f"{k + ':':<28}{v}" for k, v in rows]
+    return [f"{k + ':':<30}{v}" for k, v in rows]
 
 
 def _settings_lines(report: Report) -> list[str]:

@@ -27,7 +27,7 @@ REPORT_SUFFIXES = (".html", ".htm", ".pdf")
 class ReportOptions:
     """What a measurement report shows and how large its pictures are."""
 
-    title: str = option("", group="Report", cli="report-title", metavar="TEXT", widget="hidden",
+    title: str | None = option(None, group="Report", cli="report-title", metavar="TEXT", widget="hidden",
                         help="the report's title (default: the name of the micrograph, or 'Grain size report' for "
                              "several)")
     max_side: int = option(1600, min=64, max=20000, suffix=" px", group="Report", cli="report-max-side",
