@@ -122,7 +122,9 @@ def register(sub) -> None:
         "predict", help="segment micrographs with a trained model (batch, on Dask workers)",
         description="Writes OUT/NAME_labels.tif (grain instances), NAME_boundary.tif (boundary probability), "
                     "NAME_grains.csv (per-grain table) and summary.csv (per image: grain count, mean diameter, "
-                    "ASTM G, the grain scale, status). A model that records its training grain scale gets each "
+                    "ASTM G, the grain scale, status). A model trained with --twin-class also writes "
+                    "NAME_twin_boundary.tif (twin-boundary probability) and adds the twin statistics to summary.csv "
+                    "(twin-boundary fraction, twinned grains, G with twins counted and excluded). A model that records its training grain scale gets each "
                     "image resized so that its grains have that size (the image's grain diameter: --diameter, "
                     "else estimated; one line per image reports it); the outputs are at the image's resolution. Classification models write NAME_classes.tif and NAME_confidence.tif. "
                     "The images are shared among Dask workers: a local cluster (one worker per core, or per GPU) "

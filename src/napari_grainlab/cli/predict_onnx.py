@@ -61,6 +61,12 @@ def _predict_one(model, path: Path, out: Path, options: BatchOptions, stem: str)
     if res.task == "segment":
         atomic_write_tiff(out / f"{stem}_labels.tif", res.labels.astype(np.uint32), pixel_size_um=pixel_size)
         atomic_write_tiff(out / f"{stem}_boundary.tif", res.boundary.astype(np.float32), pixel_size_um=pixel_size)
+        if res.twin_boundary is not None:
+            from ..core.twins import twin_statistics
+
+            atomic_write_tiff(out / f"{stem}_twin_boundary.tif", res.twin_boundary.astype(np.float32),
+                              pixel_size_um=pixel_size)
+            row.update(twin_statistics(res.labels, res.twin_boundary, pixel_size))
         write_table_csv(out / f"{stem}_grains.csv", grain_table(res.labels, pixel_size), pixel_size)
         if options.overlay:
             from ..core._io import atomic_write_png
@@ -132,7 +138,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "predict-onnx", help="segment micrographs with an exported ONNX model (onnxruntime, no torch needed)",
         description="Like 'grainlab predict', with a model exported by 'grainlab export'. Writes OUT/NAME_labels.tif, "
-                    "NAME_boundary.tif, NAME_grains.csv and summary.csv (classification models: NAME_classes.tif and "
+                    "NAME_boundary.tif, NAME_grains.csv and summary.csv (a model with a twin class also NAME_twin_boundary.tif "
+                    "and the twin statistics; classification models: NAME_classes.tif and "
                     "NAME_confidence.tif). Runs on onnxruntime only: PyTorch need not be installed.",
     )
     p.add_argument("model", metavar="MODEL.onnx")

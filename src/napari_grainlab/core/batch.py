@@ -15,7 +15,8 @@ also when the batch is stopped. With one worker, or one image to predict, and no
 images are predicted in this process without starting a cluster.
 
 Per image ``NAME`` (the file stem, ``NAME_2``... for repeated stems) the output folder gets
-``NAME_labels.tif``, ``NAME_boundary.tif``, ``NAME_grains.csv`` and optionally
+``NAME_labels.tif``, ``NAME_boundary.tif``, ``NAME_grains.csv``, ``NAME_twin_boundary.tif`` (a model
+with a twin class; its twin statistics go into the summary row) and optionally
 ``NAME_overlay.png`` (segmentation), or ``NAME_classes.tif`` and ``NAME_confidence.tif``
 (classification), and last the hidden ``.NAME.grainlab.json``: the record that the image is
 complete, with its summary row. An image counts as done when its record names the same image file
@@ -55,8 +56,8 @@ __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", 
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: names of the files a prediction writes (never inputs when found in the output folder)
-OUTPUT_SUFFIXES = ("_labels.tif", "_boundary.tif", "_classes.tif", "_confidence.tif", "_overlay.png",
-                   "_grains.csv")
+OUTPUT_SUFFIXES = ("_labels.tif", "_boundary.tif", "_twin_boundary.tif", "_classes.tif", "_confidence.tif",
+                   "_overlay.png", "_grains.csv")
 SUMMARY_NAME = "summary.csv"
 RECORD_SUFFIX = ".grainlab.json"
 RECORD_FORMAT = "napari-grainlab-batch-image"
@@ -362,6 +363,12 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
     if res.task == "segment":
         atomic_write_tiff(name("_labels.tif"), res.labels.astype(np.uint32), pixel_size_um=pixel_size)
         atomic_write_tiff(name("_boundary.tif"), res.boundary.astype(np.float32), pixel_size_um=pixel_size)
+        if res.twin_boundary is not None:
+            from .twins import twin_statistics
+
+            atomic_write_tiff(name("_twin_boundary.tif"), res.twin_boundary.astype(np.float32),
+                              pixel_size_um=pixel_size)
+            row.update(twin_statistics(res.labels, res.twin_boundary, pixel_size))
         table = grain_table(res.labels, pixel_size)
         write_table_csv(name("_grains.csv"), table, pixel_size)
         if options.overlay:
@@ -633,12 +640,15 @@ def write_rows_csv(path: str | os.PathLike, rows: list[dict], first: Sequence[st
 #: the per-image columns of a segmentation model's summary (what ``measure.summarize`` gives)
 SEGMENT_COLUMNS = ("grains", "mean_diameter", "median_diameter", "mean_diameter_inside", "unit", "grains_per_mm2",
                    "astm_g")
+#: the columns a model with a twin class adds (:func:`~napari_grainlab.core.twins.twin_statistics`)
+TWIN_COLUMNS = ("twin_boundary_fraction", "twinned_grains", "grains_twins_counted", "G_twins_counted",
+                "G_twins_excluded")
 
 
 def summary_columns(meta: dict) -> list[str]:
     """The columns of ``summary.csv`` for a model (its ``model.json``): the same whichever images
     succeed or fail. Segmentation: grain count, sizes, ASTM G; classification: the class and one
-    ``p_<class>`` probability per class."""
+    ``p_<class>`` probability per class; a model with a twin class adds the twin statistics."""
     meta = meta or {}
     spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
     if (meta.get("task") or spec.get("task")) == "classify":
@@ -650,7 +660,9 @@ def summary_columns(meta: dict) -> list[str]:
     else:
         from .inference._result import SCALE_COLUMNS
 
-        stats = [*SEGMENT_COLUMNS, *SCALE_COLUMNS]
+        outputs = meta.get("outputs") if isinstance(meta.get("outputs"), list) else []
+        twins = TWIN_COLUMNS if "twin_boundary" in outputs or spec.get("twin_class") else ()
+        stats = [*SEGMENT_COLUMNS, *twins, *SCALE_COLUMNS]
     return ["image", "output", "pixel_size_um", *stats, "status", "error", "path"]
 
 

@@ -109,10 +109,13 @@ def onnx_metadata(model, meta: dict) -> dict:
     task = model.task
     classes = [str(c) for c in (meta.get("classes") or model.spec.classes or [])]
     if task == "segment":
-        output = {"name": "logits", "layout": "NCHW", "channels": ["boundary", "distance"], "activation": "sigmoid",
-                  "meaning": {"boundary": "grain-boundary probability after the sigmoid",
-                              "distance": "distance to the nearest boundary, normalised to 1 at grain centres, "
-                                          "after the sigmoid"}}
+        channels = list(getattr(model, "outputs", ("boundary", "distance")))
+        meaning = {"boundary": "grain-boundary probability after the sigmoid",
+                   "distance": "distance to the nearest boundary, normalised to 1 at grain centres, after the sigmoid",
+                   "twin_boundary": "twin-boundary probability (interfaces between a twin and its parent grain) "
+                                    "after the sigmoid"}
+        output = {"name": "logits", "layout": "NCHW", "channels": channels, "activation": "sigmoid",
+                  "meaning": {c: meaning[c] for c in channels}}
         tile = {"size": _default_tile(task, meta), "overlap": 64}
         post = DEFAULTS.watershed()
     else:

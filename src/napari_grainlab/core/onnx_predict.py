@@ -322,21 +322,24 @@ def predict_onnx(
         image = resize_image(image, scaling.factor, model.multiple)
         probs = predict_maps(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
                              progress=progress, stop=stop)
-        if probs.shape[0] != 2:
-            raise OnnxModelError(f"a segmentation model has 2 output channels, this one has {probs.shape[0]}")
+        if probs.shape[0] not in (2, 3):
+            raise OnnxModelError(f"a segmentation model has 2 output channels (3 with the twin class), this one has "
+                                 f"{probs.shape[0]}")
         from .inference.postprocess import watershed_grains
 
         scaled_shape = image.shape[:2]
         del image  # the network's input is not needed any more
         probs = resize_maps(probs, input_shape)
         boundary, distance = probs[0], probs[1]
+        twin = probs[2] if probs.shape[0] == 3 else None
+        del probs
         post = {k: v for k, v in (model.meta.get("postprocess") or {}).items() if k in _POSTPROCESS_KEYS}
         post.update(opts.watershed_changes())
         post.setdefault("smoothing", _D.smoothing)  # files of older exports may not say
         min_size, post = scaled_postprocess(min_size, post, scaling.factor, scaled_shape)
         labels = watershed_grains(boundary, distance, min_size=min_size, **post)
-        return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance, scaling=scaling,
-                                backend="onnxruntime")
+        return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance, twin_boundary=twin,
+                                scaling=scaling, backend="onnxruntime")
 
     stride = tile // 2
     _check_tiling(tile, tile - stride, batch_size)

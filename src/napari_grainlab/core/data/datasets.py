@@ -5,6 +5,8 @@ Dataset folder contract::
     DATA/images/NAME.tif   (.tiff .png .jpg .jpeg .bmp)   micrograph
     DATA/labels/NAME.tif   (.tiff .png)                   grain instances (0 = not annotated) or a
                                                           binary boundary mask
+    DATA/twins/NAME.tif    (.tiff .png)                   optional: twin-boundary mask (0/1); twins are
+                                                          part of their parent grain (see below)
     DATA/groups.csv        optional: rows ``name,group`` naming the source micrograph of each image
     DATA/dataset.json      optional: provenance written by the synthetic generator
 
@@ -14,6 +16,12 @@ Every sample carries a *group*, its source micrograph, so that validation splits
 of one micrograph on both sides (:mod:`.splits`).  The group of ``NAME`` is, in this order: its
 row in ``groups.csv``; ``NAME`` itself for a synthetic dataset (``dataset.json``, every item an
 independent micrograph); ``NAME`` without a tile suffix (:func:`group_of`).
+
+Twins: the labels are *parent* grains, a twin band keeps its parent's label; the twin-boundary mask
+marks both sides of every twin / parent interface.  Labels that number twins as grains of their own are
+merged into their parents on loading (:func:`~napari_grainlab.core.grainsize.merge_twins`: grains whose
+shared boundary is mostly twin boundary).  An image without a twin mask has no twin ground truth (the
+twin channel of a model is not trained on it), which is not the same as a mask without twins.
 
 Problems that leave usable data (images without labels, labels without images, empty
 annotations) are reported as :class:`DataWarning`; the CLI shows them.
@@ -36,8 +44,10 @@ from .io import (
     IMAGE_EXTENSIONS,
     LABEL_EXTENSIONS,
     labels_from_array,
+    mask_from_array,
     read_image,
     read_labels,
+    read_mask,
 )
 
 __all__ = [
@@ -49,6 +59,7 @@ __all__ = [
     "load_classification_folder",
     "load_dataset_folders",
     "load_segmentation_folder",
+    "parent_grains",
     "rescale_sample",
     "resize_image",
     "resize_labels",
@@ -74,6 +85,7 @@ class SegSample:
     labels : uint32 (H, W) grain instances, 0 = not annotated
     group : the source micrograph (samples of one group stay on one side of a split)
     pixel_size : µm per pixel, or None
+    twins : bool (H, W) twin-boundary mask, or None when the image has no twin ground truth
     """
 
     name: str
@@ -81,6 +93,7 @@ class SegSample:
     labels: np.ndarray
     group: str
     pixel_size: float | None = None
+    twins: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         shape = np.shape(self.image)
@@ -89,6 +102,11 @@ class SegSample:
         if shape[:2] != np.shape(self.labels):
             raise DataError(f"{self.name}: labels shape {np.shape(self.labels)} does not match the image shape "
                             f"{shape[:2]}")
+        if self.twins is not None:
+            self.twins = np.asarray(self.twins) != 0
+            if self.twins.shape != np.shape(self.labels):
+                raise DataError(f"{self.name}: twin mask shape {self.twins.shape} does not match the image shape "
+                                f"{shape[:2]}")
 
 
 @dataclass
@@ -201,8 +219,30 @@ class _Groups:
 
 
 # ------------------------------------------------------------------------------------ segmentation
+def parent_grains(labels: np.ndarray, twins: np.ndarray | None) -> np.ndarray:
+    """``labels`` with twins that are numbered as grains of their own merged into their parent grain
+    (:func:`~napari_grainlab.core.grainsize.merge_twins`); unchanged without a twin mask or when the
+    twins already carry their parent's label (most twin-boundary pixels inside a grain, not on a label
+    edge: then nothing is merged, so no small grain next to the end of a twin line is merged by chance)."""
+    if twins is None or not twins.any():
+        return labels
+    from ..grainsize import merge_twins
+    from .targets import inner_edges
+
+    if np.count_nonzero(twins & inner_edges(labels)) < 0.5 * np.count_nonzero(twins):
+        return labels
+
+    merged = merge_twins(labels, twins)
+    if np.array_equal(merged, labels):
+        return labels
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(merged)[0].astype(np.uint32, copy=False)
+
+
 def load_segmentation_folder(path: str | Path) -> list[SegSample]:
-    """Annotated images of a dataset folder (``images/`` + ``labels/`` with matching stems).
+    """Annotated images of a dataset folder (``images/`` + ``labels/`` with matching stems, and the
+    optional twin-boundary masks of ``twins/``).
 
     Images without labels, labels without images and label files without any annotated pixel are
     skipped with a :class:`DataWarning`.
@@ -229,6 +269,8 @@ def load_segmentation_folder(path: str | Path) -> list[SegSample]:
     no_image = [name for name in labels if name not in images]
     if no_image:
         _warn(f"{root}: {len(no_image)} label file(s) have no image and are ignored: {_listing(no_image)}")
+    twin_dir = root / "twins"
+    twin_files = _files(twin_dir, LABEL_EXTENSIONS) if twin_dir.is_dir() else {}
     groups = _Groups(root)
     samples, empty = [], []
     for name in pairs:
@@ -237,8 +279,9 @@ def load_segmentation_folder(path: str | Path) -> list[SegSample]:
         if not lab.any():
             empty.append(name)
             continue
-        samples.append(SegSample(name=name, image=img.data, labels=lab, group=groups(name),
-                                 pixel_size=img.pixel_size))
+        twins = read_mask(twin_files[name], shape=lab.shape) if name in twin_files else None
+        samples.append(SegSample(name=name, image=img.data, labels=parent_grains(lab, twins), group=groups(name),
+                                 pixel_size=img.pixel_size, twins=twins))
     if not samples:
         raise DataError(f"no annotated pixels in {labels_dir} ({len(empty)} label files, all 0 = not annotated)")
     if empty:
@@ -248,7 +291,8 @@ def load_segmentation_folder(path: str | Path) -> list[SegSample]:
 
 def samples_from_arrays(images: Sequence[np.ndarray] | np.ndarray, labels: Sequence[np.ndarray] | np.ndarray,
                         names: Sequence[str] | None = None, pixel_sizes: Sequence[float | None] | None = None,
-                        groups: Sequence[str] | None = None) -> list[SegSample]:
+                        groups: Sequence[str] | None = None,
+                        twins: Sequence[np.ndarray | None] | None = None) -> list[SegSample]:
     """Segmentation samples from in-memory arrays (e.g. napari Image and Labels layer data).
 
     Parameters
@@ -262,6 +306,8 @@ def samples_from_arrays(images: Sequence[np.ndarray] | np.ndarray, labels: Seque
     names : sample names (default ``image0``, ``image1``, …)
     pixel_sizes : µm per pixel of each image (default unknown)
     groups : source micrograph of each image (default: :func:`group_of` the name)
+    twins : twin-boundary mask (nonzero = twin boundary) of each image, None for an image without one
+        (default: none); twins numbered as grains of their own are merged into their parents
 
     Images whose labels have no annotated pixel are skipped with a :class:`DataWarning`; when
     none is annotated, :class:`DataError`.
@@ -277,7 +323,10 @@ def samples_from_arrays(images: Sequence[np.ndarray] | np.ndarray, labels: Seque
     names = [f"image{i}" for i in range(n)] if names is None else [str(s) for s in names]
     pixel_sizes = [None] * n if pixel_sizes is None else list(pixel_sizes)
     groups = [group_of(s) for s in names] if groups is None else [str(g) for g in groups]
-    for what, seq in (("names", names), ("pixel_sizes", pixel_sizes), ("groups", groups)):
+    if twins is not None and not isinstance(twins, (list, tuple)) and np.ndim(twins) == 2:
+        twins = [twins]
+    twins = [None] * n if twins is None else list(twins)
+    for what, seq in (("names", names), ("pixel_sizes", pixel_sizes), ("groups", groups), ("twin masks", twins)):
         if len(seq) != n:
             raise DataError(f"samples_from_arrays: {n} images but {len(seq)} {what}")
     from .channels import normalize_image, to_planes
@@ -293,8 +342,9 @@ def samples_from_arrays(images: Sequence[np.ndarray] | np.ndarray, labels: Seque
             empty.append(names[i])
             continue
         px = pixel_sizes[i]
-        samples.append(SegSample(name=names[i], image=normalize_image(planes), labels=lab, group=groups[i],
-                                 pixel_size=float(px) if px is not None else None))
+        tw = None if twins[i] is None else mask_from_array(twins[i], f"twin mask of {names[i]!r}", lab.shape)
+        samples.append(SegSample(name=names[i], image=normalize_image(planes), labels=parent_grains(lab, tw),
+                                 group=groups[i], pixel_size=float(px) if px is not None else None, twins=tw))
     if not samples:
         raise DataError(f"no annotated pixels in the labels of {_listing(names)}")
     if empty:
@@ -340,8 +390,9 @@ def rescale_sample(sample: SegSample, factor: float) -> SegSample:
         return sample
     image = np.clip(resize_image(sample.image, factor), 0.0, 1.0)
     labels = resize_labels(sample.labels, factor)
+    twins = resize_labels(sample.twins, factor) if sample.twins is not None else None
     px = sample.pixel_size / factor if sample.pixel_size is not None else None
-    return SegSample(name=sample.name, image=image, labels=labels, group=sample.group, pixel_size=px)
+    return SegSample(name=sample.name, image=image, labels=labels, group=sample.group, pixel_size=px, twins=twins)
 
 
 # ---------------------------------------------------------------------------------- classification

@@ -35,6 +35,8 @@ __all__ = [
     "constant_image_message",
     "is_boundary_mask",
     "labels_from_array",
+    "mask_from_array",
+    "read_mask",
     "normalize_intensity",
     "read_image",
     "read_labels",
@@ -586,6 +588,31 @@ def read_labels(path: str | Path, shape: tuple[int, int] | None = None) -> np.nd
     if channel_axis is not None and arr.shape[channel_axis] > 1:
         raise DataError(f"{path}: RGB labels (shape {arr.shape}); save grain instances as one integer plane")
     return labels_from_array(arr, str(path), detect_boundaries=True, shape=shape)
+
+
+def mask_from_array(arr: Any, source: str = "mask", shape: tuple[int, int] | None = None) -> np.ndarray:
+    """A 2-D bool mask (nonzero = set) from an integer, bool or float array; ``shape``: the image's, a
+    mismatch raises :class:`DataError` naming both."""
+    arr = _squeeze_to(np.asarray(arr), 2)
+    if arr.ndim != 2 or arr.size == 0:
+        raise DataError(f"{source}: expected a 2-D mask, got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise DataError(f"{source}: mask shape {arr.shape} does not match the image shape {tuple(shape)}")
+    if arr.dtype.kind not in "buif":
+        raise DataError(f"{source}: unsupported mask type {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"{source}: the mask contains NaN or infinite values")
+    return arr != 0
+
+
+def read_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a binary mask (e.g. twin boundaries, uint8 0/1) from a TIFF or PNG file as bool (H, W)."""
+    path = Path(path)
+    _check_file(path, "mask", LABEL_EXTENSIONS)
+    arr, channel_axis, _ = _read_array(path, indexed=True)
+    if channel_axis is not None and arr.shape[channel_axis] > 1:
+        raise DataError(f"{path}: an RGB mask (shape {arr.shape}); save it as one plane of 0 and 1")
+    return mask_from_array(arr, str(path), shape=shape)
 
 
 def plausible_pixel_size(value: Any) -> float | None:

@@ -10,7 +10,10 @@ cut and augmented as they are and converted at the end to the ``in_chans`` chann
 
 Segmentation items are dicts of float32 tensors: ``image`` (C, P, P) in [0, 1] (C = ``in_chans``),
 ``boundary`` and ``distance`` (:func:`.targets.segmentation_targets`) and ``valid`` (1 where the
-loss counts: annotated pixels inside the image), each (1, P, P).  Classification items: ``image``
+loss counts: annotated pixels inside the image), each (1, P, P); with ``twin_class`` also
+``twin_boundary`` (the twin-boundary mask) and ``twin_valid`` (``valid`` where the image has a twin
+mask, 0 everywhere on an image without one).  The twin mask is cut, padded (0) and augmented with
+the labels (nearest neighbour, the same geometric transform).  Classification items: ``image``
 (C, P, P) and ``target`` (int64).
 """
 
@@ -92,15 +95,37 @@ def _check_chans(value) -> int:
     return int(value)
 
 
+def _crop_mask(mask: np.ndarray | None, y0: int, x0: int, h: int, w: int) -> np.ndarray | None:
+    """The window of a mask as :func:`crop_window` cuts it (0 outside the image)."""
+    if mask is None:
+        return None
+    H, W = mask.shape
+    ys, ye, xs, xe = max(y0, 0), min(y0 + h, H), max(x0, 0), min(x0 + w, W)
+    win = mask[ys:ye, xs:xe]
+    pads = ((ys - y0, y0 + h - ye), (xs - x0, x0 + w - xe))
+    if any(p for pair in pads for p in pair):
+        win = np.pad(win, pads, mode="constant")
+    return np.ascontiguousarray(win)
+
+
 def _seg_item(image: np.ndarray, labels: np.ndarray, outside: np.ndarray | None,
-              boundary_width: int, in_chans: int = 1) -> dict[str, torch.Tensor]:
+              boundary_width: int, in_chans: int = 1, twin_class: bool = False,
+              twins: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     boundary, distance, valid = segmentation_targets(labels, boundary_width, outside)
-    return {
+    item = {
         "image": torch.from_numpy(to_chw(image, in_chans)),
         "boundary": torch.from_numpy(boundary[None]),
         "distance": torch.from_numpy(distance[None]),
         "valid": torch.from_numpy(valid.astype(np.float32)[None]),
     }
+    if twin_class:
+        if twins is None:
+            zero = np.zeros((1, *labels.shape), dtype=np.float32)
+            item["twin_boundary"], item["twin_valid"] = torch.from_numpy(zero), torch.from_numpy(zero.copy())
+        else:
+            item["twin_boundary"] = torch.from_numpy(((np.asarray(twins) != 0) & valid).astype(np.float32)[None])
+            item["twin_valid"] = item["valid"].clone()
+    return item
 
 
 class _Augmenting:
@@ -111,7 +136,9 @@ class _Augmenting:
     context: int
 
     def _augment(self, rng: np.random.Generator, image: np.ndarray, labels: np.ndarray | None,
-                 outside: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+                 outside: np.ndarray | None, twins: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """``(image, labels, outside, twins)`` of the patch; the twin mask (optional) moves with the labels."""
         P = self.patch_size
         if self.augment is not None:
             self.augment.set_random_seed(int(rng.integers(0, 2**31 - 1)))
@@ -119,11 +146,14 @@ class _Augmenting:
                 mask = labels.astype(np.int32) + 1  # 0 = outside the image
                 if outside is not None:
                     mask[outside] = 0
-                out = self.augment(image=image, mask=mask)
+                extra = {} if twins is None else {"masks": [np.asarray(twins).astype(np.uint8)]}
+                out = self.augment(image=image, mask=mask, **extra)
                 mask = _centre_crop(out["mask"], P)
                 image = _centre_crop(out["image"], P)
                 outside = mask == 0
                 labels = np.where(outside, 0, mask - 1).astype(np.uint32)
+                if twins is not None:
+                    twins = (_centre_crop(out["masks"][0], P) > 0) & ~outside
                 if not outside.any():
                     outside = None
             else:
@@ -133,8 +163,9 @@ class _Augmenting:
             if labels is not None:
                 labels = _centre_crop(labels, P)
                 outside = _centre_crop(outside, P) if outside is not None else None
+                twins = _centre_crop(twins, P) if twins is not None else None
         image = np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
-        return image, labels, outside
+        return image, labels, outside, twins
 
     def _start(self, rng: np.random.Generator, n: int, lo: int | None = None, hi: int | None = None) -> int:
         """Random start of a patch window along an axis of length ``n``: inside the image when the
@@ -171,12 +202,16 @@ class SegPatchDataset(_Augmenting, torch.utils.data.Dataset):
     synthetic, synthetic_ratio : synthetic source and the fraction of items drawn from it
     boundary_width : see :func:`.targets.segmentation_targets`
     in_chans : channels of the ``image`` tensors (1 or 3, the model's ``in_chans``)
+    twin_class : items also hold ``twin_boundary`` and ``twin_valid``: the samples' twin masks
+        (``SegSample.twins``; none: ``twin_valid`` 0), and for synthetic items the source's
+        ``sample_twins(rng, size) -> (image, labels, twin mask)`` when it has one
     """
 
     def __init__(self, samples: Sequence[SegSample], patch_size: int, augment=None, length: int = 1000,
                  seed: int = 0, synthetic=None, synthetic_ratio: float = 0.0, boundary_width: int = 2,
-                 tries: int = 5, in_chans: int = 1):
+                 tries: int = 5, in_chans: int = 1, twin_class: bool = False):
         self.samples = list(samples)
+        self.twin_class = bool(twin_class)
         self.in_chans = _check_chans(in_chans)
         self.patch_size = _check_positive("patch_size", patch_size)
         self.length = _check_positive("length", length)
@@ -232,7 +267,8 @@ class SegPatchDataset(_Augmenting, torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _real(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _real(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                       np.ndarray | None]:
         j = int(np.searchsorted(self._cum, rng.uniform(0, self._cum[-1]), side="right"))
         j = min(j, len(self._cum) - 1)
         s = self.samples[int(self._owner[j])]
@@ -245,16 +281,23 @@ class SegPatchDataset(_Augmenting, torch.utils.data.Dataset):
         py = self._start(rng, H, min(by + b, H) - P, by)
         px = self._start(rng, W, min(bx + b, W) - P, bx)
         m = (C - P) // 2
-        return crop_window(s.image, s.labels, py - m, px - m, C, C)
+        twins = _crop_mask(s.twins, py - m, px - m, C, C) if self.twin_class else None
+        return (*crop_window(s.image, s.labels, py - m, px - m, C, C), twins)
 
-    def _synthetic(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, None]:
+    def _synthetic(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, None, np.ndarray | None]:
         P = self.patch_size
-        image, labels = self.synthetic.sample(rng, P)
+        twins = None
+        if self.twin_class and callable(getattr(self.synthetic, "sample_twins", None)):
+            image, labels, twins = self.synthetic.sample_twins(rng, P)
+            twins = np.asarray(twins) != 0
+        else:
+            image, labels = self.synthetic.sample(rng, P)
         image, labels = np.asarray(image, dtype=np.float32), np.asarray(labels)
-        if image.shape not in ((P, P), (P, P, 3)) or labels.shape != (P, P):
+        if image.shape not in ((P, P), (P, P, 3)) or labels.shape != (P, P) or \
+                (twins is not None and twins.shape != (P, P)):
             raise DataError(f"synthetic source returned shapes {image.shape} / {labels.shape}, expected {(P, P)} "
                             f"(or {(P, P, 3)} for a colour image)")
-        return image, labels.astype(np.uint32, copy=False), None
+        return image, labels.astype(np.uint32, copy=False), None, twins
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.length:
@@ -262,11 +305,11 @@ class SegPatchDataset(_Augmenting, torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         synthetic = rng.random() < self.synthetic_ratio or not self.samples
         for _ in range(self.tries):
-            image, labels, outside = self._synthetic(rng) if synthetic else self._real(rng)
-            image, labels, outside = self._augment(rng, image, labels, outside)
+            image, labels, outside, twins = self._synthetic(rng) if synthetic else self._real(rng)
+            image, labels, outside, twins = self._augment(rng, image, labels, outside, twins)
             if labels.any():
                 break
-        return _seg_item(image, labels, outside, self.boundary_width, self.in_chans)
+        return _seg_item(image, labels, outside, self.boundary_width, self.in_chans, self.twin_class, twins)
 
 
 class SegTileDataset(torch.utils.data.Dataset):
@@ -277,8 +320,10 @@ class SegTileDataset(torch.utils.data.Dataset):
     mirror-padded, the padding not valid.
     """
 
-    def __init__(self, samples: Sequence[SegSample], tile: int, boundary_width: int = 2, in_chans: int = 1):
+    def __init__(self, samples: Sequence[SegSample], tile: int, boundary_width: int = 2, in_chans: int = 1,
+                 twin_class: bool = False):
         self.samples = list(samples)
+        self.twin_class = bool(twin_class)
         self.in_chans = _check_chans(in_chans)
         self.tile = _check_positive("tile", tile)
         self.boundary_width = _check_positive("boundary_width", boundary_width)
@@ -293,7 +338,8 @@ class SegTileDataset(torch.utils.data.Dataset):
         k, y, x = self.items[index]
         s = self.samples[k]
         image, labels, outside = crop_window(s.image, s.labels, y, x, self.tile, self.tile)
-        return _seg_item(image, labels, outside, self.boundary_width, self.in_chans)
+        twins = _crop_mask(s.twins, y, x, self.tile, self.tile) if self.twin_class else None
+        return _seg_item(image, labels, outside, self.boundary_width, self.in_chans, self.twin_class, twins)
 
 
 class ClsPatchDataset(_Augmenting, torch.utils.data.Dataset):
@@ -333,7 +379,7 @@ class ClsPatchDataset(_Augmenting, torch.utils.data.Dataset):
         P, C = self.patch_size, self.context
         m = (C - P) // 2
         image, _, _ = crop_window(s.image, None, self._start(rng, H) - m, self._start(rng, W) - m, C, C)
-        image, _, _ = self._augment(rng, image, None, None)
+        image, _, _, _ = self._augment(rng, image, None, None)
         return {"image": torch.from_numpy(to_chw(image, self.in_chans)),
                 "target": torch.tensor(int(s.label), dtype=torch.int64)}
 

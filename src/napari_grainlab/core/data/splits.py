@@ -107,8 +107,9 @@ def _part(sample: SegSample, sl: tuple[slice, slice], suffix: str) -> SegSample:
     from skimage.segmentation import relabel_sequential
 
     labels = relabel_sequential(np.ascontiguousarray(sample.labels[sl]))[0].astype(np.uint32, copy=False)
+    twins = None if sample.twins is None else np.ascontiguousarray(sample.twins[sl])
     return SegSample(name=f"{sample.name}[{suffix}]", image=np.ascontiguousarray(sample.image[sl]), labels=labels,
-                     group=sample.group, pixel_size=sample.pixel_size)
+                     group=sample.group, pixel_size=sample.pixel_size, twins=twins)
 
 
 def spatial_split(sample: SegSample, val_fraction: float = 0.2, min_size: int = 8) -> tuple[SegSample, SegSample]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["inner_edges", "mean_grain_diameter", "segmentation_targets"]
+__all__ = ["inner_edges", "mean_grain_diameter", "segmentation_targets", "twin_boundaries"]
 
 
 def inner_edges(labels: np.ndarray, outside: np.ndarray | None = None) -> np.ndarray:
@@ -32,6 +32,28 @@ def inner_edges(labels: np.ndarray, outside: np.ndarray | None = None) -> np.nda
         d &= ~(outside[:, 1:] | outside[:, :-1])
     edge[:, 1:] |= d
     edge[:, :-1] |= d
+    return edge
+
+
+def twin_boundaries(labels: np.ndarray, twins: np.ndarray) -> np.ndarray:
+    """The twin-boundary mask of a microstructure whose twins are part of their parent grain.
+
+    ``labels`` are grain instances (a twin has its parent's label), ``twins`` marks the twin bands
+    inside them (0 outside a twin, k for the k-th band of a grain, as the synthetic generator draws
+    them).  A twin-boundary pixel has a 4-neighbour of the same nonzero label in another band (or
+    outside any band): both sides of every twin / parent interface, the same two-pixel band that
+    :func:`inner_edges` gives along a grain boundary.  Returns a bool (H, W) mask.
+    """
+    labels, twins = np.asarray(labels), np.asarray(twins)
+    if labels.shape != twins.shape or labels.ndim != 2:
+        raise DataError(f"twin_boundaries: labels {labels.shape} and twins {twins.shape} must be 2-D of one shape")
+    edge = np.zeros(labels.shape, dtype=bool)
+    for a, b, ta, tb, sa, sb in (
+            (labels[1:, :], labels[:-1, :], twins[1:, :], twins[:-1, :], np.s_[1:, :], np.s_[:-1, :]),
+            (labels[:, 1:], labels[:, :-1], twins[:, 1:], twins[:, :-1], np.s_[:, 1:], np.s_[:, :-1])):
+        d = (a == b) & (a > 0) & (ta != tb)
+        edge[sa] |= d
+        edge[sb] |= d
     return edge
 
 

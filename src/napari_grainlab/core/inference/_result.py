@@ -62,7 +62,8 @@ class PredictionResult:
     """What a model made of one micrograph.
 
     Segmentation (``task == "segment"``): ``labels`` (H, W) uint32 grain instances 1..n,
-    ``boundary`` and ``distance`` (H, W) float32 probability maps. Classification
+    ``boundary`` and ``distance`` (H, W) float32 probability maps, ``twin_boundary`` the twin-boundary
+    probability of a model with a twin class (None for the others). Classification
     (``task == "classify"``): ``class_map`` (H, W) uint16 class indices into ``classes``,
     ``confidence`` (H, W) float32 and ``tile_probs`` (n_tiles, K) float32. ``scaling``: the grain
     diameter of the input and the factor it was resized by for the model (:class:`ScaleInfo`; the
@@ -75,6 +76,7 @@ class PredictionResult:
     labels: np.ndarray | None = None
     boundary: np.ndarray | None = None
     distance: np.ndarray | None = None
+    twin_boundary: np.ndarray | None = None
     class_map: np.ndarray | None = None
     confidence: np.ndarray | None = None
     tile_probs: np.ndarray | None = None

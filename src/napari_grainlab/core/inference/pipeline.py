@@ -6,7 +6,7 @@ checkpoint on it (converted to the model's input channels: luminance for a grey 
 for a colour one), at the model's training grain scale when the model records one (the input is
 resized, the maps come back at the input's resolution), with the optional domain adaptation
 (histogram matching to the training intensities, AdaBN) and returns a :class:`PredictionResult`: grain labels with the boundary and distance maps for a segmentation
-model, a class map with its confidence for a classification model. :func:`iter_predict` is the
+model (and the twin-boundary map for a model with a twin class), a class map with its confidence for a classification model. :func:`iter_predict` is the
 same call as a generator of :class:`PredictProgress` events, for callers that must not block
 (the prediction runs in a helper thread; closing the generator stops it).
 
@@ -167,8 +167,7 @@ def predict_array(
         if stage is not None:
             stage(name)
 
-    if task == "segment":
-        check_segmentation_model(model)
+    channels = check_segmentation_model(model) if task == "segment" else 0
     if opts.histogram_match:
         image = match_histogram(image, histogram_reference(meta))
     scaling = ScaleInfo()
@@ -178,7 +177,7 @@ def predict_array(
 
         def probe(crop: np.ndarray) -> np.ndarray:  # the network on a crop, for the model-based scale refinement
             return predict_tiled(model, crop, tile=tile, overlap=overlap, batch_size=batch_size, device=device,
-                                 amp=amp, activation="sigmoid", stop=stop, out_channels=2, warn=warn,
+                                 amp=amp, activation="sigmoid", stop=stop, out_channels=channels, warn=warn,
                                  backend=backend)
 
         scaling = plan_scale(image, model_grain_diameter(meta, model), opts.diameter, opts.rescale, multiple,
@@ -201,18 +200,19 @@ def predict_array(
     if task == "segment":
         probs = predict_tiled(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta,
                               device=device, amp=amp, activation="sigmoid", progress=tiles_done, stop=stop,
-                              out_channels=2, warn=warn, backend=backend, on_backend=used.append)
+                              out_channels=channels, warn=warn, backend=backend, on_backend=used.append)
         scaled_shape = image.shape[:2]
         del image  # the network's input is not needed any more (on a large image: 4-12 bytes per pixel)
         probs = resize_maps(probs, input_shape)
         min_size, post = scaled_postprocess(opts.min_size, opts.watershed(), scaling.factor, scaled_shape)
         boundary, distance = probs[0], probs[1]
+        twin = probs[2] if channels == 3 else None
         del probs
         labels = watershed_grains(boundary, distance, min_size=min_size, consume_distance=not keep_distance, **post)
         if not keep_distance:
             distance = None
-        return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance, scaling=scaling,
-                                backend=used[-1] if used else "")
+        return PredictionResult("segment", labels=labels, boundary=boundary, distance=distance, twin_boundary=twin,
+                                scaling=scaling, backend=used[-1] if used else "")
     class_map, confidence, tile_probs = classify_tiled(model, image, tile=tile, batch_size=batch_size, tta=tta,
                                                        device=device, amp=amp, progress=tiles_done, stop=stop,
                                                        warn=warn)

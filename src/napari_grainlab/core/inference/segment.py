@@ -26,16 +26,20 @@ class SegmentationResult:
     labels: np.ndarray  # (H, W) uint32, grains 1..n
     boundary: np.ndarray  # (H, W) float32 boundary probability
     distance: np.ndarray  # (H, W) float32 normalised distance to the boundary (1 = grain centre)
+    twin_boundary: np.ndarray | None = None  # (H, W) float32 twin-boundary probability (models with a twin class)
 
 
-def check_segmentation_model(model: torch.nn.Module) -> None:
-    """:class:`ModelError` unless ``model`` is a segmentation model with the two outputs (boundary, distance)."""
+def check_segmentation_model(model: torch.nn.Module) -> int:
+    """The output channel count of a segmentation model: 2 (boundary, distance) or 3 (and the twin
+    boundary); :class:`ModelError` for any other model."""
     task = getattr(model, "task", "segment")
     if task != "segment":
         raise ModelError(f"model: expected a segmentation model, got task {task!r}")
     out_channels = getattr(model, "out_channels", 2)
-    if out_channels != 2:
-        raise ModelError(f"model: a segmentation model has 2 output channels, this one has {out_channels}")
+    if out_channels not in (2, 3):
+        raise ModelError(f"model: a segmentation model has 2 output channels (3 with the twin class), this one has "
+                         f"{out_channels}")
+    return int(out_channels)
 
 
 def segment_image(
@@ -67,7 +71,7 @@ def segment_image(
     ----------
     model : torch.nn.Module
         A segmentation model (``model.task == "segment"``) returning N x 2 x H x W logits:
-        grain boundary, normalised distance to the boundary.
+        grain boundary, normalised distance to the boundary (N x 3: and the twin boundary).
     image : (H, W) or (H, W, 3) float array
         Grey or colour micrograph in [0, 1] (given to the model with its input channels, see
         :func:`~napari_grainlab.core.inference.tiling.predict_tiled`). No grain-scale rescaling here:
@@ -92,18 +96,19 @@ def segment_image(
     -------
     SegmentationResult
     """
-    check_segmentation_model(model)
+    channels = check_segmentation_model(model)
     image = _check_image(image)
     if histogram_reference is not None:
         image = match_histogram(image, histogram_reference)
     if adabn:
         model = adapt_batchnorm(model, [image], device=device)
     probs = predict_tiled(model, image, tile=tile, overlap=overlap, batch_size=batch_size, tta=tta, device=device,
-                          amp=amp, activation="sigmoid", progress=progress, stop=stop, out_channels=2, warn=warn)
+                          amp=amp, activation="sigmoid", progress=progress, stop=stop, out_channels=channels, warn=warn)
     boundary, distance = probs[0], probs[1]
     if min_size is None:
         min_size = default_min_size(image.shape[:2])
     labels = watershed_grains(boundary, distance, marker_threshold=marker_threshold,
                               boundary_threshold=boundary_threshold, min_size=int(min_size),
                               smoothing=smoothing, h=h, merge_threshold=merge_threshold, **watershed)
-    return SegmentationResult(labels=labels, boundary=boundary, distance=distance)
+    return SegmentationResult(labels=labels, boundary=boundary, distance=distance,
+                              twin_boundary=probs[2] if channels == 3 else None)

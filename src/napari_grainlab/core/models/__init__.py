@@ -15,8 +15,8 @@ _EXPORTS = {
     # these import torch
     "checkpoint": ("CheckpointError", "check_checkpoint", "checkpoint_files", "copy_checkpoint", "is_checkpoint",
                    "load_checkpoint", "load_into", "read_metadata", "save_checkpoint"),
-    "networks": ("SEG_OUTPUTS", "GrainClassifier", "GrainUNet", "ModelError", "ModelSpec", "build_model",
-                 "parameter_stages"),
+    "networks": ("SEG_OUTPUTS", "TWIN_OUTPUTS", "GrainClassifier", "GrainUNet", "ModelError", "ModelSpec", "build_model",
+                 "parameter_stages", "seg_outputs"),
     "weights": ("WeightsError", "load_state_dict_file", "resolve_imagenet", "resolve_weights"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

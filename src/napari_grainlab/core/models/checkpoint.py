@@ -111,7 +111,7 @@ def save_checkpoint(folder: str | Path, model, metadata: dict | None = None,
     from safetensors.torch import save
 
     from ... import __version__
-    from .networks import SEG_OUTPUTS
+    from .networks import seg_outputs
 
     folder = Path(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -126,7 +126,8 @@ def save_checkpoint(folder: str | Path, model, metadata: dict | None = None,
         "task": model.task,
         "backbone": model.spec.backbone,
         "classes": list(model.spec.classes),
-        "outputs": list(SEG_OUTPUTS) if model.task == "segment" else list(model.spec.classes),
+        "outputs": list(getattr(model, "outputs", seg_outputs(model.spec.twin_class))) if model.task == "segment"
+        else list(model.spec.classes),
         "input": {"channels": model.spec.in_chans, "range": [0.0, 1.0],
                   "normalization": "per-image percentile stretch (0.1, 99.9) to [0, 1], then (x - mean) / std",
                   "mean": _per_channel(mean), "std": _per_channel(std), "size_multiple": int(model.stride)},
@@ -305,8 +306,11 @@ def load_into(model, path: str | Path) -> list[str]:
 
     The backbones must agree. A checkpoint of the other input channel count (1 <-> 3) is converted in the
     layers that see the image (:func:`~.networks.adapt_in_chans`), so an older grey model can be fine-tuned
-    on colour data and the other way round. Tensors whose shape still differs (a classification head with
-    other classes) are left at their fresh initialisation; their names are returned.
+    on colour data and the other way round. A segmentation head of another output count (a model without
+    the twin class initialising one with it, or the other way round) keeps the channels both have
+    (boundary, distance); the twin channel of the new head starts fresh. Tensors whose shape still differs
+    (a classification head with other classes) are left at their fresh initialisation; their names are
+    returned (a partly copied head among them).
     """
     from .networks import adapt_in_chans
 
@@ -320,6 +324,14 @@ def load_into(model, path: str | Path) -> list[str]:
     if src != model.spec.in_chans:
         state = adapt_in_chans(state, src, model)
     own = model.state_dict()
+    if model.task == "segment":
+        for key in ("head.weight", "head.bias"):
+            if key in state and key in own and state[key].shape[1:] == own[key].shape[1:] \
+                    and state[key].shape[0] != own[key].shape[0]:
+                n = min(state[key].shape[0], own[key].shape[0])
+                merged = own[key].clone()
+                merged[:n] = state[key][:n]
+                state[key] = merged  # the shared output channels; the others keep their fresh values
     fresh = [k for k, v in own.items() if k not in state or tuple(state[k].shape) != tuple(v.shape)]
     model.load_state_dict({k: v for k, v in state.items() if k in own and k not in fresh}, strict=False)
     return fresh

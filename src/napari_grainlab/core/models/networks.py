@@ -21,6 +21,13 @@ from torch import nn
 from ..errors import ModelError
 
 SEG_OUTPUTS = ("boundary", "distance")
+#: the outputs of a segmentation model with a twin class (``ModelSpec.twin_class``)
+TWIN_OUTPUTS = (*SEG_OUTPUTS, "twin_boundary")
+
+
+def seg_outputs(twin_class: bool = False) -> tuple[str, ...]:
+    """The output channels of a segmentation model, in order."""
+    return TWIN_OUTPUTS if twin_class else SEG_OUTPUTS
 
 
 
@@ -36,6 +43,7 @@ class ModelSpec:
     dropout: float = 0.1
     decoder_channels: tuple[int, ...] = (64, 48, 32, 24, 16)
     in_chans: int = 1
+    twin_class: bool = False  # segmentation: a third output, the twin-boundary probability
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -272,7 +280,8 @@ class _DecoderBlock(nn.Module):
 
 
 class GrainUNet(_GrainNet):
-    """U-Net decoder on a timm ``features_only`` encoder; outputs boundary and distance logits.
+    """U-Net decoder on a timm ``features_only`` encoder; outputs boundary and distance logits, and
+    twin-boundary logits as a third channel when ``spec.twin_class`` (:attr:`outputs` names them).
 
     The deepest feature map is upsampled level by level, concatenated with the encoder's skip features,
     and finally with the input image itself at full resolution, so one-pixel boundaries stay sharp. Works
@@ -281,10 +290,11 @@ class GrainUNet(_GrainNet):
     """
 
     task = "segment"
-    out_channels = len(SEG_OUTPUTS)
 
     def __init__(self, spec: ModelSpec, encoder_state: dict | None = None):
         super().__init__(spec)
+        self.outputs = seg_outputs(bool(spec.twin_class))
+        self.out_channels = len(self.outputs)
         self.encoder = _create(spec.backbone, encoder_state, features_only=True, in_chans=spec.in_chans)
         info = self.encoder.feature_info
         chans = list(info.channels())

@@ -7,6 +7,8 @@ Folder layout::
                                   the TIFF resolution tags)
       labels/synth_0000.tif       grain instances (uint16 or uint32, 0 = pore)
       boundaries/synth_0000.tif   boundary band (uint8 0/1) of the configured width
+      twins/synth_0000.tif        twin boundaries (uint8 0/1), only when the parameters draw twins
+                                  (``tessellation.twin_fraction`` > 0); twins keep their parent grain's label
       tables/synth_0000.csv       per-grain table
       dataset.json                generator, version, look, channels, parameters, seed and the per-item seeds
 
@@ -41,6 +43,8 @@ __all__ = ["DatasetProgress", "OutputExistsError", "write_dataset", "synthetic_s
            "DATASET_SUBDIRS"]
 
 DATASET_SUBDIRS = ("images", "labels", "boundaries", "tables")
+#: written only by datasets whose microstructures have twins
+TWINS_SUBDIR = "twins"
 FORMAT = "napari-grainlab-dataset"
 FORMAT_VERSION = 1
 #: zlib level of the label and boundary TIFFs: 3 is ~3x faster to write than the default 6, for
@@ -106,18 +110,26 @@ def write_sample(out: Path, name: str, sample: SyntheticSample) -> None:
     ps = sample.params.pixel_size
     lab = sample.labels
     lab = lab.astype(np.uint16) if lab.max(initial=0) < 65535 else lab.astype(np.uint32)
+    twins = sample.twin_boundaries
+    files = [("images", out / "images" / f"{name}.tif"),
+             ("labels", out / "labels" / f"{name}.tif"),
+             ("boundaries", out / "boundaries" / f"{name}.tif"),
+             ("tables", out / "tables" / f"{name}.csv")]
+    if twins is not None:
+        (out / TWINS_SUBDIR).mkdir(exist_ok=True)
+        files.append((TWINS_SUBDIR, out / TWINS_SUBDIR / f"{name}.tif"))
     with contextlib.ExitStack() as stack:
         tmp = {}  # entered first, renamed last: the image
-        for key, path in (("images", out / "images" / f"{name}.tif"),
-                          ("labels", out / "labels" / f"{name}.tif"),
-                          ("boundaries", out / "boundaries" / f"{name}.tif"),
-                          ("tables", out / "tables" / f"{name}.csv")):
+        for key, path in files:
             tmp[key] = stack.enter_context(atomic_writer(path))
         _write_image(tmp["images"], sample.image, ps)
         write_tiff(tmp["labels"], lab, pixel_size_um=ps, compression="zlib", compression_level=ZLIB_LEVEL)
         write_tiff(tmp["boundaries"], sample.boundaries.astype(np.uint8), pixel_size_um=ps, compression="zlib",
                    compression_level=ZLIB_LEVEL)
         tmp["tables"].write_text(_table_csv(sample.table), encoding="utf-8")
+        if twins is not None:
+            write_tiff(tmp[TWINS_SUBDIR], twins.astype(np.uint8), pixel_size_um=ps, compression="zlib",
+                       compression_level=ZLIB_LEVEL)
 
 
 def _make_item(args: tuple[dict, int, str, str]) -> str:
@@ -141,7 +153,7 @@ def _check_output(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise OutputExistsError(f"{out} is not empty (use overwrite to replace its dataset)")
         # replace only what a dataset consists of; anything else the user keeps there stays
-        for sub in DATASET_SUBDIRS:
+        for sub in (*DATASET_SUBDIRS, TWINS_SUBDIR):
             d = out / sub
             if d.is_dir():
                 for f in d.iterdir():
@@ -169,6 +181,8 @@ def _metadata(params: SynthParams, seed: int, count: int, items: list[dict], com
             "count": int(count),
             "complete": bool(complete),
             "pixel_size_um": params.pixel_size,
+            # twin-boundary masks (twins/NAME.tif) of every item, or None: no twins drawn
+            "twins": TWINS_SUBDIR if params.tessellation.twin_fraction > 0 else None,
             "params": params.to_dict(),
             "items": items,
         },

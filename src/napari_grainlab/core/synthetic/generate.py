@@ -41,7 +41,19 @@ class SyntheticSample:
 
     @property
     def twins(self) -> np.ndarray | None:
+        """The twin bands (uint8: 0 none, k the k-th band of its grain), None when no twins were drawn."""
         return self.micro.twins
+
+    @cached_property
+    def twin_boundaries(self) -> np.ndarray | None:
+        """Bool mask of the twin boundaries: both sides of every interface between a twin band and its
+        parent grain (twins share their parent's label, see :func:`~..data.targets.twin_boundaries`);
+        None when the parameters draw no twins (``tessellation.twin_fraction`` 0)."""
+        if self.micro.twins is None:
+            return None
+        from ..data.targets import twin_boundaries
+
+        return twin_boundaries(self.labels, self.micro.twins)
 
     @cached_property
     def table(self) -> dict[str, np.ndarray]:

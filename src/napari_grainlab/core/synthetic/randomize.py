@@ -408,6 +408,12 @@ class DomainRandomizer:
         Labels are the generator's grain instances (0 = pore, ignored by the loss); twin
         bands belong to their grain.
         """
+        return self.sample_twins(rng, size)[:2]
+
+    def sample_twins(self, rng: np.random.Generator,
+                     size: int | tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`sample` with the twin-boundary mask (bool H x W, all False when the patch has no twins:
+        the generator knows there are none); the same ``rng`` gives the same image and labels."""
         params = self.params(rng, size)
         seed = int(rng.integers(0, 2**31 - 1))
         to_grey = rng.random() < self.grey_colour_prob
@@ -415,4 +421,7 @@ class DomainRandomizer:
         img = smp.image_float()
         if img.ndim == 3 and to_grey:
             img = img @ _LUMINANCE  # as core.data.channels.luminance (BT.709)
-        return self.postprocess(img, rng), smp.labels
+        twins = smp.twin_boundaries
+        if twins is None:
+            twins = np.zeros(smp.labels.shape, dtype=bool)
+        return self.postprocess(img, rng), smp.labels, twins

@@ -86,6 +86,10 @@ class TrainConfig:
                            label="Input channels", metavar="C",
                            help="input channels of the model: auto (3 when any training image is colour or the "
                                 "starting weights are a colour grainlab model, else 1), 1 (grey) or 3 (RGB)")
+    twin_class: bool = option(False, group="Model", label="Twin boundaries as a class",
+                              help="segmentation: a third output, the twin-boundary probability, trained on the "
+                                   "twin masks (twins/NAME.tif; images without one do not train it) and on "
+                                   "synthetic twins; grain boundaries then exclude twin boundaries")
     finetune_stages: int = option(2, min=1, max=16, group="Advanced", label="Fine-tuned stages", metavar="K",
                                   help="finetune: how many of the deepest backbone stages train")
     unfreeze_every: int = option(2, min=1, max=1000, group="Advanced", suffix=" epochs", metavar="E",
@@ -193,6 +197,8 @@ class TrainConfig:
         if isinstance(self.channels, int) and not isinstance(self.channels, bool):
             self.channels = str(self.channels)  # TrainConfig(channels=3) from a script
         check_options(self, ConfigError)
+        if self.twin_class and self.task != "segment":
+            raise ConfigError("twin_class: twin boundaries are a segmentation output; turn it off for classification")
         if self.device not in DEVICES and not (self.device.startswith("cuda:") and self.device[5:].isdigit()):
             raise ConfigError(f"device: '{self.device}' is not one of {', '.join(DEVICES)} (or cuda:N)")
 

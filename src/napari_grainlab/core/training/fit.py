@@ -89,16 +89,33 @@ def _split(cfg: TrainConfig, train: list, val: list | None) -> tuple[list, list]
                     "spatially); add images, pass validation data, or set val_fraction to 0")
 
 
-def _synthetic_val(source, n: int, size: int, seed: int):
+def _synthetic_val(source, n: int, size: int, seed: int, twins: bool = False):
     from ..data.datasets import SegSample
 
     rng = np.random.default_rng([seed, 7919])
     out = []
+    with_twins = twins and callable(getattr(source, "sample_twins", None))
     for i in range(n):
-        img, lab = source.sample(rng, size)
+        img, lab, tw = source.sample_twins(rng, size) if with_twins else (*source.sample(rng, size), None)
         out.append(SegSample(name=f"synthetic-val-{i}", image=img, labels=lab, group=f"synthetic-val-{i}",
-                             pixel_size=None))
+                             pixel_size=None, twins=tw))
     return out
+
+
+def _check_twin_data(train: list, source, warn: list) -> None:
+    """With ``twin_class``: some training data must have twin ground truth (a twin mask or a synthetic
+    source that draws them); images without a twin mask are named in a warning (their twin channel is
+    not trained)."""
+    synthetic = source is not None and callable(getattr(source, "sample_twins", None))
+    missing = [s.name for s in train if getattr(s, "twins", None) is None]
+    if not synthetic and len(missing) == len(train):
+        raise DataError("twin_class: no training image has a twin-boundary mask (twins/NAME.tif next to images/ "
+                        "and labels/) and no synthetic data is used; add masks, use synthetic data, or turn "
+                        "twin_class off")
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", … ({len(missing) - 5} more)" if len(missing) > 5 else "")
+        warn.append(f"twin_class: {len(missing)} training image(s) have no twin-boundary mask and do not train the "
+                    f"twin channel: {shown}")
 
 
 def _default_steps(cfg: TrainConfig, train: list) -> int:
@@ -169,15 +186,17 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- metrics
-def boundary_counts(logits: torch.Tensor, batch: dict, tolerance: int = 2) -> torch.Tensor:
+def boundary_counts(logits: torch.Tensor, batch: dict, tolerance: int = 2, twin: bool = False) -> torch.Tensor:
     """(true positives of prediction, predicted, true positives of truth, true) for boundary F1.
 
     A predicted boundary pixel counts when a true boundary pixel lies within ``tolerance`` px (square
-    neighbourhood) and vice versa; only annotated pixels take part.
+    neighbourhood) and vice versa; only annotated pixels take part.  ``channel`` 2 with ``twin_boundary``,
+    ``twin_valid``: the same counts for the twin boundaries.
     """
-    valid = batch["valid"] > 0.5
-    pred = (logits[:, 0:1].float() > 0) & valid
-    true = (batch["boundary"] > 0.5) & valid
+    channel, target, mask = ((2, "twin_boundary", "twin_valid") if twin else (0, "boundary", "valid"))
+    valid = batch[mask] > 0.5
+    pred = (logits[:, channel:channel + 1].float() > 0) & valid
+    true = (batch[target] > 0.5) & valid
     k = 2 * tolerance + 1
     near_true = F.max_pool2d(true.float(), k, 1, tolerance) > 0
     near_pred = F.max_pool2d(pred.float(), k, 1, tolerance) > 0
@@ -199,6 +218,7 @@ def evaluate(model, loader, cfg: TrainConfig, device: torch.device, autocast, st
     model.eval()
     total, n = 0.0, 0
     counts = torch.zeros(4, dtype=torch.float64)
+    twin_counts = torch.zeros(4, dtype=torch.float64)
     ys, ps = [], []
     stop = _stopper(stop)
     try:
@@ -209,6 +229,8 @@ def evaluate(model, loader, cfg: TrainConfig, device: torch.device, autocast, st
             if cfg.task == "segment":
                 loss = segmentation_loss(out, batch)
                 counts += boundary_counts(out, batch).cpu()
+                if "twin_valid" in batch and out.shape[1] >= 3:
+                    twin_counts += boundary_counts(out, batch, twin=True).cpu()
             else:
                 loss = classification_loss(out, batch["target"])
                 ys.append(batch["target"].cpu())
@@ -223,6 +245,8 @@ def evaluate(model, loader, cfg: TrainConfig, device: torch.device, autocast, st
     metrics = {"val_loss": total / max(n, 1)}
     if cfg.task == "segment":
         metrics.update(f1_from_counts(counts))
+        if cfg.twin_class and twin_counts[3] > 0:  # validation images with twin boundaries in their masks
+            metrics["twin_boundary_f1"] = f1_from_counts(twin_counts)["boundary_f1"]
     elif ys:
         from ..metrics import classification_metrics
 
@@ -307,7 +331,7 @@ def _load_training_state(folder: Path, optimizer) -> dict:
 def _make_model(cfg: TrainConfig, warn: list, in_chans: int = 1) -> tuple[torch.nn.Module, str]:
     spec = ModelSpec(task=cfg.task, backbone=cfg.backbone, num_classes=max(len(cfg.classes), 2),
                      classes=list(cfg.classes), dropout=cfg.dropout, decoder_channels=cfg.decoder_channels,
-                     in_chans=in_chans)
+                     in_chans=in_chans, twin_class=cfg.twin_class and cfg.task == "segment")
     weights = str(cfg.weights)
     if cfg.strategy == "scratch":
         if weights.lower() not in ("none", "imagenet", "random", ""):
@@ -415,7 +439,9 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
     train, val = _split(cfg, train, list(val) if val is not None else None)
     val_tile = cfg.val_tile or min(2 * cfg.patch_size, 512)
     if not val and source is not None and cfg.val_synthetic > 0 and cfg.val_fraction > 0:
-        val = _synthetic_val(source, cfg.val_synthetic, val_tile, cfg.seed)
+        val = _synthetic_val(source, cfg.val_synthetic, val_tile, cfg.seed, twins=cfg.twin_class)
+    if cfg.twin_class and cfg.task == "segment":
+        _check_twin_data(train, source, warnings)
     steps = cfg.steps_per_epoch or _default_steps(cfg, train)
     augment = build_augmentation(cfg.augment, oriented_growth=cfg.oriented_growth,
                                  patch_size=cfg.patch_size) if cfg.augment else None
@@ -424,8 +450,9 @@ def fit(config: TrainConfig, train: Sequence | None = None, val: Sequence | None
 
         train_ds = SegPatchDataset(train, cfg.patch_size, augment, length=steps * cfg.batch_size, seed=cfg.seed,
                                    synthetic=source, synthetic_ratio=ratio, boundary_width=cfg.boundary_width,
-                                   in_chans=in_chans)
-        val_ds = SegTileDataset(val, val_tile, boundary_width=cfg.boundary_width, in_chans=in_chans) if val else None
+                                   in_chans=in_chans, twin_class=cfg.twin_class)
+        val_ds = SegTileDataset(val, val_tile, boundary_width=cfg.boundary_width, in_chans=in_chans,
+                                twin_class=cfg.twin_class) if val else None
     else:
         from ..data.patches import ClsPatchDataset, ClsTileDataset
 

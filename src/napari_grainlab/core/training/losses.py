@@ -23,14 +23,25 @@ def masked_dice(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
     return (dice * has).sum() / has.sum().clamp_min(1.0)
 
 
-def segmentation_loss(logits: torch.Tensor, batch: dict, distance_weight: float = 1.0) -> torch.Tensor:
-    """BCE + Dice on the boundary channel and BCE on the distance channel; unannotated pixels ignored."""
+def segmentation_loss(logits: torch.Tensor, batch: dict, distance_weight: float = 1.0,
+                      twin_weight: float = 1.0) -> torch.Tensor:
+    """BCE + Dice on the boundary channel and BCE on the distance channel; unannotated pixels ignored.
+
+    A model with a twin class (a third channel) adds BCE + Dice of that channel against
+    ``batch["twin_boundary"]`` on the pixels of ``batch["twin_valid"]`` (0 on images without a twin
+    mask, which then add nothing to it; Dice counts only the images that have one).
+    """
     logits = logits.float()
     valid = batch["valid"]
     b = logits[:, 0:1]
     d = logits[:, 1:2]
-    return (masked_bce(b, batch["boundary"], valid) + masked_dice(b, batch["boundary"], valid)
+    loss = (masked_bce(b, batch["boundary"], valid) + masked_dice(b, batch["boundary"], valid)
             + distance_weight * masked_bce(d, batch["distance"], valid))
+    if logits.shape[1] >= 3 and "twin_boundary" in batch:
+        t, tv = logits[:, 2:3], batch["twin_valid"]
+        loss = loss + twin_weight * (masked_bce(t, batch["twin_boundary"], tv)
+                                     + masked_dice(t, batch["twin_boundary"], tv))
+    return loss
 
 
 def classification_loss(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

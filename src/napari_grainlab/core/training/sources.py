@@ -1,4 +1,5 @@
-"""Synthetic training data sources (objects with ``sample(rng, size) -> (image, labels)``)."""
+"""Synthetic training data sources (objects with ``sample(rng, size) -> (image, labels)``, and
+``sample_twins(rng, size) -> (image, labels, twin-boundary mask)`` for models with a twin class)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,6 +24,10 @@ class PresetSource:
         self.diameter = diameter
 
     def sample(self, rng: np.random.Generator, size) -> tuple[np.ndarray, np.ndarray]:
+        return self.sample_twins(rng, size)[:2]
+
+    def sample_twins(self, rng: np.random.Generator, size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`sample` with the twin-boundary mask (bool, all False when the look draws no twins)."""
         h, w = (size, size) if np.isscalar(size) else size
         d = float(np.exp(rng.uniform(np.log(self.diameter[0]), np.log(self.diameter[1]))))
         p = SynthParams.preset(self.preset, height=int(h), width=int(w))
@@ -32,7 +37,8 @@ class PresetSource:
         img = s.image_float()
         lo, hi = np.percentile(img, (0.1, 99.9))
         img = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1).astype(np.float32)
-        return img, s.labels
+        twins = s.twin_boundaries
+        return img, s.labels, (np.zeros(s.labels.shape, dtype=bool) if twins is None else twins)
 
 
 #: synthetic grains at a training scale are drawn within this factor of it (the generator's own size spread and

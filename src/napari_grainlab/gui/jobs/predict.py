@@ -180,8 +180,8 @@ def job_from_layer(layer: Layer, pixel_size: float | None = None) -> PredictJob:
 def show_prediction(viewer: napari.viewer.Viewer, done: ImageDone, source: str) -> Layer:
     """Add (or update) the layers of one prediction; returns the grains (or classes) layer.
 
-    Segmentation: ``<image> boundary`` (probability) and ``<image> grains`` (Labels with the
-    per-grain table as features); classification: ``<image> confidence`` and ``<image> classes``
+    Segmentation: ``<image> boundary`` (probability), ``<image> twin boundary`` (a model with a twin
+    class) and ``<image> grains`` (Labels with the per-grain table as features); classification: ``<image> confidence`` and ``<image> classes``
     (class names as features). A same-named layer that is not a prediction (the user's
     annotations) is never overwritten: the result goes to ``<name> (prediction)``.
     """
@@ -198,6 +198,9 @@ def show_prediction(viewer: napari.viewer.Viewer, done: ImageDone, source: str) 
     if res.task == "segment":
         put_layer(viewer, "image", res.boundary, name("boundary"), colormap="inferno", blending="additive",
                   opacity=0.6, contrast_limits=(0.0, 1.0), **common("boundary"))
+        if getattr(res, "twin_boundary", None) is not None:  # a model with a twin class
+            put_layer(viewer, "image", res.twin_boundary, name("twin_boundary"), colormap="cyan",
+                      blending="additive", opacity=0.6, contrast_limits=(0.0, 1.0), **common("twin_boundary"))
         main = put_layer(viewer, "labels", res.labels, name("grains"), features=grain_features(done.table),
                          opacity=0.45, **common("grains"))
     else:
