@@ -391,10 +391,12 @@ def _iter_build(inputs: Sequence[ReportInput], settings: Any, options: ReportOpt
 
 # ------------------------------------------------------------------------------------------ figures
 def draw_distribution(ax: Any, dist: dict[str, Any] | None, quantity: str, unit: str, *,
-                      color: str = "#4c78a8", fit_color: str = "#e45756", text_color: str | None = None) -> int:
+                      color: str = "#4c78a8", fit_color: str = "#e45756", text_color: str | None = None,
+                      legend: bool = True) -> int:
     """Draw a log-binned histogram of ``dist`` (a ``grain_size`` distribution: ``edges``, ``counts``,
     ``lognormal_mu``, ``lognormal_sigma``) on the matplotlib axes ``ax`` with a log x axis and its log-normal
-    fit (the expected count per bin); returns the number of bars (0: nothing to draw)."""
+    fit (the expected count per bin), and a legend unless not ``legend``; returns the number of bars (0:
+    nothing to draw)."""
     ax.clear()
     edges = np.asarray((dist or {}).get("edges") or [], dtype=float)
     counts = np.asarray((dist or {}).get("counts") or [], dtype=float)
@@ -426,7 +428,8 @@ def draw_distribution(ax: Any, dist: dict[str, Any] | None, quantity: str, unit:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(0, top * 1.3)
-    ax.legend(fontsize=7, frameon=False, loc="upper right", labelcolor=text_color or "black")
+    if legend:
+        ax.legend(fontsize=7, frameon=False, loc="upper right", labelcolor=text_color or "black")
     return int(counts.size)
 
 

@@ -6,10 +6,15 @@ hand-annotated grains) the dock shows
 * a summary: number of grains (inside the field / cut by its edge), mean and median equivalent
   diameter, and the ASTM E112 grain size number G by the planimetric (Jeffries) method, in which
   grains cut by the field edge count one half (G needs the pixel size);
-* a histogram of the equivalent diameters (µm, or px without a pixel size);
+* a histogram of the equivalent diameters (µm, or px without a pixel size), and the distribution plot:
+  the grain-area histogram on a log axis with its log-normal fit (and the intercept-length histogram for
+  the intercept method);
 * a sortable per-grain table (thousands of rows; a click selects the grain in the layer, a
   double click also centres the view on it);
-* *Export CSV…* (written atomically, units in the header).
+* *Export CSV…* (written atomically, units in the header), *Save report…* (HTML or PDF, see
+  :mod:`napari_grainlab.core.report`) and *Export ROI zip…* (ImageJ / Fiji ROIs);
+* with a twin-boundary layer chosen (role ``twin_boundary``, or a Labels mask), G with twins excluded
+  next to G with twins counted.
 
 The pixel size comes from the layer (its metadata or scale), or from the TIFF it was opened
 from (SEM vendor tags via tifffile), or is typed in. The measurement runs off the main thread
@@ -25,14 +30,25 @@ import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QModelIndex, Qt
-from qtpy.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QPushButton, QSplitter, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...core.measure import grain_features, write_table_csv
 from .._layers import LayerCombo, layers_with_role, role_metadata
 from .._widgets import PixelSizeInput, ask_save_file, make_form, show_status, single_shot_timer, status_label
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
+from .distribution import DistributionPlot
 from .histogram import SizeHistogram
 from .measurement import METHODS, Measurement, measure_labels, summary_html
+from .report import ReportPanel
 from .table import GrainTableModel, fit_columns, grain_table_view
 
 if TYPE_CHECKING:
@@ -48,7 +64,8 @@ class MeasureWidget(QWidget):
     """Dock with the grain table, size histogram and ASTM E112 grain size of a Labels layer.
 
     Scripts and tests drive it with :meth:`set_labels_layer`, :meth:`set_pixel_size`,
-    :meth:`refresh` and :meth:`export_csv`; the save dialog is :meth:`ask_csv_path`.
+    :meth:`refresh`, :meth:`export_csv`, :meth:`save_report` and :meth:`export_rois`; the save dialog is
+    :meth:`ask_csv_path` (the report's and the ROI zip's are those of :attr:`report_panel`).
     """
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -98,7 +115,6 @@ class MeasureWidget(QWidget):
         buttons.addWidget(self.auto_check)
         buttons.addStretch(1)
         buttons.addWidget(self.pattern_button)
-        buttons.addWidget(self.export_button)
 
         self.summary_label = status_label("No labels layer.")
         self.summary_label.setTextFormat(Qt.TextFormat.RichText)
@@ -109,6 +125,17 @@ class MeasureWidget(QWidget):
 
         self.histogram = SizeHistogram()
         self.histogram.set_theme(getattr(self.viewer, "theme", "dark"))
+        self.distribution = DistributionPlot()
+        self.distribution.set_theme(getattr(self.viewer, "theme", "dark"))
+        self.report_panel = ReportPanel(self.viewer, self)
+        self.report_panel.twins_changed.connect(self.refresh)
+        self.report_panel.add_button(self.export_button)
+        self.plots = QTabWidget()
+        self.plots.setDocumentMode(True)
+        self.plots.addTab(self.histogram, "Diameters")
+        self.plots.addTab(self.distribution, "Area, intercepts")
+        self.plots.setTabToolTip(1, "grain-area histogram (log axis) with its log-normal fit; with the intercept "
+                                    "method also the intercept lengths")
         self.table_model = GrainTableModel(self)
         self.table_view = grain_table_view(self.table_model)
         self.table_view.selectionModel().currentRowChanged.connect(self._on_row_changed)
@@ -123,9 +150,11 @@ class MeasureWidget(QWidget):
         form.addRow("Pixel size", self.pixel_spin)
         form.addRow("", self.pixel_hint)
         form.addRow("Method", self.method_combo)
+        form.addRow("Twins", self.report_panel.twins_combo)
+        form.addRow("Image", self.report_panel.image_combo)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.histogram)
+        splitter.addWidget(self.plots)
         splitter.addWidget(self.table_view)
         splitter.setStretchFactor(0, 2)
         splitter.setStretchFactor(1, 3)
@@ -136,6 +165,7 @@ class MeasureWidget(QWidget):
         layout.setSpacing(4)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.report_panel)
         layout.addWidget(self.summary_label)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.only_selected)
@@ -211,6 +241,14 @@ class MeasureWidget(QWidget):
                                       scale=tuple(layer.scale)[-2:], translate=tuple(layer.translate)[-2:],
                                       metadata=meta)
 
+    def save_report(self, path: str | Path | None = None):
+        """Save the report on the chosen layer (HTML or PDF by the suffix; None: ask); the running task."""
+        return self.report_panel.save_report(path)
+
+    def export_rois(self, path: str | Path | None = None):
+        """Save the grains of the chosen layer as an ImageJ ROI zip (None: ask); the running task."""
+        return self.report_panel.export_rois(path)
+
     def refresh(self) -> None:
         """Measure the chosen layer now (off the main thread)."""
         self._throttle.stop()
@@ -230,7 +268,12 @@ class MeasureWidget(QWidget):
             self._clear(f"{layer.name} has {labels.ndim} dimensions; measuring needs one 2-D label image.",
                         error=True)
             return
-        self._runner.submit(measure_labels, labels, self.pixel_size, id(layer), self.method)
+        try:
+            twins = self.report_panel.twin_data()
+        except (MemoryError, ValueError, TypeError) as exc:
+            self._clear(f"Cannot read the twin-boundary layer: {exc}", error=True)
+            return
+        self._runner.submit(measure_labels, labels, self.pixel_size, id(layer), self.method, twins)
 
     def schedule_refresh(self) -> None:
         """Measure again soon (edits in bursts cost one measurement per ``THROTTLE_MS``)."""
@@ -265,6 +308,7 @@ class MeasureWidget(QWidget):
     def _on_layer_changed(self, layer: Layer | None) -> None:
         self._watch(layer)
         self.pixel.show_layer(layer)
+        self.report_panel.follow_labels(layer)
         self.measurement = None
         self.refresh()
 
@@ -296,6 +340,7 @@ class MeasureWidget(QWidget):
 
     def _on_theme(self, *_: Any) -> None:
         self.histogram.set_theme(self.viewer.theme)
+        self.distribution.set_theme(self.viewer.theme)
         m = self.measurement
         self.histogram.plot(m.table["equivalent_diameter"] if m else None, m.unit if m else "px")
 
@@ -305,7 +350,9 @@ class MeasureWidget(QWidget):
         show_status(self.summary_label, text, error)
         self.table_model.set_table({}, "px")
         self.histogram.plot(None)
+        self.distribution.plot(None)
         self.export_button.setEnabled(False)
+        self.report_panel.set_enabled(False)
 
     def _failed(self, error: BaseException) -> None:
         self._clear(f"Measuring failed: {error}", error=True)
@@ -321,7 +368,9 @@ class MeasureWidget(QWidget):
         self.table_model.set_table(m.table, m.unit)
         fit_columns(self.table_view)
         self.histogram.plot(m.table["equivalent_diameter"], m.unit)
+        self.distribution.plot((m.grain_size or {}).get("distributions"), m.method)
         self.export_button.setEnabled(int(m.astm["grains"]) > 0)
+        self.report_panel.set_enabled(int(m.astm["grains"]) > 0)
         self.pattern_button.setEnabled(int(m.astm["grains"]) > 0)
         self._update_features(layer, m)
 

@@ -42,10 +42,15 @@ class Measurement:
 
 
 def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int = 0,
-                   method: str = "planimetric") -> Measurement:
+                   method: str = "planimetric", twins: np.ndarray | None = None,
+                   twin_threshold: float = 0.5) -> Measurement:
     """Grain table, summary and ASTM E112 numbers of ``labels`` by ``method``, with the 95 % confidence
-    interval over the sub-fields / test lines / circle placements (runs in a worker thread)."""
+    interval over the sub-fields / test lines / circle placements (runs in a worker thread).
+
+    ``twins``: twin boundaries (a probability image, taken where above ``twin_threshold``, or a Labels /
+    bool mask); G then excludes twins, and the result's ``twins`` holds G with twins counted too."""
     from ...core.grainsize import grain_size
+    from ...core.report import twin_mask
 
     t0 = time.perf_counter()
     labels = np.asarray(labels)
@@ -57,7 +62,9 @@ def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int =
     result, error = None, ""
     if astm["grains"] > 0:
         try:
-            result = grain_size(labels, pixel_size, method=method).to_dict(per_field=False)
+            mask = None if twins is None else twin_mask(twins, labels.shape, twin_threshold,
+                                                        name="the twin-boundary layer")
+            result = grain_size(labels, pixel_size, method=method, twin_boundaries=mask).to_dict(per_field=False)
         except GrainLabError as exc:  # e.g. a field too small for the test lines: the rest is still shown
             error = str(exc)
     return Measurement(table, summary, astm, pixel_size, tuple(labels.shape), time.perf_counter() - t0, layer_id,
@@ -83,6 +90,18 @@ def _method_line(m: Measurement) -> str:
             f"{'s' if n != 1 else ''}; relative accuracy {fmt_number(ra, 2)} %)")
 
 
+def _twins_line(m: Measurement) -> str:
+    t = (m.grain_size or {}).get("twins")
+    if not t:
+        return ""
+    fraction = t.get("twin_boundary_fraction")
+    share = f"; twin boundaries {fmt_number(100 * fraction, 2)} % of the boundary length" if fraction is not None else ""
+    return (f"twins excluded: G = <b>{fmt_number(t.get('G_twins_excluded'), 3)}</b> "
+            f"({int(t.get('grains_twins_excluded') or 0)} grains) · twins counted: G = "
+            f"<b>{fmt_number(t.get('G_twins_counted'), 3)}</b> ({int(t.get('grains_twins_counted') or 0)} grains)"
+            f"<span style='{HINT_STYLE}'>{share}</span>")
+
+
 def summary_html(m: Measurement) -> str:
     """The dock's summary of ``m``: grain counts, mean and median diameter, ASTM E112 G."""
     unit = m.unit
@@ -100,4 +119,7 @@ def summary_html(m: Measurement) -> str:
     method = _method_line(m)
     if method:
         lines.append(method)
+    twins = _twins_line(m)
+    if twins:
+        lines.append(twins)
     return "<br>".join(lines)
