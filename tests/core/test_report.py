@@ -158,6 +158,13 @@ def test_twins_counted_and_excluded(tmp_path):
         assert page.g[("twins", m)] == [t["G_twins_counted"], t["G_twins_excluded"]]
         assert t["G_twins_counted"] > t["G_twins_excluded"]
     assert "72 → 36" in page.plain
+    # the same as parent grains (a prediction: a twin is part of its parent): the same twin numbers
+    parents = (lab + 1) // 2
+    page = Page(report_html(build_report([ReportInput(parents, "parents", 1.0, twins=prob)])))
+    for m in METHODS:
+        t = grain_size(lab, 1.0, m, twin_boundaries=mask).twins
+        assert page.g[("twins", m)] == pytest.approx([t["G_twins_counted"], t["G_twins_excluded"]], abs=1e-9)
+    assert "72 → 36" in page.plain
     # a threshold above the probability: no twin boundaries
     page = Page(report_html(build_report([ReportInput(lab, "t", 1.0, twins=prob)],
                                          options=ReportOptions(twin_threshold=0.9))))
@@ -268,8 +275,13 @@ def test_batch_report_from_a_summary(tmp_path):
         assert page.g[("fields", m)] == [grain_size(lab, 0.25, m).G for lab in labs]
     assert sha in page.plain and "broken.tif: not in the report" in page.plain
     assert "summary.csv" in page.plain  # where the pixel size came from
-    # the folder itself names its summary
-    assert len(R.inputs_from_summary(summary.parent, with_images=False)[0]) == 2
+    # the folder itself names its summary; a model with a twin class left NAME_twin_boundary.tif
+    prob = np.zeros(labs[1].shape, np.float32)
+    prob[:, 60] = 0.9
+    tifffile.imwrite(summary.parent / "s1_twin_boundary.tif", prob)
+    inputs, _ = R.inputs_from_summary(summary.parent, with_images=False)
+    assert inputs[0].twins is None and inputs[1].twins_source == "s1_twin_boundary.tif"
+    assert np.array_equal(inputs[1].twins, prob)
 
 
 def test_bad_summaries_are_data_errors(tmp_path):

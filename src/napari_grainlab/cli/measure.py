@@ -126,8 +126,8 @@ def _sources(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]
         with errors_about(args.from_summary):
             inputs, notes = inputs_from_summary(args.from_summary, pixel_size=args.pixel_size,
                                                 with_images=bool(args.report))
-        return [{"path": Path(inp.labels_path), "labels": inp.labels, "px": inp.pixel_size, "input": inp}
-                for inp in inputs], notes
+        return [{"path": Path(inp.labels_path), "labels": inp.labels, "px": inp.pixel_size, "input": inp,
+                 "twins": inp.twins} for inp in inputs], notes
     if not args.labels:
         raise UserError("give one or more LABELS files, or --from-summary OUT/summary.csv")
     paths = [Path(p) for p in args.labels]
@@ -162,8 +162,8 @@ def _report_inputs(items: list[dict[str, Any]], stems: list[str], masks: list[An
             note = "" if image is not None else "no micrograph was given (--images): the overlay shows the grains alone"
             inp = ReportInput(item["labels"], stem, item["px"], item.get("source", ""), image, note,
                               labels_path=str(item["path"]), image_path=item.get("image_path") or "")
-        inp.twins = mask
-        inp.twins_source = twin_path or ""
+        if twin_path:
+            inp.twins, inp.twins_source = mask, twin_path
         if name:
             inp.model, inp.model_sha256 = name, sha
         inputs.append(inp)
@@ -214,11 +214,15 @@ def run(args: argparse.Namespace) -> int:
     twin_paths = _per_file("--twins", args.twins, len(items))
     stems = [it["input"].name for it in items] if args.from_summary else output_stems(paths)
     masks: list[Any] = [None] * len(items)
-    if args.twins:
-        from ..core.report import read_twin_mask
+    from ..core.report import read_twin_mask, twin_labels, twin_mask
 
+    if args.twins:
         masks = [read_twin_mask(tp, it["labels"].shape, report_options.twin_threshold)
                  for tp, it in zip(twin_paths, items)]
+    elif items and all(it.get("twins") is not None for it in items):  # --from-summary, a model with twins
+        masks = [twin_mask(it["twins"], it["labels"].shape, report_options.twin_threshold,
+                           name=f"{it['path'].name}: the twin-boundary map") for it in items]
+    with_twins = all(m is not None for m in masks) and bool(masks)
     out = Path(args.out) if args.out else None
     rois = Path(args.rois) if args.rois else None
     files, images, pxs, names, with_grains, image_masks = [], [], [], [], [], []
@@ -239,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
                 rois.mkdir(parents=True, exist_ok=True)
                 labels_to_roi_zip(labels, rois / f"{stem}_rois.zip", px)
         if labels.any():
-            images.append(labels)
+            images.append(twin_labels(labels, mask) if with_twins else labels)
             pxs.append(px)
             names.append(str(path))
             image_masks.append(mask)
@@ -251,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{missing[0]}: no pixel size in its metadata while other files have one; give "
                             "--pixel-size UM")
         res = grain_size(images, pxs, method, settings, names=names,
-                         twin_boundaries=image_masks if args.twins else None)
+                         twin_boundaries=image_masks if with_twins else None)
         del images
         all_entry = _entry(res.to_dict(per_field=False))
         per_file = {i: _entry(pf) for i, pf in zip(with_grains, res.to_dict()["per_field"])}

@@ -50,7 +50,7 @@ from .report_options import REPORT_SUFFIXES, ReportOptions
 
 __all__ = ["METHOD_LABELS", "REPORT_SUFFIXES", "Report", "ReportInput", "ReportOptions", "ReportProgress",
            "build_report", "draw_distribution", "inputs_from_summary", "iter_write_report", "model_info",
-           "read_twin_mask", "report_html", "report_pdf", "twin_mask", "write_index", "write_report"]
+           "read_twin_mask", "report_html", "report_pdf", "twin_labels", "twin_mask", "write_index", "write_report"]
 
 #: how the report names the E112 methods
 METHOD_LABELS = {"planimetric": "Planimetric (Jeffries)", "intercept": "Lineal intercept (Heyn)",
@@ -155,6 +155,19 @@ def twin_mask(array: Any, shape: tuple[int, int] | None = None, threshold: float
             raise DataError(f"{name} holds NaN or infinite values")
         return a > float(threshold)
     raise DataError(f"{name} must be bool, integer or float, got {a.dtype}")
+
+
+def twin_labels(labels: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The labels to measure with the twin-boundary ``mask``: every grain cut along the mask
+    (:func:`~napari_grainlab.core.twins.split_at_twins`), so that ``grain_size(..., twin_boundaries=mask)``
+    gives G with twins counted (the parts) and excluded (merged back) whether the labels are parent grains
+    (a prediction: twins are part of their parent) or already have the twins as grains of their own."""
+    if mask is None:
+        return labels
+    from .twins import split_at_twins
+
+    split = split_at_twins(labels, mask)
+    return split if split.any() else labels
 
 
 def read_twin_mask(path: str | os.PathLike, shape: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
@@ -356,12 +369,13 @@ def _iter_build(inputs: Sequence[ReportInput], settings: Any, options: ReportOpt
         mask = twin_mask(inp.twins, labels.shape, opts.twin_threshold, name=f"{inp.name}: the twin-boundary mask") \
             if inp.twins is not None else None
         masks.append(mask)
+        measured = twin_labels(labels, mask)
         results: dict[str, Any] = {}
         for method in METHODS:
             if _stopped(stop):
                 return None
             yield ReportProgress(done, total, f"{inp.name}: {method}")
-            results[method] = _measure(labels, px, method, s, mask, [inp.name])
+            results[method] = _measure(measured, px, method, s, mask, [inp.name])
             done += 1
         if isinstance(results["planimetric"], str):
             raise DataError(f"{inp.name}: {results['planimetric']}")
@@ -381,8 +395,10 @@ def _iter_build(inputs: Sequence[ReportInput], settings: Any, options: ReportOpt
             if _stopped(stop):
                 return None
             yield ReportProgress(done, total, f"all fields: {method}")
-            combined[method] = _measure([f.input.labels for f in fields], [f.input.pixel_size for f in fields],
-                                        method, s, all_masks, [f.input.name for f in fields])
+            labels_all = [twin_labels(f.input.labels, m) if all_masks else f.input.labels
+                          for f, m in zip(fields, masks)]
+            combined[method] = _measure(labels_all, [f.input.pixel_size for f in fields], method, s, all_masks,
+                                        [f.input.name for f in fields])
             done += 1
     title = (opts.title or "").strip() or (inputs[0].name if not several else "Grain size report")
     return Report(title, fields, combined, _distributions_of(combined) if several else {}, s.to_dict(),
@@ -894,7 +910,8 @@ def inputs_from_summary(summary: str | os.PathLike, *, pixel_size: float | None 
     """The micrographs of a batch output folder, from its ``summary.csv`` (written by ``grainlab
     predict``): one :class:`ReportInput` per row with status ``ok`` (its ``NAME_labels.tif`` next to the
     summary, its image from the ``path`` column when it is still there, the pixel size of the row or of
-    ``pixel_size``, the model of its record); and one note per row left out (failed images).
+    ``pixel_size``, the model of its record, its ``NAME_twin_boundary.tif`` when the model has a twin
+    class); and one note per row left out (failed images).
 
     A summary that is not one of a batch, or a labels file it lists that is missing, raises
     :class:`DataError`."""
@@ -947,7 +964,16 @@ def inputs_from_summary(summary: str | os.PathLike, *, pixel_size: float | None 
                 except DataError as exc:
                     note = f"the micrograph cannot be read ({exc}): the overlay shows the grains alone"
         model, sha = _record_model(folder, stem)
-        inputs.append(ReportInput(labels, stem, px, source, image, note, model=model, model_sha256=sha,
+        twins, twins_path = None, folder / f"{stem}_twin_boundary.tif"
+        if twins_path.is_file():  # a model with a twin class: its twin-boundary probability
+            import tifffile
+
+            try:
+                twins = tifffile.imread(twins_path)
+            except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+                raise DataError(f"{twins_path}: cannot read it ({type(exc).__name__}: {exc})") from None
+        inputs.append(ReportInput(labels, stem, px, source, image, note, twins,
+                                  twins_path.name if twins is not None else "", model=model, model_sha256=sha,
                                   labels_path=str(labels_path), image_path=image_path))
     if not inputs:
         raise DataError(f"{summary}: lists no image that was predicted (status ok)")

@@ -50,7 +50,7 @@ def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int =
     ``twins``: twin boundaries (a probability image, taken where above ``twin_threshold``, or a Labels /
     bool mask); G then excludes twins, and the result's ``twins`` holds G with twins counted too."""
     from ...core.grainsize import grain_size
-    from ...core.report import twin_mask
+    from ...core.report import twin_labels, twin_mask
 
     t0 = time.perf_counter()
     labels = np.asarray(labels)
@@ -64,7 +64,8 @@ def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int =
         try:
             mask = None if twins is None else twin_mask(twins, labels.shape, twin_threshold,
                                                         name="the twin-boundary layer")
-            result = grain_size(labels, pixel_size, method=method, twin_boundaries=mask).to_dict(per_field=False)
+            result = grain_size(twin_labels(labels, mask), pixel_size, method=method,
+                                twin_boundaries=mask).to_dict(per_field=False)
         except GrainLabError as exc:  # e.g. a field too small for the test lines: the rest is still shown
             error = str(exc)
     return Measurement(table, summary, astm, pixel_size, tuple(labels.shape), time.perf_counter() - t0, layer_id,
