@@ -553,6 +553,8 @@ def export_bioimageio(
                           for a in yx]]
             post = [bm.SigmoidDescr()]
             out_text = "grain-boundary probability and normalised distance to the boundary"
+            if "twin_boundary" in info["output"]["channels"]:
+                out_text += ", and twin-boundary probability"
         else:
             out_axes = [bm.BatchAxis(), bm.ChannelAxis(channel_names=out_names)]
             post = [bm.SoftmaxDescr(kwargs=bm.SoftmaxKwargs(axis=bm.AxisId("channel")))]

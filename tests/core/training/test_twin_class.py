@@ -244,7 +244,7 @@ def test_onnx_export_and_prediction_keep_the_twin_channel(twin_run, tmp_path):
     from napari_grainlab.core.onnx_predict import OnnxModel, predict_onnx
 
     out, _ = twin_run
-    export_onnx(out, tmp_path / "twin.onnx")
+    export_onnx(out, tmp_path / "twin.onnx", exporter="torchscript")  # the faster exporter
     onnx_model = OnnxModel(tmp_path / "twin.onnx")
     assert onnx_model.meta["output"]["channels"] == ["boundary", "distance", "twin_boundary"]
     image = twinned_sample(7, size=64).image

@@ -82,6 +82,8 @@ def describe_model(meta: dict) -> str:
         (spec.get("in_chans") if isinstance(spec, dict) else None)
     if channels == 3:
         parts.append("colour")
+    if task == "segment" and "twin_boundary" in (meta.get("outputs") or []):
+        parts.append("twin boundaries")
     scale = model_grain_diameter(meta)
     if scale is not None:
         parts.append(f"trained at ⌀ {scale:.0f} px")
