@@ -191,3 +191,16 @@ def test_from_summary_errors(tmp_path, capsys, files):
     assert "no such summary file" in one_line(capsys.readouterr().err)
     assert main(["measure"]) == 2
     assert "--from-summary" in one_line(capsys.readouterr().err)
+
+
+def test_a_file_without_grains_is_a_note_in_the_report(files, tmp_path, capsys):
+    zeros = tmp_path / "zeros.tif"
+    tifffile.imwrite(zeros, np.zeros((32, 32), np.uint16))
+    report = tmp_path / "r.html"
+    assert main(["measure", str(zeros), files["labels"][0], "--pixel-size", "0.5", "--report", str(report)]) == 0
+    text = report.read_text()
+    assert "zeros.tif: no grains: every pixel is 0, not in the report" in text
+    assert text.count('<section class="field"') == 1
+    capsys.readouterr()
+    assert main(["measure", str(zeros), "--report", str(tmp_path / "z.html")]) == 2
+    assert "no file with grains" in one_line(capsys.readouterr().err)

@@ -148,13 +148,15 @@ def _sources(args: argparse.Namespace) -> tuple[list[dict[str, Any]], list[str]]
 
 
 def _report_inputs(items: list[dict[str, Any]], stems: list[str], masks: list[Any], model: str | None,
-                   twin_paths: list[str | None]) -> list[Any]:
+                   twin_paths: list[str | None], notes: list[str]) -> list[Any]:
+    """The report's inputs (files without grains are left out, with a note in ``notes``)."""
     from ..core.report import ReportInput, model_info
 
     name, sha = model_info(model) if model else (None, None)
     inputs = []
     for item, stem, mask, twin_path in zip(items, stems, masks, twin_paths):
         if not item["labels"].any():
+            notes.append(f"{item['path'].name}: {_NO_GRAINS}, not in the report")
             continue
         inp = item.get("input")
         if inp is None:
@@ -270,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(_csv_row({"labels": "all", "grains": sum(f["grains"] for f in files)}, method, all_entry))
         write_rows_csv(out / "summary.csv", rows, columns=SUMMARY_COLUMNS)
     if report_target is not None:
-        inputs = _report_inputs(items, stems, masks, args.model, twin_paths)
+        inputs = _report_inputs(items, stems, masks, args.model, twin_paths, notes)
         _write_reports(report_target, report_folder, inputs, settings, report_options, notes)
     if args.json:
         print_json({"method": method, "settings": settings.to_dict(), "files": files, "all": all_entry})

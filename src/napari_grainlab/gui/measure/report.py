@@ -35,8 +35,10 @@ def report_job(path: Path, labels: np.ndarray, info: dict[str, Any], stop: Any =
     from ...core.report import ReportInput, ReportOptions, iter_write_report, model_info
 
     model, sha = model_info(info.get("model")) if info.get("model") else (None, None)
+    image = info.get("image")
+    image = None if image is None else np.asarray(image)  # a lazy (dask, zarr) layer is read here, not in the GUI
     inp = ReportInput(labels, info["name"], info.get("pixel_size"), info.get("pixel_size_source", ""),
-                      info.get("image"), info.get("image_note", ""), info.get("twins"), info.get("twins_source", ""),
+                      image, info.get("image_note", ""), info.get("twins"), info.get("twins_source", ""),
                       model, sha, labels_path=info.get("labels_path", ""), image_path=info.get("image_path", ""))
     return (yield from iter_write_report(path, [inp], None, ReportOptions(), stop=stop))
 
@@ -52,9 +54,13 @@ def roi_job(path: Path, labels: np.ndarray, pixel_size: float | None, stop: Any 
     return path, count
 
 
+def _data(layer: Layer) -> Any:
+    """The layer's full-resolution data as it is (a lazy array stays lazy)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def _plane(layer: Layer) -> np.ndarray:
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return np.asarray(data)
+    return np.asarray(_data(layer))
 
 
 class LayerChoice(QComboBox):
@@ -178,11 +184,11 @@ class ReportPanel(QWidget):
         self.image_combo.refresh()
         image = None
         if labels is not None:
-            shape = _plane(labels).shape[-2:]
+            shape = tuple(_data(labels).shape[-2:])
             source = grainlab_metadata(labels).get("source")
             candidates = self.image_combo._layers[1:]
             image = next((ly for ly in candidates if ly.name == source), None) or next(
-                (ly for ly in candidates if _plane(ly).shape[:2] == shape), None)
+                (ly for ly in candidates if tuple(_data(ly).shape[:2]) == shape), None)
         self.image_combo.set_current_layer(image)
         self.set_enabled(False)
 
@@ -263,7 +269,7 @@ class ReportPanel(QWidget):
                                 "labels_path": str(getattr(getattr(layer, "source", None), "path", "") or "")}
         image = self.image_combo.current_layer()
         if image is not None:
-            info["image"] = _plane(image)
+            info["image"] = _data(image)
             info["image_path"] = str(getattr(image.source, "path", "") or "") or f"layer {image.name}"
         else:
             info["image_note"] = "no image layer was chosen: the overlay shows the grains alone"
