@@ -84,7 +84,8 @@ def test_save_report_through_the_dialog_uses_the_layer_scale(qtbot, viewer, dock
     labels = voronoi_labels()
     image = (np.random.default_rng(1).random(labels.shape) * 255).astype(np.uint8)
     viewer.add_image(image, name="micrograph", scale=(0.25, 0.25))
-    viewer.add_labels(labels, name="grains", scale=(0.25, 0.25), metadata={"grainlab": {"source": "micrograph"}})
+    meta = {"grainlab": {"source": "micrograph", "role": "grains", "model": "generalist", "prediction": True}}
+    viewer.add_labels(labels, name="grains", scale=(0.25, 0.25), metadata=meta)
     wait_measured(qtbot, dock)
     assert dock.pixel_size == pytest.approx(0.25)
     assert dock.report_panel.image_combo.current_layer().name == "micrograph"
@@ -100,6 +101,10 @@ def test_save_report_through_the_dialog_uses_the_layer_scale(qtbot, viewer, dock
                             text).group(1))
         assert g == grain_size(labels, 0.25, method).G
     assert 'alt="micrograph"' in text and "0.25 µm (from layer scale" in text
+    from napari_grainlab.core.models.registry import list_models
+
+    sha = next(e.sha256 for e in list_models() if e.name == "generalist")
+    assert f"<th>model sha256</th><td>{sha}</td>" in text and "<td>generalist</td>" in text
     assert dock.report_panel.progress.value() == dock.report_panel.progress.maximum() > 0
     assert any("Wrote the report" in m for m in notifications.messages())
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
