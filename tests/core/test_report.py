@@ -266,7 +266,8 @@ def test_batch_report_from_a_summary(tmp_path):
     summary, sha = write_batch(tmp_path / "out", labs)
     inputs, notes = R.inputs_from_summary(summary)
     assert [i.name for i in inputs] == ["s0", "s1"] and [i.pixel_size for i in inputs] == [0.25, 0.25]
-    assert inputs[0].image is not None and inputs[1].image is None and "is not there" in inputs[1].image_note
+    assert inputs[0].image == summary.parent / "s0.tif" and inputs[1].image is None
+    assert "is not there" in inputs[1].image_note
     assert inputs[0].model == "model" and inputs[0].model_sha256 == sha
     assert notes == ["broken.tif: not in the report (not a TIFF file)"]
     page = Page(write_report(tmp_path / "batch.html", inputs, notes=notes).read_text())
@@ -274,6 +275,7 @@ def test_batch_report_from_a_summary(tmp_path):
         assert page.g[("methods", m)][0] == grain_size(labs, 0.25, m).G
         assert page.g[("fields", m)] == [grain_size(lab, 0.25, m).G for lab in labs]
     assert sha in page.plain and "broken.tif: not in the report" in page.plain
+    assert sum(alt == "micrograph" for alt, _ in page.images) == 1  # s0's image, read from its file
     assert "summary.csv" in page.plain  # where the pixel size came from
     # the folder itself names its summary; a model with a twin class left NAME_twin_boundary.tif
     prob = np.zeros(labs[1].shape, np.float32)

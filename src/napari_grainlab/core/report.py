@@ -66,15 +66,16 @@ _A4 = (8.27, 11.69)
 @dataclass
 class ReportInput:
     """One micrograph for a report: its grain ``labels`` (2-D integers, 0 = unlabelled) and what is known
-    about it. ``image`` (grey or colour, any dtype, same height and width as the labels) is optional:
-    without it ``image_note`` (or a default text) says why there is none. ``twins``: a twin-boundary mask
+    about it. ``image`` (grey or colour, any dtype, same height and width as the labels, or the path of
+    its file, read only while its pictures are made) is optional: without it ``image_note`` (or a default
+    text) says why there is none. ``twins``: a twin-boundary mask
     (bool / 0-1 / Labels) or probability image of the labels' shape (see :func:`twin_mask`)."""
 
     labels: np.ndarray
     name: str
     pixel_size: float | None = None
     pixel_size_source: str = ""
-    image: np.ndarray | None = None
+    image: np.ndarray | str | os.PathLike | None = None
     image_note: str = ""
     twins: np.ndarray | None = None
     twins_source: str = ""
@@ -289,8 +290,17 @@ def _pictures(inp: ReportInput, labels: np.ndarray, max_side: int) -> tuple[dict
     small_labels = labels[::k, ::k]
     note = inp.image_note
     unit = None
-    if inp.image is not None:
-        unit, why = _display_image(inp.image, (h, w), k)
+    image = inp.image
+    if isinstance(image, (str, os.PathLike)):
+        from .data.io import read_image
+
+        try:
+            image = read_image(image).data
+        except (DataError, OSError) as exc:
+            image = None
+            note = f"the micrograph cannot be read ({exc}): the overlay shows the grains alone"
+    if image is not None:
+        unit, why = _display_image(image, (h, w), k)
         note = why or note
     elif not note:
         note = "no micrograph was given: the overlay shows the grains alone"
@@ -915,7 +925,7 @@ def inputs_from_summary(summary: str | os.PathLike, *, pixel_size: float | None 
 
     A summary that is not one of a batch, or a labels file it lists that is missing, raises
     :class:`DataError`."""
-    from .data.io import read_image, read_labels, read_pixel_size
+    from .data.io import read_labels, read_pixel_size
 
     summary = Path(summary)
     if summary.is_dir():
@@ -959,10 +969,7 @@ def inputs_from_summary(summary: str | os.PathLike, *, pixel_size: float | None 
             elif not Path(image_path).is_file():
                 note = f"the micrograph {image_path} is not there: the overlay shows the grains alone"
             else:
-                try:
-                    image = read_image(image_path).data
-                except DataError as exc:
-                    note = f"the micrograph cannot be read ({exc}): the overlay shows the grains alone"
+                image = Path(image_path)  # read when its pictures are made: one image in memory at a time
         model, sha = _record_model(folder, stem)
         twins, twins_path = None, folder / f"{stem}_twin_boundary.tif"
         if twins_path.is_file():  # a model with a twin class: its twin-boundary probability
