@@ -107,7 +107,7 @@ class FieldReport:
     results: dict[str, Any]          # method -> GrainSizeResult, or the message of why it failed
     distributions: dict[str, Any]
     twin_mask_used: bool
-    pictures: dict[str, np.ndarray]  # "image", "overlay", "thumbnail": uint8 RGB
+    pictures: dict[str, np.ndarray]  # "image" (uint8 grey or RGB), "overlay", "thumbnail" (uint8 RGB)
     picture_note: str
     reduced_by: int
 
@@ -281,7 +281,8 @@ def _display_image(image: np.ndarray, shape: tuple[int, int], k: int) -> tuple[n
 
 
 def _pictures(inp: ReportInput, labels: np.ndarray, max_side: int) -> tuple[dict[str, np.ndarray], str, int]:
-    """The reduced image, the overlay (boundaries drawn on it) and the thumbnail overlay, as uint8 RGB."""
+    """The reduced image (uint8 grey or RGB), the overlay (boundaries drawn on it) and the thumbnail overlay
+    (uint8 RGB)."""
     from .visualize import boundary_mask, overlay_rgb
 
     h, w = labels.shape
@@ -306,8 +307,7 @@ def _pictures(inp: ReportInput, labels: np.ndarray, max_side: int) -> tuple[dict
         note = "no micrograph was given: the overlay shows the grains alone"
     out: dict[str, np.ndarray] = {}
     if unit is not None:
-        grey = unit if unit.ndim == 3 else np.repeat(unit[..., None], 3, axis=-1)
-        out["image"] = np.round(grey * 255).astype(np.uint8)
+        out["image"] = np.round(unit * 255).astype(np.uint8)  # grey stays one channel (a third of the PNG)
         out["overlay"] = overlay_rgb(unit, small_labels, edges, alpha=0.15)
     else:
         out["overlay"] = overlay_rgb(np.zeros(small_labels.shape, np.float32), small_labels, edges, alpha=0.55)
@@ -775,7 +775,7 @@ def _pictures_page(pdf: Any, f: FieldReport) -> None:
     pics.append(("grain boundaries", f.pictures["overlay"]))
     for i, (name, rgb) in enumerate(pics):
         ax = fig.add_subplot(len(pics), 1, i + 1)
-        ax.imshow(rgb, interpolation="nearest")
+        ax.imshow(rgb, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         ax.set_title(f"{f.input.name}: {name}", fontsize=10)
         ax.set_axis_off()
     if f.picture_note:
