@@ -65,15 +65,16 @@ def wait_task(qtbot, task):
     return task.result
 
 
-def save_dialog(monkeypatch, path: Path | None):
-    """The save dialog answers ``path`` (None: cancelled) and records what it was asked."""
+def save_dialog(monkeypatch, path: Path | None, choice: int = 0):
+    """The save dialog answers ``path`` (None: cancelled) with its file type number ``choice`` and records
+    what it was asked."""
     from qtpy.QtWidgets import QFileDialog
 
     asked = []
 
     def answer(parent, title, start, filters):
         asked.append((title, start, filters))
-        return ("" if path is None else str(path)), filters.split(";;")[0]
+        return ("" if path is None else str(path)), filters.split(";;")[choice]
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(answer))
     return asked
@@ -115,8 +116,10 @@ def test_pdf_report_and_a_cancelled_dialog(qtbot, viewer, dock, tmp_path, monkey
     wait_measured(qtbot, dock)
     save_dialog(monkeypatch, None)  # cancelled: nothing happens
     assert dock.save_report() is None and dock.report_panel.task is None
-    result = wait_task(qtbot, dock.save_report(tmp_path / "r.pdf"))
-    assert result.ok and (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF-")
+    save_dialog(monkeypatch, tmp_path / "r", choice=1)  # no suffix, the PDF file type chosen
+    result = wait_task(qtbot, dock.save_report())
+    assert result.ok and result.value == tmp_path / "r.pdf"
+    assert (tmp_path / "r.pdf").read_bytes().startswith(b"%PDF-")
 
 
 def test_a_report_error_is_a_notification(qtbot, viewer, dock, tmp_path, notifications):

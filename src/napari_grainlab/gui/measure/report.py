@@ -212,9 +212,20 @@ class ReportPanel(QWidget):
         return folder / f"{name}{suffix}"
 
     def ask_report_path(self) -> Path | None:
+        """The report file chosen in a save dialog (None: cancelled); a name without a suffix gets that of
+        the chosen file type."""
+        from qtpy.QtWidgets import QFileDialog
+
         layer = self.dock.current_layer()
-        return ask_save_file(self, "Save the measurement report", self._start(layer, "_report.html"),
-                             "HTML report (*.html);;PDF report (*.pdf)", ".html") if layer is not None else None
+        if layer is None:
+            return None
+        path, chosen = QFileDialog.getSaveFileName(self, "Save the measurement report",
+                                                   str(self._start(layer, "_report.html")),
+                                                   "HTML report (*.html);;PDF report (*.pdf)")
+        if not path:
+            return None
+        path = Path(path)
+        return path if path.suffix else path.with_suffix(".pdf" if "pdf" in (chosen or "").lower() else ".html")
 
     def ask_roi_path(self) -> Path | None:
         layer = self.dock.current_layer()
