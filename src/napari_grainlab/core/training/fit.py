@@ -190,8 +190,8 @@ def boundary_counts(logits: torch.Tensor, batch: dict, tolerance: int = 2, twin:
     """(true positives of prediction, predicted, true positives of truth, true) for boundary F1.
 
     A predicted boundary pixel counts when a true boundary pixel lies within ``tolerance`` px (square
-    neighbourhood) and vice versa; only annotated pixels take part.  ``channel`` 2 with ``twin_boundary``,
-    ``twin_valid``: the same counts for the twin boundaries.
+    neighbourhood) and vice versa; only annotated pixels take part.  ``twin=True``: the same counts for
+    the twin channel (2) against ``twin_boundary`` on the pixels of ``twin_valid``.
     """
     channel, target, mask = ((2, "twin_boundary", "twin_valid") if twin else (0, "boundary", "valid"))
     valid = batch[mask] > 0.5
