@@ -344,35 +344,7 @@ def test_ctrl_c_exits_130_and_leaves_only_complete_items(tmp_path, workers):
 # -------------------------------------------------------------------------- demo
 
 
-def test_demo_quick_writes_datasets_and_preview(tmp_path):
-    out = tmp_path / "demo"
-    r = run_cli("demo", "--out", str(out), "--quick")
-    assert r.returncode == 0, r.stderr
-    assert str(out.resolve()) in r.stdout and "preview.png" in r.stdout
-
-    record = json.loads((out / "demo.json").read_text())
-    assert record["complete"] is True and record["quick"] is True
-    sem, opt = out / "synthetic-sem", out / "synthetic-optical"
-    assert dataset_meta(sem)["params"]["style"] == "sem" and dataset_meta(sem)["complete"]
-    assert dataset_meta(opt)["params"]["style"] == "optical"
-    n_sem = len(list((sem / "images").iterdir()))
-    n_opt = len(list((opt / "images").iterdir()))
-    assert n_sem >= 2 and n_opt >= 1
-
-    import imageio.v3 as iio
-
-    preview = iio.imread(out / "preview.png")
-    size = dataset_meta(sem)["params"]["height"]
-    assert preview.dtype == np.uint8 and preview.ndim == 3 and preview.shape[2] == 3
-    assert preview.shape[0] >= size and preview.shape[1] >= 2 * size  # image | overlay side by side
-    left = preview[:size, :size]
-    assert np.all(left[..., 0] == left[..., 1])  # the raw image is grey
-    right = preview[:size, -size:].astype(int)
-    assert np.abs(right[..., 0] - right[..., 1]).mean() > 5  # the overlay is coloured
-
-    # a re-run replaces its own output
-    r = run_cli("demo", "--out", str(out), "--quick")
-    assert r.returncode == 0, r.stderr
+# the quick demo's own run (datasets, preview, scores, re-run) is tested once in tests/test_cli_demo.py
 
 
 def test_demo_refuses_a_foreign_non_empty_folder(tmp_path, capsys):

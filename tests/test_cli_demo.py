@@ -34,11 +34,23 @@ def test_baseline_failures_names_every_image_and_model_not_above_the_baseline():
         "worse: fine-tuned model (boundary F1 0.000 vs classical 0.852)"]
 
 
-@pytest.mark.slow
-def test_quick_demo_predicts_with_the_built_in_model_then_fine_tunes_it(tmp_path):
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """One ``grainlab demo --quick`` in a fresh interpreter, as a user runs it (about a minute); the tests
+    below read its output, and the last one runs the demo again into the same folder."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
     r = subprocess.run([sys.executable, "-m", "napari_grainlab", "demo", "--quick", "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
+    return out, r
+
+
+def dataset_meta(folder):
+    return json.loads((folder / "dataset.json").read_text())
+
+
+@pytest.mark.slow
+def test_quick_demo_predicts_with_the_built_in_model_then_fine_tunes_it(quick_demo):
+    out, r = quick_demo
     assert r.returncode == 0, r.stdout + r.stderr
     assert "the built-in model and the fine-tuned one both beat the classical baseline" in r.stdout
 
@@ -62,14 +74,41 @@ def test_quick_demo_predicts_with_the_built_in_model_then_fine_tunes_it(tmp_path
 
 
 @pytest.mark.slow
-def test_quick_demo_exits_1_when_its_model_is_worse_than_the_baseline(tmp_path, monkeypatch, capsys):
+def test_quick_demo_writes_datasets_and_a_preview(quick_demo):
+    import imageio.v3 as iio
+    import numpy as np
+
+    out, r = quick_demo
+    assert r.returncode == 0, r.stderr
+    assert str(out.resolve()) in r.stdout and "preview.png" in r.stdout
+    sem, opt = out / "synthetic-sem", out / "synthetic-optical"
+    assert dataset_meta(sem)["params"]["style"] == "sem" and dataset_meta(sem)["complete"]
+    assert dataset_meta(opt)["params"]["style"] == "optical"
+    assert len(list((sem / "images").iterdir())) >= 2 and len(list((opt / "images").iterdir())) >= 1
+
+    preview = iio.imread(out / "preview.png")
+    size = dataset_meta(sem)["params"]["height"]
+    assert preview.dtype == np.uint8 and preview.ndim == 3 and preview.shape[2] == 3
+    assert preview.shape[0] >= size and preview.shape[1] >= 2 * size  # image | overlay side by side
+    left = preview[:size, :size]
+    assert np.all(left[..., 0] == left[..., 1])  # the raw image is grey
+    right = preview[:size, -size:].astype(int)
+    assert np.abs(right[..., 0] - right[..., 1]).mean() > 5  # the overlay is coloured
+
+
+@pytest.mark.slow
+def test_a_rerun_replaces_its_own_output_and_exits_1_when_its_model_is_worse_than_the_baseline(
+        quick_demo, monkeypatch, capsys):
+    """Last in this module: it runs the demo again into the folder of the first run (no --overwrite needed
+    for the demo's own folder), with an untrained model."""
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # the demo sets it; keep it from leaking into other tests
     quick = demo.PLANS["quick"]
     # ImageNet encoder, one step at a negligible learning rate: the decoder stays as initialised, an untrained model
     untrained = dataclasses.replace(quick, train={**quick.train, "weights": "imagenet", "epochs": 1,
                                                   "steps_per_epoch": 1, "lr": 1e-9})
     monkeypatch.setitem(demo.PLANS, "quick", untrained)
-    out = tmp_path / "demo"
+    out, _ = quick_demo
+    assert (out / "demo.json").is_file() and json.loads((out / "demo.json").read_text())["check"]["passed"]
 
     assert main(["demo", "--quick", "--out", str(out)]) == demo.EXIT_WORSE_THAN_BASELINE == 1
     captured = capsys.readouterr()
@@ -79,7 +118,7 @@ def test_quick_demo_exits_1_when_its_model_is_worse_than_the_baseline(tmp_path, 
     assert all(f"{case}: fine-tuned model" in lines[0] for case in SEM_CASES)
     assert "Boundary F1 against the ground truth" in captured.out  # the scores are still shown
 
-    record = json.loads((out / "demo.json").read_text())
+    record = json.loads((out / "demo.json").read_text())  # replaced by this run
     assert record["complete"] is True
     assert record["check"]["passed"] is False
     assert {f.split(":")[0] for f in record["check"]["failures"] if "fine-tuned" in f} == SEM_CASES
