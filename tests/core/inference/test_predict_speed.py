@@ -156,3 +156,31 @@ def test_iter_predict_passes_the_backend(results, model, image):
             break
     assert result.backend == "torch"
     np.testing.assert_array_equal(result.labels, results["torch-eager"].labels)
+
+
+def test_the_weights_hash_and_the_channels_last_copy_are_made_once_per_weights(model):
+    """A prediction runs the network many times (scale probes, tiles): the weights are hashed and the
+    channels-last copy made once, and both are made again as soon as a weight changes in place."""
+    import copy
+
+    net = copy.deepcopy(model)
+    x = torch.rand(1, 3, 64, 64)
+    key = be.model_key(net, 3)
+    first, used, channels_last = be.model_runner(net, "torch", 3, 32)
+    assert used == "torch" and channels_last and first is not net
+    again, _, _ = be.model_runner(net, "torch", 3, 32)
+    assert again is first and be.model_key(net, 3) == key
+    with torch.no_grad():
+        before = first(x.contiguous(memory_format=torch.channels_last))
+
+    head = [c for c in net.modules() if isinstance(c, nn.Conv2d)][-1]
+    with torch.no_grad():
+        head.bias.add_(5.0)  # in place: same tensor, new values
+    changed, _, _ = be.model_runner(net, "torch", 3, 32)
+    assert changed is not first
+    assert be.model_key(net, 3) != key and be.model_key(net, 3) == be._hash_weights(net, 3)
+    with torch.no_grad():
+        after = changed(x.contiguous(memory_format=torch.channels_last))
+        reference = net(x)
+    assert torch.allclose(after, reference, atol=1e-4) and not torch.allclose(after, before, atol=1e-2)
+    assert be.model_key(model, 3) == key  # the original's key is its own

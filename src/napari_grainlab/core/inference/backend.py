@@ -34,6 +34,7 @@ import os
 import tempfile
 import threading
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,11 @@ _CHECK_ATOL = 1e-3
 
 _lock = threading.Lock()
 _sessions: OrderedDict[str, OnnxRunner] = OrderedDict()
+#: per model (held weakly): the weights' signature and the hashes / channels-last copy made for it, so
+#: that the many small predictions of one image (the scale probes, the tiles of a grid) neither hash the
+#: weights nor copy the model again while the weights stay the same
+_keys: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_tuned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def onnx_cache_dir() -> Path:
@@ -79,6 +85,8 @@ def clear_cache(files: bool = False) -> None:
     """Forget the sessions kept in memory (and with ``files`` the cached ``.onnx`` files)."""
     with _lock:
         _sessions.clear()
+        _keys.clear()
+        _tuned.clear()
     if files:
         for path in onnx_cache_dir().glob("*.onnx"):
             path.unlink(missing_ok=True)
@@ -98,8 +106,36 @@ def _threads() -> int:
     return max(1, int(torch.get_num_threads()))
 
 
+def weights_signature(model: torch.nn.Module) -> tuple:
+    """What changes whenever a weight or buffer of ``model`` changes: per tensor its identity, storage,
+    shape, dtype, device and PyTorch's in-place version counter (an optimiser step, ``load_state_dict``,
+    ``p.add_(...)`` under ``no_grad`` each bump it). Cheap: no values are read."""
+    return tuple((name, id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, t.device.type)
+                 for name, t in model.state_dict(keep_vars=True).items() if t is not None)
+
+
 def model_key(model: torch.nn.Module, in_chans: int) -> str:
-    """Hash of the weights and buffers (names, dtypes, shapes, values), class, input channels and threads."""
+    """Hash of the weights and buffers (names, dtypes, shapes, values), class, input channels and threads.
+
+    Remembered per model while :func:`weights_signature` stays the same."""
+    sig = (weights_signature(model), int(in_chans), _threads())
+    with _lock:
+        try:
+            known = _keys.get(model)
+        except TypeError:  # not weak-referenceable: hash every time
+            known = None
+    if known is not None and known[0] == sig:
+        return known[1]
+    key = _hash_weights(model, in_chans)
+    with _lock:
+        try:
+            _keys[model] = (sig, key)
+        except TypeError:
+            pass
+    return key
+
+
+def _hash_weights(model: torch.nn.Module, in_chans: int) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{type(model).__qualname__}|{getattr(model, 'task', '')}|{int(in_chans)}|{_threads()}|"
              f"{_OPSET}|{torch.__version__}".encode())
@@ -304,7 +340,27 @@ def model_runner(model, backend: str, in_chans: int, multiple: int,
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
             backend = "torch"
     if backend == "torch":
-        tuned = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        tuned.eval()
-        return tuned, "torch", True
+        return _channels_last_copy(model), "torch", True
     return model, "torch-eager", False
+
+
+def _channels_last_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A channels-last copy of ``model`` in eval mode (the caller's model stays as it is), made once per
+    model and weights: the copy is remade when :func:`weights_signature` changes or the model is
+    switched to training mode."""
+    sig = (weights_signature(model), model.training)
+    with _lock:
+        try:
+            known = _tuned.get(model)
+        except TypeError:
+            known = None
+    if known is not None and known[0] == sig:
+        return known[1]
+    tuned = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    tuned.eval()
+    with _lock:
+        try:
+            _tuned[model] = (sig, tuned)
+        except TypeError:
+            pass
+    return tuned
