@@ -188,7 +188,9 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
         f"(preset `{cfg['target']['preset']}`, mean diameter {cfg['target']['mean_diameter']:g} px"
         + (", " + ", ".join(f"`{k}` = {v}" for k, v in cfg['target'].get('set', {}).items())
            if cfg['target'].get('set') else "") + ").",
-        f"- **Images:** {cfg['image_size']}² px; {cfg['target_images']} target, {cfg['source_images']} source.",
+        f"- **Images:** {cfg['image_size']}² px; {cfg['target_images']} target, {cfg['source_images']} source. "
+        "Each is predicted at its true grain scale (the median grain diameter of its labels, as a user's "
+        "`--diameter` would give it), so the automatic scale estimate does not enter the comparison.",
         f"- **Training budget per run:** {t.get('epochs')} epochs × {t.get('steps_per_epoch')} steps × batch "
         f"{t.get('batch_size')} of {t.get('patch_size')}² patches, backbone `{t.get('backbone', 'efficientnet_lite0')}`, "
         f"lr {t.get('lr')}, augmentation {', '.join(t.get('augment', [])) or 'none'}; all labelled images train "

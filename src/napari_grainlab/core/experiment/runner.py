@@ -231,7 +231,14 @@ SCORED = METRICS
 
 def evaluate_model(model_dir: str | Path, samples: list, *, mode: str = "none", device="cpu",
                    stop: Callable[[], bool] | None = None) -> dict:
-    """Mean segmentation metrics of a checkpoint on ``samples`` (prediction as in ``grainlab predict``)."""
+    """Mean segmentation metrics of a checkpoint on ``samples`` (prediction as in ``grainlab predict``).
+
+    Each image is predicted at its true grain scale, measured on its labels, as when a user gives
+    ``--diameter``: the studies compare training strategies, and an error of the automatic scale estimate
+    (benchmarked on its own: ``tests/core/inference/test_scale.py``, ``benchmarks/bench_real.py``) would
+    only add noise to them, at several times the cost (the estimate runs the network at up to five scales).
+    """
+    from ..data.targets import mean_grain_diameter
     from ..inference import predict_array
     from ..metrics import segmentation_metrics
     from ..models import load_checkpoint
@@ -243,7 +250,8 @@ def evaluate_model(model_dir: str | Path, samples: list, *, mode: str = "none", 
             raise _Stopped
         tile = min(512, max(s.image.shape))
         res = predict_array(model, meta, s.image, adabn=mode in ("adabn", "both"),
-                            histogram_match=mode in ("histogram", "both"), tile=tile, device=device)
+                            histogram_match=mode in ("histogram", "both"), tile=tile, device=device,
+                            diameter=mean_grain_diameter(s.labels))
         m = segmentation_metrics(res.labels, s.labels)
         rows.append([float(m[k]) for k in SCORED])
     arr = np.array(rows, dtype=float).reshape(-1, len(SCORED))
