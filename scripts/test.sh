@@ -23,9 +23,21 @@ fi
 # bytecode for the package once: the suite starts many Python processes (CLI runs, Dask workers),
 # and with PYTHONDONTWRITEBYTECODE set each of them would compile the sources again
 "$VPY" -m compileall -q -j 0 src >/dev/null 2>&1 || true
-say "pytest${*:+ $*}"
+# two test processes or more (pytest-xdist; one module per process at a time, so that a module's shared
+# fixtures are made once): many tests wait on subprocesses, Dask workers or the GUI rather than compute.
+# GRAINLAB_TEST_WORKERS=1 runs the suite in one process.
+workers="${GRAINLAB_TEST_WORKERS:-}"
+if [[ -z "$workers" ]]; then
+    cores="$(nproc 2>/dev/null || echo 2)"
+    workers=$(( cores < 2 ? 2 : (cores > 4 ? 4 : cores) ))
+fi
+parallel=()
+if [[ "$workers" -gt 1 ]]; then
+    parallel=(-n "$workers" --dist loadfile)
+fi
+say "pytest${parallel[*]:+ ${parallel[*]}}${*:+ $*}"
 status=0
-xvfb-run -a -s "-screen 0 1280x1024x24" "$VPY" -m pytest "$@" || status=$?
+xvfb-run -a -s "-screen 0 1280x1024x24" "$VPY" -m pytest ${parallel[@]+"${parallel[@]}"} "$@" || status=$?
 if [[ $status -eq 5 ]]; then
     die "pytest collected no tests"
 fi

@@ -8,9 +8,17 @@ test of that module failed (then they stay for a look, like the failing tests' o
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
+
+# Several test processes (pytest-xdist, as scripts/test.sh runs the suite): one compute thread each, and
+# for the CLI runs and Dask workers they start, so that N processes share the cores instead of each
+# starting a thread per core. Set before any test module imports PyTorch.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1) > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
