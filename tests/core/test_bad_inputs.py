@@ -316,7 +316,8 @@ def test_summary_columns_do_not_depend_on_failures(models, micrograph, tmp_path)
     assert headers[0] == headers[1] == headers[2], headers
     stats = list(summarize(np.ones((4, 4), np.uint32), 0.1))
     scale = ["diameter_px", "diameter_source", "scale"]  # the grain scale of each image
-    assert headers[0] == ["image", "output", "pixel_size_um", *stats, *scale, "status", "error", "path"]
+    assert headers[0] == ["image", "output", "pixel_size_um", "data_bar_rows", *stats, *scale, "status", "error",
+                          "path"]
 
 
 def test_classification_summary_columns_come_from_the_model(models, micrograph, tmp_path):
@@ -324,7 +325,8 @@ def test_classification_summary_columns_come_from_the_model(models, micrograph, 
     bad.write_bytes(b"II*\0 not a tiff at all")
     list(run_batch(models / "cls", [bad], tmp_path / "failed", workers=1, options=OPTS))
     list(run_batch(models / "cls", [micrograph], tmp_path / "ok", workers=1, options=OPTS))
-    expected = ["image", "output", "pixel_size_um", "class", "p_ferrite", "p_pearlite", "status", "error", "path"]
+    expected = ["image", "output", "pixel_size_um", "data_bar_rows", "class", "p_ferrite", "p_pearlite", "status",
+                "error", "path"]
     assert _seg_header(tmp_path / "failed") == _seg_header(tmp_path / "ok") == expected
 
 

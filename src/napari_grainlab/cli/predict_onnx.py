@@ -50,22 +50,25 @@ def _predict_one(model, path: Path, out: Path, options: BatchOptions, stem: str)
     import numpy as np
 
     from ..core._io import atomic_write_tiff
-    from ..core.data.io import read_image
+    from ..core.batch import read_for_prediction, with_bar_rows
     from ..core.measure import grain_table, summarize, write_table_csv
     from ..core.onnx_predict import predict_onnx
 
-    img = read_image(path)
+    img, bar = read_for_prediction(path, options, lambda m: _warning(path, m.split(": ", 1)[-1]))
     pixel_size = options.pixel_size or img.pixel_size
-    row = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or ""}
+    row = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or "", "data_bar_rows": bar}
     res = predict_onnx(model, img.data, options.inference(), warn=lambda m: _warning(path, m))
     if res.task == "segment":
-        atomic_write_tiff(out / f"{stem}_labels.tif", res.labels.astype(np.uint32), pixel_size_um=pixel_size)
-        atomic_write_tiff(out / f"{stem}_boundary.tif", res.boundary.astype(np.float32), pixel_size_um=pixel_size)
+        # written at the file's size (data bar rows 0), measured on the specimen rows
+        atomic_write_tiff(out / f"{stem}_labels.tif", with_bar_rows(res.labels.astype(np.uint32), bar),
+                          pixel_size_um=pixel_size)
+        atomic_write_tiff(out / f"{stem}_boundary.tif", with_bar_rows(res.boundary.astype(np.float32), bar),
+                          pixel_size_um=pixel_size)
         if res.twin_boundary is not None:
             from ..core.twins import twin_statistics
 
-            atomic_write_tiff(out / f"{stem}_twin_boundary.tif", res.twin_boundary.astype(np.float32),
-                              pixel_size_um=pixel_size)
+            atomic_write_tiff(out / f"{stem}_twin_boundary.tif",
+                              with_bar_rows(res.twin_boundary.astype(np.float32), bar), pixel_size_um=pixel_size)
             row.update(twin_statistics(res.labels, res.twin_boundary, pixel_size))
         write_table_csv(out / f"{stem}_grains.csv", grain_table(res.labels, pixel_size), pixel_size)
         if options.overlay:
@@ -79,8 +82,9 @@ def _predict_one(model, path: Path, out: Path, options: BatchOptions, stem: str)
         if line:
             print(f"grainlab: {path}: {line}", file=sys.stderr, flush=True)
     else:
-        atomic_write_tiff(out / f"{stem}_classes.tif", res.class_map.astype(np.uint16), pixel_size_um=pixel_size)
-        atomic_write_tiff(out / f"{stem}_confidence.tif", res.confidence.astype(np.float32),
+        atomic_write_tiff(out / f"{stem}_classes.tif", with_bar_rows(res.class_map.astype(np.uint16), bar),
+                          pixel_size_um=pixel_size)
+        atomic_write_tiff(out / f"{stem}_confidence.tif", with_bar_rows(res.confidence.astype(np.float32), bar),
                           pixel_size_um=pixel_size)
         row.update({"class": res.image_class,
                     **{f"p_{n}": float(p) for n, p in zip(res.classes, res.class_probabilities)}})

@@ -51,8 +51,8 @@ from .inference.options import InferenceOptions
 __all__ = ["IMAGE_EXTENSIONS", "OUTPUT_SUFFIXES", "SUMMARY_NAME", "BatchError", "BatchFinished",
            "BatchImageDone", "BatchImageFailed", "BatchOptions", "BatchStarted", "cached_model",
            "default_workers", "expand_inputs", "is_output_name", "model_loads", "output_stem", "output_stems",
-           "parse_scheduler_address", "predict_image_file", "predict_task", "run_batch", "summary_columns",
-           "without_path", "write_rows_csv"]
+           "parse_scheduler_address", "predict_image_file", "predict_task", "read_for_prediction", "run_batch",
+           "summary_columns", "with_bar_rows", "without_path", "write_rows_csv"]
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: names of the files a prediction writes (never inputs when found in the output folder)
@@ -84,12 +84,17 @@ class BatchOptions(InferenceOptions):
     field (see :func:`~napari_grainlab.core.inference.predict_array`) plus what a batch writes.
 
     ``pixel_size`` (µm) overrides the one read from each image; ``overlay`` also writes
-    ``NAME_overlay.png`` (segmentation).
+    ``NAME_overlay.png`` (segmentation); ``data_bar`` cuts an SEM data bar off before prediction
+    (:func:`~napari_grainlab.core.data.micrograph.read_specimen`).
     """
 
     pixel_size: float | None = option(None, min=1e-6, max=1e6, group="Output", metavar="UM",
                                       help="pixel size in µm (default: from the image metadata)")
     overlay: bool = option(False, group="Output", help="also write NAME_overlay.png")
+    data_bar: str = option("cut", choices=("cut", "keep"), group="Output",
+                           help="cut: predict on the specimen only, without an SEM data bar at the bottom "
+                                "(stated by the metadata, else detected in the pixels); its rows are 0 in "
+                                "the labels and maps, which keep the file's size. keep: predict every row")
 
     def result_key(self) -> dict:
         """The settings that change the outputs (the batch size and device do not)."""
@@ -320,6 +325,35 @@ def model_loads() -> dict[str, int]:
         return dict(_MODEL_LOADS)
 
 
+def read_for_prediction(path: Path, options: BatchOptions, warn: Callable[[str], None] | None = None):
+    """The image a batch predicts on and the number of data bar rows left out (``options.data_bar``:
+    ``"cut"`` reads it with :func:`~napari_grainlab.core.data.micrograph.read_specimen`, ``"keep"`` with
+    :func:`~napari_grainlab.core.data.io.read_image`); a cut is said through ``warn``."""
+    if options.data_bar == "keep":
+        from .data.io import read_image
+
+        return read_image(path), 0
+    from .data.micrograph import read_specimen
+
+    img, micrograph = read_specimen(path)
+    bar = int(micrograph.data_bar_rows)
+    if bar and warn is not None:
+        warn(f"{Path(path).name}: the bottom {bar} rows are a data bar ({micrograph.data_bar_source}); "
+             "predicted without them (--data-bar keep predicts every row)")
+    return img, bar
+
+
+def with_bar_rows(a, bar: int):
+    """An output of the specimen rows at the file's size: ``bar`` rows of 0 below it."""
+    import numpy as np
+
+    if not bar:
+        return a
+    padded = np.zeros((a.shape[0] + bar, *a.shape[1:]), a.dtype)
+    padded[: a.shape[0]] = a
+    return padded
+
+
 def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os.PathLike, stem: str | None = None,
                        options: BatchOptions | None = None, device: Any = None, *,
                        progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None,
@@ -336,17 +370,20 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
     import numpy as np
 
     from ._io import atomic_write_png, atomic_write_tiff
-    from .data.io import read_image
     from .inference import predict_array
     from .measure import grain_table, summarize, write_table_csv
 
     options = options or BatchOptions()
     device = options.device if device is None else device
     path, out = Path(path), Path(out)
-    img = read_image(path)
+    img, bar = read_for_prediction(path, options, warn)
     pixel_size = options.pixel_size or img.pixel_size
     stem = stem or output_stem(path)
-    row: dict[str, Any] = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or ""}
+    row: dict[str, Any] = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or "",
+                           "data_bar_rows": bar}
+
+    def full(a: np.ndarray) -> np.ndarray:
+        return with_bar_rows(a, bar)
     # the overlay needs the image afterwards; else the prediction holds its only reference and can free it
     # once the network has seen it (its memory then serves the watershed of a large image)
     source = img.data if options.overlay else None
@@ -361,12 +398,14 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
         return out / written[-1]
 
     if res.task == "segment":
-        atomic_write_tiff(name("_labels.tif"), res.labels.astype(np.uint32), pixel_size_um=pixel_size)
-        atomic_write_tiff(name("_boundary.tif"), res.boundary.astype(np.float32), pixel_size_um=pixel_size)
+        # written at the file's size; measured on the specimen rows (a grain cut by the data bar's edge is an
+        # edge grain, as at any other image edge)
+        atomic_write_tiff(name("_labels.tif"), full(res.labels.astype(np.uint32)), pixel_size_um=pixel_size)
+        atomic_write_tiff(name("_boundary.tif"), full(res.boundary.astype(np.float32)), pixel_size_um=pixel_size)
         if res.twin_boundary is not None:
             from .twins import twin_statistics
 
-            atomic_write_tiff(name("_twin_boundary.tif"), res.twin_boundary.astype(np.float32),
+            atomic_write_tiff(name("_twin_boundary.tif"), full(res.twin_boundary.astype(np.float32)),
                               pixel_size_um=pixel_size)
             row.update(twin_statistics(res.labels, res.twin_boundary, pixel_size))
         table = grain_table(res.labels, pixel_size)
@@ -378,8 +417,9 @@ def predict_image_file(model, meta: dict, path: str | os.PathLike, out: str | os
         row.update(summarize(res.labels, pixel_size, table=table))
         row.update(res.scaling.row())
     else:
-        atomic_write_tiff(name("_classes.tif"), res.class_map.astype(np.uint16), pixel_size_um=pixel_size)
-        atomic_write_tiff(name("_confidence.tif"), res.confidence.astype(np.float32), pixel_size_um=pixel_size)
+        atomic_write_tiff(name("_classes.tif"), full(res.class_map.astype(np.uint16)), pixel_size_um=pixel_size)
+        atomic_write_tiff(name("_confidence.tif"), full(res.confidence.astype(np.float32)),
+                          pixel_size_um=pixel_size)
         probs = res.class_probabilities
         row.update({"class": res.image_class, **{f"p_{n}": float(p) for n, p in zip(res.classes, probs)}})
     return row, written
@@ -663,7 +703,7 @@ def summary_columns(meta: dict) -> list[str]:
         outputs = meta.get("outputs") if isinstance(meta.get("outputs"), list) else []
         twins = TWIN_COLUMNS if "twin_boundary" in outputs or spec.get("twin_class") else ()
         stats = [*SEGMENT_COLUMNS, *twins, *SCALE_COLUMNS]
-    return ["image", "output", "pixel_size_um", *stats, "status", "error", "path"]
+    return ["image", "output", "pixel_size_um", "data_bar_rows", *stats, "status", "error", "path"]
 
 
 def _write_summary(out: Path, rows: dict[int, dict], columns: Sequence[str]) -> Path | None:

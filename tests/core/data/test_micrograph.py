@@ -285,3 +285,63 @@ def test_labels_tiff_without_pixel_size_and_bad_labels(tmp_path):
         write_labels_tiff(tmp_path / "n.tif", -np.ones((8, 8), np.int32))
     with pytest.raises(DataError, match="2-D"):
         write_labels_tiff(tmp_path / "n.tif", np.ones((2, 8, 8), np.int32))
+
+
+# ------------------------------------------------------------------------------ batch prediction
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import torch
+
+    from napari_grainlab.core.models import ModelSpec, build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("bar_model") / "seg"
+    save_checkpoint(folder, build_model(ModelSpec(task="segment", backbone="resnet18",
+                                                  decoder_channels=(16, 16, 8, 8, 8))).eval())
+    return folder
+
+
+def test_batch_prediction_leaves_the_data_bar_out_and_keeps_the_files_size(tmp_path, tiny_model):
+    from napari_grainlab.core.batch import BatchOptions, predict_image_file
+    from napari_grainlab.core.data.micrograph import read_specimen
+    from napari_grainlab.core.models import load_checkpoint
+
+    img = specimen(height=192, width=256)
+    stored, _ = write_fei(tmp_path / "fei.tif", img, bar_rows=40)
+    spec_img, m = read_specimen(tmp_path / "fei.tif")
+    assert spec_img.data.shape == img.shape and m.data_bar_rows == 40 and spec_img.pixel_size == pytest.approx(4.5e-3)
+    # normalised as read_image normalises a file of the specimen alone (the bar's text does not stretch it)
+    tifffile.imwrite(tmp_path / "alone.tif", img)
+    np.testing.assert_array_equal(spec_img.data, read_image(tmp_path / "alone.tif").data)
+
+    model, meta = load_checkpoint(tiny_model)
+    warnings = []
+    opts = BatchOptions(tile=64, overlap=16, device="cpu", rescale=False)
+    row, written = predict_image_file(model, meta, tmp_path / "fei.tif", tmp_path / "cut", options=opts,
+                                      warn=warnings.append)
+    labels = tifffile.imread(tmp_path / "cut" / "fei_labels.tif")
+    boundary = tifffile.imread(tmp_path / "cut" / "fei_boundary.tif")
+    assert labels.shape == boundary.shape == stored.shape  # aligned with the file as stored
+    assert not labels[192:].any() and not boundary[192:].any() and labels[:192].any()
+    assert row["data_bar_rows"] == 40 and row["pixel_size_um"] == pytest.approx(4.5e-3)
+    assert len(warnings) == 1 and "40 rows are a data bar" in warnings[0] and "FEI" in warnings[0]
+
+    keep = BatchOptions(tile=64, overlap=16, device="cpu", rescale=False, data_bar="keep")
+    row_keep, _ = predict_image_file(model, meta, tmp_path / "fei.tif", tmp_path / "keep", options=keep)
+    assert row_keep["data_bar_rows"] == 0
+    assert tifffile.imread(tmp_path / "keep" / "fei_boundary.tif")[192:].any()  # the bar was predicted on
+
+
+def test_batch_prediction_of_a_plain_micrograph_cuts_nothing(tmp_path, tiny_model):
+    from napari_grainlab.core.batch import BatchOptions, predict_image_file
+    from napari_grainlab.core.models import load_checkpoint
+
+    img = specimen(height=128, width=128)
+    tifffile.imwrite(tmp_path / "plain.tif", img)
+    model, meta = load_checkpoint(tiny_model)
+    warnings = []
+    row, _ = predict_image_file(model, meta, tmp_path / "plain.tif", tmp_path / "o",
+                                options=BatchOptions(tile=64, overlap=16, device="cpu", rescale=False),
+                                warn=warnings.append)
+    assert row["data_bar_rows"] == 0 and not warnings
+    assert tifffile.imread(tmp_path / "o" / "plain_labels.tif").shape == img.shape

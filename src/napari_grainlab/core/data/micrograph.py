@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import IMAGE_EXTENSIONS, DataError, _check_file, _read_array
+from .io import IMAGE_EXTENSIONS, DataError, Image, _check_file, _read_array
 
 __all__ = ["Micrograph", "detect_data_bar", "read_micrograph"]
 
@@ -285,6 +285,20 @@ def read_micrograph(path: str | Path, detect_bar: bool = True) -> Micrograph:
                       notes=tuple(notes))
 
 
+def read_specimen(path: str | Path, low: float = 0.1, high: float = 99.9,
+                  detect_bar: bool = True) -> tuple[Image, Micrograph]:
+    """:func:`~.io.read_image` without the SEM data bar: the specimen rows as the engine's float image
+    (grey or colour in [0, 1], the same normalisation), and the :class:`Micrograph` it came from
+    (``data_bar_rows``, ``data_bar_source``, calibration, notes)."""
+    from .channels import normalize_image, to_planes
+
+    m = read_micrograph(path, detect_bar=detect_bar)
+    planes = to_planes(m.image, m.path, m.image.ndim - 1 if m.rgb else None)
+    if planes.dtype.kind == "f" and not np.isfinite(planes).all():
+        raise DataError(f"{m.path}: the image contains NaN or infinite values")
+    return Image(normalize_image(planes, low, high), m.pixel_size_um, m.path, str(m.image.dtype)), m
+
+
 def _one_plane(shape: tuple[int, ...], axes: str) -> bool:
     """Whether a TIFF series of ``shape`` / ``axes`` is one grey or colour plane (singleton axes aside)."""
     dims = [(n, a) for n, a in zip(shape, axes) if n != 1]
@@ -299,7 +313,11 @@ def _as_stored_plane(arr: np.ndarray, channel_axis: int | None, path: Path) -> n
     if channel_axis is not None and arr.ndim == 3 and arr.shape[channel_axis] in (3, 4):
         arr = np.moveaxis(arr, channel_axis, -1)
     keep_last = arr.ndim >= 3 and arr.shape[-1] in (3, 4)
-    drop = tuple(i for i in range(arr.ndim - (1 if keep_last else 0)) if arr.shape[i] == 1)
+    spatial = arr.ndim - (1 if keep_last else 0)
+    singletons = [i for i in range(spatial) if arr.shape[i] == 1]
+    # drop singleton axes, but keep two spatial axes: a 1 x 1 or 1 x N image stays 2-D (and is refused
+    # later as too small, with its size, rather than called a stack)
+    drop = tuple(singletons[: max(0, spatial - 2)]) if len(singletons) > spatial - 2 else tuple(singletons)
     out = arr.squeeze(axis=drop) if drop else arr
     if out.ndim == 2 or (out.ndim == 3 and out.shape[-1] in (3, 4)):
         return out
