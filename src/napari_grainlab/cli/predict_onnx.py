@@ -54,7 +54,7 @@ def _predict_one(model, path: Path, out: Path, options: BatchOptions, stem: str)
     from ..core.measure import grain_table, summarize, write_table_csv
     from ..core.onnx_predict import predict_onnx
 
-    img, bar = read_for_prediction(path, options, lambda m: _warning(path, m.split(": ", 1)[-1]))
+    img, bar = read_for_prediction(path, options, lambda m: _warning(path, m))
     pixel_size = options.pixel_size or img.pixel_size
     row = {"image": path.name, "output": stem, "pixel_size_um": pixel_size or "", "data_bar_rows": bar}
     res = predict_onnx(model, img.data, options.inference(), warn=lambda m: _warning(path, m))

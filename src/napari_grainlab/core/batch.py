@@ -328,7 +328,8 @@ def model_loads() -> dict[str, int]:
 def read_for_prediction(path: Path, options: BatchOptions, warn: Callable[[str], None] | None = None):
     """The image a batch predicts on and the number of data bar rows left out (``options.data_bar``:
     ``"cut"`` reads it with :func:`~napari_grainlab.core.data.micrograph.read_specimen`, ``"keep"`` with
-    :func:`~napari_grainlab.core.data.io.read_image`); a cut is said through ``warn``."""
+    :func:`~napari_grainlab.core.data.io.read_image`); a cut is said through ``warn`` (whose caller names
+    the file)."""
     if options.data_bar == "keep":
         from .data.io import read_image
 
@@ -338,7 +339,7 @@ def read_for_prediction(path: Path, options: BatchOptions, warn: Callable[[str],
     img, micrograph = read_specimen(path)
     bar = int(micrograph.data_bar_rows)
     if bar and warn is not None:
-        warn(f"{Path(path).name}: the bottom {bar} rows are a data bar ({micrograph.data_bar_source}); "
+        warn(f"the bottom {bar} rows are a data bar ({micrograph.data_bar_source}); "
              "predicted without them (--data-bar keep predicts every row)")
     return img, bar
 
