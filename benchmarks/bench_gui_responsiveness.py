@@ -18,7 +18,8 @@ warm-up); the ratio compares medians.
 ``--stalls`` measures instead the longest event-loop stall (the largest gap between two probe
 timeouts beyond their interval) of what a user does first in a fresh napari, each scenario in a fresh
 process (imports happen once per process): opening the Train dock and the first *Start training*,
-opening the Annotate dock and its first *From model*, opening the Predict dock and its first run.
+opening the Annotate dock and its first *From model*, opening the Predict dock and its first run,
+opening the Synthesize dock and three 512 px previews (generated in a worker).
 Target (from issue 14): about 50 ms on the GUI thread.  Each fresh viewer holds the micrograph only
 (the Train scenario also its grain labels), as after a user opened a file.  A ``napari`` scenario
 measures napari's own floor in the same conditions: docking an empty widget and adding a first uint32
@@ -134,7 +135,7 @@ def headless_run(samples, cfg) -> dict:
 
 
 # ================================================================================ first-use stalls
-STALL_SCENARIOS = ("napari", "train", "annotate", "predict")
+STALL_SCENARIOS = ("napari", "train", "annotate", "predict", "synthesize")
 STALL_TARGET_MS = 50.0
 
 
@@ -250,7 +251,7 @@ def stall_child(scenario: str, model: Path, work: Path) -> dict:
         out["status"] = "ok"
         viewer.close()
         return out
-    dock_name = {"train": "Train", "annotate": "Annotate", "predict": "Predict"}[scenario]
+    dock_name = {"train": "Train", "annotate": "Annotate", "predict": "Predict", "synthesize": "Synthesize"}[scenario]
     opened: dict = {}
 
     def open_dock():
@@ -273,6 +274,31 @@ def stall_child(scenario: str, model: Path, work: Path) -> dict:
             if dock.start() is None:
                 raise RuntimeError("the Train dock did not start")
         out["first_action"] = probe.phase(first, lambda _: bool(results))
+    elif scenario == "synthesize":  # three 512 px previews of 300 grains, one after the other
+        from napari_grainlab.core.synthetic import SynthParams, TessellationParams
+
+        dock.set_params(SynthParams(height=512, width=512, tessellation=TessellationParams(grains=300)))
+        seeds = iter((11, 12, 13))
+        state = {"seed": next(seeds)}
+
+        def shown(seed):
+            return any(layer.metadata.get("grainlab", {}).get("seed") == seed for layer in viewer.layers)
+
+        def first():
+            dock.set_seed(state["seed"])
+            return True
+
+        def done(_):
+            if not shown(state["seed"]):
+                return False
+            nxt = next(seeds, None)
+            if nxt is None:
+                results.append(True)
+                return True
+            state["seed"] = nxt
+            dock.set_seed(nxt)
+            return False
+        out["first_action"] = probe.phase(first, done)
     elif scenario == "annotate":
         def first():
             task = dock.propose_from_model(str(model))
@@ -289,7 +315,7 @@ def stall_child(scenario: str, model: Path, work: Path) -> dict:
                 raise RuntimeError("Predict did not start")
             task.finished.connect(results.append)
         out["first_action"] = probe.phase(first, lambda _: bool(results))
-    status = getattr(results[0], "status", "?") if results else "none"
+    status = getattr(results[0], "status", "ok") if results else "none"
     out["status"] = status
     viewer.close()
     return out
@@ -328,7 +354,8 @@ def run_stalls(args) -> int:
     labels = {"napari": ("napari: empty dock", "napari: uint32 Labels"),
               "train": ("open Train dock", "first Start training"),
               "annotate": ("open Annotate dock", "first From model"),
-              "predict": ("open Predict dock", "first Predict run")}
+              "predict": ("open Predict dock", "first Predict run"),
+              "synthesize": ("open Synthesize dock", "three 512 px previews")}
     report = {}
     print()
     print(f"longest event-loop stall (median over {args.repeat} fresh processes; target ~{STALL_TARGET_MS:.0f} ms):")
