@@ -83,17 +83,20 @@ def cubic_symmetry() -> np.ndarray:
     return np.asarray(ops)
 
 
-def misorientation_deg(g1: np.ndarray, g2: np.ndarray) -> np.ndarray:
-    """Disorientation angle (deg) between orientation matrices of cubic crystals, pairwise."""
+def misorientation_deg(g1: np.ndarray, g2: np.ndarray, symmetry: np.ndarray | None = None) -> np.ndarray:
+    """Disorientation angle (deg) between orientation matrices, pairwise, under the proper rotations
+    ``symmetry`` (S, 3, 3) of the crystal (default: cubic)."""
+    sym = cubic_symmetry() if symmetry is None else symmetry
     delta = np.einsum("nij,nkj->nik", g1, g2)  # g1 g2^T: crystal-frame misorientation
-    traces = np.einsum("sij,nji->ns", cubic_symmetry(), delta)  # tr(S delta) for every symmetry op
+    traces = np.einsum("sij,nji->ns", sym, delta)  # tr(S delta) for every symmetry op
     cos = np.clip((traces.max(axis=1) - 1.0) / 2.0, -1.0, 1.0)
     return np.degrees(np.arccos(cos))
 
 
 def grains_from_orientations(g: np.ndarray, phase: np.ndarray, threshold: float, min_size: int,
-                             fill_below: int = 20) -> np.ndarray:
-    """Grain labels of a (H, W) map of orientation matrices ``g`` (H, W, 3, 3).
+                             fill_below: int = 20, symmetry: np.ndarray | None = None) -> np.ndarray:
+    """Grain labels of a (H, W) map of orientation matrices ``g`` (H, W, 3, 3); ``symmetry``: the crystal's
+    proper rotations (default cubic).
 
     Unindexed pixels and grains under ``min_size`` px become 0; 0-regions under ``fill_below`` px are then
     filled from the nearest grain, larger unindexed areas stay 0 (not scored).
@@ -107,7 +110,7 @@ def grains_from_orientations(g: np.ndarray, phase: np.ndarray, threshold: float,
         ok = (pa > 0) & (pa == pb)
         a, b = a[ok], b[ok]
         gf = g.reshape(-1, 3, 3)
-        same = misorientation_deg(gf[a], gf[b]) < threshold
+        same = misorientation_deg(gf[a], gf[b], symmetry) < threshold
         rows.append(a[same])
         cols.append(b[same])
     r, c = np.concatenate(rows), np.concatenate(cols)
