@@ -45,6 +45,7 @@ def make_widget(viewer, qtbot):
     widget.ask_unsaved = lambda: "discard"  # never block on a dialog
     widget.ask_overwrite = lambda conflict: pytest.fail(f"asked to replace saved labels: {conflict}")
     viewer.window.add_dock_widget(widget, name="Annotate", area="right")
+    qtbot.waitUntil(lambda: not widget.attach_pending, timeout=20000)  # napari's first Labels layer needs pandas
     return widget
 
 
@@ -82,14 +83,13 @@ def _dock_names() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("display_name", "python_name"), _dock_names())
 def test_every_dock_opens(viewer, qtbot, display_name, python_name):
-    module = python_name.split(":")[0]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} is not written yet")
+    assert importlib.util.find_spec(python_name.split(":")[0]) is not None, python_name
     viewer.add_image(micrograph(), name="grains")
     dock_widget, widget = viewer.window.add_plugin_dock_widget("napari-grainlab", display_name)
     assert dock_widget.widget() is widget
     if display_name == "Annotate":
         widget.ask_unsaved = lambda: "discard"
+        qtbot.waitUntil(lambda: not widget.attach_pending, timeout=20000)
         assert widget.labels_layer is not None and widget.labels_layer.name == "grains annotation"
 
 
@@ -422,6 +422,7 @@ def test_from_model_takes_the_builtin_name_and_a_diameter(viewer, qtbot, notific
     dock = AnnotateWidget(viewer)
     dock.ask_unsaved = lambda: "discard"
     viewer.window.add_dock_widget(dock, name="Annotate", area="right")
+    qtbot.waitUntil(lambda: not dock.attach_pending, timeout=20000)
     panel = dock.proposals
     assert panel.model_edit.text() == "generalist"  # the installed built-in model is offered
     assert panel.diameter_spin.text() == "auto" and panel.diameter() is None
@@ -482,7 +483,7 @@ def test_existing_labels_layer_can_be_attached(viewer, qtbot):
 
 
 # --------------------------------------------------------------------- classification
-def test_classification_image_class_and_regions(dock, viewer, tmp_path):
+def test_classification_image_class_and_regions(dock, viewer, qtbot, tmp_path):
     dock.classes_edit.setText("ferrite, pearlite")
     dock.classes_edit.editingFinished.emit()
     assert [dock.region_class_combo.itemText(i) for i in range(2)] == ["ferrite", "pearlite"]
@@ -512,7 +513,7 @@ def test_classification_image_class_and_regions(dock, viewer, tmp_path):
     # reload: a fresh dock restores classes, image class and regions
     viewer.layers.remove(layer)
     viewer.layers.remove(dock.labels_layer)
-    dock2 = make_widget(viewer, qtbot=None)
+    dock2 = make_widget(viewer, qtbot)
     dock2.set_folder(folder)
     dock2.attach(viewer.layers["grains"])
     assert dock2.class_names() == ["ferrite", "pearlite"] and dock2.image_class() == "pearlite"
@@ -530,6 +531,35 @@ def test_layout_fits_a_narrow_dock(dock, viewer, qtbot, tmp_path):
 
 
 # --------------------------------------------------------------------- robustness
+def test_opening_waits_for_pandas_off_the_gui_thread_before_the_first_labels_layer(viewer, qtbot, monkeypatch):
+    """napari imports pandas for a session's first Labels layer (seconds on a cold start): the dock has
+    it imported in the background and makes the annotation layer afterwards, instead of freezing."""
+    from napari_grainlab.gui.annotate import AnnotateWidget
+    from napari_grainlab.gui.annotate import dock as dock_module
+
+    state = {"ready": False, "preloads": 0}
+
+    def preload():
+        state["preloads"] += 1
+        return True
+
+    monkeypatch.setattr(dock_module, "labels_layer_ready", lambda: state["ready"])
+    monkeypatch.setattr(dock_module, "preload_labels_layer_modules", preload)
+    viewer.add_image(micrograph(), name="grains")
+    widget = AnnotateWidget(viewer)
+    widget.ask_unsaved = lambda: "discard"
+    viewer.window.add_dock_widget(widget, name="Annotate", area="right")
+    qtbot.wait(150)
+    assert widget.attach_pending and widget.labels_layer is None and state["preloads"] == 1
+    assert widget.state_label.text() == "preparing…"
+    assert not [layer for layer in viewer.layers if layer.name == "grains annotation"]
+    state["ready"] = True
+    qtbot.waitUntil(lambda: widget.labels_layer is not None, timeout=5000)
+    assert not widget.attach_pending and widget.labels_layer.name == "grains annotation"
+    assert widget.state_label.text() != "preparing…"
+    assert widget.image_layer is viewer.layers["grains"]
+
+
 def test_closed_dock_lets_go_of_the_layer(viewer, qtbot, tmp_path):
     viewer.add_image(micrograph(), name="grains")
     dock = make_widget(viewer, qtbot)

@@ -115,3 +115,42 @@ def test_labels_colormap_backend_is_the_compiled_one_so_a_first_uint32_layer_cos
     backend, values = r.stdout.split()[0], r.stdout.split(None, 1)[1]
     assert backend == "partsegcore", r.stdout
     assert values.strip() == str([0, 1, 2, 3, 4, 5, 1, 2, 3, 4]), values  # (v - 1) % 5 + 1, 0 stays 0
+
+
+def test_preload_labels_layer_modules_imports_pandas_in_a_background_thread():
+    """napari imports pandas lazily for a layer's features table, the first time a Labels layer is made:
+    a second or two on the GUI thread. The preload does that import in a thread instead."""
+    import subprocess
+    import sys
+
+    code = ("import sys, threading\n"
+            "from napari_grainlab.gui import _napari_compat as c\n"
+            "before = 'pandas' in sys.modules\n"
+            "started = c.preload_labels_layer_modules()\n"
+            "names = [t.name for t in threading.enumerate()]\n"
+            "again = c.preload_labels_layer_modules()\n"
+            "c._PRELOAD['thread'].join(60)\n"
+            "print(before, started, 'grainlab-preload-layers' in names, c.labels_layer_ready(), "
+            "'pandas' in sys.modules, c.preload_labels_layer_modules())\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    before, started, named, ready, imported, third = r.stdout.split()
+    assert before == "False", "importing the compat module imported pandas already"
+    assert (started, named) == ("True", "True")
+    assert (ready, imported) == ("True", "True")
+    assert third == "False"  # once loaded, nothing more is started
+
+
+def test_labels_layer_ready_waits_for_a_running_preload(monkeypatch):
+    import threading
+
+    from napari_grainlab.gui import _napari_compat as compat
+
+    gate = threading.Event()
+    thread = threading.Thread(target=gate.wait, daemon=True)
+    thread.start()
+    monkeypatch.setitem(compat._PRELOAD, "thread", thread)
+    assert not compat.labels_layer_ready() and compat.preload_labels_layer_modules()
+    gate.set()
+    thread.join(5)
+    assert compat.labels_layer_ready()

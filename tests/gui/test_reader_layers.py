@@ -90,7 +90,7 @@ def test_scale_in_length_units_wins_over_stale_metadata(viewer):
     assert layer_pixel_size(layer) == (pytest.approx(0.1), "layer metadata")
 
 
-def test_annotate_dock_records_the_readers_pixel_size(viewer, fei, tmp_path, monkeypatch):
+def test_annotate_dock_records_the_readers_pixel_size(qtbot, viewer, fei, tmp_path, monkeypatch):
     from napari_grainlab.core import annotate as core
     from napari_grainlab.gui.annotate import AnnotateWidget
 
@@ -100,6 +100,7 @@ def test_annotate_dock_records_the_readers_pixel_size(viewer, fei, tmp_path, mon
     widget = AnnotateWidget(viewer)
     widget.ask_unsaved = lambda: "discard"
     viewer.window.add_dock_widget(widget, name="Annotate", area="right")
+    qtbot.waitUntil(lambda: not widget.attach_pending, timeout=20000)
     assert widget.labels_layer is not None and widget.labels_layer.data.shape == (160, 192)
     assert widget.store.pixel_size == pytest.approx(0.0045)
     assert tuple(widget.labels_layer.scale) == pytest.approx(tuple(image.scale))

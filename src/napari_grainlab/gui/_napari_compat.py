@@ -9,7 +9,10 @@ function, so a napari upgrade that breaks one of them fails there first.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -17,8 +20,8 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QMainWindow, QWidget
 
-__all__ = ["hook_dock_close", "labels_colormap_backend", "throttle_activity_animation", "unwrap_proxy",
-           "watch_main_window_close"]
+__all__ = ["hook_dock_close", "labels_colormap_backend", "labels_layer_ready", "preload_labels_layer_modules",
+           "throttle_activity_animation", "unwrap_proxy", "watch_main_window_close"]
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +176,46 @@ def labels_colormap_backend() -> str:
         if func is not None and func is getattr(acc, attr, None):
             return "numba" if name == "numba" and getattr(acc, "numba", None) is not None else name
     return "unknown"
+
+
+#: what napari imports the first time a Labels (or Points, Shapes…) layer is made: the layer's features
+#: table is a pandas DataFrame, and ``napari.layers.utils.layer_utils`` imports pandas lazily (its
+#: ``_LazyPandas``, napari >= 0.4.19) — 1 to 2 s on the GUI thread on a cold start
+_LAYER_MODULES = ("pandas",)
+_PRELOAD: dict[str, threading.Thread | None] = {"thread": None}
+_PRELOAD_LOCK = threading.Lock()
+
+
+def _import_layer_modules() -> None:
+    for name in _LAYER_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            log.debug("preloading %s failed", name, exc_info=True)
+
+
+def preload_labels_layer_modules() -> bool:
+    """Import what napari's first Labels layer needs (pandas) in a background thread, once; returns
+    whether that thread runs.  Call on the main thread when a dock that makes Labels layers opens: the
+    import then happens while the user looks at the dock, not in the GUI thread at the first layer.
+    The GUI thread must not import these modules meanwhile (it would wait for the thread's module lock):
+    :func:`labels_layer_ready` tells when a layer can be made without that wait."""
+    with _PRELOAD_LOCK:
+        thread = _PRELOAD["thread"]
+        if thread is not None:
+            return thread.is_alive()
+        if all(name in sys.modules for name in _LAYER_MODULES):
+            return False
+        thread = threading.Thread(target=_import_layer_modules, name="grainlab-preload-layers", daemon=True)
+        _PRELOAD["thread"] = thread
+        thread.start()
+        return True
+
+
+def labels_layer_ready() -> bool:
+    """Whether a Labels layer can be made now without importing pandas on the GUI thread (imported, and no
+    preload thread still running)."""
+    thread = _PRELOAD["thread"]
+    if thread is not None:  # a failed import is napari's to report when it needs the module
+        return not thread.is_alive()
+    return all(name in sys.modules for name in _LAYER_MODULES)

@@ -40,7 +40,13 @@ from ...core.errors import USER_ERRORS, DataError, GrainLabError
 from ...core.models.registry import is_registry_name
 from .._engine import start_warmup
 from .._layers import layer_pixel_size, layers_with_role, role_metadata, role_name, spatial_of
-from .._napari_compat import hook_dock_close, unwrap_proxy, watch_main_window_close
+from .._napari_compat import (
+    hook_dock_close,
+    labels_layer_ready,
+    preload_labels_layer_modules,
+    unwrap_proxy,
+    watch_main_window_close,
+)
 from .._settings import dataset_folders, remember_dataset_folder
 from .._widgets import ask_folder, confirm, hline, scroll_area, section, single_shot_timer
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
@@ -92,6 +98,7 @@ class AnnotateWidget(QWidget):
         self._dock_hooked = False
         self._docked = False
         self._unwatch_close = None  # removes the close filter from napari's main window
+        self._attach_pending = False  # the image chosen at opening is attached once pandas is imported
 
         self._stats_timer = single_shot_timer(self, STATS_DELAY_MS, self._refresh_stats)
         self._stats_runner = LatestOnlyRunner(self)
@@ -108,8 +115,40 @@ class AnnotateWidget(QWidget):
         self._watch_names()
         self._refresh_layer_choices()
         self._show_stats((0, 0.0, False))
-        if self.picker.chosen_image() is not None:
+        self._attach_when_ready()
+
+    @property
+    def attach_pending(self) -> bool:
+        """Whether the image chosen when the dock opened is still waiting for its annotation layer."""
+        return self._attach_pending
+
+    def _attach_when_ready(self) -> None:
+        """Annotate the image chosen when the dock opens.  The annotation layer is napari's first Labels
+        layer of the session, as a rule, and napari imports pandas for it (seconds on a cold start): that
+        import runs in a background thread, and the layer is made when it is done (polled every 25 ms)."""
+        if self.picker.chosen_image() is None:
+            return
+        if labels_layer_ready() or not preload_labels_layer_modules():
             self._on_image_chosen()
+            return
+        self.state_label.setText("preparing…")
+        self._attach_pending = True
+        timer = QTimer(self)
+        timer.setInterval(25)
+
+        def poll() -> None:
+            if not labels_layer_ready():
+                return
+            timer.stop()
+            timer.deleteLater()
+            self._attach_pending = False
+            if self.state_label.text() == "preparing…":
+                self.state_label.setText("")
+            if self.image_layer is None and not self._torn_down:  # the user may have attached one meanwhile
+                self._on_image_chosen()
+
+        timer.timeout.connect(poll)
+        timer.start()
 
     # ===================================================================== layout
     def _build(self) -> None:
