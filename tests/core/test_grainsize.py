@@ -194,6 +194,21 @@ def test_confidence_interval_by_hand():
     assert st["ci_reason"] is None
 
 
+def test_an_interval_reaching_zero_has_no_g_interval_and_says_why():
+    """Two fields of very different grain density: t(0.975, 1) = 12.7 makes the N_A interval reach below 0,
+    where G is not defined; the result says so instead of leaving the interval silently blank."""
+    dense = square_grid(10, 20)  # 400 grains in 200 x 200 px
+    coarse = np.ones((200, 200), np.uint32)  # one grain
+    res = gs.grain_size([dense, coarse], 1.0, tiles=1)
+    assert res.n_measurements == 2 and math.isfinite(res.ci95) and res.value - res.ci95 <= 0
+    assert math.isnan(res.G_ci95[0]) and math.isfinite(res.G_ci95[1])
+    assert "reaches 0" in res.ci_reason and "N_A" in res.ci_reason
+    ok = gs.grain_size([square_grid(10, 20), square_grid(10, 20), square_grid(11, 18)], 1.0, tiles=1)  # similar
+    assert ok.ci_reason is None and all(math.isfinite(v) for v in ok.G_ci95)
+    unknown = gs.grain_size([dense, coarse], None, tiles=1)  # no pixel size: no G at all, nothing to explain
+    assert unknown.ci_reason is None
+
+
 def test_one_measurement_has_no_interval_and_says_why():
     st = gs.field_statistics([4.0])
     assert st["mean"] == 4.0 and math.isnan(st["ci95"]) and "one measurement" in st["ci_reason"]

@@ -874,6 +874,15 @@ def _interval(value: float, ci: float, method: str, known: bool) -> tuple[float,
     return (_g(value - ci, method, known), _g(value + ci, method, known))
 
 
+def _interval_reason(value: float, ci: float, method: str, known: bool, reason: str | None) -> str | None:
+    """``reason``, else why the G interval is missing although the value's interval exists: its lower end
+    reaches 0, where G is not defined."""
+    if reason or not known or not (math.isfinite(value) and math.isfinite(ci)) or value - ci > 0:
+        return reason
+    return (f"the 95 % interval of {_quantity(method)} reaches 0 (too few or too different measurements): "
+            "no G interval")
+
+
 def _quantity(method: str) -> str:
     return "N_A" if method == "planimetric" else "P_L"
 
@@ -892,7 +901,7 @@ def _finish_field(f: dict[str, Any], method: str) -> dict[str, Any]:
     out = {"value": value, "quantity": _quantity(method), "unit": _unit_name(method, known), "G": _g(value, method, known), "G_ci95": _interval(value, st["ci95"], method, known),
            "ci95": st["ci95"], "relative_accuracy": 100.0 * st["ci95"] / value if _finite_positive(value) else math.nan,
            "std": st["std"], "n_measurements": st["n"], "measurement": _MEASUREMENT[method],
-           "ci_reason": st["ci_reason"], "values": vals, **f}
+           "ci_reason": _interval_reason(value, st["ci95"], method, known, st["ci_reason"]), "values": vals, **f}
     if known:
         mm = px * 1e-3
         out["field_area_mm2"] = f["field_area_px"] * mm * mm
@@ -971,7 +980,7 @@ def _run(fields_: list[np.ndarray], pxs: list[float | None], method: str, s: Gra
         G_ci95=_interval(value, ci, method, known), value=value, std=std, ci95=ci,
         relative_accuracy=100.0 * ci / value if _finite_positive(value) and math.isfinite(ci) else math.nan,
         n_measurements=n, measurement=measurement, quantity=quantity, unit=unit,
-        grains_counted=total["grains_counted"], ci_reason=ci_reason,
+        grains_counted=total["grains_counted"], ci_reason=_interval_reason(value, ci, method, known, ci_reason),
         distributions=_distributions(areas, intercepts, pxs, s.bins_per_decade))
     if method != "planimetric":
         res.intersections = total["intersections"]
