@@ -46,6 +46,24 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def make_napari_viewer(make_napari_viewer):
+    """napari's viewer factory, plus the plugin's triton guard once the viewer exists.
+
+    The first viewer loads Mesa's libLLVM (llvmpipe under Xvfb); a later import of triton (torchvision
+    imports torch._dynamo, which imports it) then crashes the process. In napari the docks apply the guard
+    before the engine loads (``gui/_engine.avoid_triton_llvm_clash``); tests that build models with torch
+    after a viewer exists need it too, whatever test ran before in the same process."""
+    from napari_grainlab.gui._engine import avoid_triton_llvm_clash
+
+    def make(*args, **kwargs):
+        v = make_napari_viewer(*args, **kwargs)
+        avoid_triton_llvm_clash()
+        return v
+
+    return make
+
+
+@pytest.fixture
 def viewer(make_napari_viewer, qtbot):
     """A napari viewer; background workers are finished before it is closed."""
     from qtpy.QtCore import QThreadPool

@@ -22,6 +22,8 @@ from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QSizePolicy, QWidget
 from ..core.data.io import DataError, read_pixel_size
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import napari
     from napari.layers import Layer
 
@@ -238,20 +240,29 @@ def put_layer(viewer: napari.viewer.Viewer, kind: str, data: np.ndarray, name: s
 
 
 class LayerCombo(QComboBox):
-    """A combo box of the viewer's layers of one type; follows insertions, removals, renames.
+    """A combo box of the viewer's layers of one type (or those that ``accept``), top first or in the order
+    ``key`` gives (a stable sort); follows insertions, removals, moves and renames.
+
+    Without ``none_label`` a layer is always chosen while there is one (the first, and a layer added to
+    an empty combo), and ``placeholder`` shows when there is none.  With ``none_label`` (e.g. ``"(none)"``)
+    that entry comes first and is the choice until the user picks a layer: an optional input.
 
     ``layer_changed(layer or None)`` is emitted when the chosen layer changes.
     """
 
     layer_changed = Signal(object)
 
-    def __init__(self, viewer: napari.viewer.Viewer, kind: type, placeholder: str,
-                 parent: QWidget | None = None) -> None:
+    def __init__(self, viewer: napari.viewer.Viewer, kind: type, placeholder: str, parent: QWidget | None = None,
+                 *, accept: Callable[[Layer], bool] | None = None, key: Callable[[Layer], Any] | None = None,
+                 none_label: str | None = None) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.kind = kind
         self.placeholder = placeholder
-        self._layers: list[Layer] = []
+        self._accept = accept
+        self._key = key
+        self.none_label = none_label
+        self._layers: list[Layer | None] = []
         self._current: Layer | None = None
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
@@ -265,14 +276,18 @@ class LayerCombo(QComboBox):
             layer.events.name.connect(self.refresh)
         self.refresh()
 
+    def _accepts(self, layer: Layer) -> bool:
+        return isinstance(layer, self.kind) and (self._accept is None or bool(self._accept(layer)))
+
     def layers(self) -> list[Layer]:
-        """The viewer's layers of this type, top first (as in the layer list)."""
-        return [ly for ly in reversed(list(self.viewer.layers)) if isinstance(ly, self.kind)]
+        """The layers offered: of this type (and accepted), top first (as in the layer list) or by ``key``."""
+        found = [ly for ly in reversed(list(self.viewer.layers)) if self._accepts(ly)]
+        return sorted(found, key=self._key) if self._key is not None else found
 
     def current_layer(self) -> Layer | None:
         return self._current if self._current in self.viewer.layers else None
 
-    def set_current_layer(self, layer: Layer) -> None:
+    def set_current_layer(self, layer: Layer | None) -> None:
         self.refresh()
         if layer in self._layers:
             self.setCurrentIndex(self._layers.index(layer))
@@ -283,7 +298,7 @@ class LayerCombo(QComboBox):
             layer.events.name.connect(self.refresh)
         try:
             self.refresh()
-            if isinstance(layer, self.kind) and self._current is None:
+            if self.none_label is None and self._current is None and layer is not None and self._accepts(layer):
                 self.set_current_layer(layer)
         except RuntimeError:  # the combo's C++ part is gone
             pass
@@ -291,16 +306,25 @@ class LayerCombo(QComboBox):
     def refresh(self, *_: Any) -> None:
         try:
             layers = self.layers()
-            current = self._current if self._current in layers else (layers[0] if layers else None)
+            optional = self.none_label is not None
+            if self._current in layers:
+                current = self._current
+            else:
+                current = None if optional or not layers else layers[0]
             self.blockSignals(True)
             self.clear()
-            self._layers = layers
-            if layers:
-                self.addItems([ly.name for ly in layers])
-                self.setCurrentIndex(layers.index(current))
+            if optional:
+                self._layers = [None, *layers]
+                self.addItems([self.none_label, *(ly.name for ly in layers)])
+                self.setCurrentIndex(self._layers.index(current))
             else:
-                self.addItem(self.placeholder)
-            self.setEnabled(bool(layers))
+                self._layers = list(layers)
+                if layers:
+                    self.addItems([ly.name for ly in layers])
+                    self.setCurrentIndex(layers.index(current))
+                else:
+                    self.addItem(self.placeholder)
+                self.setEnabled(bool(layers))
             self.blockSignals(False)
         except RuntimeError:  # the combo's C++ part is gone (dock closed)
             return

@@ -14,18 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
-from .._layers import grainlab_metadata, layer_pixel_size, role_of
+from .._layers import LayerCombo, grainlab_metadata, layer_pixel_size, role_of
 from .._widgets import ask_save_file, progress_bar
 from ..workers import GeneratorTask
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Layer
 
 __all__ = ["LayerChoice", "ReportPanel", "report_job", "roi_job"]
 
@@ -63,65 +62,12 @@ def _plane(layer: Layer) -> np.ndarray:
     return np.asarray(_data(layer))
 
 
-class LayerChoice(QComboBox):
-    """``(none)`` and the viewer's layers that ``accept``, in the order ``key`` gives; follows insertions,
-    removals and renames. ``layer_changed(layer or None)`` when the choice changes."""
-
-    layer_changed = Signal(object)
+class LayerChoice(LayerCombo):
+    """``(none)`` and the viewer's layers that ``accept``, in the order ``key`` gives (an optional input);
+    follows insertions, removals and renames. ``layer_changed(layer or None)`` when the choice changes."""
 
     def __init__(self, viewer: napari.viewer.Viewer, accept, key=None, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = viewer
-        self._accept = accept
-        self._key = key or (lambda ly: 0)
-        self._layers: list[Layer | None] = [None]
-        self._current: Layer | None = None
-        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(12)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.currentIndexChanged.connect(self._on_index)
-        events = viewer.layers.events
-        events.inserted.connect(self._on_inserted)
-        events.removed.connect(self.refresh)
-        for layer in viewer.layers:
-            layer.events.name.connect(self.refresh)
-        self.refresh()
-
-    def current_layer(self) -> Layer | None:
-        return self._current if self._current in self.viewer.layers else None
-
-    def set_current_layer(self, layer: Layer | None) -> None:
-        self.refresh()
-        if layer in self._layers:
-            self.setCurrentIndex(self._layers.index(layer))
-
-    def _on_inserted(self, event: Any) -> None:
-        layer = getattr(event, "value", None)
-        if layer is not None:
-            layer.events.name.connect(self.refresh)
-        self.refresh()
-
-    def refresh(self, *_: Any) -> None:
-        try:
-            layers = sorted((ly for ly in reversed(list(self.viewer.layers)) if self._accept(ly)), key=self._key)
-            current = self._current if self._current in layers else None
-            self.blockSignals(True)
-            self.clear()
-            self._layers = [None, *layers]
-            self.addItems(["(none)", *(ly.name for ly in layers)])
-            self.setCurrentIndex(self._layers.index(current))
-            self.blockSignals(False)
-        except RuntimeError:  # the combo's C++ part is gone (dock closed)
-            return
-        if current is not self._current:
-            self._current = current
-            self.layer_changed.emit(current)
-
-    def _on_index(self, index: int) -> None:
-        layer = self._layers[index] if 0 <= index < len(self._layers) else None
-        if layer is not self._current:
-            self._current = layer
-            self.layer_changed.emit(layer)
+        super().__init__(viewer, Layer, "", parent, accept=accept, key=key, none_label="(none)")
 
 
 class ReportPanel(QWidget):
