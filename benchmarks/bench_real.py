@@ -1,6 +1,6 @@
 """Score models and the classical baseline on real labelled micrographs (issue 13, item 5).
 
-    python benchmarks/bench_real.py --data ~/grainlab-realdata [--model NAME_OR_PATH ...] [--diameter auto]
+    python benchmarks/bench_real.py --data ~/grainlab-realdata [--model NAME_OR_PATH ...] [--diameter auto|labels|PX]
         [--few-shot 1,3,8] [--max-images N] [--out results.json]
 
 ``--data`` holds one dataset folder per source (``SOURCE/images/NAME.tif|png`` + ``SOURCE/labels/NAME.tif``,
@@ -175,18 +175,30 @@ class ModelMethod:
         self.model, self.meta = load_checkpoint(self.path)
         self.channels = model_channels(self.meta)
         self.overrides: dict = {}
+        #: ``--diameter labels``: each image's own labels give its grain diameter (an oracle, to separate
+        #: the scale estimate's error from the network's)
+        self.wants_labels = diameter is not None and diameter.startswith("labels")
+        self.labels_factor = float(diameter.partition("x")[2] or 1.0) if self.wants_labels else 1.0
         if diameter is not None:
             if not _options_have("diameter"):
                 raise SystemExit("--diameter: this install's prediction takes no grain diameter")
-            self.overrides["diameter"] = diameter if diameter == "auto" else float(diameter)
+            if not self.wants_labels:
+                self.overrides["diameter"] = diameter if diameter == "auto" else float(diameter)
 
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, str]:
+    def __call__(self, image: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+        from napari_grainlab.core.data.targets import mean_grain_diameter
         from napari_grainlab.core.inference import predict_array
 
         used = "colour" if is_colour(image) else "grey"
         if is_colour(image) and self.channels == 1:
             image, used = luminance(image).astype(np.float32), "luminance"
-        res = predict_array(self.model, self.meta, image, **self.overrides)
+        overrides = dict(self.overrides)
+        if self.wants_labels:
+            if labels is None:
+                raise GrainLabError(f"{self.name}: --diameter labels needs the image's labels")
+            overrides["diameter"] = mean_grain_diameter(labels) * self.labels_factor
+        res = predict_array(self.model, self.meta, image, **overrides)
+        self.last_scaling = res.scaling
         return res.labels, used
 
 
@@ -196,10 +208,17 @@ def run_method(method, samples: list) -> tuple[dict, list[dict]]:
     used = set()
     for s in samples:
         t0 = time.perf_counter()
-        labels, how = method(s.image)
+        labels, how = method(s.image, s.labels) if getattr(method, "wants_labels", False) else method(s.image)
         seconds = time.perf_counter() - t0
         used.add(how)
-        rows.append({"name": s.name, **score_image(labels, s.labels, s.pixel_size), "seconds": seconds})
+        row = {"name": s.name, **score_image(labels, s.labels, s.pixel_size), "seconds": seconds}
+        scaling = getattr(method, "last_scaling", None)
+        if scaling is not None:  # the grain diameter prediction used, and the labels' own (median ECD)
+            from napari_grainlab.core.data.targets import mean_grain_diameter
+
+            row.update(diameter_used=scaling.diameter, diameter_source=scaling.source,
+                       diameter_labels=mean_grain_diameter(s.labels), scale_factor=scaling.factor)
+        rows.append(row)
     return {**summarise(rows), "input": "/".join(sorted(used))}, rows
 
 
@@ -314,7 +333,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="folder of source folders (docs/real_data.md)")
     ap.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
                     help="a grainlab model folder or registry name (repeatable); the classical baseline always runs")
-    ap.add_argument("--diameter", default=None, metavar="auto|PX", help="grain diameter passed to prediction")
+    ap.add_argument("--diameter", default=None, metavar="auto|labels[xK]|PX",
+                    help="grain diameter passed to prediction ('labels': each image's labelled median diameter, "
+                         "'labelsxK': K times that; oracles that separate the scale estimate's error from the "
+                         "network's)")
     ap.add_argument("--few-shot", type=_ks, default=[], metavar="K,...", help="fine-tune on K images, score the rest")
     ap.add_argument("--few-shot-epochs", type=int, default=5, metavar="E")
     ap.add_argument("--max-images", type=int, default=None, metavar="N", help="at most N images per source")
@@ -322,12 +344,18 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.few_shot and not a.model:
         ap.error("--few-shot needs a --model to fine-tune")
-    if a.diameter not in (None, "auto"):
+    if a.diameter is not None and a.diameter.startswith("labels"):
+        try:
+            if a.diameter != "labels" and (not a.diameter.startswith("labelsx") or float(a.diameter[7:]) <= 0):
+                raise ValueError
+        except ValueError:
+            ap.error(f"--diameter: expected 'labels' or 'labelsxK' (K > 0), got {a.diameter!r}")
+    elif a.diameter not in (None, "auto"):
         try:
             if float(a.diameter) <= 0:
                 raise ValueError
         except ValueError:
-            ap.error(f"--diameter: expected 'auto' or a positive number of px, got {a.diameter!r}")
+            ap.error(f"--diameter: expected 'auto', 'labels' or a positive number of px, got {a.diameter!r}")
     t0 = time.perf_counter()
     try:
         result = evaluate(a.data, a.model, diameter=a.diameter, max_images=a.max_images, few_shot_ks=a.few_shot,

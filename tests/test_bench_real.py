@@ -91,3 +91,35 @@ def test_max_images_and_errors(bench, data, tmp_path):
         bench.main(["--data", str(data), "--few-shot", "1"])  # few-shot without a model
     with pytest.raises(SystemExit):
         bench.resolve_model(str(tmp_path / "no_such_model"))
+
+
+def test_labels_diameter_oracle_passes_each_images_own_scale(bench, data, monkeypatch):
+    """``--diameter labels[xK]`` gives prediction K x the image's labelled median diameter; rows record both."""
+    import types
+
+    import napari_grainlab.core.inference as inference
+    import napari_grainlab.core.models.checkpoint as checkpoint
+    from napari_grainlab.core.data.targets import mean_grain_diameter
+    from napari_grainlab.core.inference._result import ScaleInfo
+
+    seen = []
+
+    def fake_predict(model, meta, image, **kw):
+        seen.append(kw.get("diameter"))
+        return types.SimpleNamespace(labels=np.ones(image.shape[:2], np.uint32),
+                                     scaling=ScaleInfo(kw.get("diameter"), "given", 32.0, 1.0, ""))
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda path: (None, {}))
+    monkeypatch.setattr(inference, "predict_array", fake_predict)
+    samples = bench.load_source(bench.find_sources(data)[0])
+    for spec, k in (("labels", 1.0), ("labelsx1.5", 1.5)):
+        seen.clear()
+        method = bench.ModelMethod("m", data, spec)
+        _, rows = bench.run_method(method, samples)
+        want = [mean_grain_diameter(s.labels) * k for s in samples]
+        assert seen == pytest.approx(want)
+        assert [r["diameter_used"] for r in rows] == pytest.approx(want)
+        assert [r["diameter_labels"] * k for r in rows] == pytest.approx(want)
+    for bad in ("labelsx0", "labelsxq", "labelz"):
+        with pytest.raises(SystemExit):
+            bench.main(["--data", str(data), "--model", "generalist", "--diameter", bad])
