@@ -104,6 +104,9 @@ def test_uncertainty_and_next_uncertain_region():
     u = seg.uncertainty
     assert u.shape == boundary.shape and 0 <= u.min() and u.max() <= 1
     assert u[unsure].mean() > 0.9 > 0.3 > u[~unsure].mean()
+    # a sure boundary is not uncertain, on its flanks either (the raw map's entropy would light them up)
+    edges = ndi.binary_dilation(find_boundaries(s.labels), iterations=2) & ~ndi.binary_dilation(unsure, iterations=8)
+    assert u[edges].mean() < 0.3
     y, x = seg.next_uncertain(window=32)
     assert unsure[y, x]
     annotated = np.zeros(boundary.shape, bool)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from napari_grainlab.gui import _napari_compat as compat
@@ -154,3 +155,17 @@ def test_labels_layer_ready_waits_for_a_running_preload(monkeypatch):
     gate.set()
     thread.join(5)
     assert compat.labels_layer_ready()
+
+
+def test_center_camera_moves_the_view_without_a_deprecation_warning(viewer):
+    import warnings
+
+    from napari_grainlab.gui._napari_compat import center_camera
+
+    viewer.add_image(np.zeros((200, 300), np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        center_camera(viewer, (5.0, 120.0, 40.0))
+        scene = getattr(viewer, "scene", None)
+        camera = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+        assert tuple(camera.center)[-2:] == (120.0, 40.0)

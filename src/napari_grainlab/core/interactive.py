@@ -10,8 +10,8 @@ prompt after that is answered from those cached maps, without the network:
   grains; a click on a boundary line takes the side the network is surest of);
 - :meth:`ClickSegmenter.grains_in_box` -- every grain that lies mostly inside a box;
 - :attr:`ClickSegmenter.uncertainty` and :meth:`ClickSegmenter.next_uncertain` -- where the network is least
-  sure of its boundaries (the binary entropy of the boundary probability), and the most uncertain area not
-  annotated yet.
+  sure whether there is a boundary (:func:`boundary_uncertainty`), and the most uncertain area not annotated
+  yet.
 
 The edit functions (:func:`add_grain`, :func:`add_grains`, :func:`remove_grain_at`, :func:`scribble`) turn a
 prompt's answer into one :class:`~napari_grainlab.core.annotate.LabelEdit` on an annotation, which the
@@ -44,10 +44,19 @@ MERGE_SHARE = 0.15
 ON_BOUNDARY = 0.5
 
 
-def boundary_uncertainty(boundary: np.ndarray, smoothing: float = 1.0) -> np.ndarray:
-    """Binary entropy (bits, in [0, 1]) of a boundary probability map: 1 where the network says 0.5, 0 where
-    it is sure either way; Gaussian-smoothed by ``smoothing`` px (the maps' pixel noise)."""
-    p = np.clip(np.asarray(boundary, dtype=np.float32), 1e-6, 1 - 1e-6)
+def boundary_uncertainty(boundary: np.ndarray, smoothing: float = 1.0, reach: int = 2) -> np.ndarray:
+    """Where the network is unsure whether there is a boundary: the binary entropy (bits, in [0, 1]) of the
+    strongest boundary probability within ``reach`` px (a maximum filter), Gaussian-smoothed by ``smoothing`` px.
+
+    The maximum filter matters: across a boundary the network is sure of, the probability still falls from 1 to
+    0 over a pixel or two, and the entropy of the raw map would light up both flanks of every boundary.  The
+    strongest value nearby is about 1 on such a boundary and about 0 inside a grain (both certain), and stays
+    near 0.5 only on a faint, doubtful one.
+    """
+    p = np.asarray(boundary, dtype=np.float32)
+    if reach > 0:
+        p = ndi.maximum_filter(p, size=2 * int(reach) + 1, mode="nearest")
+    p = np.clip(p, 1e-6, 1 - 1e-6)
     h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
     if smoothing > 0:
         h = ndi.gaussian_filter(h, float(smoothing))

@@ -42,13 +42,14 @@ ROLES: dict[str, str] = {
     "twin_boundary": "twin boundary",    # Image: predicted twin-boundary probability (models with a twin class)
     "class_map": "classes",              # Labels: predicted class per pixel / tile
     "confidence": "confidence",          # Image: confidence of the predicted class
+    "uncertainty": "uncertainty",        # Image: where the model is unsure of its boundaries (Annotate)
     "synthetic_image": "",               # Image: a synthetic micrograph (Synthesize)
     "synthetic_labels": "labels",        # Labels: its ground-truth grains
     "synthetic_boundary": "boundary",    # Labels/Image: its ground-truth boundary mask
     "measurement": "measurement",        # a layer made by the Measure dock
 }
 #: the roles of layers that hold a model's prediction (never training data, may be replaced)
-PREDICTION_ROLES = frozenset({"grains", "boundary", "twin_boundary", "class_map", "confidence"})
+PREDICTION_ROLES = frozenset({"grains", "boundary", "twin_boundary", "class_map", "confidence", "uncertainty"})
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,18 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QMainWindow, QWidget
 
-__all__ = ["hook_dock_close", "labels_colormap_backend", "labels_layer_ready", "preload_labels_layer_modules",
+__all__ = ["center_camera", "hook_dock_close", "labels_colormap_backend", "labels_layer_ready", "preload_labels_layer_modules",
            "throttle_activity_animation", "unwrap_proxy", "watch_main_window_close"]
 
 log = logging.getLogger(__name__)
+
+
+def center_camera(viewer: Any, world: Any) -> None:
+    """Centre ``viewer``'s camera on the (…, y, x) world point ``world``: ``viewer.scene.camera`` from napari
+    0.9 (``viewer.camera`` is deprecated there), ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    camera = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+    camera.center = tuple(float(v) for v in list(world)[-2:])
 
 
 def unwrap_proxy(obj: Any) -> Any:

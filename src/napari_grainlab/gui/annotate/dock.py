@@ -9,9 +9,11 @@ asking, and a replaced one is kept in ``labels/.backup/``.  The dock's layers ca
 in ``layer.metadata["grainlab"]`` (see :mod:`napari_grainlab.gui._layers`); a Labels layer of
 the user's, picked under *Grains*, is annotated as it is.
 
-The panels: :mod:`.tools` (napari's paint / fill / erase / pick modes plus Merge, Split, Delete
-and Fill holes, each edit one step of napari's Labels history), :mod:`.proposals` (classical
-pipeline or a trained model; Apply puts a proposal into the annotation), :mod:`.classes`
+The panels: :mod:`.tools` (napari's paint / fill / erase / pick modes plus Merge, Split, Delete,
+the model-backed Grain / Box / Stroke tools and Fill holes, each edit one step of napari's Labels
+history), :mod:`.proposals` (classical pipeline or a trained model; Apply puts a proposal into the
+annotation), :mod:`.prompts` (the model's maps for the Grain and Box tools, predicted once per
+image; the uncertainty layer and *Next uncertain region*), :mod:`.classes`
 (image class and class regions) and :mod:`.saving` (dataset folder, atomic saves, autosave every
 N seconds and when the image is switched; closing the dock or the viewer with unsaved changes
 asks Save / Discard / Cancel).  The save state machine is the Qt-free
@@ -53,6 +55,7 @@ from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
 from ._common import guarded, live, source_stem
 from .classes import ClassesPanel
 from .layers import LayerPicker, image_plane
+from .prompts import PromptsPanel
 from .proposals import ClassicalSettings, ProposalsPanel
 from .saving import SavePanel
 from .tools import TOOLS, ToolsPanel
@@ -169,6 +172,7 @@ class AnnotateWidget(QWidget):
 
         self.tools = ToolsPanel(self)
         self.proposals = ProposalsPanel(self)
+        self.prompts = PromptsPanel(self)
         self.classes = ClassesPanel(self)
         self.saving = SavePanel(self)
         # the panels' controls, as the dock's attributes (scripts and tests drive them)
@@ -191,6 +195,7 @@ class AnnotateWidget(QWidget):
         self.sections = {
             "tools": section("Tools", self.tools, True),
             "propose": section("Propose grains", self.proposals, True),
+            "prompts": section("Click grains (model)", self.prompts, True),
             "classes": section("Classification", self.classes, False),
             "save": section("Save", self.saving, True),
         }
@@ -376,6 +381,7 @@ class AnnotateWidget(QWidget):
         if labels is not None:
             self._disconnect_labels(labels)
         self.proposals.reset()
+        self.prompts.reset()
         self.tools.reset()
         self.classes.reset()
         self._image_ref = self._labels_ref = None

@@ -1,5 +1,6 @@
 """The Tools panel of the Annotate dock: napari's paint / fill / erase / pick modes and the dock's
-own Merge, Split and Delete tools, the brush, a new grain id, Fill holes, Undo / Redo.
+own Merge, Split and Delete tools, the model-backed Grain (click), Box (drag) and Stroke tools, the
+brush, a new grain id, Fill holes, Undo / Redo.
 
 Every edit is one :class:`~napari_grainlab.core.annotate.LabelEdit` applied by the dock as one
 step of napari's Labels history.
@@ -45,8 +46,16 @@ TOOLS: dict[str, tuple[str, str | None, str]] = {
     "merge": ("Merge", None, "Click a grain, then a second one: the second joins the first."),
     "split": ("Split", None, "Drag a line across a grain to cut it in two."),
     "delete": ("Delete", None, "Click a grain to delete it (back to not annotated)."),
+    "grain": ("Grain", None, "Click a grain: the model's grain there is added (a click on a grain replaces it "
+                             "by the model's; shift-click removes it)."),
+    "box": ("Box", None, "Drag a box: the model's grains inside it go into the unannotated pixels."),
+    "stroke": ("Stroke", None, "Draw along a missed boundary to split a grain; draw across grains to merge them."),
 }
 CUSTOM_TOOLS = tuple(k for k, (_, mode, _) in TOOLS.items() if mode is None)
+#: the tools that draw while the mouse is dragged (the canvas does not pan meanwhile)
+DRAG_TOOLS = ("split", "box", "stroke")
+#: the tools answered from the model's maps (Click grains panel)
+MODEL_TOOLS = ("grain", "box")
 MERGE_BRIDGE_PX = 2
 
 
@@ -135,7 +144,7 @@ class ToolsPanel(QWidget):
 
     def forget_line(self, layer) -> None:
         """``layer`` was removed from the viewer: when it was the split line, draw a new one next time."""
-        if self._line_ref is not None and layer is self._line_ref() and self._tool == "split":
+        if self._line_ref is not None and layer is self._line_ref() and self._tool in DRAG_TOOLS:
             self._line_ref = None
 
     # ------------------------------------------------------------------ tools
@@ -159,14 +168,16 @@ class ToolsPanel(QWidget):
                 labels.mode = mode or "pan_zoom"
             finally:
                 self._syncing = False
-            labels.mouse_pan = mode is not None or key != "split"
+            labels.mouse_pan = mode is not None or key not in DRAG_TOOLS
             if viewer.layers.selection.active is not labels and key != "pan":
                 viewer.layers.selection.active = labels
-        if key == "split":
+        if key in DRAG_TOOLS:
             self._line_layer()
         else:
             self._remove_line()
         self.update_help()
+        if key in MODEL_TOOLS and labels is not None:
+            self._dock.prompts.require()  # start predicting the maps now, so that the first click answers
 
     def _on_layer_mode(self, event) -> None:
         if self._syncing:
@@ -220,20 +231,25 @@ class ToolsPanel(QWidget):
         if tool not in CUSTOM_TOOLS or event.button != 1 or layer.mode != "pan_zoom":
             return
         pos = np.asarray(layer.world_to_data(event.position))[-2:]
-        if tool == "split":
+        if tool in DRAG_TOOLS:
             points = [pos]
             line = self._line_layer()
             yield
             while event.type == "mouse_move":
                 points.append(np.asarray(layer.world_to_data(event.position))[-2:])
                 if line is not None and len(points) >= 2:
-                    line.data = [np.array(points)]
-                    line.shape_type = ["path"]
+                    if tool == "box":
+                        (y0, x0), (y1, x1) = points[0], points[-1]
+                        line.data = [np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]])]
+                        line.shape_type = ["rectangle"]
+                    else:
+                        line.data = [np.array(points)]
+                        line.shape_type = ["path"]
                 yield
             if line is not None:
                 line.data = []
             if len(points) >= 2:
-                self.split(np.array(points))
+                {"split": self.split, "stroke": self.stroke, "box": self.box}[tool](np.array(points))
             return
         r, c = int(np.floor(pos[0] + 0.5)), int(np.floor(pos[1] + 0.5))
         h, w = layer.data.shape
@@ -244,6 +260,11 @@ class ToolsPanel(QWidget):
             self.delete([gid])
         elif tool == "merge":
             self._merge_click(gid)
+        elif tool == "grain":
+            if "Shift" in {str(getattr(m, "name", m)) for m in (event.modifiers or ())}:
+                self.remove_grain(r, c)
+            else:
+                self.click_grain(r, c)
 
     def _merge_click(self, gid: int) -> None:
         if gid == 0:
@@ -274,6 +295,68 @@ class ToolsPanel(QWidget):
             self.update_help("The line must cross a grain from side to side.")
             return False
         self.update_help(f"Split: new grain(s) {', '.join(map(str, edit.new_ids))}. Ctrl+Z undoes it.")
+        return self._dock._apply_edit(edit)
+
+    @guarded("Stroke")
+    def stroke(self, points: np.ndarray) -> bool:
+        """A stroke (data coordinates): split the grain it lies in along it, or merge the grains it crosses."""
+        from ...core.interactive import scribble
+
+        labels = self._dock._require()
+        edit = scribble(labels.data, np.asarray(points, dtype=float))
+        if not edit:
+            self.update_help("Stroke: draw along a boundary inside one grain, or from one grain into another.")
+            return False
+        what = f"split, new grain(s) {', '.join(map(str, edit.new_ids))}" if edit.new_ids else \
+            f"merged {', '.join(map(str, edit.removed_ids))}"
+        self.update_help(f"Stroke: {what}. Ctrl+Z undoes it.")
+        return self._dock._apply_edit(edit)
+
+    def _maps_or_wait(self):
+        seg = self._dock.prompts.require()
+        if seg is None:
+            self.update_help("Predicting the model's maps for this image… click again when they are ready "
+                             "(Click grains below).")
+        return seg
+
+    @guarded("Grain")
+    def click_grain(self, row: float, col: float) -> bool:
+        """Add the model's grain at the pixel (row, col): into unannotated pixels, replacing a grain clicked on."""
+        from ...core.interactive import add_grain
+
+        labels = self._dock._require()
+        seg = self._maps_or_wait()
+        if seg is None:
+            return False
+        mask = seg.grain_at(row, col)
+        edit = add_grain(labels.data, mask, at=(row, col))
+        if not edit:
+            self.update_help("Grain: nothing to add there (those pixels belong to other grains).")
+            return False
+        gid = edit.new_ids[0] if edit.new_ids else int(labels.data[int(round(row)), int(round(col))])
+        self.update_help(f"Grain {gid}: {int(mask.sum())} px. Ctrl+Z undoes it; shift-click removes a grain.")
+        return self._dock._apply_edit(edit)
+
+    @guarded("Grain")
+    def remove_grain(self, row: float, col: float) -> bool:
+        from ...core.interactive import remove_grain_at
+
+        labels = self._dock._require()
+        return self._dock._apply_edit(remove_grain_at(labels.data, row, col))
+
+    @guarded("Box")
+    def box(self, points: np.ndarray) -> bool:
+        """Add the model's grains inside the box spanned by the first and last of ``points`` (data coordinates)."""
+        from ...core.interactive import add_grains
+
+        labels = self._dock._require()
+        seg = self._maps_or_wait()
+        if seg is None:
+            return False
+        (y0, x0), (y1, x1) = np.asarray(points, dtype=float)[[0, -1]]
+        edit = add_grains(labels.data, seg.grains_in_box(y0, x0, y1, x1))
+        self.update_help(f"Box: {len(edit.new_ids)} grain(s) added. Ctrl+Z undoes it." if edit else
+                         "Box: no unannotated grain lies mostly inside the box.")
         return self._dock._apply_edit(edit)
 
     @guarded("Delete")

@@ -43,6 +43,7 @@ from qtpy.QtWidgets import (
 
 from ...core.measure import grain_features, write_table_csv
 from .._layers import LayerCombo, layers_with_role, role_metadata
+from .._napari_compat import center_camera
 from .._widgets import PixelSizeInput, ask_save_file, make_form, show_status, single_shot_timer, status_label
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
 from .distribution import DistributionPlot
@@ -400,9 +401,7 @@ class MeasureWidget(QWidget):
         scale = m.pixel_size or 1.0
         yx = (float(m.table["centroid_y"][row]) / scale, float(m.table["centroid_x"][row]) / scale)
         world = layer.data_to_world(yx)
-        scene = getattr(self.viewer, "scene", None)  # napari >= 0.9; viewer.camera before
-        camera = scene.camera if scene is not None and hasattr(scene, "camera") else self.viewer.camera
-        camera.center = tuple(world[-2:])
+        center_camera(self.viewer, world)
 
     def _on_only_selected(self, on: bool) -> None:
         layer = self.current_layer()
