@@ -156,3 +156,36 @@ def test_a_missing_model_is_one_clear_message(dock, qtbot, notifications):
     dock.set_tool("grain")
     assert any("no model at" in m for m in notifications.messages())
     assert dock.prompts.segmenter is None and not dock.prompts.busy
+
+
+def test_retrain_keeps_rounds_and_makes_the_new_model_current(dock, viewer, qtbot, notifications):
+    from napari_grainlab.core.retrain import RoundStore
+
+    labels = dock.labels_layer
+    panel = dock.retrain_panel
+    assert panel.retrain() is None  # nothing annotated yet: one clear message
+    assert any("nothing to retrain on" in m for m in notifications.messages())
+    truth = dock.truth.astype(np.uint32)
+    truth[:, 112:] = 0  # half the image annotated
+    dock._apply_edit(core.LabelEdit.between(labels.data, truth))
+    panel.form.set_field("epochs", 1)
+    panel.form.set_field("steps_per_epoch", 2)
+    dock.set_tool("grain")
+    _ready(dock, qtbot)
+    task = panel.retrain()
+    assert task is not None and panel.busy and not panel.retrain_button.isEnabled()
+    qtbot.waitUntil(lambda: task.result is not None, timeout=180_000)
+    assert task.result.status == "completed", task.result.error
+    rounds = RoundStore(panel.rounds_folder()).rounds()
+    assert [r.number for r in rounds] == [1] and rounds[0].images == [dock.name]
+    assert dock.proposals.model_edit.text() == rounds[0].path  # the new round is the current model
+    assert "round 1" in panel.status_label.text()
+    assert panel.round_combo.count() == 2 and panel.round_combo.currentData() == rounds[0].path
+    # the Grain tool's maps are predicted again with the new model
+    qtbot.waitUntil(lambda: dock.prompts.segmenter is not None, timeout=90_000)
+    assert dock.prompts.segmenter.model_name == rounds[0].path
+    # go back to the starting model
+    panel.round_combo.setCurrentIndex(0)
+    panel._on_round_chosen(0)
+    assert dock.proposals.model_edit.text() == "generalist"
+    assert len(notifications.messages("error")) == 1  # only the one about nothing annotated

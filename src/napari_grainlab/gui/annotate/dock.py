@@ -13,7 +13,8 @@ The panels: :mod:`.tools` (napari's paint / fill / erase / pick modes plus Merge
 the model-backed Grain / Box / Stroke tools and Fill holes, each edit one step of napari's Labels
 history), :mod:`.proposals` (classical pipeline or a trained model; Apply puts a proposal into the
 annotation), :mod:`.prompts` (the model's maps for the Grain and Box tools, predicted once per
-image; the uncertainty layer and *Next uncertain region*), :mod:`.classes`
+image; the uncertainty layer and *Next uncertain region*), :mod:`.retrain` (fine-tune the current
+model on the annotations, one kept round at a time), :mod:`.classes`
 (image class and class regions) and :mod:`.saving` (dataset folder, atomic saves, autosave every
 N seconds and when the image is switched; closing the dock or the viewer with unsaved changes
 asks Save / Discard / Cancel).  The save state machine is the Qt-free
@@ -57,6 +58,7 @@ from .classes import ClassesPanel
 from .layers import LayerPicker, image_plane
 from .prompts import PromptsPanel
 from .proposals import ClassicalSettings, ProposalsPanel
+from .retrain import RetrainPanel
 from .saving import SavePanel
 from .tools import TOOLS, ToolsPanel
 
@@ -173,6 +175,7 @@ class AnnotateWidget(QWidget):
         self.tools = ToolsPanel(self)
         self.proposals = ProposalsPanel(self)
         self.prompts = PromptsPanel(self)
+        self.retrain_panel = RetrainPanel(self)
         self.classes = ClassesPanel(self)
         self.saving = SavePanel(self)
         # the panels' controls, as the dock's attributes (scripts and tests drive them)
@@ -196,6 +199,7 @@ class AnnotateWidget(QWidget):
             "tools": section("Tools", self.tools, True),
             "propose": section("Propose grains", self.proposals, True),
             "prompts": section("Click grains (model)", self.prompts, True),
+            "retrain": section("Retrain from corrections", self.retrain_panel, False),
             "classes": section("Classification", self.classes, False),
             "save": section("Save", self.saving, True),
         }
@@ -354,6 +358,7 @@ class AnnotateWidget(QWidget):
         self._refresh_layer_choices()
         self.set_tool(self.tool)
         self.viewer.layers.selection.active = labels
+        self.retrain_panel.refresh_rounds()
         self._schedule_stats()
         return True
 
@@ -382,6 +387,7 @@ class AnnotateWidget(QWidget):
             self._disconnect_labels(labels)
         self.proposals.reset()
         self.prompts.reset()
+        self.retrain_panel.reset()
         self.tools.reset()
         self.classes.reset()
         self._image_ref = self._labels_ref = None

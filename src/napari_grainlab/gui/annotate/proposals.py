@@ -129,6 +129,7 @@ class ProposalsPanel(QWidget):
         self._model_task: GeneratorTask | None = None
         self._generation = 0  # bumped when the image changes: older model proposals are dropped
         self.proposals_shown = 0
+        self.last_source = ""  # "classical" or "model": what made the proposal shown
         self._build()
         self._debounce = single_shot_timer(self, DEBOUNCE_MS, self.propose)
         self.runner = LatestOnlyRunner(self)
@@ -292,6 +293,7 @@ class ProposalsPanel(QWidget):
             layer.data = labels_data
             layer.visible = True
         self.proposals_shown += 1
+        self.last_source = source
         n = int(labels_data.max())
         show_status(self.proposal_label,
                     f"Proposal ({source}): {n} grains in {elapsed:.2f} s{f'; {scale}' if scale else ''}; "
