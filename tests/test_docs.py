@@ -30,7 +30,7 @@ def test_readme_images_exist():
 
 
 def test_option_references_are_generated_from_the_schemas():
-    """docs/training.md's option tables are the TrainConfig / InferenceOptions metadata, rendered."""
+    """docs/training.md's option tables are the TrainConfig / InferenceOptions / RetrainOptions metadata, rendered."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("option_table", ROOT / "docs" / "scripts" / "option_table.py")
@@ -39,8 +39,9 @@ def test_option_references_are_generated_from_the_schemas():
     text = module.DOC.read_text(encoding="utf-8")
     assert module.render(text) == text, "docs/training.md is out of date: run docs/scripts/option_table.py"
     from napari_grainlab.core.inference.options import InferenceOptions
+    from napari_grainlab.core.retrain import RetrainOptions
     from napari_grainlab.core.training import TrainConfig
 
-    for cls in (TrainConfig, InferenceOptions):
+    for cls in (TrainConfig, InferenceOptions, RetrainOptions):
         for f in param_fields(cls):
             assert f"| `{f.name}` |" in text, f"{cls.__name__}.{f.name} missing from docs/training.md"

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from napari_grainlab.core._schema import markdown_table
 from napari_grainlab.core.inference.options import InferenceOptions
+from napari_grainlab.core.retrain import RetrainOptions
 from napari_grainlab.core.training.config import GROUPS, TrainConfig
 
 DOC = Path(__file__).resolve().parents[1] / "training.md"
 BLOCKS = {
     "train": lambda: markdown_table(TrainConfig, GROUPS),
     "predict": lambda: markdown_table(InferenceOptions),
+    "retrain": lambda: markdown_table(RetrainOptions),
 }
 
 

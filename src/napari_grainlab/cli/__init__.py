@@ -1,6 +1,6 @@
 """The ``grainlab`` command line.
 
-One module per command (``synth``, ``params``, ``demo``, ``train``, ``predict``, ``eval``,
+One module per command (``synth``, ``params``, ``demo``, ``train``, ``retrain``, ``predict``, ``eval``,
 ``measure``, ``export``, ``predict-onnx``, ``experiment``, ``models``), each with a ``register(subparsers)``
 function; they share :mod:`._common` (exit codes, the error reporter, Ctrl-C handling, argument
 types, flags generated from option dataclasses, the training progress printer) and small helper
@@ -36,8 +36,8 @@ from ._common import (
 __all__ = ["EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Interrupted", "UserError", "build_parser", "main"]
 
 #: the command modules, in the order ``grainlab --help`` lists them
-COMMANDS = ("synth", "params", "demo", "train", "predict", "eval", "measure", "export", "predict_onnx", "experiment",
-            "models")
+COMMANDS = ("synth", "params", "demo", "train", "retrain", "predict", "eval", "measure", "export", "predict_onnx",
+            "experiment", "models")
 
 
 def build_parser() -> Parser:
