@@ -195,3 +195,23 @@ def test_click_segmenter_with_the_generalist_model_finds_known_grains():
     assert np.median(ious) >= 0.9 and np.mean(np.array(ious) >= 0.8) >= 0.9
     with pytest.raises(GrainLabError):
         ia.ClickSegmenter(s.image, model=42)
+
+
+def test_out_of_memory_is_a_clear_memory_error(monkeypatch):
+    import napari_grainlab.core.inference as inference
+
+    s = _truth(seed=2, side=96)
+
+    def oom(*_a, **_k):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(inference, "predict_array", oom)
+    with pytest.raises(MemoryError, match="out of memory predicting the maps of a 96 x 96 px image"):
+        ia.ClickSegmenter(s.image, model="generalist", device="cpu")
+
+    def bug(*_a, **_k):
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(inference, "predict_array", bug)
+    with pytest.raises(RuntimeError, match="some other failure"):
+        ia.ClickSegmenter(s.image, model="generalist", device="cpu")

@@ -102,18 +102,29 @@ class ClickSegmenter:
                  progress: Callable[[int, int], None] | None = None, result: Any = None, **options: Any) -> None:
         from .inference.pipeline import prepare_image
 
-        self.image = prepare_image(image)
+        img = prepare_image(image)
+        self._image_shape = img.shape[:2]  # the image itself is not kept: only the maps answer prompts
         if result is None:
             from .inference import predict_array
             from .inference.tiling import resolve_device
 
             dev = resolve_device(device) if isinstance(device, str) else device
             module, meta = _load_model(model, dev)
-            result = predict_array(module, meta, self.image, device=dev, stop=stop, progress=progress,
-                                   diameter=diameter, **options)
+            try:
+                result = predict_array(module, meta, img, device=dev, stop=stop, progress=progress,
+                                       diameter=diameter, **options)
+            except RuntimeError as exc:  # torch's out-of-memory errors are RuntimeErrors
+                from .training.fit import is_oom
+
+                if not (is_oom(exc) or "can't allocate memory" in str(exc)):
+                    raise
+                raise MemoryError(f"out of {'GPU ' if getattr(dev, 'type', '') == 'cuda' else ''}memory predicting "
+                                  f"the maps of a {img.shape[0]} x {img.shape[1]} px image; try a smaller tile "
+                                  "(tile=256)") from exc
             self.model_name = str(model) if isinstance(model, (str, Path)) else str(meta.get("name", "model"))
         else:
             self.model_name = str(model) if isinstance(model, (str, Path)) else "given maps"
+        del img
         if getattr(result, "labels", None) is None or getattr(result, "boundary", None) is None:
             raise ModelError("clicking grains needs a segmentation prediction (labels and boundary map)")
         self.scaling = getattr(result, "scaling", None)
@@ -137,7 +148,7 @@ class ClickSegmenter:
 
     def _set_maps(self, labels: np.ndarray, boundary: np.ndarray, distance: np.ndarray | None) -> None:
         labels = _check_labels(labels)
-        shape = self.image.shape[:2]
+        shape = self._image_shape
         if labels.shape != shape or np.shape(boundary) != shape:
             raise DataError(f"the maps have shape {labels.shape} / {np.shape(boundary)}, the image {shape}")
         self.labels = np.ascontiguousarray(labels)
