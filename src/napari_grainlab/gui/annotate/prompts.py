@@ -43,9 +43,11 @@ def maps_job(checkpoint: str, image: np.ndarray, diameter: float | None = None, 
 
     yield TaskProgress(0, None, "predicting the model's maps")
     try:
-        return ClickSegmenter(image, model=checkpoint, diameter=diameter, stop=stop.is_set)
+        seg = ClickSegmenter(image, model=checkpoint, diameter=diameter, stop=stop.is_set)
     except Cancelled:
         return None
+    seg.uncertainty  # noqa: B018 - computed here, off the GUI thread (a few hundred ms on a large image)
+    return seg
 
 
 class PromptsPanel(QWidget):
@@ -192,12 +194,17 @@ class PromptsPanel(QWidget):
     def _on_uncertainty(self, *_: Any) -> Image | None:
         return self.show_uncertainty()
 
-    def show_uncertainty(self) -> Image | None:
-        """Add (or update) the ``NAME uncertainty`` layer; None while the maps are being predicted."""
-        dock = self._dock
+    def _maps_or_say(self) -> ClickSegmenter | None:
         seg = self.require()
         if seg is None:
             self.status_label.setText("Predicting the maps first; press again when they are ready.")
+        return seg
+
+    def show_uncertainty(self) -> Image | None:
+        """Add (or update) the ``NAME uncertainty`` layer; None while the maps are being predicted."""
+        dock = self._dock
+        seg = self._maps_or_say()
+        if seg is None:
             return None
         labels = dock._require()
         layer = self.uncertainty_layer
@@ -221,9 +228,8 @@ class PromptsPanel(QWidget):
     def next_uncertain(self) -> tuple[int, int] | None:
         """Centre the view on the most uncertain unannotated area; returns its (row, column) in pixels."""
         dock = self._dock
-        seg = self.require()
+        seg = self._maps_or_say()
         if seg is None:
-            self.status_label.setText("Predicting the maps first; press again when they are ready.")
             return None
         labels = dock._require()
         where = seg.next_uncertain(np.asarray(labels.data) > 0)
