@@ -25,7 +25,9 @@ b  **model clicks**: an empty annotation and a :class:`~napari_grainlab.core.int
    Then, for each grain to correct, a click at its centre (``grain_at`` + ``add_grain(..., at=)``, 1
    interaction); when the grain is still wrong after it, the manual correction of (a).
 c  **model clicks + retraining**: as (b), and after every ``--retrain-every K`` interactions the model is
-   fine-tuned on the current annotation (:func:`napari_grainlab.core.retrain.retrain`, the engine of the
+   fine-tuned on the current annotation (``--retrain-on all``, default, as the Retrain panel does; ``confirmed``:
+   only the regions that are the right match of a true grain, as a person who retrains on the grains they have
+   checked) (:func:`napari_grainlab.core.retrain.retrain`, the engine of the
    Annotate dock's Retrain panel, continuing from the previous round: ``--retrain-steps`` steps of
    ``--retrain-batch`` patches of ``--retrain-patch`` px, one epoch) and the segmenter is rebuilt on the new
    model (at the annotation's grain diameter, the scale the round was trained at).  Training ignores unannotated pixels (label 0: the
@@ -240,6 +242,15 @@ def match(annotation: np.ndarray, truth: Truth) -> Match:
         iou[st[last]] = v[last]
         region[st[last]] = sa[last]
     return Match(iou, region, pt, pa, counts, area_a)
+
+
+def confirmed(annotation: np.ndarray, truth: Truth) -> np.ndarray:
+    """The annotation with only the regions the annotator sees as right (the best match of a true grain, IoU >=
+    :data:`IOU_OK`); the others become 0 (not annotated), so that a retraining round does not learn the model's
+    own uncorrected mistakes. (A person retrains on the grains they have checked.)"""
+    m = match(annotation, truth)
+    good = np.unique(m.region[(m.iou >= IOU_OK) & (m.region > 0)])
+    return np.where(np.isin(annotation, good), annotation, 0).astype(np.asarray(annotation).dtype)
 
 
 def grain_iou(annotation: np.ndarray, truth: Truth, t: int) -> float:
@@ -466,7 +477,8 @@ class RunResult:
 
 def run_workflow(workflow: str, image: np.ndarray, truth_labels: np.ndarray, *, proposal: np.ndarray | None = None,
                  segmenter: Any = None, retrainer: Callable[[np.ndarray, np.ndarray], Any] | None = None,
-                 retrain_every: int = 10, max_interactions: int = 200, paint_cost: str = "outline",
+                 retrain_every: int = 10, retrain_on: str = "all", max_interactions: int = 200,
+                 paint_cost: str = "outline",
                  box: str = "auto", pixel_size: float | None = None, trace: list | None = None) -> RunResult:
     """One simulated annotation of ``image`` against ``truth_labels`` with workflow ``a``, ``b`` or ``c``.
 
@@ -564,7 +576,7 @@ def run_workflow(workflow: str, image: np.ndarray, truth_labels: np.ndarray, *, 
         curve.append((n, round(s["boundary_f1"], 4), round(s["count_error"], 4)))
         if workflow == "c" and retrainer is not None and not s["reached"] and n - since_retrain >= retrain_every:
             tr = time.perf_counter()
-            new = retrainer(image, ann)
+            new = retrainer(image, confirmed(ann, truth) if retrain_on == "confirmed" else ann)
             res.retrain_seconds += time.perf_counter() - tr
             res.retrains += 1
             since_retrain = n
@@ -660,7 +672,7 @@ def evaluate(sources: dict[str, list[Sample]], workflows: Sequence[str], *, mode
              proposal_factory: Callable[[Sample], np.ndarray] | None = None,
              retrainer_factory: Callable[[Sample, Any, str], Any] | None = None,
              max_interactions: int = 200, retrain_every: int = 10, retrain_steps: int = 20, retrain_batch: int = 4,
-             retrain_patch: int = 128, paint_cost: str = "outline", box: str = "auto",
+             retrain_patch: int = 128, paint_cost: str = "outline", box: str = "auto", retrain_on: str = "all",
              log: Callable[[str], None] = print) -> dict:
     """Run ``workflows`` on every sample of every source; returns the JSON-able result.
 
@@ -692,7 +704,8 @@ def evaluate(sources: dict[str, list[Sample]], workflows: Sequence[str], *, mode
                         kw["retrainer"] = retrainer_factory(smp, seg, str(work)) if retrainer_factory else \
                             Retrainer(model, work, name=smp.name, steps=retrain_steps, batch_size=retrain_batch, patch_size=retrain_patch)
                     r = run_workflow(w, smp.image, smp.labels, max_interactions=max_interactions,
-                                     retrain_every=retrain_every, paint_cost=paint_cost, box=box,
+                                     retrain_every=retrain_every, retrain_on=retrain_on, paint_cost=paint_cost,
+                                     box=box,
                                      pixel_size=smp.pixel_size, **kw)
                     d = r.to_dict()
                     rounds = getattr(kw.get("retrainer"), "rounds", None)
@@ -824,6 +837,9 @@ def main(argv: Sequence[str] | None = None, *, segmenter_factory=None, proposal_
                     "whole image first: when the model gets >= 2 grains right / always / never")
     ap.add_argument("--retrain-every", type=int, default=10, metavar="K", help="(c) retrain after every K "
                     "interactions")
+    ap.add_argument("--retrain-on", choices=("all", "confirmed"), default="all",
+                    help="(c) train on the whole annotation as it stands (default, as the Retrain panel does) or "
+                         "only on the grains the annotator sees as right")
     ap.add_argument("--retrain-steps", type=int, default=20, metavar="S", help="(c) training steps per round")
     ap.add_argument("--retrain-batch", type=int, default=4, metavar="B")
     ap.add_argument("--retrain-patch", type=int, default=128, metavar="PX")
@@ -857,12 +873,12 @@ def main(argv: Sequence[str] | None = None, *, segmenter_factory=None, proposal_
               "target": {"boundary_f1": TARGET_F1, "count_error": TARGET_COUNT_ERROR, "iou_ok": IOU_OK,
                          "tolerance_px": bench_real.TOLERANCE},
               "max_interactions": a.max_interactions, "paint_cost": a.paint_cost,
-              "outline_px_per_stroke": OUTLINE_PX_PER_STROKE, "box": a.box, "retrain_every": a.retrain_every,
+              "outline_px_per_stroke": OUTLINE_PX_PER_STROKE, "box": a.box, "retrain_every": a.retrain_every, "retrain_on": a.retrain_on,
               "retrain_steps": a.retrain_steps, "retrain_batch": a.retrain_batch, "retrain_patch": a.retrain_patch,
               "synthetic": synthetic_settings(a.synthetic_size, a.synthetic_diameter) if a.synthetic > 0 else None}
     result.update(evaluate(sources, a.workflows, model=model, segmenter_factory=segmenter_factory,
                            proposal_factory=proposal_factory, retrainer_factory=retrainer_factory,
-                           max_interactions=a.max_interactions, retrain_every=a.retrain_every,
+                           max_interactions=a.max_interactions, retrain_every=a.retrain_every, retrain_on=a.retrain_on,
                            retrain_steps=a.retrain_steps, retrain_batch=a.retrain_batch,
                            retrain_patch=a.retrain_patch, paint_cost=a.paint_cost, box=a.box))
     if a.latency_clicks > 0:

@@ -169,3 +169,14 @@ def test_a_cap_reads_not_reached_in_the_means(bench, sample):
         bench.main(["--workflows", "a"])  # nothing to annotate
     with pytest.raises(SystemExit):
         bench.main(["--synthetic", "1", "--workflows", "a,x"])
+
+
+def test_retraining_sees_only_the_confirmed_grains(bench):
+    truth = np.zeros((60, 60), np.uint32)
+    truth[:, :30], truth[:, 30:] = 1, 2
+    ann = np.zeros_like(truth)
+    ann[:, :30] = 5  # right
+    ann[:20, 30:] = 7  # a third of grain 2: not right yet
+    got = bench.confirmed(ann, bench.Truth(truth))
+    assert np.array_equal(got == 5, ann == 5) and not (got == 7).any()
+    assert not bench.confirmed(np.zeros_like(truth), bench.Truth(truth)).any()
