@@ -10,9 +10,6 @@ from .errors import DataError
 
 __all__ = ["astm_grain_size", "grain_features", "grain_table", "summarize", "TABLE_COLUMNS", "write_table_csv"]
 
-#: pixels per block of rows in :func:`grain_table` (its float64 temporaries are a few times this)
-_BLOCK_PIXELS = 1 << 20
-
 TABLE_COLUMNS = (
     "label", "area", "equivalent_diameter", "centroid_y", "centroid_x", "major_axis_length",
     "minor_axis_length", "aspect_ratio", "orientation", "touches_border",
@@ -22,7 +19,7 @@ TABLE_COLUMNS = (
 def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: bool = False,
                 reference: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Area, equivalent diameter, centroid, ellipse axes, aspect ratio and orientation of
-    every label > 0, from image moments (one pass of ``np.bincount`` per moment).
+    every label > 0, from image moments (two compiled passes over the labels, no per-pixel temporaries).
 
     ``orientation`` is the direction of the major axis in degrees, counter-clockwise from
     +x with y pointing up (the convention of the generator's ``orientation``), in
@@ -39,17 +36,16 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
     h, w = labels.shape
     if labels.size == 0:
         return _empty_table()
-    flat = labels.ravel()  # kept in its dtype (no full-image int64 copy): bincount casts block by block
-    if flat.dtype.kind == "u" and flat.dtype.itemsize >= 8:
-        flat = flat.astype(np.int64)  # beyond 2**63 becomes negative, refused below
-    if flat.min() < 0:
+    if labels.dtype.kind == "u" and labels.dtype.itemsize >= 8:
+        labels = labels.astype(np.int64)  # beyond 2**63 becomes negative, refused below
+    if labels.min() < 0:
         raise DataError("labels must be >= 0")
-    nl = int(flat.max()) + 1
+    nl = int(labels.max()) + 1
     ids_orig = None
-    if nl > flat.size + 1:
+    if nl > labels.size + 1:
         # sparse ids (e.g. {1, 20_000_000}): the per-label arrays below would be as long as the largest id;
         # renumber compactly (0 stays 0) and report the original ids in the "label" column
-        uniq, inv = np.unique(flat, return_inverse=True)
+        uniq, inv = np.unique(labels, return_inverse=True)
         inv = inv.reshape(-1)
         if uniq[0] != 0:
             uniq = np.concatenate([[0], uniq])
@@ -57,60 +53,25 @@ def grain_table(labels: np.ndarray, pixel_size: float | None = None, periodic: b
         ids_orig = uniq
         if reference is not None:
             reference = np.asarray(reference)[uniq]
-        flat = inv.astype(np.int64, copy=False)
-        labels = flat.reshape(h, w)
+        labels = inv.astype(np.int64, copy=False).reshape(h, w)
         nl = int(uniq.size)
-    # the area and the moments are summed over blocks of rows, so that no full-image temporary exists
-    # (the coordinates, their deviations and products of a block only: O(block) memory)
-    rows = max(1, _BLOCK_PIXELS // max(1, w))
-    blocks = [(y0, min(h, y0 + rows)) for y0 in range(0, h, rows)]
-    area = np.zeros(nl)
-    for y0, y1 in blocks:
-        area += np.bincount(flat[y0 * w:y1 * w], minlength=nl)
-    ids = np.nonzero(area)[0]
-    ids = ids[ids > 0]
-    ref_y = ref_x = None
+    # the area and the moments in two compiled passes over the labels (kept in their dtype and strides),
+    # without per-pixel temporaries
+    from ._measure_kernels import first_pixels, label_moments
+
+    ref_y = ref_x = np.zeros(1)
     if periodic:
         if reference is None:  # the first pixel of every grain in raster order
-            first = np.full(nl, -1, dtype=np.int64)
-            for y0, y1 in reversed(blocks):
-                first[flat[y0 * w:y1 * w][::-1]] = np.arange(y1 * w - 1, y0 * w - 1, -1)
-            ref_y, ref_x = first // w, first % w
+            ref_y, ref_x = first_pixels(labels, nl)
         else:
-            ref_y, ref_x = reference[:, 0], reference[:, 1]
+            ref_y = np.ascontiguousarray(reference[:, 0], dtype=np.float64)
+            ref_x = np.ascontiguousarray(reference[:, 1], dtype=np.float64)
+            if ref_y.size < nl:
+                raise DataError(f"reference: one point per label 0..{nl - 1} is needed, got {ref_y.size}")
+    area, my, mx, syy, sxx, sxy = label_moments(labels, nl, bool(periodic), ref_y, ref_x)
+    ids = np.nonzero(area)[0]
+    ids = ids[ids > 0]
     safe = np.maximum(area, 1.0)
-
-    def coords(y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lab = flat[y0 * w:y1 * w]
-        yy = np.repeat(np.arange(y0, y1, dtype=np.float64), w)
-        xx = np.tile(np.arange(w, dtype=np.float64), y1 - y0)
-        if periodic:
-            ry, rx = ref_y[lab], ref_x[lab]
-            yy = ry + (yy - ry + h / 2) % h - h / 2
-            xx = rx + (xx - rx + w / 2) % w - w / 2
-        return lab, yy, xx
-
-    sy = np.zeros(nl)
-    sx = np.zeros(nl)
-    for y0, y1 in blocks:
-        lab, yy, xx = coords(y0, y1)
-        sy += np.bincount(lab, yy, nl)
-        sx += np.bincount(lab, xx, nl)
-    my = sy / safe
-    mx = sx / safe
-    syy = np.zeros(nl)
-    sxx = np.zeros(nl)
-    sxy = np.zeros(nl)
-    for y0, y1 in blocks:
-        lab, yy, xx = coords(y0, y1)
-        dy = yy - my[lab]
-        dx = xx - mx[lab]
-        del yy, xx
-        sxy += np.bincount(lab, dx * dy, nl)
-        dy *= dy
-        dx *= dx
-        syy += np.bincount(lab, dy, nl)
-        sxx += np.bincount(lab, dx, nl)
     # second central moments (+1/12: a pixel is a unit square, not a point)
     myy = syy / safe + 1.0 / 12.0
     mxx = sxx / safe + 1.0 / 12.0
