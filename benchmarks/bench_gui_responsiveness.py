@@ -214,12 +214,16 @@ class StallProbe:
         return {"max_stall_ms": max(0.0, max(gaps)), "seconds": (t_end - state["t0"]) / 1000}
 
 
-def _engine_idle() -> bool:
-    """No engine warm-up runs (also true for code without one)."""
-    from napari_grainlab.gui import _engine
+def _dock_ready(scenario: str, dock) -> bool:
+    """The dock's background loading is done: the engine imported (the docks that run models) and what
+    napari's first Labels layer needs (the docks that make Labels layers), the opening image attached."""
+    from napari_grainlab.gui import _engine, _napari_compat
 
-    running = getattr(_engine, "warmup_running", None)
-    return not (running and running())
+    if scenario in ("train", "annotate", "predict") and not _engine.engine_loaded():
+        return False
+    if scenario in ("annotate", "predict", "synthesize") and not _napari_compat.labels_layer_ready():
+        return False
+    return not getattr(dock, "attach_pending", False)
 
 
 def stall_child(scenario: str, model: Path, work: Path) -> dict:
@@ -258,7 +262,7 @@ def stall_child(scenario: str, model: Path, work: Path) -> dict:
         _, opened["widget"] = viewer.window.add_plugin_dock_widget("napari-grainlab", dock_name)
         return opened["widget"]
 
-    out["open"] = probe.phase(open_dock, lambda w: _engine_idle())
+    out["open"] = probe.phase(open_dock, lambda w: _dock_ready(scenario, w))
     dock = opened["widget"]
     results: list = []
     if scenario == "train":

@@ -35,6 +35,10 @@ def _gui_unavailable() -> str | None:
 
 GUI_SKIP_REASON = _gui_unavailable()
 
+# the docks move the heap out of the garbage collector's way (gui/_gc.py) in napari; in a test process that
+# makes hundreds of viewers, frozen viewers of earlier tests would add up: off here, on in test_gc.py
+os.environ.setdefault("GRAINLAB_GC_FREEZE", "0")
+
 
 def pytest_collection_modifyitems(config, items):
     if GUI_SKIP_REASON is None:

@@ -549,7 +549,9 @@ def test_opening_waits_for_pandas_off_the_gui_thread_before_the_first_labels_lay
     widget = AnnotateWidget(viewer)
     widget.ask_unsaved = lambda: "discard"
     viewer.window.add_dock_widget(widget, name="Annotate", area="right")
-    qtbot.wait(150)
+    assert widget.attach_pending and state["preloads"] == 0  # the import starts once the dock is shown
+    qtbot.waitUntil(lambda: state["preloads"] == 1, timeout=5000)
+    qtbot.wait(100)
     assert widget.attach_pending and widget.labels_layer is None and state["preloads"] == 1
     assert widget.state_label.text() == "preparing…"
     assert not [layer for layer in viewer.layers if layer.name == "grains annotation"]

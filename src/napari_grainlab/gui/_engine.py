@@ -22,6 +22,11 @@ What makes the import in a thread safe here:
   gap is loading torch's native libraries (``dlopen`` of ``libtorch_cpu`` and ``libtorch_cuda``, hundreds
   of MB, under the GIL). :func:`_preload_native_libraries` loads them first through libc's ``dlopen``
   called by ctypes, which releases the GIL, so ``import torch`` then finds them in memory.
+* the GUI thread's own Python code runs only in the import's gaps too: a dock starts its imports
+  :data:`BACKGROUND_DELAY_MS` after it is built (:func:`start_background_loading`), not while it is built.
+* the imports allocate about a million objects, and the garbage collector's full passes over a heap
+  that size stop every thread for 100-250 ms: :mod:`napari_grainlab.gui._gc` freezes the long-lived
+  heap when they start and when they end.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import os
 import sys
 import threading
 
-__all__ = ["avoid_triton_llvm_clash", "engine_loaded", "ensure_engine", "preload_engine", "start_warmup",
-           "warmup_running", "warmup_thread_name", "when_engine_ready"]
+__all__ = ["BACKGROUND_DELAY_MS", "avoid_triton_llvm_clash", "engine_loaded", "ensure_engine", "preload_engine",
+           "start_background_loading", "start_warmup", "warmup_running", "warmup_thread_name", "when_engine_ready"]
 
 log = logging.getLogger(__name__)
 
@@ -166,22 +171,110 @@ def start_warmup() -> bool:
         return True
 
 
+#: a dock starts its background imports this long after it is made, once napari has added and painted it.
+#: An import thread holds the GIL most of the time, so Python code on the GUI thread meanwhile (the dock's
+#: own construction and first layout, ~50-90 ms) runs only in its gaps: started together, opening a dock
+#: stalled the viewer for 300-480 ms instead of ~50 (benchmarks/bench_gui_responsiveness.py --stalls)
+BACKGROUND_DELAY_MS = 300
+#: docks whose scheduled background loading will start the warm-up (:func:`when_engine_ready` leaves it
+#: to them, so that two import threads do not run at once)
+_ENGINE_SCHEDULED: set[int] = set()
+
+
+def start_background_loading(owner, viewer, *, engine: bool = True, layers: bool = False,
+                             delay_ms: int = BACKGROUND_DELAY_MS) -> None:
+    """Start the background imports a dock needs, ``delay_ms`` after now (call from the dock's constructor):
+    ``engine``: torch, timm and the engine (:func:`start_warmup`); ``layers``: what napari's first Labels
+    layer needs (:func:`~napari_grainlab.gui._napari_compat.preload_labels_layer_modules`). The timer
+    belongs to ``owner`` (a QObject): a dock closed before it fires starts nothing. Whatever needs the
+    engine earlier starts the warm-up itself (:func:`ensure_engine`, :func:`when_engine_ready`).
+
+    The objects that exist now, and those that exist when the imports are done, are frozen
+    (:func:`~napari_grainlab.gui._gc.freeze_long_lived`; the layers of ``viewer`` stay collectable once
+    removed)."""
+    from qtpy.QtCore import QTimer
+
+    from ._gc import freeze_long_lived, removal_mark, resume_full_collections, suspend_full_collections, unfreeze
+    from ._napari_compat import labels_layer_ready, preload_labels_layer_modules, unwrap_proxy
+
+    viewer = unwrap_proxy(viewer)
+    # napari's objects out of the way of the full collections that the dock's construction and the imports
+    # would trigger (see _gc); now, before the dock's own allocations
+    frozen = freeze_long_lived(viewer)
+    mark = removal_mark()
+    if frozen:
+        owner.destroyed.connect(unfreeze)  # a closed dock may be garbage: let the collector see it again
+    token = id(owner)
+    if engine:
+        _ENGINE_SCHEDULED.add(token)
+        owner.destroyed.connect(lambda *_: _ENGINE_SCHEDULED.discard(token))
+    pending = {"engine": bool(engine)}
+
+    def start_engine() -> bool:
+        pending["engine"] = False
+        _ENGINE_SCHEDULED.discard(token)
+        return start_warmup()
+
+    def start() -> None:
+        # one import thread at a time: with two, the GUI thread gets the GIL still less often (the threads
+        # hand it to each other); what napari's first Labels layer needs first, it is small
+        running = bool(layers and preload_labels_layer_modules())
+        if not running and pending["engine"]:
+            running = start_engine()
+        if not running:
+            _ENGINE_SCHEDULED.discard(token)
+            return
+        suspended = frozen and suspend_full_collections()  # until the imports end (or the dock closes)
+        if suspended:
+            owner.destroyed.connect(resume_full_collections)
+        poll = QTimer(owner)
+        poll.setInterval(50)
+
+        def check() -> None:
+            if warmup_running() or not labels_layer_ready():
+                return
+            if pending["engine"] and start_engine():
+                return
+            poll.stop()
+            poll.deleteLater()
+            if frozen:
+                freeze_long_lived(viewer, unless_since=mark)  # and the imported modules' objects
+            if suspended:
+                resume_full_collections()
+
+        poll.timeout.connect(check)
+        poll.start()
+
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.setInterval(max(0, int(delay_ms)))
+    timer.timeout.connect(start)
+    timer.timeout.connect(timer.deleteLater)
+    timer.start()
+
+
 def when_engine_ready(parent, callback) -> None:
     """Call ``callback()`` on the main thread once the engine is imported: now if it is, else when the
-    warm-up (started here if needed) is done, polled every 50 ms by a timer that ``parent`` (a QObject)
-    owns, so nothing is called after ``parent`` is gone. A failed warm-up calls nothing (the first run
-    reports the error). For what only needs torch to answer a question (which devices exist), without
-    importing torch on the GUI thread."""
+    warm-up is done, polled every 50 ms by a timer that ``parent`` (a QObject) owns, so nothing is called
+    after ``parent`` is gone. The warm-up is started here if nothing started it
+    :data:`BACKGROUND_DELAY_MS` from now (not at once: this is called while docks are built). A failed
+    warm-up calls nothing (the first run reports the error). For what only needs torch to answer a
+    question (which devices exist), without importing torch on the GUI thread."""
     if engine_loaded():
         callback()
         return
-    from qtpy.QtCore import QTimer
+    from qtpy.QtCore import QElapsedTimer, QTimer
 
-    start_warmup()
+    clock = QElapsedTimer()
+    clock.start()
     timer = QTimer(parent)
     timer.setInterval(50)
 
     def poll() -> None:
+        if _WARMUP["thread"] is None and not engine_loaded():
+            if clock.elapsed() < BACKGROUND_DELAY_MS or _ENGINE_SCHEDULED:
+                return  # a dock's background loading starts it (after what it imports first)
+            start_warmup()
         if warmup_running():
             return
         timer.stop()

@@ -188,8 +188,9 @@ def labels_colormap_backend() -> str:
 
 #: what napari imports the first time a Labels (or Points, Shapes…) layer is made: the layer's features
 #: table is a pandas DataFrame, and ``napari.layers.utils.layer_utils`` imports pandas lazily (its
-#: ``_LazyPandas``, napari >= 0.4.19) — 1 to 2 s on the GUI thread on a cold start
-_LAYER_MODULES = ("pandas",)
+#: ``_LazyPandas``, napari >= 0.4.19) — 1 to 2 s on the GUI thread on a cold start; and the label colours
+#: need scikit-image's colour conversions (``skimage.color``, which brings ``scipy.linalg``): ~50 ms more
+_LAYER_MODULES = ("pandas", "scipy.linalg", "skimage.color")
 _PRELOAD: dict[str, threading.Thread | None] = {"thread": None}
 _PRELOAD_LOCK = threading.Lock()
 

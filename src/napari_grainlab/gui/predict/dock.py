@@ -40,8 +40,7 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QSizeP
 
 from ...core.errors import USER_ERRORS
 from ...core.inference.options import InferenceOptions
-from .._engine import ensure_engine, start_warmup
-from .._napari_compat import preload_labels_layer_modules
+from .._engine import ensure_engine, start_background_loading
 from .._widgets import ask_folder, ask_open_file, fmt_number, hline, progress_bar, show_status, status_label
 from ..jobs.predict import ImageDone, ImageFailed, PredictStatus, predict_jobs, show_prediction
 from ..workers import GeneratorTask, TaskResult, report_error
@@ -110,8 +109,9 @@ class PredictWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        start_warmup()  # import torch & co. in the background now, not on the GUI thread at the first run
-        preload_labels_layer_modules()  # and what napari's first Labels layer needs (pandas)
+        # import torch & co. in the background once the dock is shown, not on the GUI thread at the first run,
+        # and what napari's first Labels layer needs (pandas)
+        start_background_loading(self, napari_viewer, engine=True, layers=True)
         self.viewer = napari_viewer
         self.setMinimumWidth(340)
         self._task: GeneratorTask | None = None

@@ -16,7 +16,7 @@ from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ...core.synthetic import ParameterError, SynthParams
-from .._napari_compat import preload_labels_layer_modules
+from .._engine import start_background_loading
 from .._widgets import (
     ask_folder,
     ask_open_file,
@@ -56,7 +56,8 @@ class SynthesizeWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        preload_labels_layer_modules()  # the previews' Labels layers need pandas: import it now, in the background
+        # the previews' Labels layers need pandas: import it in the background once the dock is shown
+        start_background_loading(self, napari_viewer, engine=False, layers=True)
         self.viewer = napari_viewer
         self.setMinimumWidth(380)
         self._last_param_file: Path | None = None

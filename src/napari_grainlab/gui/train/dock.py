@@ -35,7 +35,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, Qt, Signal
 from qtpy.QtWidgets import QMessageBox, QSplitter, QVBoxLayout, QWidget
 
-from .._engine import avoid_triton_llvm_clash, ensure_engine, start_warmup
+from .._engine import avoid_triton_llvm_clash, ensure_engine, start_background_loading
 from .._layers import is_prediction
 
 avoid_triton_llvm_clash()  # again before timm / torchvision are first imported (see the module)
@@ -87,7 +87,7 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        start_warmup()  # import torch & co. in the background now, not on the GUI thread at Start
+        start_background_loading(self, napari_viewer)  # import torch & co. in the background once shown, not at Start
         self.viewer = napari_viewer
         self.setMinimumWidth(330)
         self._task: GeneratorTask | None = None

@@ -1,0 +1,88 @@
+"""gui/_gc.py: the heap is frozen when a dock starts its background imports, and a frozen napari layer that is
+removed (or a closed dock) makes everything collectable again, so that no memory is kept for good."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+from napari_grainlab.gui import _gc
+
+
+class Tracked(np.ndarray):
+    """An array that can be weakly referenced (to see when a layer's data is freed)."""
+
+
+def data():
+    return np.zeros((64, 64), np.float32).view(Tracked)
+
+
+@pytest.fixture
+def freezing(monkeypatch):
+    monkeypatch.setenv("GRAINLAB_GC_FREEZE", "1")
+    gc.unfreeze()
+    yield
+    _gc.unfreeze()
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def test_a_removed_frozen_layer_is_collected(viewer, freezing):
+    arr = data()
+    ref = weakref.ref(arr)
+    viewer.add_image(arr, name="micrograph")
+    del arr
+    assert _gc.freeze_long_lived(viewer)
+    assert gc.get_freeze_count() > 0 and _gc.frozen_layer_count() == 1
+    viewer.layers.remove("micrograph")
+    assert gc.get_freeze_count() == 0  # unfrozen: the layer's cycles are the collector's again
+    gc.collect()
+    assert ref() is None
+
+
+def test_layers_made_after_the_freeze_stay_collectable_and_keep_it(viewer, freezing):
+    viewer.add_image(data(), name="kept")
+    assert _gc.freeze_long_lived(viewer)
+    arr = data()
+    ref = weakref.ref(arr)
+    viewer.add_image(arr, name="later")
+    del arr
+    viewer.layers.remove("later")
+    assert gc.get_freeze_count() > 0  # not a frozen layer: the freeze stays
+    gc.collect()
+    assert ref() is None
+
+
+def test_no_second_freeze_after_a_removal(viewer, freezing):
+    viewer.add_image(data(), name="a")
+    viewer.add_image(data(), name="b")
+    assert _gc.freeze_long_lived(viewer)  # first watch of the viewer
+    mark = _gc.removal_mark()
+    viewer.layers.remove("b")  # a frozen layer: everything unfrozen
+    assert gc.get_freeze_count() == 0
+    assert not _gc.freeze_long_lived(viewer, unless_since=mark)  # a removed layer may still be garbage
+    assert gc.get_freeze_count() == 0
+    assert _gc.freeze_long_lived(viewer, unless_since=_gc.removal_mark())
+
+
+def test_switched_off_by_the_environment(viewer, monkeypatch):
+    monkeypatch.setenv("GRAINLAB_GC_FREEZE", "0")
+    gc.unfreeze()
+    assert not _gc.freeze_long_lived(viewer)
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_dock_freezes_the_heap_and_its_closing_unfreezes(viewer, qtbot, freezing):
+    from napari_grainlab.gui.synthesize import SynthesizeWidget
+
+    viewer.add_image(data(), name="micrograph")
+    widget = SynthesizeWidget(viewer)
+    assert gc.get_freeze_count() > 0 and _gc.frozen_layer_count() == 1
+    widget.deleteLater()
+    qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5000)
