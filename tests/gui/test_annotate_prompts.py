@@ -189,3 +189,27 @@ def test_retrain_keeps_rounds_and_makes_the_new_model_current(dock, viewer, qtbo
     panel._on_round_chosen(0)
     assert dock.proposals.model_edit.text() == "generalist"
     assert len(notifications.messages("error")) == 1  # only the one about nothing annotated
+
+
+def test_from_model_uses_the_grain_tools_maps_and_gives_what_the_model_run_gives(dock, viewer, qtbot):
+    """With the maps of this image, model and diameter predicted, *From model* shows their grains at once
+    (no second prediction); they are what the model run gives without the maps."""
+    props = dock.proposals
+    task = props.propose_from_model()  # no maps yet: the model runs in a worker
+    assert task is not None
+    qtbot.waitUntil(lambda: not props.busy and props.proposal_layer is not None, timeout=90_000)
+    from_run = np.array(props.proposal_layer.data)
+    dock.set_tool("grain")
+    seg = _ready(dock, qtbot)
+    assert props.propose_from_model() is None  # answered at once, no worker
+    assert not props.busy
+    shown = np.array(props.proposal_layer.data)
+    assert np.array_equal(shown, seg.labels)
+    assert np.array_equal(shown, from_run)
+    assert "Grain tool's maps" in props.proposal_label.text() and "grain diameter" in props.proposal_label.text()
+    # another diameter: other maps, so the model runs again
+    props.diameter_form.editors["diameter"].set_value(float(seg.diameter or 30) * 1.5)
+    assert dock.prompts.segmenter is None
+    task = props.propose_from_model()
+    assert task is not None
+    qtbot.waitUntil(lambda: not props.busy, timeout=90_000)

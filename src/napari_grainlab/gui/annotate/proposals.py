@@ -272,8 +272,10 @@ class ProposalsPanel(QWidget):
         show_status(self.proposal_label, f"Proposal failed: {error}", error=True)
         report_error(error, "Propose grains")
 
-    def show_proposal(self, result: tuple[np.ndarray, float], source: str = "classical", scale: str = "") -> None:
-        """Show a proposal; ``scale``: the grain-scale report of a model's proposal (the diameter used)."""
+    def show_proposal(self, result: tuple[np.ndarray, float], source: str = "classical", scale: str = "",
+                      how: str = "") -> None:
+        """Show a proposal; ``scale``: the grain-scale report of a model's proposal (the diameter used);
+        ``how``: where it came from, instead of the time it took."""
         labels_data, elapsed = result
         dock = self._dock
         labels = dock.labels_layer
@@ -296,7 +298,7 @@ class ProposalsPanel(QWidget):
         self.last_source = source
         n = int(labels_data.max())
         show_status(self.proposal_label,
-                    f"Proposal ({source}): {n} grains in {elapsed:.2f} s{f'; {scale}' if scale else ''}; "
+                    f"Proposal ({source}): {n} grains {how or f'in {elapsed:.2f} s'}{f'; {scale}' if scale else ''}; "
                     "Apply puts them into the annotation")
 
     # ------------------------------------------------------------------ model
@@ -315,7 +317,8 @@ class ProposalsPanel(QWidget):
     @guarded("Proposal from model")
     def propose_from_model(self, checkpoint: str | Path | None = None) -> GeneratorTask | None:
         """Segment the image with a trained model (a folder, or a built-in model's name) in a worker; the
-        result becomes the proposal."""
+        result becomes the proposal. When the Grain tool's maps of this image, model and diameter exist, their
+        grains are the proposal at once (the same prediction) and None is returned."""
         gray = self._dock._gray
         if gray is None:
             raise self._dock.no_image_error()
@@ -330,6 +333,13 @@ class ProposalsPanel(QWidget):
             self.model_edit.setText(checkpoint)
         if not is_registry_name(checkpoint) and not Path(checkpoint).exists():
             raise DataError(f"no model at {checkpoint}")
+        seg = self._dock.prompts.segmenter  # the Grain tool's maps of this image, model and diameter
+        if seg is not None and checkpoint == str(self.model_edit.text()).strip():
+            # the same prediction (predict_array with the same image, model, diameter and defaults): no second run
+            scale = seg.scaling.text() if seg.scaling is not None else ""
+            self.show_proposal((seg.labels.copy(), 0.0), source="model", scale=scale,
+                               how="from the Grain tool's maps (no second prediction)")
+            return None
         if not ensure_engine(lambda text, error=False: self.proposal_label.setText(text)):
             return None
         task = GeneratorTask(model_job, checkpoint, gray, self.diameter(), description="Grain proposal from model",
