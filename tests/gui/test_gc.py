@@ -86,3 +86,32 @@ def test_a_dock_freezes_the_heap_and_its_closing_unfreezes(viewer, qtbot, freezi
     assert gc.get_freeze_count() > 0 and _gc.frozen_layer_count() == 1
     widget.deleteLater()
     qtbot.waitUntil(lambda: gc.get_freeze_count() == 0, timeout=5000)
+
+
+def test_background_loading_resumes_full_collections_when_its_imports_end(viewer, qtbot, freezing, monkeypatch):
+    """The engine's imports alone (no Labels modules asked for): when they end, full collections resume and
+    the heap is frozen again, whether or not the Labels modules are imported."""
+    from qtpy.QtWidgets import QWidget
+
+    from napari_grainlab.gui import _engine, _napari_compat
+
+    state = {"running": False, "started": 0}
+
+    def start_warmup():
+        state["started"] += 1
+        state["running"] = True
+        return True
+
+    monkeypatch.setattr(_engine, "start_warmup", start_warmup)
+    monkeypatch.setattr(_engine, "warmup_running", lambda: state["running"])
+    monkeypatch.setattr(_napari_compat, "labels_layer_ready", lambda: False)  # pandas never imported
+    before = gc.get_threshold()
+    owner = QWidget()
+    _engine.start_background_loading(owner, viewer, engine=True, layers=False, delay_ms=0)
+    qtbot.waitUntil(lambda: state["started"] == 1, timeout=5000)
+    assert gc.get_threshold()[2] > before[2]  # suspended while the imports run
+    gc.unfreeze()
+    state["running"] = False  # the imports end
+    qtbot.waitUntil(lambda: gc.get_threshold() == before, timeout=5000)
+    assert gc.get_freeze_count() > 0
+    owner.deleteLater()

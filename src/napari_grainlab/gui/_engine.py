@@ -231,7 +231,7 @@ def start_background_loading(owner, viewer, *, engine: bool = True, layers: bool
         poll.setInterval(50)
 
         def check() -> None:
-            if warmup_running() or not labels_layer_ready():
+            if warmup_running() or (layers and not labels_layer_ready()):
                 return
             if pending["engine"] and start_engine():
                 return
