@@ -14,6 +14,17 @@ from numba import njit
 __all__ = ["first_pixels", "label_moments"]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _unwrap(v, ref, n):  # pragma: no cover - compiled
+    """Coordinate ``v`` on a periodic axis of ``n`` px, moved by a period to lie within half a period of
+    ``ref``: ``ref + (v - ref + n/2) % n - n/2``, the modulo only where the pixel moves."""
+    d = v - ref
+    half = n / 2.0
+    if d >= half or d < -half:
+        return ref + (d + half) % n - half
+    return v
+
+
 @njit(cache=True, nogil=True)
 def label_moments(labels, nl, periodic, ref_y, ref_x):  # pragma: no cover - compiled (tested through grain_table)
     """``(area, mean_y, mean_x, cyy, cxx, cxy)`` per label 0 .. nl-1 of the 2-D integer ``labels``:
@@ -27,20 +38,14 @@ def label_moments(labels, nl, periodic, ref_y, ref_x):  # pragma: no cover - com
     area = np.zeros(nl)
     sy = np.zeros(nl)
     sx = np.zeros(nl)
-    hh = h / 2.0
-    hw = w / 2.0
     for y in range(h):
         for x in range(w):
             k = labels[y, x]
             yy = float(y)
             xx = float(x)
-            if periodic:  # ry + (yy - ry + h/2) % h - h/2; the modulo only where the pixel moves
-                d = yy - ref_y[k]
-                if d >= hh or d < -hh:
-                    yy = ref_y[k] + (d + hh) % h - hh
-                d = xx - ref_x[k]
-                if d >= hw or d < -hw:
-                    xx = ref_x[k] + (d + hw) % w - hw
+            if periodic:
+                yy = _unwrap(yy, ref_y[k], h)
+                xx = _unwrap(xx, ref_x[k], w)
             area[k] += 1.0
             sy[k] += yy
             sx[k] += xx
@@ -58,13 +63,9 @@ def label_moments(labels, nl, periodic, ref_y, ref_x):  # pragma: no cover - com
             k = labels[y, x]
             yy = float(y)
             xx = float(x)
-            if periodic:  # ry + (yy - ry + h/2) % h - h/2; the modulo only where the pixel moves
-                d = yy - ref_y[k]
-                if d >= hh or d < -hh:
-                    yy = ref_y[k] + (d + hh) % h - hh
-                d = xx - ref_x[k]
-                if d >= hw or d < -hw:
-                    xx = ref_x[k] + (d + hw) % w - hw
+            if periodic:
+                yy = _unwrap(yy, ref_y[k], h)
+                xx = _unwrap(xx, ref_x[k], w)
             dy = yy - my[k]
             dx = xx - mx[k]
             cxy[k] += dx * dy
