@@ -534,6 +534,7 @@ def test_layout_fits_a_narrow_dock(dock, viewer, qtbot, tmp_path):
 def test_opening_waits_for_pandas_off_the_gui_thread_before_the_first_labels_layer(viewer, qtbot, monkeypatch):
     """napari imports pandas for a session's first Labels layer (seconds on a cold start): the dock has
     it imported in the background and makes the annotation layer afterwards, instead of freezing."""
+    from napari_grainlab.gui import _napari_compat
     from napari_grainlab.gui.annotate import AnnotateWidget
     from napari_grainlab.gui.annotate import dock as dock_module
 
@@ -544,7 +545,7 @@ def test_opening_waits_for_pandas_off_the_gui_thread_before_the_first_labels_lay
         return True
 
     monkeypatch.setattr(dock_module, "labels_layer_ready", lambda: state["ready"])
-    monkeypatch.setattr(dock_module, "preload_labels_layer_modules", preload)
+    monkeypatch.setattr(_napari_compat, "preload_labels_layer_modules", preload)  # the dock's background loading
     viewer.add_image(micrograph(), name="grains")
     widget = AnnotateWidget(viewer)
     widget.ask_unsaved = lambda: "discard"

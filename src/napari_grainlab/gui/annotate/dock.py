@@ -34,19 +34,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QElapsedTimer, QEvent, Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QVBoxLayout, QWidget
 
 from ...core import annotate as core
 from ...core.annotation_store import AnnotationStore, SavedLabelsConflict, labels_differ
 from ...core.errors import USER_ERRORS, DataError, GrainLabError
 from ...core.models.registry import is_registry_name
-from .._engine import BACKGROUND_DELAY_MS, start_background_loading
+from .._engine import start_background_loading
 from .._layers import layer_pixel_size, layers_with_role, role_metadata, role_name, spatial_of
 from .._napari_compat import (
     hook_dock_close,
     labels_layer_ready,
-    preload_labels_layer_modules,
     unwrap_proxy,
     watch_main_window_close,
 )
@@ -88,7 +87,9 @@ class AnnotateWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        start_background_loading(self, napari_viewer)  # import torch & co. in the background once shown, not at From model
+        # what napari's first Labels layer needs (the annotation layer), then torch & co., in the background
+        # once the dock is shown: not on the GUI thread at the attach or at From model
+        start_background_loading(self, napari_viewer, engine=True, layers=True)
         # the dock keeps weak references to and identities of layers: it needs the real objects,
         # not the proxies napari hands plugin docks
         self.viewer = unwrap_proxy(napari_viewer)
@@ -130,9 +131,9 @@ class AnnotateWidget(QWidget):
     def _attach_when_ready(self) -> None:
         """Annotate the image chosen when the dock opens.  The annotation layer is napari's first Labels
         layer of the session, as a rule, and napari imports pandas for it (seconds on a cold start): that
-        import runs in a background thread, started once the dock has been shown (after
-        :data:`~napari_grainlab.gui._engine.BACKGROUND_DELAY_MS`, so that it does not slow the dock's own
-        construction), and the layer is made when it is done (polled every 25 ms)."""
+        import runs in a background thread, started once the dock has been shown
+        (:func:`~napari_grainlab.gui._engine.start_background_loading`, from the constructor), and the layer is
+        made when it is done (polled every 25 ms)."""
         if self.picker.chosen_image() is None:
             return
         if labels_layer_ready():
@@ -142,16 +143,8 @@ class AnnotateWidget(QWidget):
         self._attach_pending = True
         timer = QTimer(self)
         timer.setInterval(25)
-        started = QElapsedTimer()
-        started.start()
-        preload = {"asked": False}
 
         def poll() -> None:
-            if not preload["asked"]:
-                if started.elapsed() < BACKGROUND_DELAY_MS:
-                    return
-                preload["asked"] = True
-                preload_labels_layer_modules()
             if not labels_layer_ready():
                 return
             timer.stop()
