@@ -9,7 +9,7 @@ Then end to end (process start included, every file on disk): ``grainlab synth O
 against a script that runs the naive reference and writes its two TIFFs per image, each as a
 fresh process, taking turns; prints the ratio.
 
-    python benchmarks/bench_synth.py [--size 1024] [--grains 300] [--repeats 5] [--e2e-count 40]
+    python benchmarks/bench_synth.py [--size 1024] [--grains 300] [--repeats 7] [--e2e-count 40]
 """
 
 from __future__ import annotations

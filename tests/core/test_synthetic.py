@@ -64,6 +64,65 @@ def test_power_labels_with_warp_match_brute_force(case):
     assert (fast != power_labels(shape, seeds, weights, metrics, (1.0, -2.0), 1.5)).any()
 
 
+def test_power_labels_refined_levels_match_brute_force():
+    """A grid of more than 4 leaf blocks per side goes through the compiled block filter at every level."""
+    rng = np.random.default_rng(7)
+    n = 90
+    seeds = rng.uniform(-10, 300, (n, 2))
+    weights = rng.uniform(0, 600, n)
+    metrics = metric_matrices(rng.uniform(0, np.pi, n), rng.uniform(1, 3, n))
+    for m in (None, metrics):
+        fast = power_labels((290, 300), seeds, weights, m, (0.5, -0.5), 1.0)
+        np.testing.assert_array_equal(fast, brute_force_labels((290, 300), seeds, weights, m, (0.5, -0.5), 1.0))
+
+
+def test_sigma_max_bounds_the_largest_singular_value():
+    from napari_grainlab.core.synthetic.power import _sigma_max
+
+    rng = np.random.default_rng(3)
+    m = np.concatenate([metric_matrices(rng.uniform(0, 7, 500), rng.uniform(1, 9, 500)),
+                        rng.normal(size=(500, 2, 2)), np.broadcast_to(np.eye(2), (3, 2, 2))])
+    ref = np.linalg.svd(m, compute_uv=False)[:, 0]
+    s = _sigma_max(m)
+    assert np.all(s >= ref)
+    np.testing.assert_allclose(s, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("periodic", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (6, 1), (23, 31)])
+def test_boundary_line_map_counts_label_changes(periodic, shape):
+    """The renderer's line map (constant weight) holds half a unit per 4-neighbour of another label, the
+    wrap-around neighbours included on a periodic image; the padding mirrors the image."""
+    from napari_grainlab.core.synthetic._kernels import specimen_and_lines
+
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    labels = rng.integers(1, 4, shape).astype(np.uint32)
+    h, w = shape
+    pad = 0 if periodic else 3
+    ymap = np.arange(h) if periodic else np.abs(np.arange(h + 2 * pad) - pad)
+    xmap = np.arange(w) if periodic else np.abs(np.arange(w + 2 * pad) - pad)
+    ymap = np.minimum(ymap, 2 * (h - 1) - ymap) if h > 1 else np.zeros_like(ymap)
+    xmap = np.minimum(xmap, 2 * (w - 1) - xmap) if w > 1 else np.zeros_like(xmap)
+    sp = np.zeros((len(ymap), len(xmap)), np.float32)
+    ln = np.full_like(sp, np.nan)
+    lut = np.linspace(0.1, 0.9, 4)
+    specimen_and_lines(labels, lut, lut, np.zeros(4), np.zeros(4), np.zeros((4, 2)), np.zeros((1, 1), np.uint8),
+                       False, False, 0, 0.0, 0.0, np.uint64(1), periodic, sp, ln, pad, pad, ymap, xmap)
+    want = np.zeros(shape)
+    for axis in (0, 1):
+        for shift in (1, -1):
+            nb = np.roll(labels, shift, axis=axis)
+            diff = (nb != labels).astype(float)
+            if not periodic:  # no neighbour across the image border
+                edge = [slice(None)] * 2
+                edge[axis] = 0 if shift == 1 else -1
+                diff[tuple(edge)] = 0
+            want += 0.5 * diff
+    np.testing.assert_array_equal(ln[pad:pad + h, pad:pad + w], want)
+    np.testing.assert_array_equal(ln, ln[np.ix_(ymap + pad, xmap + pad)] if not periodic else want)
+    np.testing.assert_array_equal(sp, lut[labels[np.ix_(ymap, xmap)]].astype(np.float32))
+
+
 # ------------------------------------------------------------------------ geometry
 @pytest.mark.parametrize("method", ["voronoi", "laguerre"])
 def test_grain_count_near_requested(method):

@@ -53,19 +53,16 @@ def metric_matrices(angles_rad: np.ndarray, aspect: np.ndarray | float) -> np.nd
 
 
 def _sigma_max(metrics: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(metrics, ord=2, axis=(-2, -1))
-
-
-def _compress(cand: np.ndarray, keep: np.ndarray, dummy: int) -> tuple[np.ndarray, np.ndarray]:
-    """Move kept candidates to the front of each row and trim the padding."""
-    counts = keep.sum(axis=1)
-    kmax = max(1, int(counts.max()))
-    if kmax < cand.shape[1] or not keep.all():
-        order = np.argsort(~keep, axis=1, kind="stable")[:, :kmax]
-        cand = np.take_along_axis(cand, order, axis=1)
-        kept = np.take_along_axis(keep, order, axis=1)
-        cand = np.where(kept, cand, dummy)
-    return cand, counts
+    """Largest singular value of each 2 x 2 metric, in closed form (an SVD per seed costs more than the
+    rest of a coarse rasterisation): ``s^2 = (T + sqrt(T^2 - 4 det^2)) / 2`` with ``T`` the squared
+    Frobenius norm.  Raised by 1e-7 (the cancellation under the root can lose about sqrt(eps) of
+    relative accuracy), so the block bounds that use it stay conservative."""
+    a, b = metrics[..., 0, 0], metrics[..., 0, 1]
+    c, d = metrics[..., 1, 0], metrics[..., 1, 1]
+    t = a * a + b * b + c * c + d * d
+    det = a * d - b * c
+    s2 = 0.5 * (t + np.sqrt(np.maximum(t * t - 4.0 * det * det, 0.0)))
+    return np.sqrt(s2) * (1.0 + 1e-7)
 
 
 def power_labels(
@@ -133,31 +130,13 @@ def power_labels(
         b0 *= 4
     nby, nbx = int(np.ceil(h / b0)), int(np.ceil(w / b0))
 
-    def bounds_filter(cand: np.ndarray, cy: np.ndarray, cx: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
-        # a warp moves every point of the block by at most dmax: grow the block by it
+    # a warp moves every point of a block by at most dmax: the bounds grow the block by it
+    def bounds_filter(cand: np.ndarray, counts: np.ndarray, cy: np.ndarray, cx: np.ndarray,
+                      r: float) -> tuple[np.ndarray, np.ndarray]:
         hs = r / np.sqrt(2.0) + dmax
-        r = hs * np.sqrt(2.0)
-        # cand: (nb, K); cy, cx: block centres (nb,); r: half diagonal.
-        # Lower bound of seed j over the block: (|M(c - s)| - sigma_max(M) r)^2 - w.
-        # Upper bound: the power distance is convex, so its maximum over the block is at a
-        # corner; the smallest such maximum bounds the winning distance everywhere in it.
-        dy = cy[:, None] - sy[cand]
-        dx = cx[:, None] - sx[cand]
-        a00, a01, a10, a11 = m00[cand], m01[cand], m10[cand], m11[cand]
-        e0 = a00 * dy + a01 * dx
-        e1 = a10 * dy + a11 * dx
-        wc = ww[cand]
-        dc = np.sqrt(e0 * e0 + e1 * e1)
-        lower = np.maximum(dc - sig[cand] * r, 0.0) ** 2 - wc
-        # M @ (+-hs, +-hs): corner offsets in metric space
-        p0, p1 = (a00 + a01) * hs, (a10 + a11) * hs
-        q0, q1 = (a00 - a01) * hs, (a10 - a11) * hs
-        c1 = np.maximum((e0 + p0) ** 2 + (e1 + p1) ** 2, (e0 - p0) ** 2 + (e1 - p1) ** 2)
-        c2 = np.maximum((e0 + q0) ** 2 + (e1 + q1) ** 2, (e0 - q0) ** 2 + (e1 - q1) ** 2)
-        upper = np.maximum(c1, c2) - wc
-        best_upper = upper.min(axis=1, keepdims=True)
-        keep = lower <= best_upper + 1e-9 * (np.abs(best_upper) + 1.0)
-        return _compress(cand, keep, dummy)
+        return _filter_blocks(np.ascontiguousarray(cand, dtype=np.int32), np.ascontiguousarray(counts, dtype=np.int32),
+                              np.ascontiguousarray(cy, dtype=np.float64), np.ascontiguousarray(cx, dtype=np.float64),
+                              hs * np.sqrt(2.0), hs, sy, sx, ww, m00, m01, m10, m11, sig, dummy)
 
     # level 0: every seed is a candidate (processed in chunks of blocks)
     b = b0
@@ -171,15 +150,9 @@ def power_labels(
     for start in range(0, nb, chunk):
         stop = min(nb, start + chunk)
         cand = np.broadcast_to(np.arange(n, dtype=np.int32), (stop - start, n))
-        c, _ = bounds_filter(cand, cy_all[start:stop], cx_all[start:stop], r)
-        parts.append(c)
-    kmax = max(p.shape[1] for p in parts)
-    cand = np.full((nb, kmax), dummy, dtype=np.int32)
-    pos = 0
-    for p in parts:
-        cand[pos:pos + len(p), : p.shape[1]] = p
-        pos += len(p)
-    cand = cand.reshape(nby, nbx, kmax)
+        parts.append(bounds_filter(cand, np.full(stop - start, n, np.int32), cy_all[start:stop], cx_all[start:stop], r))
+    kmax = max(1, max(int(c.max()) for _, c in parts))
+    cand = np.concatenate([p[:, :kmax] for p, _ in parts]).reshape(nby, nbx, kmax)
 
     # refine: each block splits into 4 x 4 children down to the leaf block size; children
     # of a block with a single candidate inherit it and need no work
@@ -194,17 +167,11 @@ def power_labels(
         r = step * (b - 1) / np.sqrt(2.0)
         cyb = oy + step * ((active // nbx) * b + (b - 1) / 2.0)
         cxb = ox + step * ((active % nbx) * b + (b - 1) / 2.0)
-        # group the active blocks by their number of candidates so no work is padding
-        counts = (flat[active] != dummy).sum(axis=1)
-        groups = []
-        for kk in np.nonzero(np.bincount(counts))[0]:
-            sel = counts == kk
-            groups.append((active[sel], bounds_filter(flat[active[sel], :kk], cyb[sel], cxb[sel], r)[0]))
-        kmax = max(g[1].shape[1] for g in groups)
+        sub, counts = bounds_filter(flat[active], (flat[active] != dummy).sum(axis=1), cyb, cxb, r)
+        kmax = max(1, int(counts.max(initial=1)))
         new = np.full((nby * nbx, kmax), dummy, dtype=np.int32)
         new[:, 0] = flat[:, 0]
-        for rows, sub in groups:
-            new[rows, : sub.shape[1]] = sub
+        new[active] = sub[:, :kmax]
         cand = new.reshape(nby, nbx, -1)
 
     # leaf blocks: compiled kernel narrows each 4 x 4 sub-block and evaluates its pixels
@@ -212,6 +179,56 @@ def power_labels(
     _fill_leaves(out, np.ascontiguousarray(cand), _LEAF, oy, ox, float(step), sy, sx, ww, m00, m01, m10, m11, sig,
                  dummy, warp is not None, wdy, wdx, wgy, wgx, lip, metrics is None or bool(np.all(mets == np.eye(2))))
     return out
+
+
+@njit(cache=True, nogil=True)
+def _filter_blocks(cand, counts, cy, cx, r, hs, sy, sx, ww, m00, m01, m10, m11, sig, dummy):  # pragma: no cover
+    """Candidates of each block (row ``i``: the first ``counts[i]`` of ``cand[i]``) that can win a pixel of
+    the block centred at (``cy[i]``, ``cx[i]``) with half side ``hs`` and half diagonal ``r``; kept in their
+    order (so ties still go to the lower seed index), the rest of each row padded with ``dummy``.
+
+    Lower bound of seed j over the block: (|M(c - s)| - sigma_max(M) r)^2 - w.  Upper bound: the power
+    distance is convex, so its maximum over the block is at a corner; the smallest such maximum bounds
+    the winning distance everywhere in it.  Returns the filtered rows and their counts."""
+    m, kk = cand.shape
+    out = np.full((m, kk), dummy, dtype=np.int32)
+    kept = np.zeros(m, dtype=np.int32)
+    lower = np.empty(kk)
+    for i in range(m):
+        k = counts[i]
+        best = np.inf
+        for t in range(k):
+            j = cand[i, t]
+            dy = cy[i] - sy[j]
+            dx = cx[i] - sx[j]
+            a00 = m00[j]
+            a01 = m01[j]
+            a10 = m10[j]
+            a11 = m11[j]
+            e0 = a00 * dy + a01 * dx
+            e1 = a10 * dy + a11 * dx
+            wc = ww[j]
+            dc = np.sqrt(e0 * e0 + e1 * e1) - sig[j] * r
+            if dc < 0.0:
+                dc = 0.0
+            lower[t] = dc * dc - wc
+            # M @ (+-hs, +-hs): corner offsets in metric space
+            p0 = (a00 + a01) * hs
+            p1 = (a10 + a11) * hs
+            q0 = (a00 - a01) * hs
+            q1 = (a10 - a11) * hs
+            u = max(max((e0 + p0) ** 2 + (e1 + p1) ** 2, (e0 - p0) ** 2 + (e1 - p1) ** 2),
+                    max((e0 + q0) ** 2 + (e1 + q1) ** 2, (e0 - q0) ** 2 + (e1 - q1) ** 2)) - wc
+            if u < best:
+                best = u
+        tol = best + 1e-9 * (abs(best) + 1.0)
+        nk = 0
+        for t in range(k):
+            if lower[t] <= tol:
+                out[i, nk] = cand[i, t]
+                nk += 1
+        kept[i] = nk
+    return out, kept
 
 
 @njit(cache=True, nogil=True, inline="always")
