@@ -115,3 +115,36 @@ def test_background_loading_resumes_full_collections_when_its_imports_end(viewer
     qtbot.waitUntil(lambda: gc.get_threshold() == before, timeout=5000)
     assert gc.get_freeze_count() > 0
     owner.deleteLater()
+
+
+def test_background_loading_leaves_a_tick_between_the_labels_modules_and_torch(viewer, qtbot, monkeypatch):
+    """A dock waiting for the Labels modules (Annotate's first annotation layer) makes its layer in the tick
+    after they are ready; torch's import thread starts only a tick later, so that the layer is not made
+    while another thread holds the GIL."""
+    from qtpy.QtWidgets import QWidget
+
+    from napari_grainlab.gui import _engine, _napari_compat
+
+    state = {"ready": False, "started": 0, "seen_ready": 0}
+
+    def start_warmup():
+        state["started"] += 1
+        return False  # nothing left running: the loader's poll ends
+
+    def ready():
+        if state["ready"]:
+            state["seen_ready"] += 1
+        return state["ready"]
+
+    monkeypatch.setattr(_engine, "start_warmup", start_warmup)
+    monkeypatch.setattr(_engine, "warmup_running", lambda: False)
+    monkeypatch.setattr(_napari_compat, "preload_labels_layer_modules", lambda: True)  # a preload thread runs
+    monkeypatch.setattr(_napari_compat, "labels_layer_ready", ready)
+    owner = QWidget()
+    _engine.start_background_loading(owner, viewer, engine=True, layers=True, delay_ms=0)
+    qtbot.wait(200)
+    assert state["started"] == 0  # the Labels modules first, one import thread at a time
+    state["ready"] = True
+    qtbot.waitUntil(lambda: state["started"] == 1, timeout=5000)
+    assert state["seen_ready"] >= 2, "torch started in the same tick the Labels modules became ready"
+    owner.deleteLater()

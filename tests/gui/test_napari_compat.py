@@ -132,7 +132,8 @@ def test_preload_labels_layer_modules_imports_pandas_in_a_background_thread():
             "again = c.preload_labels_layer_modules()\n"
             "c._PRELOAD['thread'].join(60)\n"
             "print(before, started, 'grainlab-preload-layers' in names, c.labels_layer_ready(), "
-            "'pandas' in sys.modules, c.preload_labels_layer_modules())\n")
+            "'pandas' in sys.modules and 'skimage.color.colorconv' in sys.modules, "
+            "c.preload_labels_layer_modules())\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     before, started, named, ready, imported, third = r.stdout.split()
@@ -140,6 +141,31 @@ def test_preload_labels_layer_modules_imports_pandas_in_a_background_thread():
     assert (started, named) == ("True", "True")
     assert (ready, imported) == ("True", "True")
     assert third == "False"  # once loaded, nothing more is started
+
+
+def test_preload_computes_vispy_dash_patterns_even_when_the_modules_are_imported():
+    """The first vispy line visual of a session (three per Labels layer) computes its dash patterns in
+    Python, ~60 ms on the GUI thread; the preload fills vispy's pattern cache in its thread instead, also
+    when pandas and the rest were imported already."""
+    import subprocess
+    import sys
+
+    code = ("import pandas, scipy.linalg, skimage.color\n"
+            "from vispy.visuals.line import dash_atlas\n"
+            "from napari_grainlab.gui import _napari_compat as c\n"
+            "before = dash_atlas._make_pattern.cache_info().currsize\n"
+            "started = c.preload_labels_layer_modules()\n"
+            "c._PRELOAD['thread'].join(60)\n"
+            "after = dash_atlas._make_pattern.cache_info().currsize\n"
+            "misses = dash_atlas._make_pattern.cache_info().misses\n"
+            "dash_atlas.DashAtlas()\n"
+            "print(before, started, after, dash_atlas._make_pattern.cache_info().misses - misses)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    before, started, after, new_misses = r.stdout.split()
+    assert before == "0" and started == "True"
+    assert int(after) >= 10, "the preload did not compute vispy's dash patterns"
+    assert new_misses == "0", "an atlas made after the preload still computes patterns"
 
 
 def test_labels_layer_ready_waits_for_a_running_preload(monkeypatch):

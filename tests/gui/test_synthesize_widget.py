@@ -482,3 +482,30 @@ def test_colour_looks_preview_as_rgb_with_titled_sections(dock, qtbot, style):
     qtbot.waitUntil(lambda: not preview_layers(dock.viewer)[0].rgb, timeout=WAIT_MS)
     wait_preview(qtbot, dock)
     assert preview_layers(dock.viewer)[0].data.shape == (128, 128)
+
+
+def test_preview_waits_for_the_labels_layer_modules(viewer, qtbot, monkeypatch):
+    """While what napari's first Labels layer imports is still loading in the background, a finished preview
+    is held (not shown by importing it on the GUI thread); the newest one appears once loading is done."""
+    from napari_grainlab.gui.synthesize import PREVIEW_LABELS, SynthesizeWidget
+    from napari_grainlab.gui.synthesize import dock as dock_module
+
+    state = {"ready": False}
+    monkeypatch.setattr(dock_module, "labels_layer_ready", lambda: state["ready"])
+    widget = SynthesizeWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Synthesize")
+    widget.set_params(small_params())
+    qtbot.waitUntil(lambda: widget._waiting_preview is not None, timeout=WAIT_MS)
+    assert PREVIEW_LABELS not in viewer.layers
+    assert widget.preview_busy and "Preparing" in widget.status_label.text()
+    widget.set_seed(widget.seed + 1)  # a newer preview replaces the held one
+    widget.refresh_preview()
+    qtbot.waitUntil(lambda: widget._waiting_preview is not None and not widget._runner.is_busy, timeout=WAIT_MS)
+    qtbot.wait(100)
+    assert PREVIEW_LABELS not in viewer.layers
+    state["ready"] = True
+    wait_preview(qtbot, widget)
+    assert widget._waiting_preview is None and not widget._layers_poll.isActive()
+    newest = generate(small_params(), seed=widget.seed).labels
+    np.testing.assert_array_equal(viewer.layers[PREVIEW_LABELS].data, newest)
+    assert "Preview" in widget.status_label.text()

@@ -208,7 +208,7 @@ def start_background_loading(owner, viewer, *, engine: bool = True, layers: bool
     if engine:
         _ENGINE_SCHEDULED.add(token)
         owner.destroyed.connect(lambda *_: _ENGINE_SCHEDULED.discard(token))
-    pending = {"engine": bool(engine)}
+    pending = {"engine": bool(engine), "layers_seen": False}
 
     def start_engine() -> bool:
         pending["engine"] = False
@@ -232,6 +232,11 @@ def start_background_loading(owner, viewer, *, engine: bool = True, layers: bool
 
         def check() -> None:
             if warmup_running() or (layers and not labels_layer_ready()):
+                return
+            if layers and pending["engine"] and not pending["layers_seen"]:
+                # one more tick before torch: a dock that waited for the Labels modules (Annotate's first
+                # annotation layer, polled every 25 ms) makes its layer now, with the GIL to itself
+                pending["layers_seen"] = True
                 return
             if pending["engine"] and start_engine():
                 return

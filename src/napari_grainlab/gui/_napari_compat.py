@@ -193,27 +193,54 @@ def labels_colormap_backend() -> str:
 _LAYER_MODULES = ("pandas", "scipy.linalg", "skimage.color")
 _PRELOAD: dict[str, threading.Thread | None] = {"thread": None}
 _PRELOAD_LOCK = threading.Lock()
+_LINE_PATTERNS = {"warm": False}
+
+
+def _warm_line_patterns() -> None:
+    """Fill vispy's cache of dash patterns, off the GUI thread.
+
+    A Labels layer's polygon overlay makes three vispy line visuals; the first ``DashAtlas`` of a session
+    computes its 13 dash patterns in Python (~60 ms on the GUI thread at the first Labels layer). The
+    patterns are cached module-wide (``functools.lru_cache`` on ``vispy.visuals.line.dash_atlas._make_pattern``),
+    so one atlas made here, with no GL involved, spares the GUI thread that work. Guarded: a vispy without
+    the module only loses the speed-up."""
+    try:
+        from vispy.visuals.line.dash_atlas import DashAtlas
+
+        DashAtlas()
+    except Exception:  # an optimisation only
+        log.debug("warming vispy's dash patterns failed", exc_info=True)
+    _LINE_PATTERNS["warm"] = True
+
+
+#: attributes of those modules to touch as well: ``skimage.color`` is a lazy module (lazy_loader), its
+#: conversions are imported at the first attribute access (napari's label colours call ``lab2rgb``)
+_LAYER_ATTRIBUTES = {"skimage.color": ("lab2rgb",)}
 
 
 def _import_layer_modules() -> None:
     for name in _LAYER_MODULES:
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
+            for attr in _LAYER_ATTRIBUTES.get(name, ()):
+                getattr(module, attr)
         except Exception:
             log.debug("preloading %s failed", name, exc_info=True)
+    _warm_line_patterns()
 
 
 def preload_labels_layer_modules() -> bool:
-    """Import what napari's first Labels layer needs (pandas) in a background thread, once; returns
-    whether that thread runs.  Call on the main thread when a dock that makes Labels layers opens: the
-    import then happens while the user looks at the dock, not in the GUI thread at the first layer.
+    """Import what napari's first Labels layer needs (pandas) and compute vispy's dash patterns
+    (:func:`_warm_line_patterns`) in a background thread, once; returns whether that thread runs.  Call on
+    the main thread when a dock that makes Labels layers opens: the work then happens while the user looks
+    at the dock, not in the GUI thread at the first layer.
     The GUI thread must not import these modules meanwhile (it would wait for the thread's module lock):
     :func:`labels_layer_ready` tells when a layer can be made without that wait."""
     with _PRELOAD_LOCK:
         thread = _PRELOAD["thread"]
         if thread is not None:
             return thread.is_alive()
-        if all(name in sys.modules for name in _LAYER_MODULES):
+        if all(name in sys.modules for name in _LAYER_MODULES) and _LINE_PATTERNS["warm"]:
             return False
         thread = threading.Thread(target=_import_layer_modules, name="grainlab-preload-layers", daemon=True)
         _PRELOAD["thread"] = thread

@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QVBoxLay
 
 from ...core.synthetic import ParameterError, SynthParams
 from .._engine import start_background_loading
+from .._napari_compat import labels_layer_ready
 from .._widgets import (
     ask_folder,
     ask_open_file,
@@ -126,6 +127,8 @@ class SynthesizeWidget(QWidget):
         # preview machinery
         self._debounce = single_shot_timer(self, DEBOUNCE_MS, self.refresh_preview)
         self._busy_hint = single_shot_timer(self, 300, self._show_busy_hint)
+        self._waiting_preview: PreviewResult | None = None
+        self._layers_poll: QTimer | None = None
         self._runner = LatestOnlyRunner(self)
         self._runner.result.connect(self._show_preview)
         self._runner.failed.connect(self._preview_failed)
@@ -190,8 +193,8 @@ class SynthesizeWidget(QWidget):
 
     @property
     def preview_busy(self) -> bool:
-        """A preview is being generated or waits for the debounce timer."""
-        return self._runner.is_busy or self._debounce.isActive()
+        """A preview is being generated, waits for the debounce timer or for its layers to be ready."""
+        return self._runner.is_busy or self._debounce.isActive() or self._waiting_preview is not None
 
     def _on_busy_changed(self, busy: bool) -> None:
         if busy:
@@ -209,12 +212,32 @@ class SynthesizeWidget(QWidget):
             report_error(error, "Preview")
 
     def _show_preview(self, result: PreviewResult) -> None:
+        if not labels_layer_ready():
+            # the preview's Labels layer is napari's first, as a rule, and what it imports (pandas) is still
+            # being imported in the background (start_background_loading): show the newest preview once that
+            # is done (polled every 25 ms), not by importing it on the GUI thread now
+            self._waiting_preview = result
+            if self._layers_poll is None:
+                self._layers_poll = QTimer(self)
+                self._layers_poll.setInterval(25)
+                self._layers_poll.timeout.connect(self._show_waiting_preview)
+            self._layers_poll.start()
+            self.set_status("Preparing the preview layers…")
+            return
         self._preview_layers.show(result)
         p = result.params
         text = f"Preview {p.height} × {p.width} px, {result.n_grains} grains, {result.elapsed:.2f} s"
         if result.note:
             text += f" ({result.note})"
         self.set_status(text)
+
+    def _show_waiting_preview(self) -> None:
+        if not labels_layer_ready():
+            return
+        self._layers_poll.stop()
+        result, self._waiting_preview = self._waiting_preview, None
+        if result is not None:
+            self._show_preview(result)
 
     def set_status(self, text: str, error: bool = False) -> None:
         self._busy_hint.stop()
