@@ -176,3 +176,44 @@ def test_method_choice_gives_g_with_a_confidence_interval_and_a_test_pattern(qtb
     assert shapes.shape_type[0] == {"intercept": "line", "circles": "ellipse", "planimetric": "rectangle"}[method]
     again = dock.show_test_pattern()  # replaces the pattern layer instead of stacking another one
     assert sum(isinstance(ly, Shapes) for ly in viewer.layers) == 1 and again in viewer.layers
+
+
+def test_the_labels_are_copied_in_the_worker_not_on_the_gui_thread(qtbot, viewer, dock, sample, monkeypatch):
+    """The snapshot of the labels a measurement works on (hundreds of MB for a large image, or the read of a
+    lazy array) is taken in the worker thread; an unreadable layer is reported in the dock."""
+    import threading
+
+    from napari_grainlab.gui.measure import dock as dock_module
+
+    class LazyLabels:  # an array-like, as a dask or zarr layer's data: converted by __array__
+        shape, ndim, dtype = sample.labels.shape, 2, sample.labels.dtype
+
+        def __init__(self, error=None):
+            self.error, self.threads = error, []
+
+        def __array__(self, dtype=None, copy=None):
+            self.threads.append(threading.current_thread() is threading.main_thread())
+            if self.error:
+                raise self.error
+            return sample.labels.copy()
+
+    def fake_layer(data):
+        import pandas as pd
+
+        return type("FakeLabels", (), {"name": "grains", "multiscale": False, "data": data,
+                                       "features": pd.DataFrame()})()
+
+    lazy = LazyLabels()
+    layer = fake_layer(lazy)
+    monkeypatch.setattr(dock_module.MeasureWidget, "current_layer", lambda self: layer)
+    dock.refresh()
+    m = wait_measured(qtbot, dock)
+    assert len(m.table["label"]) == len(np.unique(sample.labels[sample.labels > 0]))
+    assert lazy.threads and not any(lazy.threads), "the labels were read on the GUI thread"
+
+    broken = LazyLabels(MemoryError("no room for the copy"))
+    layer = fake_layer(broken)
+    dock.refresh()
+    qtbot.waitUntil(lambda: not dock.busy and "cannot read" in dock.summary_label.text(), timeout=WAIT_MS)
+    assert "'grains'" in dock.summary_label.text() and "no room" in dock.summary_label.text()
+    assert broken.threads == [False]

@@ -48,7 +48,7 @@ from .._widgets import PixelSizeInput, ask_save_file, make_form, show_status, si
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
 from .distribution import DistributionPlot
 from .histogram import SizeHistogram
-from .measurement import METHODS, Measurement, measure_labels, summary_html
+from .measurement import METHODS, Measurement, measure_layer_data, summary_html
 from .report import ReportPanel
 from .table import GrainTableModel, fit_columns, grain_table_view
 
@@ -259,22 +259,15 @@ class MeasureWidget(QWidget):
             self._clear("No labels layer: predict grains or open a label image.")
             return
         data = layer.data[0] if layer.multiscale else layer.data
-        try:
-            labels = np.array(data, copy=True)
-        except (MemoryError, ValueError, TypeError) as exc:
-            self._clear(f"Cannot read {layer.name}: {exc}", error=True)
-            return
-        if labels.ndim != 2:
+        ndim = len(getattr(data, "shape", ()))
+        if ndim != 2:
             self._runner.discard()
-            self._clear(f"{layer.name} has {labels.ndim} dimensions; measuring needs one 2-D label image.",
-                        error=True)
+            self._clear(f"{layer.name} has {ndim} dimensions; measuring needs one 2-D label image.", error=True)
             return
-        try:
-            twins = self.report_panel.twin_data()
-        except (MemoryError, ValueError, TypeError) as exc:
-            self._clear(f"Cannot read the twin-boundary layer: {exc}", error=True)
-            return
-        self._runner.submit(measure_labels, labels, self.pixel_size, id(layer), self.method, twins)
+        # the snapshot of the labels (and twin boundaries) is taken in the worker: copying a large label
+        # image here would stall the viewer (see measure_layer_data)
+        self._runner.submit(measure_layer_data, data, repr(layer.name), self.pixel_size, id(layer), self.method,
+                            self.report_panel.twin_source())
 
     def schedule_refresh(self) -> None:
         """Measure again soon (edits in bursts cost one measurement per ``THROTTLE_MS``)."""

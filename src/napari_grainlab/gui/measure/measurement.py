@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ...core.errors import GrainLabError
+from ...core.errors import DataError, GrainLabError
 from ...core.measure import astm_grain_size, grain_table, summarize
 from .._widgets import HINT_STYLE, fmt_number
 
@@ -39,6 +39,25 @@ class Measurement:
     @property
     def unit(self) -> str:
         return "µm" if self.pixel_size else "px"
+
+
+def measure_layer_data(data: Any, name: str, pixel_size: float | None, layer_id: int = 0,
+                       method: str = "planimetric", twins: Any = None) -> Measurement:
+    """:func:`measure_labels` of a snapshot of a layer's data, taken here in the worker thread: a copy of
+    a large label image (hundreds of MB above ~50 MP), or the read of a lazy (dask, zarr) one, would stall
+    the GUI thread.  An edit made while the copy runs triggers the next measurement (the dock measures
+    again after edits), so a half-copied stroke is never what stays shown."""
+    try:
+        labels = np.array(data, copy=True)
+    except (MemoryError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read {name}: {exc}") from exc
+    try:
+        twins = None if twins is None else np.array(twins, copy=True)
+    except (MemoryError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read the twin-boundary layer: {exc}") from exc
+    if labels.ndim != 2:
+        raise DataError(f"{name} has {labels.ndim} dimensions; measuring needs one 2-D label image.")
+    return measure_labels(labels, pixel_size, layer_id, method, twins)
 
 
 def measure_labels(labels: np.ndarray, pixel_size: float | None, layer_id: int = 0,

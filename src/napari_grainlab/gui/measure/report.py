@@ -29,10 +29,20 @@ if TYPE_CHECKING:
 __all__ = ["LayerChoice", "ReportPanel", "report_job", "roi_job"]
 
 
-def report_job(path: Path, labels: np.ndarray, info: dict[str, Any], stop: Any = None):
-    """Worker side of *Save report…*: the model's hash, then :func:`~napari_grainlab.core.report.iter_write_report`."""
+def _snapshot(labels: Any) -> np.ndarray:
+    """A copy of a layer's labels, taken in the worker (a large or lazy array would stall the GUI thread)."""
+    labels = np.array(labels, copy=True)
+    return labels.astype(np.uint8) if labels.dtype.kind == "b" else labels
+
+
+def report_job(path: Path, labels: Any, info: dict[str, Any], stop: Any = None):
+    """Worker side of *Save report…*: the snapshot of the labels (and twin boundaries), the model's hash, then
+    :func:`~napari_grainlab.core.report.iter_write_report`."""
     from ...core.report import ReportInput, ReportOptions, iter_write_report, model_info
 
+    labels = _snapshot(labels)
+    if info.get("twins") is not None:
+        info = {**info, "twins": np.array(info["twins"], copy=True)}
     model, sha = model_info(info.get("model")) if info.get("model") else (None, None)
     image = info.get("image")
     image = None if image is None else np.asarray(image)  # a lazy (dask, zarr) layer is read here, not in the GUI
@@ -42,12 +52,13 @@ def report_job(path: Path, labels: np.ndarray, info: dict[str, Any], stop: Any =
     return (yield from iter_write_report(path, [inp], None, ReportOptions(), stop=stop))
 
 
-def roi_job(path: Path, labels: np.ndarray, pixel_size: float | None, stop: Any = None):
+def roi_job(path: Path, labels: Any, pixel_size: float | None, stop: Any = None):
     """Worker side of *Export ROI zip…*: one ImageJ polygon ROI per grain; returns ``(path, count)``."""
     from ...core.report import ReportProgress
     from ...core.rois import labels_to_roi_zip
 
     yield ReportProgress(0, 1, "tracing the grains")
+    labels = _snapshot(labels)
     count = labels_to_roi_zip(labels, path, pixel_size)
     yield ReportProgress(1, 1, f"wrote {path.name}")
     return path, count
@@ -141,10 +152,11 @@ class ReportPanel(QWidget):
     def twin_layer(self) -> Layer | None:
         return self.twins_combo.current_layer()
 
-    def twin_data(self) -> np.ndarray | None:
-        """A copy of the twin-boundary layer's data (None: no layer chosen)."""
+    def twin_source(self) -> Any:
+        """The twin-boundary layer's 2-D data as it is, not copied (None: no layer chosen): for a worker to
+        copy off the GUI thread."""
         layer = self.twin_layer()
-        return None if layer is None else np.array(_plane(layer), copy=True)
+        return None if layer is None else _plane(layer)
 
     def set_enabled(self, on: bool) -> None:
         busy = self.task is not None and self.task.is_running
@@ -179,15 +191,12 @@ class ReportPanel(QWidget):
                              "ImageJ ROI zip (*.zip)", ".zip") if layer is not None else None
 
     # ------------------------------------------------------------------- jobs
-    def _labels(self) -> tuple[Layer, np.ndarray] | None:
+    def _labels(self) -> tuple[Layer, Any] | None:
         layer, m = self.dock.current_layer(), self.dock.measurement
         if layer is None or m is None or not int(m.astm["grains"]):
             show_error("Nothing to save: measure a labels layer with grains first")
             return None
-        labels = np.array(_plane(layer), copy=True)
-        if labels.dtype.kind == "b":
-            labels = labels.astype(np.uint8)
-        return layer, labels
+        return layer, _data(layer)  # copied by the job, in its worker thread (_snapshot)
 
     def _run(self, func, path: Path, *args: Any, description: str, done) -> GeneratorTask | None:
         if self.task is not None and self.task.is_running:
@@ -232,7 +241,7 @@ class ReportPanel(QWidget):
             info["image_note"] = "no image layer was chosen: the overlay shows the grains alone"
         twins = self.twin_layer()
         if twins is not None:
-            info["twins"] = self.twin_data()
+            info["twins"] = self.twin_source()  # copied by the job
             info["twins_source"] = f"layer {twins.name}"
         return self._run(report_job, path, labels, info, description="Saving the report",
                          done=lambda p: show_info(f"Wrote the report {p}"))
