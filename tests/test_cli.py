@@ -201,15 +201,46 @@ def test_params_list_names_every_parameter_with_its_help(capsys):
     assert "shot noise" in dose and "0 .. 1e+06" in dose
 
 
+def _other_value(field, value):
+    """A valid value of ``field`` (a parameter dataclass field) that is not its default ``value``."""
+    meta = field.metadata
+    if meta.get("choices"):
+        return next(c for c in meta["choices"] if c != value)
+    if isinstance(value, bool):
+        return not value
+    lo, hi = meta.get("min"), meta.get("max")
+    integer = isinstance(value, int) or (value is None and "int" in str(field.type) and "float" not in str(field.type))
+    if value is None:
+        value = lo if lo is not None else 1
+    if lo is not None and hi is not None:
+        new = lo + 0.37 * (min(hi, lo + 100) - lo)
+    else:
+        new = value * 1.5 + 1.0 if (hi is None or value * 1.5 + 1.0 <= hi) else value * 0.5
+    if integer:
+        new = int(round(new))
+        step = meta.get("multiple_of") or 1
+        new -= new % step
+        if new == value:
+            new += step
+    return new
+
+
 def test_every_listed_parameter_can_be_set(capsys):
-    """--set accepts each parameter name with a value of its type."""
+    """--set gives each parameter a value of its type other than its default, and that value is what the
+    parameters then hold."""
     p = SynthParams()
     for name in _all_param_names():
-        section, _, field = name.rpartition(".")
-        value = getattr(getattr(p, section) if section else p, field)
-        text = "null" if value is None else json.dumps(value).strip('"')
+        section, _, field_name = name.rpartition(".")
+        owner = getattr(p, section) if section else p
+        field = next(f for f in param_fields(type(owner)) if f.name == field_name)
+        value = _other_value(field, getattr(owner, field_name))
+        assert value != getattr(owner, field_name), name
+        text = json.dumps(value).strip('"')
         assert main(["params", "--set", f"{name}={text}"]) == 0, name
-        capsys.readouterr()
+        shown = json.loads(capsys.readouterr().out)
+        for part in name.split("."):
+            shown = shown[part]
+        assert shown == pytest.approx(value) if isinstance(value, float) else shown == value, name
 
 
 def test_help_lists_the_choices_the_generator_accepts():

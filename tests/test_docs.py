@@ -45,3 +45,31 @@ def test_option_references_are_generated_from_the_schemas():
     for cls in (TrainConfig, InferenceOptions, RetrainOptions):
         for f in param_fields(cls):
             assert f"| `{f.name}` |" in text, f"{cls.__name__}.{f.name} missing from docs/training.md"
+
+
+def test_experiment_report_rebuilds_from_the_committed_results(tmp_path):
+    """docs/report.md is what `grainlab experiment ... --report-only` makes of the results committed next to
+    it (docs/report/config.json + results.jsonl): every number on the page can be regenerated without
+    training, and the page says how the images met the network's grain scale in those runs."""
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path / "report"
+    out.mkdir()
+    for name in ("config.json", "results.jsonl"):
+        shutil.copy(ROOT / "docs" / "report" / name, out / name)
+    rebuilt = tmp_path / "report.md"
+    r = subprocess.run([sys.executable, "-c", "import sys; from napari_grainlab.cli import main; sys.exit(main())",
+                        "experiment", str(ROOT / "experiments" / "transfer.toml"),
+                        "--quick", "--out", str(out), "--report-only", "--report", str(rebuilt)],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+    def comparable(text: str) -> list[str]:  # the date, the command's paths and the figure folder differ
+        lines = [ln for ln in text.splitlines() if not ln.startswith(("_Generated", "- **Reproduce:**"))]
+        return [ln.replace("](report/", "](FIG/") for ln in lines]
+
+    mine = comparable((ROOT / "docs" / "report.md").read_text(encoding="utf-8"))
+    assert mine == comparable(rebuilt.read_text(encoding="utf-8").replace(f"]({rebuilt.stem}/", "](report/"))
+    assert any("automatically estimated grain scale" in ln for ln in mine)

@@ -306,6 +306,16 @@ def test_report_numbers_come_from_the_results(finished, tmp_path):
     assert "random split of augmented tiles" in text and "grainlab experiment tiny.toml" in text
     copied = [json.loads(ln) for ln in (tmp_path / "report" / "results.jsonl").read_text().splitlines()]
     assert {r["id"] for r in copied} == set(rows)
+    # each row records how its images met the network's scale, and the page says it
+    assert {r.get("eval_scale") for r in rows.values()} == {"labels"}
+    assert "predicted at its true grain scale" in text and "--report-only" in text
+    old = tmp_path / "old"  # results from before the key existed: the page must not claim the true scale
+    old.mkdir()
+    (old / "config.json").write_text((out / "config.json").read_text())
+    (old / "results.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "eval_scale"}) + "\n"
+                                               for r in rows.values()))
+    older = write_report(old, tmp_path / "older.md").read_text()
+    assert "automatically estimated grain scale" in older and "true grain scale" not in older
 
 
 def test_report_needs_results(tmp_path):

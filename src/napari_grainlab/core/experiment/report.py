@@ -152,6 +152,19 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(r) + " |" for r in rows] + [""])
 
 
+def _scale_sentence(rows: dict[str, dict]) -> str:
+    """How the scored images met the network's grain scale, from what the result rows record."""
+    scales = {r.get("eval_scale") for r in rows.values() if r.get("action") == "eval"}
+    if scales == {"labels"}:
+        return ("Each is predicted at its true grain scale (the median grain diameter of its labels, as a user's "
+                "`--diameter` would give it), so the automatic scale estimate does not enter the comparison.")
+    if scales == {None}:
+        return ("Each is predicted at its automatically estimated grain scale (these runs predate scoring at the "
+                "true scale), so the estimate's error is part of every score.")
+    return ("Some runs predicted each image at its true grain scale (from its labels), the older ones at the "
+            "automatically estimated scale; the scores are not all comparable.")
+
+
 def write_report(out: str | Path, report: str | Path, *, findings: str | Path | None = None,
                  command: str = "") -> Path:
     """Write ``report`` (Markdown) and its figures (``<report stem>/``) from the results in ``out``."""
@@ -189,8 +202,7 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
         + (", " + ", ".join(f"`{k}` = {v}" for k, v in cfg['target'].get('set', {}).items())
            if cfg['target'].get('set') else "") + ").",
         f"- **Images:** {cfg['image_size']}² px; {cfg['target_images']} target, {cfg['source_images']} source. "
-        "Each is predicted at its true grain scale (the median grain diameter of its labels, as a user's "
-        "`--diameter` would give it), so the automatic scale estimate does not enter the comparison.",
+        + _scale_sentence(rows),
         f"- **Training budget per run:** {t.get('epochs')} epochs × {t.get('steps_per_epoch')} steps × batch "
         f"{t.get('batch_size')} of {t.get('patch_size')}² patches, backbone `{t.get('backbone', 'efficientnet_lite0')}`, "
         f"lr {t.get('lr')}, augmentation {', '.join(t.get('augment', [])) or 'none'}; all labelled images train "
@@ -201,7 +213,9 @@ def write_report(out: str | Path, report: str | Path, *, findings: str | Path | 
         f"- **Cost:** {len(rows)} runs; their run times add up to {wall / 60:.1f} min ({cpu / 60:.1f} CPU-min)"
         + (f", with {env['workers']} runs at a time ({env.get('threads_per_worker', '?')} PyTorch thread(s) "
            "each)" if env.get("workers") else "") + ".",
-        f"- **Reproduce:** `{command or 'grainlab experiment CONFIG --out DIR --report REPORT'}`.", ""]
+        f"- **Reproduce:** `{command or 'grainlab experiment CONFIG --out DIR --report REPORT'}` (runs what the "
+        "output folder does not hold yet; add `--report-only` to rebuild this page from the stored results "
+        "alone, without training).", ""]
     if findings and Path(findings).exists():
         lines += [Path(findings).read_text(encoding="utf-8").strip(), ""]
     by_study = stored.get("by_study", {})

@@ -31,6 +31,9 @@ from .config import METRICS, ExperimentConfig
 
 RESULTS = "results.jsonl"
 CONFIG = "config.json"
+#: how evaluation runs choose the grain scale of each image, recorded in every result row (``eval_scale``):
+#: ``labels``: its true scale, from its labels (rows without the key predate it: the automatic estimate)
+EVAL_SCALE = "labels"
 
 
 # ------------------------------------------------------------------------------------------ events
@@ -570,7 +573,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, device: str = "aut
     def record(run: Run, extra: dict) -> RunDone:
         row = {"id": run.id, "action": run.action, "fold": run.fold, "n": run.n, "init": run.init,
                "strategy": run.strategy, "mode": run.mode, "model": run.model, "on": run.on, "split": run.split,
-               **extra, "environment": env}
+               **extra, "eval_scale": EVAL_SCALE, "environment": env}
         results[run.id] = _jsonable(row)
         done_ids.add(run.id)
         atomic_write_text(out / RESULTS, "".join(json.dumps(results[k], allow_nan=False) + "\n" for k in results))
