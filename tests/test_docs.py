@@ -22,11 +22,38 @@ def test_parameter_reference_lists_every_parameter():
     assert missing == [], f"docs/synthetic.md lacks {missing}: run docs/scripts/param_table.py"
 
 
-def test_readme_images_exist():
+def _hub_links():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hub_links", ROOT / "docs" / "scripts" / "hub_links.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_is_a_hub_page():
+    """The napari hub shows the README away from the repository: every link and picture is absolute, made
+    from the one repository address in pyproject.toml, and points to a file the repository has; the pictures
+    are small; sections are ## headings (the hub's sidebar)."""
+    hub = _hub_links()
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for rel in ("docs/images/synthesize_dock.png", "docs/images/gallery.png"):
-        assert rel in text
-        assert (ROOT / rel).stat().st_size > 10_000
+    source = hub.source_url()
+    assert hub.problems(text, source) == [], "run docs/scripts/hub_links.py"
+    pictures = [m[3] for m in hub._LINK.finditer(text) if m[1]]
+    assert len(pictures) >= 5
+    for target in pictures:
+        path = ROOT / hub.repo_path(target, source)
+        assert target.startswith(f"{source}/raw/") and 10_000 < path.stat().st_size <= 300_000, target
+    headings = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    assert {"## Install", "## Quick start: two commands", "## In napari", "## License"} <= set(headings)
+    # the check finds what it should
+    assert hub.problems("![x](docs/images/gallery.jpg) [y](docs/nope.md)", source) == [
+        "relative link: docs/images/gallery.jpg", "relative link: docs/nope.md", "missing file: docs/nope.md"]
+
+
+def test_doc_pictures_are_small():
+    for path in (ROOT / "docs" / "images").iterdir():
+        assert path.stat().st_size <= 300_000, f"{path.name}: use docs/scripts/web_image.py"
 
 
 def test_option_references_are_generated_from_the_schemas():

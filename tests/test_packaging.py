@@ -176,3 +176,64 @@ def test_installed_metadata_matches_the_package():
     assert meta["Version"] == napari_grainlab.__version__
     eps = importlib.metadata.entry_points(group="napari.manifest")
     assert any(ep.name == "napari-grainlab" and ep.value == "napari_grainlab:napari.yaml" for ep in eps)
+
+
+def test_release_artifacts_pass_twine_check_and_carry_the_metadata(built):
+    """What a release uploads: both files pass `twine check` (metadata and the README's rendering), the
+    wheel's metadata has the SPDX licence, the project URLs and the one version; the sdist has the changelog
+    and the licence but not the documentation pictures (the README links to them by absolute URL)."""
+    if importlib.util.find_spec("twine") is None:
+        pytest.skip("needs twine (pip install -e '.[testing]')")
+    wheel, sdist = built
+    r = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", str(wheel), str(sdist)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("PASSED") == 2, r.stdout
+    with zipfile.ZipFile(wheel) as z:
+        meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: BSD-3-Clause" in meta
+    assert f"Version: {napari_grainlab.__version__}" in meta
+    urls = {line.split(": ", 1)[1].split(",", 1)[0] for line in meta.splitlines() if line.startswith("Project-URL:")}
+    assert {"Source", "Documentation", "Bug Tracker", "User Support"} <= urls
+    with tarfile.open(sdist) as t:
+        names = {m.name.split("/", 1)[1] for m in t.getmembers() if "/" in m.name}
+    assert {"CHANGELOG.md", "LICENSE", "pyproject.toml"} <= names
+    assert not any(n.startswith("docs/images/") for n in names)
+    assert sdist.stat().st_size < 25_000_000  # the built-in model's weights are the bulk
+
+
+#: PyPI name -> conda-forge name, where they differ
+CONDA_NAMES = {"torch": "pytorch", "opencv-python-headless": "opencv", "matplotlib": "matplotlib-base",
+               "dask": "dask-core", "partsegcore-compiled-backend": "partsegcore-compiled-backend"}
+
+
+def test_conda_recipe_matches_the_package():
+    """recipe/meta.yaml (a conda-forge draft built from the sdist) needs what the package needs, with the
+    same lower bounds, the same version and the same console script."""
+    import re
+
+    from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    recipe = (ROOT / "recipe" / "meta.yaml").read_text(encoding="utf-8")
+    assert f'{{% set version = "{napari_grainlab.__version__}" %}}' in recipe
+    run = recipe.split("  run:\n", 1)[1].split("\n\n", 1)[0]
+    listed = {}
+    for line in run.splitlines():
+        m = re.match(r"\s*- ([A-Za-z0-9_.-]+)\s*([^#]*)", line)
+        if m:
+            listed[m[1]] = m[2].strip()
+    for spec in project["dependencies"]:
+        req = Requirement(spec)
+        name = CONDA_NAMES.get(req.name.lower(), req.name.lower())
+        assert name in listed, f"recipe/meta.yaml lacks {name} ({spec})"
+        lower = next((s.version for s in req.specifier if s.operator == ">="), None)
+        if lower:
+            assert listed[name] == f">={lower}", f"{name}: recipe {listed[name]!r}, pyproject >={lower}"
+    assert f"python {project['requires-python']}" in recipe
+    assert "grainlab = napari_grainlab.cli:main" in recipe

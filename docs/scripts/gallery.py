@@ -2,13 +2,14 @@
 
     python docs/scripts/gallery.py [--out docs/images]
 
-Writes ``gallery.png`` (micrographs) and ``gallery_labels.png`` (the same with their grain
+Writes ``gallery.jpg`` (micrographs) and ``gallery_labels.jpg`` (the same with their grain
 labels and boundaries overlaid), one column per look.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from skimage.color import label2rgb
+from web_image import save_web_image
 
 from napari_grainlab.core.synthetic import SynthParams, generate
 
@@ -57,7 +59,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     items = looks(a.size)
     samples = [(t, generate(p, seed=i + 1)) for i, (t, p) in enumerate(items)]
-    for name, overlay in (("gallery.png", False), ("gallery_labels.png", True)):
+    for name, overlay in (("gallery.jpg", False), ("gallery_labels.jpg", True)):
         fig, axes = plt.subplots(2, 3, figsize=(15, 10.4), dpi=100)
         for ax, (title, s) in zip(axes.ravel(), samples):
             img = s.image_float()
@@ -70,9 +72,10 @@ def main() -> None:
             ax.set_title(title, fontsize=11)
             ax.set_axis_off()
         fig.tight_layout()
-        fig.savefig(out / name)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
         plt.close(fig)
-        print(f"wrote {out / name}")
+        print(f"wrote {save_web_image(io.BytesIO(buf.getvalue()), out / name, max_width=1200)}")
 
 
 if __name__ == "__main__":

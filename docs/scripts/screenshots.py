@@ -4,13 +4,13 @@ Run from the repository root (needs a display; on a headless machine use Xvfb)::
 
     xvfb-run -a python docs/scripts/screenshots.py [--out docs/images]
 
-Writes one picture of each dock in use: ``annotate_dock.png`` (a classical proposal over
-partly annotated grains, ``shot_annotate.py``), ``train_dock.png`` (a short fine-tuning run
-with its live plot and a preview, ``shot_train.py``), ``predict_dock.png`` and
-``measure_dock.png`` (a prediction with its grain table, ``shot_predict.py``; without
-``--checkpoint`` the built-in model that the Predict dock preselects), ``predict_colour.png`` (a
+Writes one picture of each dock in use: ``annotate_dock.jpg`` (a classical proposal over
+partly annotated grains, ``shot_annotate.py``), ``train_dock.jpg`` (a short fine-tuning run
+with its live plot and a preview, ``shot_train.py``), ``predict_dock.jpg`` and
+``measure_dock.jpg`` (a prediction with its grain table, ``shot_predict.py``; without
+``--checkpoint`` the built-in model that the Predict dock preselects), ``predict_colour.jpg`` (a
 colour-etched micrograph segmented by it),
-``synthesize_dock.png`` (the Synthesize dock and its live preview) and ``sample_data.png``
+``synthesize_dock.jpg`` (the Synthesize dock and its live preview) and ``sample_data.jpg``
 (File ▸ Open Sample ▸ Synthetic SEM grains, hovering over a grain). ``--only NAME ...``
 takes a subset.
 """
@@ -42,12 +42,14 @@ def _settle(seconds: float = 0.5) -> None:
 
 
 def _save(viewer, path: Path) -> Path:
-    """Screenshot of the whole window (docks included); refuses an empty canvas."""
+    """Screenshot of the whole window (docks included) as a JPEG of at most 300 kB (``web_image``); refuses
+    an empty canvas. Returns the file written (``path`` with the suffix ``.jpg``)."""
+    from web_image import save_web_image
+
     canvas = viewer.screenshot(canvas_only=True, flash=False)
     if canvas[..., :3].std() < 5:
         raise RuntimeError(f"the canvas is empty; not writing {path}")
-    viewer.screenshot(path=str(path), canvas_only=False, flash=False)
-    return path
+    return save_web_image(viewer.screenshot(canvas_only=False, flash=False), path)
 
 
 def _new_viewer():
@@ -75,7 +77,7 @@ def synthesize_dock(out: Path) -> Path:
     viewer.layers.selection.active = viewer.layers[PREVIEW_IMAGE]
     viewer.reset_view()
     _settle()
-    path = _save(viewer, out / "synthesize_dock.png")
+    path = _save(viewer, out / "synthesize_dock.jpg")
     viewer.close()
     return path
 
@@ -92,7 +94,7 @@ def sample_data(out: Path) -> Path:
     viewer.cursor.position = centre
     viewer.status = labels.get_status(centre, world=True)
     _settle()
-    path = _save(viewer, out / "sample_data.png")
+    path = _save(viewer, out / "sample_data.jpg")
     viewer.close()
     return path
 

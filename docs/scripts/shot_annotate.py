@@ -4,7 +4,7 @@ Run from the repository root (needs a display; on a headless machine use Xvfb)::
 
     xvfb-run -a python docs/scripts/shot_annotate.py [--out docs/images]
 
-Writes ``annotate_dock.png``: the sample SEM micrograph, a few grains annotated by hand (the
+Writes ``annotate_dock.jpg``: the sample SEM micrograph, a few grains annotated by hand (the
 left third), the classical proposal for the rest as contours, and the Annotate dock.
 Autosaves go to a temporary folder, not to the user's cache.
 """
@@ -49,7 +49,7 @@ def annotate_dock(out: Path) -> Path:
     viewer.layers.selection.active = labels
     viewer.reset_view()
     _settle(0.8)
-    path = _save(viewer, out / "annotate_dock.png")
+    path = _save(viewer, out / "annotate_dock.jpg")
     viewer.close()
     return path
 

@@ -6,9 +6,9 @@ Run from the repository root (needs a display; on a headless machine use Xvfb)::
 
 Without ``--checkpoint`` the dock predicts with the model it preselects, the built-in
 ``generalist`` (nothing chosen by the user); ``--train`` fine-tunes a small model first instead
-(about four minutes of CPU time). Writes ``predict_dock.png`` (the SEM sample segmented, hovering
-over a grain), ``predict_colour.png`` (a synthetic colour-etched micrograph, or ``--image``) and
-``measure_dock.png`` (the SEM sample's grain table, size histogram and ASTM grain size).
+(about four minutes of CPU time). Writes ``predict_dock.jpg`` (the SEM sample segmented, hovering
+over a grain), ``predict_colour.jpg`` (a synthetic colour-etched micrograph, or ``--image``) and
+``measure_dock.jpg`` (the SEM sample's grain table, size histogram and ASTM grain size).
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def predict_dock(out: Path, checkpoint: Path | None = None) -> Path:
     _settle()
     _hover(viewer, grains)
     _settle()
-    path = _save(viewer, out / "predict_dock.png")
+    path = _save(viewer, out / "predict_dock.jpg")
     viewer.close()
     return path
 
@@ -141,7 +141,7 @@ def predict_colour(out: Path, checkpoint: Path | None = None, image: Path | None
     viewer.layers.selection.active = grains
     viewer.reset_view()
     _settle()
-    path = _save(viewer, out / ("predict_colour.png" if image is None else f"predict_{image.stem}.png"))
+    path = _save(viewer, out / ("predict_colour.jpg" if image is None else f"predict_{image.stem}.jpg"))
     viewer.close()
     return path
 
@@ -161,7 +161,7 @@ def measure_dock(out: Path, checkpoint: Path | None = None) -> Path:
     viewer.layers.selection.active = grains
     viewer.reset_view()
     _settle()
-    path = _save(viewer, out / "measure_dock.png")
+    path = _save(viewer, out / "measure_dock.jpg")
     viewer.close()
     return path
 

@@ -19,12 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from screenshots import _new_viewer, _process_until, _settle
+from screenshots import _new_viewer, _process_until, _save, _settle
 
 
 def annotate_clicks(out: Path) -> Path:
     import numpy as np
-    from PIL import Image
     from scipy import ndimage as ndi
 
     from napari_grainlab._sample_data import sample_sem_grains
@@ -53,9 +52,7 @@ def annotate_clicks(out: Path) -> Path:
     viewer.layers.selection.active = widget.labels_layer
     viewer.reset_view()
     _settle(0.8)
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    path = out / "annotate_clicks.jpg"
-    Image.fromarray(np.asarray(shot)[..., :3]).save(path, quality=72, optimize=True)
+    path = _save(viewer, out / "annotate_clicks.jpg")
     viewer.close()
     return path
 

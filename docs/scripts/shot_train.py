@@ -1,4 +1,4 @@
-"""Screenshot of the Train dock after a short real training run (docs/images/train_dock.png).
+"""Screenshot of the Train dock after a short real training run (docs/images/train_dock.jpg).
 
 Run from the repository root (needs a display; on a headless machine use Xvfb)::
 
@@ -54,7 +54,7 @@ def train_dock(out: Path) -> Path:
     widget.splitter.setSizes([330, 560])
     viewer.reset_view()
     _settle(1.0)
-    path = _save(viewer, out / "train_dock.png")
+    path = _save(viewer, out / "train_dock.jpg")
     viewer.close()
     return path
 
