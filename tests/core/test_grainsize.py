@@ -152,7 +152,8 @@ def test_hexagons_are_isotropic_within_the_digital_error(hex_tiling):
     for direction, d in res.per_field[0]["directions"].items():
         # P_L along one direction: boundary length per area of each edge family x |sin| of its angle
         expected = a / area * sum(abs(math.sin(math.radians(float(direction) - e))) for e in edges)
-        assert d["P_L_px"] == pytest.approx(expected, rel=0.06), direction
+        # measured: -0.8 % (0°), +0.7 % (45°), -1.7 % (90°), +2.9 % (135°); docs/measure.md says within 3 %
+        assert d["P_L_px"] == pytest.approx(expected, rel=0.035), direction
 
 
 # -------------------------------------------------------------------------------------- counting rules
