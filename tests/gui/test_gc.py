@@ -33,6 +33,7 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+@pytest.mark.pyside6_known_failure("a removed layer's data is not freed after the unfreeze")
 def test_a_removed_frozen_layer_is_collected(viewer, freezing):
     arr = data()
     ref = weakref.ref(arr)
@@ -46,6 +47,7 @@ def test_a_removed_frozen_layer_is_collected(viewer, freezing):
     assert ref() is None
 
 
+@pytest.mark.pyside6_known_failure("a removed layer's data is not freed")
 def test_layers_made_after_the_freeze_stay_collectable_and_keep_it(viewer, freezing):
     viewer.add_image(data(), name="kept")
     assert _gc.freeze_long_lived(viewer)

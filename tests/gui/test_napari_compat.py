@@ -7,6 +7,8 @@ import pytest
 
 from napari_grainlab.gui import _napari_compat as compat
 
+dock_widget_names = compat.dock_widget_names
+
 pytestmark = pytest.mark.gui
 
 
@@ -73,11 +75,11 @@ def test_hook_dock_close_asks_before_the_close_button_removes_the_dock(viewer, q
         dock = dock.parent()
     dock.destroyOnClose()
     assert answer["asked"] == 1
-    assert "hooked" in viewer.window.dock_widgets  # refused: still docked
+    assert "hooked" in dock_widget_names(viewer)  # refused: still docked
     answer["value"] = True
     dock.destroyOnClose()
     assert answer["asked"] == 2
-    assert "hooked" not in viewer.window.dock_widgets
+    assert "hooked" not in dock_widget_names(viewer)
 
 
 def test_throttle_activity_animation_slows_the_status_bar_spinner_and_restores_it(viewer, qtbot):
@@ -195,3 +197,14 @@ def test_center_camera_moves_the_view_without_a_deprecation_warning(viewer):
         scene = getattr(viewer, "scene", None)
         camera = scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
         assert tuple(camera.center)[-2:] == (120.0, 40.0)
+
+
+def test_dock_widget_names_lists_the_docks_of_the_window(viewer):
+    from qtpy.QtWidgets import QLabel
+
+    assert "probe dock" not in compat.dock_widget_names(viewer)
+    widget = QLabel("x")
+    viewer.window.add_dock_widget(widget, name="probe dock")
+    assert "probe dock" in compat.dock_widget_names(viewer)
+    viewer.window.remove_dock_widget(widget)
+    assert "probe dock" not in compat.dock_widget_names(viewer)

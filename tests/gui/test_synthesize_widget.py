@@ -437,6 +437,7 @@ def test_save_and_load_parameters(dock, qtbot, tmp_path, notifications):
     assert any("bad.json" in m for m in notifications.messages("error"))
 
 
+@pytest.mark.pyside6_known_failure("the removed dock is not destroyed, so its dataset writer is not stopped")
 def test_closing_the_dock_while_busy(viewer, qtbot, tmp_path):
     """Removing the dock while a preview and a dataset run stops them without errors."""
     from napari_grainlab.gui.synthesize import SynthesizeWidget

@@ -23,6 +23,7 @@ from napari_grainlab.core.training import (
     TrainConfig,
     TrainWarning,
 )
+from napari_grainlab.gui._napari_compat import dock_widget_names
 
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:System theme detection:UserWarning")]
 
@@ -184,11 +185,11 @@ def test_closing_the_dock_mid_run_asks_then_stops_training_cleanly(viewer, dock,
     napari_dock = _napari_dock_of(dock)
     napari_dock.destroyOnClose()  # napari's close button: "Keep training"
     assert asked == [True]
-    assert "Train" in viewer.window.dock_widgets and dock.is_running and not task.stop_flag.is_set()
+    assert "Train" in dock_widget_names(viewer) and dock.is_running and not task.stop_flag.is_set()
     with qtbot.waitSignal(dock.training_finished, timeout=WAIT_MS) as blocker:
         napari_dock.destroyOnClose()  # "Stop training and close"
         assert asked == [True, True]
-        assert "Train" not in viewer.window.dock_widgets and dock.parent() is None
+        assert "Train" not in dock_widget_names(viewer) and dock.parent() is None
         assert task.stop_flag.is_set()
     result = blocker.args[0]
     assert result.status == "cancelled" and not task.is_running
@@ -204,7 +205,7 @@ def test_closing_the_dock_mid_run_asks_then_stops_training_cleanly(viewer, dock,
 def test_closing_an_idle_dock_does_not_ask(viewer, dock):
     dock.ask_stop_to_close = lambda: pytest.fail("asked although nothing runs")
     _napari_dock_of(dock).destroyOnClose()
-    assert "Train" not in viewer.window.dock_widgets
+    assert "Train" not in dock_widget_names(viewer)
 
 
 def test_a_dock_removed_by_a_script_mid_run_stops_its_run(viewer, dock, qtbot, tmp_path):

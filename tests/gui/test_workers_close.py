@@ -46,6 +46,16 @@ def test_a_task_deleted_with_its_dock_while_it_runs_stops_its_generator(qtbot):
     _wait_for_threads()
 
 
+def _destroyed_receivers(obj) -> int:
+    """How many slots ``obj.destroyed`` has: PyQt takes the bound signal, PySide6 a signature string."""
+    try:
+        return obj.receivers(obj.destroyed)
+    except TypeError:
+        from qtpy.QtCore import SIGNAL
+
+        return obj.receivers(SIGNAL("destroyed(QObject*)"))
+
+
 def test_a_finished_task_leaves_no_python_slot_on_destroyed(qtbot):
     from qtpy.QtWidgets import QWidget
 
@@ -59,10 +69,10 @@ def test_a_finished_task_leaves_no_python_slot_on_destroyed(qtbot):
         task.start()
         qtbot.waitUntil(started.is_set, timeout=10_000)
         assert len(workers._ABANDON_HOOKS) == len(hooks_before) + 1  # held outside the task while it runs
-        running = task.receivers(task.destroyed)
+        running = _destroyed_receivers(task)
         task.cancel()
     assert task.result.status == "cancelled" and ended == ["stopped"]
-    assert task.receivers(task.destroyed) == running - 1  # the stop hook is gone
+    assert _destroyed_receivers(task) == running - 1  # the stop hook is gone
     assert workers._ABANDON_HOOKS == hooks_before
     _wait_for_threads()
     dock.deleteLater()

@@ -3,7 +3,8 @@
 The docks use napari's public API everywhere else.  What napari offers no public way to do sits
 here, each function documented with the napari internal it relies on and guarded so that a napari
 release that changes that internal degrades the feature (logged at debug level) instead of breaking
-the dock.  Checked against napari 0.5 to 0.9; ``tests/gui/test_napari_compat.py`` has one test per
+the dock.  Tested with napari 0.6.3 (the lowest the package allows) to 0.9 (``scripts/compat_matrix.sh``);
+``tests/gui/test_napari_compat.py`` has one test per
 function, so a napari upgrade that breaks one of them fails there first.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QMainWindow, QWidget
 
-__all__ = ["center_camera", "hook_dock_close", "labels_colormap_backend", "labels_layer_ready", "preload_labels_layer_modules",
+__all__ = ["center_camera", "dock_widget_names", "hook_dock_close", "labels_colormap_backend", "labels_layer_ready", "preload_labels_layer_modules",
            "throttle_activity_animation", "unwrap_proxy", "watch_main_window_close"]
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,16 @@ def watch_main_window_close(widget: QWidget, confirm: Callable[[], bool]) -> Cal
                 pass
 
     return remove
+
+
+def dock_widget_names(viewer: Any) -> set[str]:
+    """Names of the dock widgets in ``viewer``'s window: ``Window.dock_widgets`` (public from napari 0.7),
+    else the main window's ``_dock_widgets`` (napari 0.6)."""
+    window = viewer.window
+    public = getattr(window, "dock_widgets", None)
+    if public is not None:
+        return set(public)
+    return set(getattr(window._qt_window, "_dock_widgets", {}))
 
 
 def hook_dock_close(widget: QWidget, before_close: Callable[[], bool]) -> bool:
