@@ -76,3 +76,28 @@ def test_a_finished_task_leaves_no_python_slot_on_destroyed(qtbot):
     assert workers._ABANDON_HOOKS == hooks_before
     _wait_for_threads()
     dock.deleteLater()
+
+
+def test_quitting_while_a_worker_runs_does_not_abort(tmp_path):
+    """Python's exit waits for the workers still running (gui/workers._finish_workers_at_exit): before, a
+    preview or check that finished after finalisation had begun emitted into a deleted Qt object and the
+    process aborted on the way out."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "quit_while_busy.py"
+    script.write_text(
+        "import time, napari\n"
+        "from napari_grainlab.gui.workers import LatestOnlyRunner\n"
+        "viewer = napari.Viewer(show=False)\n"
+        "runner = LatestOnlyRunner()\n"
+        "runner.submit(time.sleep, 1.5)\n"
+        "time.sleep(0.2)\n"
+        "viewer.close()\n"
+        "del runner\n"
+        "print('leaving', flush=True)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "GRAINLAB_GC_FREEZE": "0"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "leaving" in r.stdout and "has been deleted" not in r.stderr

@@ -19,6 +19,7 @@ Every signal is emitted on the main thread, so slots may touch the viewer.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import threading
@@ -56,6 +57,32 @@ _ACTIVITY_INTERVAL_MS = 50  # at most ~20 repaints per second of napari's activi
 #: task is, and the collector may clear it before Qt calls it from the dock's destructor (a crash)
 _ABANDON_HOOKS: dict[int, Callable[..., None]] = {}
 _HOOK_KEYS = itertools.count()
+
+#: how long the interpreter's exit waits for the workers still running (see _finish_workers_at_exit)
+EXIT_WAIT_MS = 10_000
+
+
+def _finish_workers_at_exit(timeout_ms: int = EXIT_WAIT_MS) -> None:
+    """At interpreter exit, before Python's finalisation deletes Qt objects: ask the tasks still running to
+    stop (as closing their dock does) and wait, at most ``timeout_ms``, for the thread pool's workers.
+
+    A worker that finished after finalisation had begun emitted into a deleted signals object, and the
+    exception raised in the Qt thread aborted the process (napari closed while a preview, a check or a
+    proposal was running crashed on the way out)."""
+    for hook in list(_ABANDON_HOOKS.values()):
+        try:
+            hook()
+        except Exception:
+            log.debug("stopping a task at exit failed", exc_info=True)
+    try:
+        from qtpy.QtCore import QThreadPool
+
+        QThreadPool.globalInstance().waitForDone(int(timeout_ms))
+    except Exception:
+        log.debug("waiting for the workers at exit failed", exc_info=True)
+
+
+atexit.register(_finish_workers_at_exit)
 
 
 @dataclass(frozen=True)
