@@ -168,7 +168,7 @@ def power_labels(
         cyb = oy + step * ((active // nbx) * b + (b - 1) / 2.0)
         cxb = ox + step * ((active % nbx) * b + (b - 1) / 2.0)
         sub, counts = bounds_filter(flat[active], (flat[active] != dummy).sum(axis=1), cyb, cxb, r)
-        kmax = max(1, int(counts.max(initial=1)))
+        kmax = int(counts.max(initial=1))
         new = np.full((nby * nbx, kmax), dummy, dtype=np.int32)
         new[:, 0] = flat[:, 0]
         new[active] = sub[:, :kmax]

@@ -41,22 +41,23 @@ class Measurement:
         return "µm" if self.pixel_size else "px"
 
 
+def snapshot(data: Any, what: str) -> np.ndarray:
+    """A copy of a layer's data (``what`` names it in the error), for a worker thread to take: a copy of a
+    large label image (hundreds of MB above ~50 MP), or the read of a lazy (dask, zarr) one, would stall
+    the GUI thread."""
+    try:
+        return np.array(data, copy=True)
+    except (MemoryError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read {what}: {exc}") from exc
+
+
 def measure_layer_data(data: Any, name: str, pixel_size: float | None, layer_id: int = 0,
                        method: str = "planimetric", twins: Any = None) -> Measurement:
-    """:func:`measure_labels` of a snapshot of a layer's data, taken here in the worker thread: a copy of
-    a large label image (hundreds of MB above ~50 MP), or the read of a lazy (dask, zarr) one, would stall
-    the GUI thread.  An edit made while the copy runs triggers the next measurement (the dock measures
-    again after edits), so a half-copied stroke is never what stays shown."""
-    try:
-        labels = np.array(data, copy=True)
-    except (MemoryError, ValueError, TypeError) as exc:
-        raise DataError(f"cannot read {name}: {exc}") from exc
-    try:
-        twins = None if twins is None else np.array(twins, copy=True)
-    except (MemoryError, ValueError, TypeError) as exc:
-        raise DataError(f"cannot read the twin-boundary layer: {exc}") from exc
-    if labels.ndim != 2:
-        raise DataError(f"{name} has {labels.ndim} dimensions; measuring needs one 2-D label image.")
+    """:func:`measure_labels` of a :func:`snapshot` of a layer's (2-D) data and twin boundaries, taken here
+    in the worker thread.  An edit made while the copy runs triggers the next measurement (the dock
+    measures again after edits), so a half-copied stroke is never what stays shown."""
+    labels = snapshot(data, name)
+    twins = None if twins is None else snapshot(twins, "the twin-boundary layer")
     return measure_labels(labels, pixel_size, layer_id, method, twins)
 
 

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 from .._layers import LayerCombo, grainlab_metadata, layer_pixel_size, role_of
 from .._widgets import ask_save_file, progress_bar
 from ..workers import GeneratorTask
+from .measurement import snapshot
 
 if TYPE_CHECKING:
     import napari
@@ -29,9 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["LayerChoice", "ReportPanel", "report_job", "roi_job"]
 
 
-def _snapshot(labels: Any) -> np.ndarray:
-    """A copy of a layer's labels, taken in the worker (a large or lazy array would stall the GUI thread)."""
-    labels = np.array(labels, copy=True)
+def _labels_snapshot(labels: Any) -> np.ndarray:
+    """:func:`~.measurement.snapshot` of a layer's labels, a bool mask as uint8 labels."""
+    labels = snapshot(labels, "the labels layer")
     return labels.astype(np.uint8) if labels.dtype.kind == "b" else labels
 
 
@@ -40,9 +41,9 @@ def report_job(path: Path, labels: Any, info: dict[str, Any], stop: Any = None):
     :func:`~napari_grainlab.core.report.iter_write_report`."""
     from ...core.report import ReportInput, ReportOptions, iter_write_report, model_info
 
-    labels = _snapshot(labels)
+    labels = _labels_snapshot(labels)
     if info.get("twins") is not None:
-        info = {**info, "twins": np.array(info["twins"], copy=True)}
+        info = {**info, "twins": snapshot(info["twins"], "the twin-boundary layer")}
     model, sha = model_info(info.get("model")) if info.get("model") else (None, None)
     image = info.get("image")
     image = None if image is None else np.asarray(image)  # a lazy (dask, zarr) layer is read here, not in the GUI
@@ -58,7 +59,7 @@ def roi_job(path: Path, labels: Any, pixel_size: float | None, stop: Any = None)
     from ...core.rois import labels_to_roi_zip
 
     yield ReportProgress(0, 1, "tracing the grains")
-    labels = _snapshot(labels)
+    labels = _labels_snapshot(labels)
     count = labels_to_roi_zip(labels, path, pixel_size)
     yield ReportProgress(1, 1, f"wrote {path.name}")
     return path, count
@@ -67,10 +68,6 @@ def roi_job(path: Path, labels: Any, pixel_size: float | None, stop: Any = None)
 def _data(layer: Layer) -> Any:
     """The layer's full-resolution data as it is (a lazy array stays lazy)."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-
-
-def _plane(layer: Layer) -> np.ndarray:
-    return np.asarray(_data(layer))
 
 
 class LayerChoice(LayerCombo):
@@ -153,10 +150,10 @@ class ReportPanel(QWidget):
         return self.twins_combo.current_layer()
 
     def twin_source(self) -> Any:
-        """The twin-boundary layer's 2-D data as it is, not copied (None: no layer chosen): for a worker to
-        copy off the GUI thread."""
+        """The twin-boundary layer's full-resolution data as it is, not copied or read (None: no layer
+        chosen): for a worker to copy off the GUI thread."""
         layer = self.twin_layer()
-        return None if layer is None else _plane(layer)
+        return None if layer is None else _data(layer)
 
     def set_enabled(self, on: bool) -> None:
         busy = self.task is not None and self.task.is_running
@@ -196,7 +193,7 @@ class ReportPanel(QWidget):
         if layer is None or m is None or not int(m.astm["grains"]):
             show_error("Nothing to save: measure a labels layer with grains first")
             return None
-        return layer, _data(layer)  # copied by the job, in its worker thread (_snapshot)
+        return layer, _data(layer)  # copied by the job, in its worker thread (_labels_snapshot)
 
     def _run(self, func, path: Path, *args: Any, description: str, done) -> GeneratorTask | None:
         if self.task is not None and self.task.is_running:
