@@ -109,3 +109,11 @@ EOF
     "$VPY" -m pip install -q -e "$ROOT$extras"
     echo "$key" > "$stamp"
 }
+
+# What the test-like scripts (test.sh, compat_matrix.sh, install_paths.sh) need first: the virtual
+# display, .venv, and the project with its testing extra. $1: why the display is needed (for the error).
+ensure_test_environment() {
+    ensure_display_packages || die "${1:-the GUI tests need a virtual display}; see the message above"
+    ensure_venv
+    ensure_python_packages "[testing]"
+}

@@ -14,9 +14,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_setup.sh"
 cd "$ROOT"
 
-ensure_display_packages || die "the GUI tests need a virtual display; see the message above"
-ensure_venv
-ensure_python_packages "[testing]"
+ensure_test_environment
 
 CELLS_DIR="${GRAINLAB_COMPAT_DIR:-$ROOT/.venv-compat}"
 mkdir -p "$CELLS_DIR"

@@ -12,12 +12,10 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_setup.sh"
 cd "$ROOT"
 
-ensure_display_packages || die "the checks open napari: they need a virtual display; see the message above"
-ensure_venv
-ensure_python_packages "[testing]"
+ensure_test_environment "the checks open napari: they need a virtual display"
 
-paths=("${@:-existing-napari bare-qt}")
-read -r -a paths <<< "${paths[*]}"
+paths=("$@")
+[[ ${#paths[@]} -gt 0 ]] || paths=(existing-napari bare-qt)
 work="${GRAINLAB_INSTALL_DIR:-$(mktemp -d)}"
 [[ -n "${GRAINLAB_INSTALL_DIR:-}" ]] || trap 'rm -rf "$work"' EXIT
 base_py="$("$VPY" -c 'import sys; print(sys._base_executable)')"

@@ -9,9 +9,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_setup.sh"
 cd "$ROOT"
 
-ensure_display_packages || die "the GUI tests need a virtual display; see the message above"
-ensure_venv
-ensure_python_packages "[testing]"
+ensure_test_environment
 
 # the suite writes model checkpoints (tens of MB each; a passing test's folders are deleted at once):
 # say so up front when the temporary folder is nearly full, rather than failing on ENOSPC halfway

@@ -12,6 +12,16 @@ dock_widget_names = compat.dock_widget_names
 pytestmark = pytest.mark.gui
 
 
+def fresh_python(code: str) -> str:
+    """The standard output of ``code`` run in a fresh interpreter (imports happen once per process)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def _plain_widget(viewer, name="compat"):
     from qtpy.QtWidgets import QLabel
 
@@ -104,28 +114,21 @@ def test_throttle_activity_animation_slows_the_status_bar_spinner_and_restores_i
 def test_labels_colormap_backend_is_the_compiled_one_so_a_first_uint32_layer_costs_no_jit():
     """Without PartSegCore's compiled backend napari falls back to numba, whose kernels load on the GUI
     thread the first time a uint32 / int32 Labels layer shows (about a second in a fresh session)."""
-    import subprocess
-    import sys
-
     code = ("import numpy as np\n"
             "from napari.utils.colormaps import _accelerated_cmap as acc\n"
             "from napari_grainlab.gui._napari_compat import labels_colormap_backend\n"
             "print(labels_colormap_backend())\n"
             "out = acc.zero_preserving_modulo(np.arange(10, dtype=np.uint32), 5, np.uint8)\n"
             "print(out.tolist())\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    backend, values = r.stdout.split()[0], r.stdout.split(None, 1)[1]
-    assert backend == "partsegcore", r.stdout
+    out = fresh_python(code)
+    backend, values = out.split()[0], out.split(None, 1)[1]
+    assert backend == "partsegcore", out
     assert values.strip() == str([0, 1, 2, 3, 4, 5, 1, 2, 3, 4]), values  # (v - 1) % 5 + 1, 0 stays 0
 
 
 def test_preload_labels_layer_modules_imports_pandas_in_a_background_thread():
     """napari imports pandas lazily for a layer's features table, the first time a Labels layer is made:
     a second or two on the GUI thread. The preload does that import in a thread instead."""
-    import subprocess
-    import sys
-
     code = ("import sys, threading\n"
             "from napari_grainlab.gui import _napari_compat as c\n"
             "before = 'pandas' in sys.modules\n"
@@ -136,9 +139,8 @@ def test_preload_labels_layer_modules_imports_pandas_in_a_background_thread():
             "print(before, started, 'grainlab-preload-layers' in names, c.labels_layer_ready(), "
             "'pandas' in sys.modules and 'skimage.color.colorconv' in sys.modules, "
             "c.preload_labels_layer_modules())\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    before, started, named, ready, imported, third = r.stdout.split()
+    out = fresh_python(code)
+    before, started, named, ready, imported, third = out.split()
     assert before == "False", "importing the compat module imported pandas already"
     assert (started, named) == ("True", "True")
     assert (ready, imported) == ("True", "True")
@@ -149,9 +151,6 @@ def test_preload_computes_vispy_dash_patterns_even_when_the_modules_are_imported
     """The first vispy line visual of a session (three per Labels layer) computes its dash patterns in
     Python, ~60 ms on the GUI thread; the preload fills vispy's pattern cache in its thread instead, also
     when pandas and the rest were imported already."""
-    import subprocess
-    import sys
-
     code = ("import pandas, scipy.linalg, skimage.color\n"
             "from vispy.visuals.line import dash_atlas\n"
             "from napari_grainlab.gui import _napari_compat as c\n"
@@ -162,9 +161,8 @@ def test_preload_computes_vispy_dash_patterns_even_when_the_modules_are_imported
             "misses = dash_atlas._make_pattern.cache_info().misses\n"
             "dash_atlas.DashAtlas()\n"
             "print(before, started, after, dash_atlas._make_pattern.cache_info().misses - misses)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    before, started, after, new_misses = r.stdout.split()
+    out = fresh_python(code)
+    before, started, after, new_misses = out.split()
     assert before == "0" and started == "True"
     assert int(after) >= 10, "the preload did not compute vispy's dash patterns"
     assert new_misses == "0", "an atlas made after the preload still computes patterns"
