@@ -40,15 +40,6 @@ GUI_SKIP_REASON = _gui_unavailable()
 os.environ.setdefault("GRAINLAB_GC_FREEZE", "0")
 
 
-def _qt_api() -> str:
-    try:
-        import qtpy
-
-        return qtpy.API_NAME
-    except Exception:  # noqa: BLE001 - no binding: the GUI tests are skipped anyway
-        return ""
-
-
 def pytest_collection_modifyitems(config, items):
     if GUI_SKIP_REASON is not None:
         skip = pytest.mark.skip(reason=GUI_SKIP_REASON)
@@ -56,13 +47,6 @@ def pytest_collection_modifyitems(config, items):
             if "gui" in item.keywords or HERE in Path(str(item.path)).resolve().parents:
                 item.add_marker(skip)
         return
-    # failures seen only with PySide6 (scripts/compat_matrix.sh): kept running, reported as xfail, so that
-    # the rest of the PySide6 cell guards against new breakage until they are fixed
-    if _qt_api() == "PySide6":
-        for item in items:
-            mark = item.get_closest_marker("pyside6_known_failure")
-            if mark is not None:
-                item.add_marker(pytest.mark.xfail(reason=f"known failure with PySide6: {mark.args[0]}", strict=False))
 
 
 @pytest.fixture

@@ -147,6 +147,27 @@ class SynthesizeWidget(QWidget):
         if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange) and self.isVisible():
             QTimer.singleShot(0, self.parameters.align_labels)
 
+    def event(self, ev) -> bool:
+        # taken out of its dock (napari's remove_dock_widget only unparents the widget, and whether the
+        # widget is then destroyed depends on the Qt binding): stop the dataset run and the previews now
+        if ev.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif getattr(self, "_docked", False):
+                self._docked = False
+                self._on_undocked()
+        return super().event(ev)
+
+    def _on_undocked(self) -> None:
+        """The dock was removed: cancel the dataset being written (the images written so far stay) and
+        drop the pending preview; the widget works again if it is docked anew."""
+        self._debounce.stop()
+        self._runner.discard()
+        self._waiting_preview = None
+        if self._layers_poll is not None:
+            self._layers_poll.stop()
+        self.dataset.cancel()
+
     # ------------------------------------------------------------------ parameters
     def params(self) -> SynthParams:
         """The parameters shown in the dock (raises ParameterError if they are invalid)."""
