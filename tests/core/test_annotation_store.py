@@ -113,8 +113,9 @@ def test_dirty_flag_and_unsaved_changes(store, tmp_path, spare):
     assert store.has_unsaved_changes(work, ())
     # an autosave without a dataset folder: saved somewhere, still unsaved for closing
     job = store.snapshot(work, None, auto=True)
-    assert job.folder == spare and job.name == A.autosave_name("sample", store.image)
-    assert store.record(store.write(job).job)
+    written = store.write(job).job
+    assert job.folder == spare and written.name == A.autosave_name("sample", store.image)
+    assert store.record(written)
     assert not store.update_dirty(labels_differ(work, store.saved), ())
     assert store.has_unsaved_changes(work, ())
     # saved into the dataset folder: nothing unsaved
@@ -379,3 +380,73 @@ def test_discard_removes_the_autosave_and_skips_writes_still_pending(store, spar
     assert fresh.find_saved() == (None, None)
     # later work is saved again
     assert store.write(store.snapshot(grains(5), None, auto=True)).folder == spare
+
+
+# ----------------------------------------------- the pixel hash is computed only when needed, off the GUI thread
+def count_digests(monkeypatch):
+    calls = []
+    real = A.image_digest
+
+    def digest(image):
+        calls.append(threading.current_thread().name)
+        return real(image)
+
+    monkeypatch.setattr(A, "image_digest", digest)
+    return calls
+
+
+def test_opening_an_image_hashes_no_pixels_when_the_user_folder_holds_nothing_of_its_name(spare, monkeypatch):
+    other = AnnotationStore(fallback_dir=lambda: spare)
+    other.open("another", micrograph(1))
+    assert other.record(other.write(other.snapshot(grains(1), None, auto=True)).job)
+    calls = count_digests(monkeypatch)
+    store = AnnotationStore(fallback_dir=lambda: spare)
+    store.open("sample", micrograph())
+    assert store.find_saved() == (None, None)
+    assert store.find_classes(None) is None
+    assert calls == []
+
+
+def test_the_first_autosave_names_its_file_in_the_writing_thread_and_is_found_again(spare, monkeypatch):
+    expected = A.autosave_name("sample", micrograph())
+    calls = count_digests(monkeypatch)
+    store = AnnotationStore(fallback_dir=lambda: spare)
+    store.open("sample", micrograph())
+    store.adopt(*store.find_saved())
+    job = store.snapshot(grains(1, 2), None, auto=True)
+    assert calls == [] and job.name == ""
+    results = {}
+    writer = threading.Thread(target=lambda: results.setdefault("r", store.write(job, fallback=True)), name="writer")
+    writer.start()
+    writer.join()
+    written = results["r"].job
+    assert calls == ["writer"] and written.name == expected
+    assert store.record(written)
+    np.testing.assert_array_equal(stored_labels(spare, written.name), grains(1, 2))
+    # the name is known now: later snapshots carry it, and nothing is hashed again
+    assert store.snapshot(grains(1), None, auto=True).name == written.name and calls == ["writer"]
+    # a new session finds the autosave (hashing the pixels once, as files of the name are there) ...
+    fresh = AnnotationStore(fallback_dir=lambda: spare)
+    fresh.open("sample", micrograph())
+    saved, where = fresh.find_saved()
+    assert where == spare and len(calls) == 2
+    np.testing.assert_array_equal(saved, grains(1, 2))
+    # ... but not for another micrograph of the same name
+    third = AnnotationStore(fallback_dir=lambda: spare)
+    third.open("sample", micrograph(5))
+    assert third.find_saved() == (None, None)
+
+
+def test_has_autosave_named_reads_labels_and_classification_work(tmp_path):
+    folder = tmp_path / "spare"
+    assert not A.has_autosave_named(folder, "sample", "classification")
+    (folder / "labels").mkdir(parents=True)
+    (folder / "labels" / "sample2-0123456789ab.tif").write_bytes(b"")  # another name
+    (folder / "labels" / "sample-0123.tif").write_bytes(b"")  # not a fingerprint
+    assert not A.has_autosave_named(folder, "sample", "classification")
+    (folder / "classification").mkdir()
+    (folder / "classification" / A.CLASSES_FILE).write_text('{"images": {"sample-0123456789ab": "ferrite"}}')
+    assert A.has_autosave_named(folder, "sample", "classification")
+    assert not A.has_autosave_named(folder, "sample")
+    (folder / "labels" / "sample-0123456789AB.TIF").write_bytes(b"")
+    assert A.has_autosave_named(folder, "sample")

@@ -67,6 +67,7 @@ __all__ = [
     "fill_holes",
     "fill_unannotated",
     "autosave_name",
+    "has_autosave_named",
     "find_annotation",
     "labels_mtime",
     "image_digest",
@@ -453,6 +454,31 @@ def autosave_name(name: str, image: np.ndarray) -> str:
     """The name an image's work gets in :func:`autosave_dir`: its name plus a fingerprint of its
     pixels, so two micrographs of the same name never share (or reload) each other's autosave."""
     return f"{safe_name(name)}-{image_digest(image)}"
+
+
+def has_autosave_named(folder: str | Path, name: str, classification: str | None = None) -> bool:
+    """``folder`` may hold work that :func:`autosave_name` named for an image called ``name`` (with any pixel
+    fingerprint): label files in ``labels/`` or, with ``classification`` (its subfolder), classification work.
+    Only folder listings and a small JSON file are read, so that the pixels need hashing only when a file of
+    the name is there."""
+    pattern = re.compile(rf"^{re.escape(safe_name(name))}-[0-9a-f]{{12}}(\.(tif|tiff|png))?$", re.IGNORECASE)
+
+    def listed(where: Path) -> bool:
+        try:
+            with os.scandir(where) as entries:
+                return any(pattern.match(e.name) for e in entries)
+        except OSError:  # no folder yet, or not readable: nothing to find there
+            return False
+
+    folder = Path(folder)
+    if listed(folder / "labels"):
+        return True
+    if classification is None:
+        return False
+    work = folder / classification
+    meta = _read_classes_json(work)
+    keys = [k for part in ("images", "tiling") if isinstance(meta.get(part), dict) for k in meta[part]]
+    return any(pattern.match(str(k)) for k in keys) or listed(work / REGIONS_DIR)
 
 
 def _other_image(stored: np.ndarray, image: np.ndarray) -> bool:

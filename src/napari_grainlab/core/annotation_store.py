@@ -135,6 +135,7 @@ class SaveJob:
     in_dataset: bool        # ``folder`` is the dataset folder
     auto: bool = False      # an autosave (may fall back to the per-user folder)
     what: str = "the annotation"  # the labels, for messages
+    base: str = ""          # the image's name; ``name`` "" = the per-user folder's stem, to compute (write())
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,11 @@ class AnnotationStore:
             self._digest = _annotate.autosave_name(self.name, image)
         return self._digest
 
+    def _fallback_may_hold(self) -> bool:
+        """The per-user folder may hold work of the open image (files of its name are there, or the name is
+        known already)."""
+        return bool(self._digest) or _annotate.has_autosave_named(self.fallback_dir, self.name, CLASSIFICATION_DIR)
+
     def stored_name(self, folder: Path | None) -> str:
         """The stem of the open image's files in ``folder``."""
         return self.autosave_name if folder is not None and Path(folder) == self.fallback_dir else self.name
@@ -259,7 +265,9 @@ class AnnotationStore:
                 self.set_folder(folder)
                 self.recalled = folder
                 break
-        candidates = [(self.folder, self.name), (self.fallback_dir, self.autosave_name)]
+        candidates = [(self.folder, self.name)]
+        if self._fallback_may_hold():  # else no need to hash every pixel for the per-user folder's name
+            candidates.append((self.fallback_dir, self.autosave_name))
         found = [(f, n) for f, n in candidates if f is not None and _annotate.labels_file(f, n) is not None]
         if not found:
             return None, None
@@ -292,7 +300,7 @@ class AnnotationStore:
         (the folder its labels came from) or the per-user folder, the first that has it."""
         image = self._require()
         for folder in (self.folder, where, self.fallback_dir):
-            if folder is None:
+            if folder is None or (folder == self.fallback_dir and not self._fallback_may_hold()):
                 continue
             try:
                 ann = _annotate.load_class_annotation(folder / CLASSIFICATION_DIR, self.stored_name(folder),
@@ -373,9 +381,12 @@ class AnnotationStore:
             raise GrainLabError("no dataset folder chosen")
         folder = self.folder or self.fallback_dir
         self._seq += 1
-        return SaveJob(seq=self._seq, session=self._session, folder=folder, name=self.stored_name(folder),
-                       image=image, labels=data, classes=classes, pixel_size=self.pixel_size,
-                       in_dataset=self.folder is not None, auto=auto, what=what)
+        # the per-user folder's stem hashes every pixel: left to write() (a worker) until it is known
+        lazy = folder == self.fallback_dir and not self._digest
+        return SaveJob(seq=self._seq, session=self._session, folder=folder,
+                       name="" if lazy else self.stored_name(folder), image=image, labels=data, classes=classes,
+                       pixel_size=self.pixel_size, in_dataset=self.folder is not None, auto=auto, what=what,
+                       base=self.name)
 
     def _before_replacing(self, job: SaveJob, replace_saved: bool) -> None:
         """The labels file of ``job`` is about to be replaced: refuse to replace one holding more
@@ -422,6 +433,11 @@ class AnnotationStore:
         more than the job that the work does not derive from raises :class:`SavedLabelsConflict`
         unless ``replace_saved`` (the user agreed; the file is kept as a backup).  Raises the
         error of the write that failed last (``DataError``, ``OSError``, ...)."""
+        if not job.name:
+            job = replace(job, name=_annotate.autosave_name(job.base, job.image))
+            with self._lock:
+                if job.session == self._session and not self._digest:
+                    self._digest = job.name
         try:
             return WriteResult(job, self._write_ordered(job, replace_saved))
         except USER_ERRORS as exc:
