@@ -2,7 +2,7 @@
 
     python benchmarks/bench_interactive.py [--synthetic N] [--data ~/grainlab-realdata] [--workflows a,b,c]
         [--model generalist] [--max-images N] [--max-interactions 200] [--retrain-every 10] [--retrain-steps 20]
-        [--paint-cost outline|fill] [--box auto|whole|none] [--latency-clicks 200] [--out results.json]
+        [--paint-cost outline|fill] [--box auto|whole|none] [--one-click] [--latency-clicks 200] [--out results.json]
 
 In the spirit of micro-sam's iterative-prompt evaluation: an **oracle annotator**, who knows the true grains,
 corrects a working annotation of an image until it is good, and the benchmark counts its interactions.  The
@@ -62,6 +62,11 @@ done and the grain comes up again; otherwise (or after three such steps on one g
 and (c) a grain is clicked once per model before that; a click that would change nothing (the annotated grain
 there is the model's own) is not made, and one that leaves the grain wrong and the annotation worse (boundary
 F1 - count error) is undone (1 more interaction).
+
+``--one-click`` adds, per image, **one click per grain**: a click at the most interior pixel of every labelled
+grain of at least :data:`ONE_CLICK_MIN_AREA` px and the IoU of the model's grain there (the share with IoU >=
+:data:`IOU_OK`, the median), and the **uncertainty split**: the mean of the uncertainty layer on the true
+boundary pixels the model found and on those it missed (``--workflows none`` runs only these).
 
 Also reported: the **click latency**, the median and 95th percentile time of ``grain_at`` and of ``add_grain``
 for ``--latency-clicks`` random clicks on a ``--latency-size`` px synthetic image once the model's maps exist,
@@ -665,6 +670,65 @@ def click_latency(segmenter: Any, clicks: int = 200, seed: int = 0) -> dict:
             "grain_at": stats(t_grain), "add_grain": stats(t_add)}
 
 
+# ========================================================================================= one click
+
+#: labelled grains smaller than this (px of area) are not clicked in the one-click measurement
+ONE_CLICK_MIN_AREA = 20
+#: a boundary pixel the model found is one with a predicted boundary within this many px
+FOUND_REACH = 2
+
+
+def one_click(segmenter: Any, labels: np.ndarray) -> dict:
+    """One click at the most interior pixel (the maximum of the distance to its border) of every labelled grain
+    of at least :data:`ONE_CLICK_MIN_AREA` px: the IoU (over the labelled field) of ``grain_at`` there with the
+    grain; the share with IoU >= :data:`IOU_OK` and the median."""
+    labels = np.asarray(labels)
+    field = labels > 0
+    ious = []
+    for t, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        grain = labels[sl] == t
+        area = int(grain.sum())
+        if area < ONE_CLICK_MIN_AREA:
+            continue
+        dist = ndi.distance_transform_edt(np.pad(grain, 1))[1:-1, 1:-1]
+        r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        mask = segmenter.grain_at(sl[0].start + r, sl[1].start + c)
+        inter = int(np.count_nonzero(mask[sl] & grain))
+        union = int(np.count_nonzero(mask & field)) + area - inter
+        ious.append(inter / union if union else 0.0)
+    if not ious:
+        return {"grains": 0}
+    v = np.asarray(ious)
+    return {"grains": int(v.size), "share_ok": float(np.mean(v >= IOU_OK)), "median_iou": float(np.median(v))}
+
+
+def uncertainty_split(segmenter: Any, labels: np.ndarray) -> dict:
+    """Mean of the segmenter's uncertainty map on the true boundary pixels (both sides of each boundary, the
+    labelled field only) that the model found (a predicted boundary within :data:`FOUND_REACH` px) and on those
+    it missed; the same for the raw binary entropy of the boundary map, for comparison."""
+    from skimage.segmentation import find_boundaries
+
+    labels = np.asarray(labels)
+    true_b = find_boundaries(labels, mode="inner") & (labels > 0)
+    if not (labels > 0).all():  # not next to unlabelled pixels, whose boundaries are unknown
+        true_b &= ~ndi.binary_dilation(labels == 0, iterations=FOUND_REACH + 1)
+    pred_b = find_boundaries(segmenter.labels, mode="inner")
+    near = ndi.binary_dilation(pred_b, iterations=FOUND_REACH)
+    found, missed = true_b & near, true_b & ~near
+    p = np.clip(segmenter.boundary, 1e-6, 1 - 1e-6)
+    raw = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    u = segmenter.uncertainty
+
+    def mean(a: np.ndarray, m: np.ndarray) -> float | None:
+        return float(a[m].mean()) if m.any() else None
+
+    return {"found_px": int(found.sum()), "missed_px": int(missed.sum()),
+            "uncertainty_found": mean(u, found), "uncertainty_missed": mean(u, missed),
+            "entropy_found": mean(raw, found), "entropy_missed": mean(raw, missed)}
+
+
 # ============================================================================================ report
 
 def evaluate(sources: dict[str, list[Sample]], workflows: Sequence[str], *, model: Any = "generalist",
@@ -673,11 +737,13 @@ def evaluate(sources: dict[str, list[Sample]], workflows: Sequence[str], *, mode
              retrainer_factory: Callable[[Sample, Any, str], Any] | None = None,
              max_interactions: int = 200, retrain_every: int = 10, retrain_steps: int = 20, retrain_batch: int = 4,
              retrain_patch: int = 128, paint_cost: str = "outline", box: str = "auto", retrain_on: str = "all",
-             log: Callable[[str], None] = print) -> dict:
+             clicks: bool = False, log: Callable[[str], None] = print) -> dict:
     """Run ``workflows`` on every sample of every source; returns the JSON-able result.
 
     ``segmenter_factory(sample)``, ``proposal_factory(sample)`` and ``retrainer_factory(sample, segmenter,
     workdir)`` replace the model, the classical proposal and the retraining (tests inject oracles there).
+    ``clicks``: also the one-click IoU (:func:`one_click`) and the uncertainty split (:func:`uncertainty_split`)
+    of each image.
     """
     out: dict = {"sources": {}}
     with tempfile.TemporaryDirectory(prefix="bench_interactive_") as tmp:
@@ -687,12 +753,21 @@ def evaluate(sources: dict[str, list[Sample]], workflows: Sequence[str], *, mode
                 row: dict = {"name": smp.name, "shape": list(smp.labels.shape),
                              "grains_true": int(len(np.unique(smp.labels[smp.labels > 0]))), "workflows": {}}
                 seg = None
-                if any(w in ("b", "c") for w in workflows):
+                if clicks or any(w in ("b", "c") for w in workflows):
                     t0 = time.perf_counter()
                     seg = segmenter_factory(smp) if segmenter_factory else make_segmenter(smp.image, model)
                     row["maps_seconds"] = time.perf_counter() - t0
                     row["diameter_used"] = getattr(seg, "diameter", None)
                     row["diameter_labels"] = _labels_diameter(smp.labels)
+                if clicks:
+                    row["one_click"] = one_click(seg, smp.labels)
+                    row["uncertainty"] = uncertainty_split(seg, smp.labels)
+                    oc, un = row["one_click"], row["uncertainty"]
+                    log(f"{sname:<18} {smp.name:<22} one click: " + (
+                        f"{oc['share_ok']:.2f} of {oc['grains']} grains with IoU >= {IOU_OK}, median IoU "
+                        f"{oc['median_iou']:.2f}" if oc["grains"] else "no grain to click") +
+                        f"; uncertainty on found / missed boundaries {_num(un['uncertainty_found'])} / "
+                        f"{_num(un['uncertainty_missed'])}")
                 for w in workflows:
                     kw: dict = {}
                     if w == "a":
@@ -719,6 +794,29 @@ def evaluate(sources: dict[str, list[Sample]], workflows: Sequence[str], *, mode
             out["sources"][sname] = {"n_images": len(rows), "images": rows,
                                      "mean": {w: _mean_row([r["workflows"][w] for r in rows], max_interactions)
                                               for w in workflows}}
+            if clicks:
+                out["sources"][sname]["one_click"] = _pool_clicks(rows)
+    return out
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _pool_clicks(rows: list[dict]) -> dict:
+    """The one-click and uncertainty results of a source's images pooled (weighted by grains / pixels)."""
+    oc = [r["one_click"] for r in rows if r["one_click"]["grains"]]
+    n = sum(o["grains"] for o in oc)
+    out: dict = {"grains": n}
+    if n:
+        out["share_ok"] = sum(o["share_ok"] * o["grains"] for o in oc) / n
+        out["median_iou_mean"] = float(np.mean([o["median_iou"] for o in oc]))
+    for kind, px in (("found", "found_px"), ("missed", "missed_px")):
+        for what in ("uncertainty", "entropy"):
+            parts = [(r["uncertainty"][f"{what}_{kind}"], r["uncertainty"][px]) for r in rows
+                     if r["uncertainty"][f"{what}_{kind}"] is not None]
+            w = sum(p for _, p in parts)
+            out[f"{what}_{kind}"] = sum(v * p for v, p in parts) / w if w else None
     return out
 
 
@@ -763,6 +861,13 @@ def _actions(d: dict) -> str:
 def table(result: dict) -> str:
     """Per image and workflow, then the mean per source."""
     wf = result["workflows"]
+    lines: list[str] = []
+    if wf:
+        lines += _workflow_table(result, wf)
+    return "\n".join(lines + _clicks_table(result) + _latency_table(result)).strip("\n")
+
+
+def _workflow_table(result: dict, wf: Sequence[str]) -> list[str]:
     lines = [f"{'source':<18} {'image':<22} {'grains':>6} {'workflow':<20} {'start F1':>8} {'interactions':>13} "
              f"{'F1':>6} {'count err':>9}  actions", "-" * 130]
     for sname, src in result["sources"].items():
@@ -785,6 +890,31 @@ def table(result: dict) -> str:
             cells.append(f"{('>=' if m['lower_bound'] else '') + format(m['interactions'], '.1f')} "
                          f"({m['reached']}/{m['n']} reached)")
         lines.append(f"{sname:<18} {src['n_images']:>3} " + " ".join(f"{c:>24}" for c in cells))
+    return lines
+
+
+def _clicks_table(result: dict) -> list[str]:
+    lines: list[str] = []
+    if any("one_click" in src for src in result["sources"].values()):
+        lines += ["", f"one click at the most interior pixel of each labelled grain (>= {ONE_CLICK_MIN_AREA} px), "
+                      f"at the estimated scale; uncertainty: mean of the uncertainty layer (and of the raw boundary "
+                      f"entropy) on the true boundary pixels the model found (a predicted boundary within "
+                      f"{FOUND_REACH} px) and missed",
+                  f"{'source':<18} {'grains':>6} {'IoU>=' + str(IOU_OK):>9} {'median IoU':>10} "
+                  f"{'unc. found':>10} {'unc. missed':>11} {'ent. found':>10} {'ent. missed':>11}", "-" * 92]
+        for sname, src in result["sources"].items():
+            oc = src.get("one_click")
+            if not oc:
+                continue
+            lines.append(f"{sname:<18} {oc['grains']:>6} {_num(oc.get('share_ok')):>9} "
+                         f"{_num(oc.get('median_iou_mean')):>10} {_num(oc['uncertainty_found']):>10} "
+                         f"{_num(oc['uncertainty_missed']):>11} {_num(oc['entropy_found']):>10} "
+                         f"{_num(oc['entropy_missed']):>11}")
+    return lines
+
+
+def _latency_table(result: dict) -> list[str]:
+    lines: list[str] = []
     lat = result.get("latency")
     if lat:
         lines += ["", f"click latency on a {lat['shape'][0]} x {lat['shape'][1]} px synthetic image "
@@ -794,7 +924,7 @@ def table(result: dict) -> str:
             v = lat[k]
             lines.append(f"  {k:<10} median {v['median_ms']:7.2f} ms ({v['median_ratio']:.3f} x target)   "
                          f"p95 {v['p95_ms']:7.2f} ms ({v['p95_ratio']:.3f} x target)")
-    return "\n".join(lines)
+    return lines
 
 
 def _jsonable(obj):
@@ -811,6 +941,8 @@ def _jsonable(obj):
 
 
 def _workflows(text: str) -> list[str]:
+    if text.strip().lower() == "none":
+        return []
     ws = [w.strip() for w in text.split(",") if w.strip()]
     bad = [w for w in ws if w not in WORKFLOWS]
     if bad or not ws:
@@ -828,7 +960,9 @@ def main(argv: Sequence[str] | None = None, *, segmenter_factory=None, proposal_
     ap.add_argument("--synthetic-size", type=int, default=512, metavar="PX")
     ap.add_argument("--synthetic-diameter", type=float, default=48.0, metavar="PX", help="mean grain diameter")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workflows", type=_workflows, default=list(WORKFLOWS), metavar="a,b,c")
+    ap.add_argument("--workflows", type=_workflows, default=list(WORKFLOWS), metavar="a,b,c|none")
+    ap.add_argument("--one-click", action="store_true", help="also click once in every labelled grain (IoU of the "
+                    "model's grain) and compare the uncertainty on found and missed boundaries")
     ap.add_argument("--max-images", type=int, default=None, metavar="N", help="at most N images per source")
     ap.add_argument("--model", default="generalist", help="registry name or model folder (b, c)")
     ap.add_argument("--max-interactions", type=int, default=200, metavar="N")
@@ -853,7 +987,7 @@ def main(argv: Sequence[str] | None = None, *, segmenter_factory=None, proposal_
         ap.error("--max-interactions, --retrain-every and --retrain-steps must be >= 1")
     t_start = time.perf_counter()
     model: Any = a.model
-    needs_model = (any(w in ("b", "c") for w in a.workflows) and segmenter_factory is None) or \
+    needs_model = ((a.one_click or any(w in ("b", "c") for w in a.workflows)) and segmenter_factory is None) or \
         ("c" in a.workflows and retrainer_factory is None) or (a.latency_clicks > 0 and latency_segmenter is None)
     if needs_model:
         model = str(bench_real.resolve_model(a.model))
@@ -880,7 +1014,7 @@ def main(argv: Sequence[str] | None = None, *, segmenter_factory=None, proposal_
                            proposal_factory=proposal_factory, retrainer_factory=retrainer_factory,
                            max_interactions=a.max_interactions, retrain_every=a.retrain_every, retrain_on=a.retrain_on,
                            retrain_steps=a.retrain_steps, retrain_batch=a.retrain_batch,
-                           retrain_patch=a.retrain_patch, paint_cost=a.paint_cost, box=a.box))
+                           retrain_patch=a.retrain_patch, paint_cost=a.paint_cost, box=a.box, clicks=a.one_click))
     if a.latency_clicks > 0:
         if latency_segmenter is not None:
             t0 = time.perf_counter()

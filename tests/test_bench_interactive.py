@@ -180,3 +180,42 @@ def test_retraining_sees_only_the_confirmed_grains(bench):
     got = bench.confirmed(ann, bench.Truth(truth))
     assert np.array_equal(got == 5, ann == 5) and not (got == 7).any()
     assert not bench.confirmed(np.zeros_like(truth), bench.Truth(truth)).any()
+
+
+def test_one_click_scores_an_oracle_perfect_and_a_merged_model_not(bench, sample):
+    labels = sample.labels.astype(np.uint32)
+    perfect = bench.one_click(_oracle(sample.image, labels), labels)
+    n_big = sum(int((labels == g).sum()) >= bench.ONE_CLICK_MIN_AREA for g in np.unique(labels[labels > 0]))
+    assert perfect["grains"] == n_big and perfect["share_ok"] == 1.0 and perfect["median_iou"] == pytest.approx(1.0)
+    merged, pairs = _merged_pairs(labels)
+    worse = bench.one_click(_oracle(sample.image, merged), labels)
+    # every grain of a merged pair shares its click's mask with its partner: IoU <= 1/2 for those
+    assert worse["grains"] == n_big and worse["share_ok"] < 1.0 - pairs / n_big + 0.1
+    assert worse["median_iou"] < 0.8
+
+
+def test_uncertainty_split_tells_found_from_missed_boundaries(bench, sample):
+    labels = sample.labels.astype(np.uint32)
+    merged, _ = _merged_pairs(labels)
+    boundary, distance = _maps(merged)
+    # a model sure of the boundaries it draws and hesitant (p = 0.5) on the ones it missed
+    missed = find_boundaries(labels, mode="thick") & ~find_boundaries(merged, mode="thick")
+    boundary = np.where(missed, 0.5, boundary).astype(np.float32)
+    seg = ClickSegmenter.from_maps(sample.image, boundary, distance, labels=merged)
+    r = bench.uncertainty_split(seg, labels)
+    assert r["found_px"] > 0 and r["missed_px"] > 0
+    assert r["uncertainty_missed"] > r["uncertainty_found"] + 0.3
+    # the oracle of the true grains misses nothing
+    assert bench.uncertainty_split(_oracle(sample.image, labels), labels)["missed_px"] == 0
+
+
+def test_one_click_mode_alone(bench, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    code = bench.main(["--synthetic", "1", "--synthetic-size", "160", "--synthetic-diameter", "40", "--seed", "3",
+                       "--workflows", "none", "--one-click", "--latency-clicks", "0", "--out", str(out)],
+                      segmenter_factory=lambda s: _oracle(s.image, s.labels))
+    assert code == 0
+    assert "one click at the most interior pixel" in capsys.readouterr().out
+    src = json.loads(out.read_text())["sources"]["synthetic"]
+    assert src["images"][0]["workflows"] == {} and src["one_click"]["share_ok"] == 1.0
+    assert src["one_click"]["grains"] == src["images"][0]["one_click"]["grains"] > 0

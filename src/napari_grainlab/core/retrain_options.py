@@ -18,7 +18,7 @@ class RetrainOptions:
     epochs: int = option(4, min=1, max=1000, metavar="N", help="passes over the annotated patches (early stopping "
                          "may end the round sooner)")
     steps_per_epoch: int = option(12, min=1, max=100_000, metavar="S", label="Steps / epoch",
-                                  help="batches per epoch (a CPU does about one batch of 4 × 256² px per 2-3 s)")
+                                  help="batches per epoch (a round's time grows in proportion)")
     batch_size: int = option(4, min=1, max=256, metavar="B", help="patches per step")
     patch_size: int = option(256, min=64, max=1024, multiple_of=32, step=32, suffix=" px", metavar="PX",
                              help="side of the training patches (smaller images use their own size)")
