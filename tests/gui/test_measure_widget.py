@@ -217,3 +217,25 @@ def test_the_labels_are_copied_in_the_worker_not_on_the_gui_thread(qtbot, viewer
     qtbot.waitUntil(lambda: not dock.busy and "cannot read" in dock.summary_label.text(), timeout=WAIT_MS)
     assert "'grains'" in dock.summary_label.text() and "no room" in dock.summary_label.text()
     assert broken.threads == [False]
+
+
+def test_a_removed_dock_stops_measuring_and_resumes_when_docked_again(qtbot, viewer, sample):
+    """napari's remove_dock_widget only unparents the widget (PySide6 keeps it alive while Python holds it): its
+    layer's edits must not start measurements any more; docked anew it follows the layer again."""
+    from napari_grainlab.gui.measure import MeasureWidget
+
+    widget = MeasureWidget(viewer)
+    dw = viewer.window.add_dock_widget(widget, name="Measure")
+    layer = viewer.add_labels(sample.labels.copy(), name="grains")
+    before = len(wait_measured(qtbot, widget).table["label"])
+    viewer.window.remove_dock_widget(dw)
+    merged = sample.labels.copy()
+    merged[merged == 2] = 1
+    layer.data = merged
+    qtbot.wait(600)  # longer than the refresh throttle
+    assert not widget.busy and len(widget.measurement.table["label"]) == before
+    viewer.window.add_dock_widget(widget, name="Measure")
+    layer.data = sample.labels.copy()
+    layer.data = merged
+    qtbot.waitUntil(lambda: not widget.busy and len(widget.measurement.table["label"]) == before - 1,
+                    timeout=WAIT_MS)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QModelIndex, Qt
+from qtpy.QtCore import QEvent, QModelIndex, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -297,6 +297,28 @@ class MeasureWidget(QWidget):
         self._last_csv = path
         show_info(f"Wrote {len(m.table['label'])} grains to {path}")
         return path
+
+    # ------------------------------------------------------------------ docking
+    def event(self, ev) -> bool:
+        # taken out of its dock (napari's remove_dock_widget only unparents the widget, and whether the
+        # widget is then destroyed depends on the Qt binding): stop measuring the layer now
+        if ev.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                if getattr(self, "_undocked", False):  # docked anew: follow the chosen layer again
+                    self._undocked = False
+                    self._watch(self.labels_combo.current_layer())
+                self._docked = True
+            elif getattr(self, "_docked", False):
+                self._docked = False
+                self._on_undocked()
+        return super().event(ev)
+
+    def _on_undocked(self) -> None:
+        """The dock was removed: no more measurements of its layer (pending or on its edits)."""
+        self._undocked = True
+        self._throttle.stop()
+        self._runner.discard()
+        self._watch(None)
 
     # ------------------------------------------------------------------ layer
     def _on_layer_changed(self, layer: Layer | None) -> None:
