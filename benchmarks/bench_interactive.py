@@ -808,6 +808,8 @@ def _pool_clicks(rows: list[dict]) -> dict:
     oc = [r["one_click"] for r in rows if r["one_click"]["grains"]]
     n = sum(o["grains"] for o in oc)
     out: dict = {"grains": n}
+    diameters = [r["diameter_labels"] for r in rows if r.get("diameter_labels")]
+    out["diameter_labels"] = float(np.median(diameters)) if diameters else None
     if n:
         out["share_ok"] = sum(o["share_ok"] * o["grains"] for o in oc) / n
         out["median_iou_mean"] = float(np.mean([o["median_iou"] for o in oc]))
@@ -896,17 +898,20 @@ def _workflow_table(result: dict, wf: Sequence[str]) -> list[str]:
 def _clicks_table(result: dict) -> list[str]:
     lines: list[str] = []
     if any("one_click" in src for src in result["sources"].values()):
-        lines += ["", f"one click at the most interior pixel of each labelled grain (>= {ONE_CLICK_MIN_AREA} px), "
+        lines += ["", f"one click at the most interior pixel of each labelled grain (>= {ONE_CLICK_MIN_AREA} px; "
+                      "diameter: the labels' median equivalent-circle diameter, px, median over the images), "
                       f"at the estimated scale; uncertainty: mean of the uncertainty layer (and of the raw boundary "
                       f"entropy) on the true boundary pixels the model found (a predicted boundary within "
                       f"{FOUND_REACH} px) and missed",
-                  f"{'source':<18} {'grains':>6} {'IoU>=' + str(IOU_OK):>9} {'median IoU':>10} "
-                  f"{'unc. found':>10} {'unc. missed':>11} {'ent. found':>10} {'ent. missed':>11}", "-" * 92]
+                  f"{'source':<18} {'grains':>6} {'diameter':>8} {'IoU>=' + str(IOU_OK):>9} {'median IoU':>10} "
+                  f"{'unc. found':>10} {'unc. missed':>11} {'ent. found':>10} {'ent. missed':>11}", "-" * 101]
         for sname, src in result["sources"].items():
             oc = src.get("one_click")
             if not oc:
                 continue
-            lines.append(f"{sname:<18} {oc['grains']:>6} {_num(oc.get('share_ok')):>9} "
+            d = oc.get("diameter_labels")
+            lines.append(f"{sname:<18} {oc['grains']:>6} {'-' if d is None else format(d, '.1f'):>8} "
+                         f"{_num(oc.get('share_ok')):>9} "
                          f"{_num(oc.get('median_iou_mean')):>10} {_num(oc['uncertainty_found']):>10} "
                          f"{_num(oc['uncertainty_missed']):>11} {_num(oc['entropy_found']):>10} "
                          f"{_num(oc['entropy_missed']):>11}")

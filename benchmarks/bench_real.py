@@ -290,14 +290,25 @@ def evaluate(data: str | Path, models: list[str] = (), *, diameter: str | None =
     return result
 
 
+def _diameters(method: dict) -> str:
+    """``used/labels=ratio`` of each image a model predicted (the grain diameter prediction used, px, and the
+    labels' median equivalent-circle diameter); empty for the classical baseline."""
+    parts = []
+    for row in method.get("images", ()):
+        used, labelled = row.get("diameter_used"), row.get("diameter_labels")
+        if used and labelled:
+            parts.append(f"{used:.1f}/{labelled:.1f}={used / labelled:.2f}")
+    return ("   " + ", ".join(parts)) if parts else ""
+
+
 def table(result: dict) -> str:
     """Source x method table: boundary F1, ΔG (mean, mean |ΔG|), grain-count ratio."""
-    lines = [f"{'source':<22} {'method':<14} {'n':>3} {'F1@2px':>7} {'dG':>6} {'|dG|':>5} {'count':>6}  input",
-             "-" * 78]
+    lines = [f"{'source':<22} {'method':<14} {'n':>3} {'F1@2px':>7} {'dG':>6} {'|dG|':>5} {'count':>6}  input"
+             "   diameter used / labels' median (per image)", "-" * 110]
     for sname, src in result["sources"].items():
         for mname, m in src["methods"].items():
             lines.append(f"{sname:<22} {mname:<14} {m['n_images']:>3} {m['boundary_f1']:>7.3f} {m['delta_g']:>+6.2f} "
-                         f"{m['abs_delta_g']:>5.2f} {m['count_ratio']:>6.2f}  {m['input']}")
+                         f"{m['abs_delta_g']:>5.2f} {m['count_ratio']:>6.2f}  {m['input']:<8}{_diameters(m)}")
         for mname, curve in (src.get("few_shot") or {}).items():
             for k, m in curve.items():
                 if "skipped" in m:

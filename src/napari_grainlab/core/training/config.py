@@ -139,7 +139,7 @@ class TrainConfig:
                                  help="fraction of the micrographs held out for validation (tiles of one "
                                       "micrograph stay together); with a single image, a spatial cut of it")
     val_tile: int | None = option(None, min=32, max=8192, multiple_of=32, group="Validation", widget="hidden",
-                                  cli=False, help="validation tile size (default: 2 x patch size)")
+                                  cli=False, help="validation tile size (default: 2 x patch size, at most 512)")
     # ------------------------------------------------------------ augmentation
     augment: tuple[str, ...] = option(AUGMENT_PRESETS, choices=AUGMENT_PRESETS + ("invert",),
                                       descriptions=AUGMENT_HELP, widget="checklist", group="Augmentation",
