@@ -144,6 +144,16 @@ def test_onnx_prediction_matches_pytorch_pipeline(models, opts):
     np.testing.assert_array_equal(got.labels, ref.labels)
 
 
+def test_onnx_prediction_stretches_raw_pixel_values_as_pytorch_does(models):
+    root = models[0]
+    image = grain_image()
+    raw = np.round(image * 200 + 30).astype(np.uint8)  # 8-bit pixel values, not the unit range
+    prepared = predict_onnx(root / "seg.onnx", (raw.astype(np.float32) - raw.min()) / np.ptp(raw), tile=64, overlap=16)
+    got = predict_onnx(root / "seg.onnx", raw, tile=64, overlap=16)
+    assert prepared.labels.max() >= 15
+    assert np.mean(got.labels == prepared.labels) > 0.99
+
+
 def test_onnx_classification_matches_pytorch_pipeline(models):
     root = models[0]
     model, meta = load_checkpoint(root / "cls")

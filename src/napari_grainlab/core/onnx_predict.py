@@ -36,6 +36,7 @@ from .inference._grid import (
     _class_map,
     _Grid,
     _normalise,
+    _unit_image,
     _warn_constant,
 )
 from .inference._histogram import _check_reference, match_histogram
@@ -279,8 +280,9 @@ def predict_onnx(
     Parameters
     ----------
     model : OnnxModel, or the path of an ``.onnx`` file
-    image : (H, W) or (H, W, 3) float array in [0, 1]
-        See :func:`~napari_grainlab.core.data.io.read_image` / ``normalize_intensity``.
+    image : (H, W) or (H, W, 3) array
+        Float in [0, 1] is used as it is; anything else (8/16-bit pixel values, floats outside [0, 1]) is
+        stretched to [0, 1] as :func:`~napari_grainlab.core.data.io.read_image` does.
     options : InferenceOptions, optional
         The settings of :func:`~napari_grainlab.core.inference.predict_array` (``**overrides``: the
         same as keywords): ``tile`` (default 512 for segmentation, the training patch size for
@@ -306,7 +308,7 @@ def predict_onnx(
                              "the graph); predict with the PyTorch model instead")
     tile, overlap, batch_size, tta, min_size = opts.tile, opts.overlap, opts.batch_size, opts.tta, opts.min_size
     model = _as_model(model)
-    image = _check_image(image)
+    image = _unit_image(image)
     _check_size(image, model.multiple)
     _warn_constant(image, warn)
     tile = _default_tile(model.task, model.meta) if not tile else int(tile)

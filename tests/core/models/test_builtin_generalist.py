@@ -51,3 +51,27 @@ def test_the_generalist_segments_grey_and_colour_synthetic_micrographs():
         f1 = boundary_f1(result.labels, sample.labels, tolerance=2)["f1"]
         assert f1 > least, (look, f1)
         assert 0.5 * grains <= result.labels.max() <= 2 * grains, (look, int(result.labels.max()))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float-255"])
+def test_raw_pixel_values_are_stretched_not_taken_for_the_unit_range(dtype):
+    """predict_array / predict_onnx take what a user's array holds: raw 8-bit values (0-255) once gave a single
+    grain; they are now stretched as the file readers do, so the result equals that of the prepared image."""
+    import numpy as np
+
+    from napari_grainlab.core.inference import predict_array, prepare_image
+    from napari_grainlab.core.models import load_checkpoint
+    from napari_grainlab.core.synthetic import SynthParams, TessellationParams, generate
+
+    model, meta = load_checkpoint("generalist")
+    sample = generate(SynthParams(height=192, width=192, tessellation=TessellationParams(grains=30)), seed=2)
+    raw = sample.image  # uint8
+    if dtype == "uint16":
+        raw = raw.astype(np.uint16) * 257
+    elif dtype == "float-255":
+        raw = raw.astype(np.float32)
+    ref = predict_array(model, meta, prepare_image(sample.image), device="cpu")
+    got = predict_array(model, meta, raw, device="cpu")
+    assert ref.labels.max() >= 15
+    assert got.labels.max() == ref.labels.max()
+    assert np.mean(got.labels == ref.labels) > 0.99

@@ -150,6 +150,20 @@ def _check_image(image) -> np.ndarray:
     return image
 
 
+def _unit_image(image) -> np.ndarray:
+    """:func:`_check_image`, and the image in the engine's [0, 1] range: a float image within [0, 1] as it is;
+    any other (integer pixel values of an 8/16-bit micrograph, bool, floats outside [0, 1]) stretched between
+    its 0.1 and 99.9 percentiles, as :func:`~napari_grainlab.core.inference.prepare_image` and the file readers
+    do. (The network, the scale estimate and the resampling assume [0, 1]: raw 8-bit values gave one grain.)"""
+    raw = np.asarray(image)
+    img = _check_image(raw)
+    if raw.dtype.kind != "f" or float(img.min()) < 0.0 or float(img.max()) > 1.0:
+        from ..data.channels import normalize_image
+
+        img = normalize_image(img)
+    return img
+
+
 def _check_size(image: np.ndarray, multiple: int = MULTIPLE) -> None:
     """Refuse an image with a side shorter than the model's input multiple (at least 32 px).
 

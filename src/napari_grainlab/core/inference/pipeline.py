@@ -28,14 +28,14 @@ import torch
 
 from ..data.channels import normalize_image, to_planes
 from ..errors import CheckpointError, DataError
-from ._grid import _check_size, _warn_constant
+from ._grid import _check_size, _unit_image, _warn_constant
 from ._rescale import model_grain_diameter, plan_scale, resize_image, resize_maps, scaled_postprocess
 from ._result import CLASSIFY_TILE, SEGMENT_TILE, PredictionResult, ScaleInfo, _default_tile  # noqa: F401
 from .adapt import adapt_batchnorm, match_histogram
 from .options import InferenceOptions, resolve_options
 from .postprocess import watershed_grains
 from .segment import check_segmentation_model
-from .tiling import Cancelled, _check_image, classify_tiled, model_multiple, predict_tiled, resolve_device
+from .tiling import Cancelled, classify_tiled, model_multiple, predict_tiled, resolve_device
 
 __all__ = ["PredictProgress", "PredictionResult", "histogram_reference", "iter_predict", "predict_array",
            "prepare_image"]
@@ -111,7 +111,9 @@ def predict_array(
     ----------
     model, meta
         From :func:`~napari_grainlab.core.models.load_checkpoint`.
-    image : (H, W) or (H, W, 3) float array in [0, 1]
+    image : (H, W) or (H, W, 3) array
+        Float in [0, 1] is used as it is; anything else (8/16-bit pixel values, floats outside [0, 1]) is
+        stretched to [0, 1] as :func:`prepare_image` does.
     options : InferenceOptions, optional
         Tiling, test-time augmentation, domain adaptation, watershed and device (see
         :class:`~napari_grainlab.core.inference.options.InferenceOptions`; default: its defaults).
@@ -156,7 +158,7 @@ def predict_array(
     task = getattr(model, "task", None) or (meta or {}).get("task", "segment")
     if task not in ("segment", "classify"):
         raise CheckpointError(f"unknown model task {task!r}")
-    image = _check_image(image)
+    image = _unit_image(image)
     _check_size(image, model_multiple(model))
     _warn_constant(image, warn)
     tile = _default_tile(task, meta) if not tile else int(tile)
