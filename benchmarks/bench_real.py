@@ -301,6 +301,18 @@ def _diameters(method: dict) -> str:
     return ("   " + ", ".join(parts)) if parts else ""
 
 
+def _same_images(src: dict, model: str, tuned: dict) -> str:
+    """Zero-shot and classical F1 / ΔG on the images a few-shot row scored (the ones not trained on)."""
+    names = {r["name"] for r in tuned.get("images", ())}
+    parts = []
+    for label, method in (("zero-shot", model), ("classical", "classical")):
+        rows = [r for r in src["methods"].get(method, {}).get("images", ()) if r["name"] in names]
+        if rows:
+            parts.append(f"{label} {_mean(r['boundary_f1'] for r in rows):.3f} / "
+                         f"{_mean(r['delta_g'] for r in rows):+.2f}")
+    return ("   same images: " + ", ".join(parts)) if parts else ""
+
+
 def table(result: dict) -> str:
     """Source x method table: boundary F1, ΔG (mean, mean |ΔG|), grain-count ratio."""
     lines = [f"{'source':<22} {'method':<14} {'n':>3} {'F1@2px':>7} {'dG':>6} {'|dG|':>5} {'count':>6}  input"
@@ -314,8 +326,9 @@ def table(result: dict) -> str:
                 if "skipped" in m:
                     continue
                 lines.append(f"{sname:<22} {mname + ' ft' + k:<14} {m['n_images']:>3} {m['boundary_f1']:>7.3f} "
-                             f"{m['delta_g']:>+6.2f} {m['abs_delta_g']:>5.2f} {m['count_ratio']:>6.2f}  {m['input']}")
-    return "\n".join(lines)
+                             f"{m['delta_g']:>+6.2f} {m['abs_delta_g']:>5.2f} {m['count_ratio']:>6.2f}  {m['input']:<8}"
+                             f"{_same_images(src, mname, m)}")
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _jsonable(obj):
