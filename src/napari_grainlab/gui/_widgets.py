@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
@@ -112,6 +112,22 @@ def single_shot_timer(parent: QObject, interval_ms: int, slot: Callable[[], Any]
     timer.setInterval(interval_ms)
     timer.timeout.connect(slot)
     return timer
+
+
+def docking_change(widget: QWidget, event: QEvent) -> str | None:
+    """What ``event`` did to a dock ``widget``: ``"docked"`` (a ``ParentChange`` that gave it a parent),
+    ``"undocked"`` (one that took a docked widget out: napari's ``remove_dock_widget`` only unparents the
+    widget, and whether it is then destroyed depends on the Qt binding), else None. The widget's ``_docked``
+    attribute keeps the state."""
+    if event.type() != QEvent.Type.ParentChange:
+        return None
+    if widget.parent() is not None:
+        widget._docked = True
+        return "docked"
+    if getattr(widget, "_docked", False):
+        widget._docked = False
+        return "undocked"
+    return None
 
 
 class PixelSizeInput(QObject):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QModelIndex, Qt
+from qtpy.QtCore import QModelIndex, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -44,7 +44,15 @@ from qtpy.QtWidgets import (
 from ...core.measure import grain_features, write_table_csv
 from .._layers import LayerCombo, layers_with_role, role_metadata
 from .._napari_compat import center_camera
-from .._widgets import PixelSizeInput, ask_save_file, make_form, show_status, single_shot_timer, status_label
+from .._widgets import (
+    PixelSizeInput,
+    ask_save_file,
+    docking_change,
+    make_form,
+    show_status,
+    single_shot_timer,
+    status_label,
+)
 from ..workers import LatestOnlyRunner, report_error, shutdown_on_destroy
 from .distribution import DistributionPlot
 from .histogram import SizeHistogram
@@ -300,22 +308,15 @@ class MeasureWidget(QWidget):
 
     # ------------------------------------------------------------------ docking
     def event(self, ev) -> bool:
-        # taken out of its dock (napari's remove_dock_widget only unparents the widget, and whether the
-        # widget is then destroyed depends on the Qt binding): stop measuring the layer now
-        if ev.type() == QEvent.Type.ParentChange:
-            if self.parent() is not None:
-                if getattr(self, "_undocked", False):  # docked anew: follow the chosen layer again
-                    self._undocked = False
-                    self._watch(self.labels_combo.current_layer())
-                self._docked = True
-            elif getattr(self, "_docked", False):
-                self._docked = False
-                self._on_undocked()
+        change = docking_change(self, ev)
+        if change == "undocked":  # stop measuring the layer now
+            self._on_undocked()
+        elif change == "docked" and hasattr(self, "labels_combo"):  # (not while being built with a parent)
+            self._watch(self.labels_combo.current_layer())  # docked anew: follow the layer (else: no change)
         return super().event(ev)
 
     def _on_undocked(self) -> None:
         """The dock was removed: no more measurements of its layer (pending or on its edits)."""
-        self._undocked = True
         self._throttle.stop()
         self._runner.discard()
         self._watch(None)

@@ -23,6 +23,7 @@ from .._widgets import (
     ask_open_file,
     ask_save_file,
     confirm,
+    docking_change,
     hline,
     show_status,
     single_shot_timer,
@@ -148,14 +149,8 @@ class SynthesizeWidget(QWidget):
             QTimer.singleShot(0, self.parameters.align_labels)
 
     def event(self, ev) -> bool:
-        # taken out of its dock (napari's remove_dock_widget only unparents the widget, and whether the
-        # widget is then destroyed depends on the Qt binding): stop the dataset run and the previews now
-        if ev.type() == QEvent.Type.ParentChange:
-            if self.parent() is not None:
-                self._docked = True
-            elif getattr(self, "_docked", False):
-                self._docked = False
-                self._on_undocked()
+        if docking_change(self, ev) == "undocked":  # stop the dataset run and the previews now
+            self._on_undocked()
         return super().event(ev)
 
     def _on_undocked(self) -> None:
