@@ -131,3 +131,36 @@ def test_growth_parameters_are_validated():
     p = SynthParams(tessellation=TessellationParams(method="growth", growth_temperature=-1.0))
     with pytest.raises(ParameterError, match="growth_temperature"):
         p.validate()
+
+
+def _edge_and_centre_share(labels: np.ndarray, band: int = 16) -> tuple[float, float]:
+    """Share of horizontal boundary segments (label changes between rows) near the left / right edges and in
+    a centre strip of the same total width: boundaries bent towards the free lattice border meet it at right
+    angles, which raises the edge share."""
+    dx = labels[:, 1:] != labels[:, :-1]
+    dy = labels[1:, :] != labels[:-1, :]
+    w = labels.shape[1]
+    c0 = w // 2 - band
+    e, ex = dy[:, :band].sum() + dy[:, -band:].sum(), dx[:, :band].sum() + dx[:, -band:].sum()
+    c, cx = dy[:, c0:c0 + 2 * band].sum(), dx[:, c0:c0 + 2 * band].sum()
+    return e / (e + ex), c / (c + cx)
+
+
+def test_the_lattice_margin_keeps_the_free_border_out_of_the_image():
+    """The free border of the Potts lattice bends boundaries to meet it at right angles; the margin keeps that
+    out of the image: near the image's vertical edges boundaries run in the same directions as in its centre,
+    and the grain count is the one requested."""
+    from napari_grainlab.core.synthetic.growth import grow_labels
+
+    rng = np.random.default_rng(3)
+    d, size, n = 24.0, 192, 24
+    wanted = int(size * size / (math.pi / 4 * d * d * 1.13))
+    edge, centre, counts = [], [], []
+    for _ in range(n):
+        lab, _, _ = grow_labels(rng, (size, size), wanted, d, coarsening=2.6, temperature=0.9, resolution=12)
+        a, b = _edge_and_centre_share(lab)
+        edge.append(a)
+        centre.append(b)
+        counts.append(len(np.unique(lab)))
+    assert abs(np.mean(edge) - np.mean(centre)) < 0.04, (np.mean(edge), np.mean(centre))
+    assert 0.8 * wanted <= np.median(counts) <= 1.25 * wanted, (np.median(counts), wanted)
