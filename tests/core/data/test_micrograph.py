@@ -190,6 +190,29 @@ def test_colour_micrograph_keeps_its_channels(tmp_path):
     assert m.rgb and m.image.shape == (480, 640, 3) and m.data_bar.shape == (60, 640, 3)
 
 
+def test_grey_with_alpha_is_read_as_grey(tmp_path):
+    """A grey + alpha file (an "LA" PNG as image editors save it, a 2-sample TIFF) is the grey micrograph; the
+    alpha plane is dropped, as it is from RGBA."""
+    from PIL import Image as PILImage
+
+    grey = specimen()
+    alpha = np.full_like(grey, 255)
+    PILImage.fromarray(np.dstack([grey, alpha]), mode="LA").save(tmp_path / "la.png")
+    tifffile.imwrite(tmp_path / "la.tif", np.dstack([grey, alpha]), photometric="minisblack",
+                     extrasamples=["unassalpha"])
+    for name in ("la.png", "la.tif"):
+        m = read_micrograph(tmp_path / name, detect_bar=False)
+        assert not m.rgb and m.image.shape == grey.shape, (name, m.image.shape)
+        np.testing.assert_array_equal(m.image, grey)
+        assert read_image(tmp_path / name).data.shape == grey.shape
+
+
+def test_unreadable_bytes_name_the_format(tmp_path):
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(DataError, match="not a PNG image: the file is corrupt or of another format"):
+        read_micrograph(tmp_path / "text.png")
+
+
 def test_stacks_are_refused(tmp_path):
     tifffile.imwrite(tmp_path / "s.tif", np.zeros((5, 40, 50), np.uint8), photometric="minisblack")
     with pytest.raises(DataError, match="stack"):

@@ -332,7 +332,10 @@ def _read_array(path: Path, indexed: bool = False) -> tuple[np.ndarray, int | No
                     kwargs["mode"] = "P"
         arr = iio.imread(path, **kwargs)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read the image ({_reason(exc)})") from None
+        reason = _reason(exc)
+        if "could not find a backend" in reason.lower():  # imageio's words for bytes no reader understands
+            reason = f"not a {path.suffix.lstrip('.').upper() or 'known'} image: the file is corrupt or of another format"
+        raise DataError(f"{path}: cannot read the image ({reason})") from None
     return np.asarray(arr), None, _sidecar_pixel_size(path)
 
 

@@ -303,15 +303,17 @@ def _one_plane(shape: tuple[int, ...], axes: str) -> bool:
     """Whether a TIFF series of ``shape`` / ``axes`` is one grey or colour plane (singleton axes aside)."""
     dims = [(n, a) for n, a in zip(shape, axes) if n != 1]
     colour = [n for n, a in dims if a == "S"]
-    return len(dims) - len(colour) <= 2 and all(n in (3, 4) for n in colour) and len(colour) <= 1
+    return len(dims) - len(colour) <= 2 and all(n in (2, 3, 4) for n in colour) and len(colour) <= 1
 
 
 def _as_stored_plane(arr: np.ndarray, channel_axis: int | None, path: Path) -> np.ndarray:
-    """``arr`` as (H, W) or (H, W, C) with C in 3, 4 (singleton axes dropped, the colour axis last);
-    DataError for stacks."""
+    """``arr`` as (H, W) or (H, W, C) with C in 3, 4 (singleton axes dropped, the colour axis last; grey +
+    alpha becomes grey); DataError for stacks."""
     arr = np.asarray(arr)
-    if channel_axis is not None and arr.ndim == 3 and arr.shape[channel_axis] in (3, 4):
+    if channel_axis is not None and arr.ndim == 3 and arr.shape[channel_axis] in (2, 3, 4):
         arr = np.moveaxis(arr, channel_axis, -1)
+    if arr.ndim == 3 and arr.shape[-1] == 2 and min(arr.shape[:2]) > 4:
+        arr = arr[..., 0]  # grey + alpha (an "LA" PNG, a 2-sample TIFF): the alpha plane is not the specimen
     keep_last = arr.ndim >= 3 and arr.shape[-1] in (3, 4)
     spatial = arr.ndim - (1 if keep_last else 0)
     singletons = [i for i in range(spatial) if arr.shape[i] == 1]
