@@ -147,3 +147,41 @@ def test_refine_factor_keeps_the_estimate_when_no_candidate_is_surer():
     f, support = refine_factor(img, 0.8, flat, 32)
     assert f == 0.8 and len(support) == len(seen) >= 4
     assert all(max(s) <= 512 for s in seen)  # a centre crop, not the whole image
+
+
+def test_refine_factor_takes_the_largest_factor_among_near_ties():
+    """The boundary support barely drops when grains shown too small lose boundaries, so among candidates
+    within ``REFINE_TIE`` of the best the largest factor (the finest segmentation) wins; a candidate further
+    below does not."""
+    from napari_grainlab.core.inference import _rescale
+
+    strengths = {}
+
+    def probe(crop):  # square grains of 16 px whose boundary strength depends on the factor of the crop
+        yy, xx = np.mgrid[0:crop.shape[0], 0:crop.shape[1]]
+        ry, rx = yy % 16, xx % 16
+        out = np.zeros((2, *crop.shape[:2]), np.float32)
+        out[0][(ry == 0) | (rx == 0)] = strengths[crop.shape[0]]
+        out[1] = np.minimum(np.minimum(ry, 16 - ry), np.minimum(rx, 16 - rx)) / 8.0
+        return out
+
+    img = np.zeros((512, 512), np.float32)
+    _, support = _rescale.refine_factor(img, 0.5, lambda c: np.zeros((2, *c.shape[:2]), np.float32) + 0.5, 32)
+    factors = sorted(support)
+    assert factors[0] == pytest.approx(0.5) and len(factors) >= 3
+    side = {}
+    def record(crop):
+        side.setdefault(crop.shape[0], None)
+        return np.zeros((2, *crop.shape[:2]), np.float32)
+    _rescale.refine_factor(img, 0.5, record, 32)
+    sides = sorted(side)  # the resized crop's side for each factor, smallest factor first
+    assert len(sides) == len(factors)
+    # best at the estimate's factor, the next one within the tie, the rest well below
+    for s, v in zip(sides, [0.80, 0.80 - 0.6 * _rescale.REFINE_TIE] + [0.5] * (len(sides) - 2)):
+        strengths[s] = v
+    f, support = _rescale.refine_factor(img, 0.5, probe, 32)
+    assert f == pytest.approx(factors[1]), support
+    # the next one outside the tie: the estimate's factor stays
+    strengths[sides[1]] = 0.80 - 4 * _rescale.REFINE_TIE  # (the support is about half the line strength)
+    f, support = _rescale.refine_factor(img, 0.5, probe, 32)
+    assert f == 0.5, support

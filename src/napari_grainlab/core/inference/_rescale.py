@@ -16,9 +16,10 @@ An *estimated* diameter is refined with the model itself when the caller passes 
 micrographs (2-3x too large on optical micrographs without dark boundary lines and on EBSD maps), so the
 network is run on a centre crop at a few factors around the estimate's (and at 1), each result is
 segmented by the watershed, and the factor whose predicted boundaries the network is surest of (the
-highest mean boundary probability along the watershed lines) is taken.  A network shown grains far
-smaller than it was trained on blurs their boundaries into grey; shown grains far larger, it draws weak,
-invented boundaries inside them; both lower that mean.  (Comparing the predicted grain size with the
+highest mean boundary probability along the watershed lines, the largest factor among near-ties) is taken.
+A network shown grains far smaller than it was trained on blurs their boundaries into grey; shown grains
+far larger, it draws weak, invented boundaries inside them; both lower that mean, the second more
+(missed boundaries are simply not drawn), hence the preference for the larger factor among near-ties.  (Comparing the predicted grain size with the
 training scale, cellpose's criterion, does not work for our networks: they find grains of about their
 training size at every factor.)
 
@@ -59,8 +60,17 @@ REFINE_CROP = 512
 REFINE_PIXELS = 3 * 256 * 256
 #: ... but not below this side
 REFINE_MIN_CROP = 128
-#: a candidate must be surer by this much (mean boundary probability) to replace the estimate's factor
-REFINE_MARGIN = 0.01
+#: candidates whose boundary support is within this much of the highest count as tied, and the largest factor
+#: among them (the finest segmentation) is taken: the support drops when the network invents boundaries in
+#: grains shown too large, but hardly when it misses boundaries of grains shown too small, so a plain
+#: maximum picks too small a factor. Measured (the estimate's candidates on 16 real fields of 9 sources and
+#: 16 synthetic tint / SEM / optical images, each scored against its labels): a tie of 0.02-0.08 gives real
+#: mean boundary F1 0.862-0.867 against 0.857 for the plain maximum and 0.838 for keeping the estimate
+#: unless beaten by 0.01 (the former rule); on 256 px tint-etched images 0.86-0.89 against 0.83
+REFINE_TIE = 0.05
+#: when every candidate's support lies within this much, the network does not tell scales apart: the
+#: estimate's factor stays
+REFINE_FLAT = 1e-3
 
 
 def _positive(value: Any) -> float | None:
@@ -113,8 +123,9 @@ def refine_factor(image: np.ndarray, factor: float, predict: Callable[[np.ndarra
 
     ``predict`` takes an (h, w) / (h, w, 3) image and returns the network's (2, h, w) maps. All candidates
     see the same centre crop of ``image`` (at most :data:`REFINE_CROP` px, less when they would cost more
-    than :data:`REFINE_PIXELS` network pixels together, at least :data:`REFINE_MIN_CROP`); a candidate
-    replaces ``factor`` only when its support is higher by :data:`REFINE_MARGIN`. Deterministic.
+    than :data:`REFINE_PIXELS` network pixels together, at least :data:`REFINE_MIN_CROP`); the largest
+    candidate whose support is within :data:`REFINE_TIE` of the highest is taken (``factor`` itself when all
+    supports lie within :data:`REFINE_FLAT`). Deterministic.
     """
     shape = image.shape[:2]
     cands = {round(_clamp(factor * k, shape, min_side), 6) for k in steps}
@@ -130,9 +141,10 @@ def refine_factor(image: np.ndarray, factor: float, predict: Callable[[np.ndarra
     for f in cands:
         support[f] = boundary_support(predict(resize_image(crop, f, min_side)))[0]
     base = min(cands, key=lambda f: abs(math.log(f / factor)))
-    best = max(cands, key=lambda f: (support[f], -abs(math.log(f / factor))))
-    if support[best] < support[base] + REFINE_MARGIN:
-        best = base
+    top = max(support.values())
+    if top - min(support.values()) < REFINE_FLAT:
+        return factor, support
+    best = max(f for f in cands if support[f] >= top - REFINE_TIE)
     return (factor if best == base else best), support
 
 
