@@ -247,7 +247,9 @@ def test_an_upscaled_image_is_rescaled_to_the_model_and_labels_come_back_at_its_
     assert abs(int(given.labels.max()) - int(ref.labels.max())) <= 0.1 * ref.labels.max()
     assert not calls  # a given diameter is not estimated
     state["value"] = 48.0
-    auto = predict_array(LineModel(), meta, big, **opts)
+    # the line model finds lines at every scale, so the model check of the scale has nothing to choose from
+    # (near-ties go to the largest factor): it is off here; tests/core/inference/test_scale.py covers it
+    auto = predict_array(LineModel(), meta, big, refine_scale=False, **opts)
     assert calls == [big.shape] and auto.scaling.source == "estimated" and auto.scale == 0.5
     assert auto.scaling.text() == "grain diameter ≈ 48 px (estimated), scaled ×0.5"
     np.testing.assert_array_equal(auto.labels, given.labels)

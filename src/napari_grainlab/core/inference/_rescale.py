@@ -65,9 +65,11 @@ REFINE_MIN_CROP = 128
 #: grains shown too large, but hardly when it misses boundaries of grains shown too small, so a plain
 #: maximum picks too small a factor. Measured (the estimate's candidates on 16 real fields of 9 sources and
 #: 16 synthetic tint / SEM / optical images, each scored against its labels): a tie of 0.02-0.08 gives real
-#: mean boundary F1 0.862-0.867 against 0.857 for the plain maximum and 0.838 for keeping the estimate
-#: unless beaten by 0.01 (the former rule); on 256 px tint-etched images 0.86-0.89 against 0.83
-REFINE_TIE = 0.05
+#: mean boundary F1 0.862-0.867 (0.867 at 0.02) against 0.857 for the plain maximum and 0.838 for keeping
+#: the estimate unless beaten by 0.01 (the former rule); wider ties help small tint-etched images more (0.86-0.89
+#: from 0.04 on, 0.83 at 0.02) but choose larger factors on SEM images too, and the network's time grows
+#: with the square of the factor (1024² SEM: 1.9 s at 0.05, against the 2 s target), so the smallest is used
+REFINE_TIE = 0.02
 #: when every candidate's support lies within this much, the network does not tell scales apart: the
 #: estimate's factor stays
 REFINE_FLAT = 1e-3

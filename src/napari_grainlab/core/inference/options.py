@@ -47,7 +47,7 @@ class InferenceOptions:
     refine_scale: bool = option(True, group="Scale", label="Check the scale with the model",
                                 help="when the diameter is estimated, also try the model on a centre crop at 1 to "
                                      "2.8 times the estimated factor and keep the one whose boundaries it is surest "
-                                     "of (network passes on centre crops of 3 to 7.5 x 256² px in all, under half of a "
+                                     "of, the largest among near-ties (network passes on centre crops of 3 to 7.5 x 256² px in all, under half of a "
                                      "1024² prediction; the model-free estimate is often too large on real images)")
     # ------------------------------------------------------------------ tiling
     tile: int | None = option(None, min=MIN_TILE, max=16384, step=32, suffix=" px", special="auto",
