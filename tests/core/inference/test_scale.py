@@ -166,16 +166,16 @@ def test_refine_factor_takes_the_largest_factor_among_near_ties():
         return out
 
     img = np.zeros((512, 512), np.float32)
-    _, support = _rescale.refine_factor(img, 0.5, lambda c: np.zeros((2, *c.shape[:2]), np.float32) + 0.5, 32)
-    factors = sorted(support)
-    assert factors[0] == pytest.approx(0.5) and len(factors) >= 3
-    side = {}
+    seen = set()
+
     def record(crop):
-        side.setdefault(crop.shape[0], None)
+        seen.add(crop.shape[0])
         return np.zeros((2, *crop.shape[:2]), np.float32)
-    _rescale.refine_factor(img, 0.5, record, 32)
-    sides = sorted(side)  # the resized crop's side for each factor, smallest factor first
-    assert len(sides) == len(factors)
+
+    _, support = _rescale.refine_factor(img, 0.5, record, 32)
+    factors = sorted(support)
+    sides = sorted(seen)  # the resized crop's side for each factor, smallest factor first
+    assert factors[0] == pytest.approx(0.5) and len(factors) >= 3 and len(sides) == len(factors)
     # best at the estimate's factor, the next one within the tie, the rest well below
     for s, v in zip(sides, [0.80, 0.80 - 0.6 * _rescale.REFINE_TIE] + [0.5] * (len(sides) - 2)):
         strengths[s] = v

@@ -312,8 +312,8 @@ def _as_stored_plane(arr: np.ndarray, channel_axis: int | None, path: Path) -> n
     arr = np.asarray(arr)
     if channel_axis is not None and arr.ndim == 3 and arr.shape[channel_axis] in (2, 3, 4):
         arr = np.moveaxis(arr, channel_axis, -1)
-    if arr.ndim == 3 and arr.shape[-1] == 2 and min(arr.shape[:2]) > 4:
-        arr = arr[..., 0]  # grey + alpha (an "LA" PNG, a 2-sample TIFF): the alpha plane is not the specimen
+    if arr.ndim == 3 and arr.shape[-1] == 2:
+        arr = arr[..., 0]  # grey + alpha (an "LA" PNG, a 2-sample TIFF), as channels.to_planes reads it
     keep_last = arr.ndim >= 3 and arr.shape[-1] in (3, 4)
     spatial = arr.ndim - (1 if keep_last else 0)
     singletons = [i for i in range(spatial) if arr.shape[i] == 1]

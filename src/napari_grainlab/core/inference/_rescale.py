@@ -19,8 +19,8 @@ segmented by the watershed, and the factor whose predicted boundaries the networ
 highest mean boundary probability along the watershed lines, the largest factor among near-ties) is taken.
 A network shown grains far smaller than it was trained on blurs their boundaries into grey; shown grains
 far larger, it draws weak, invented boundaries inside them; both lower that mean, the second more
-(missed boundaries are simply not drawn), hence the preference for the larger factor among near-ties.  (Comparing the predicted grain size with the
-training scale, cellpose's criterion, does not work for our networks: they find grains of about their
+(missed boundaries are simply not drawn), hence the preference for the larger factor among near-ties.
+(Comparing the predicted grain size with the training scale, cellpose's criterion, does not work for our networks: they find grains of about their
 training size at every factor.)
 
 Shared by the PyTorch pipeline and the torch-free ONNX prediction.
